@@ -1,0 +1,98 @@
+"""AIOS for Python: an LLM agent operating system for the agent frameworks you already use.
+
+    import aios
+    aios.patch("autogen")        # every AutoGen LLM and tool call is now a scheduled syscall
+
+    with aios.Kernel() as kernel:  # or use the SDK directly
+        print(kernel.agent("alice").chat("Hello!").content)
+"""
+
+from aios_core import __version__
+from aios_core.agents import AgentRecord
+from aios_core.clock import VirtualTimeLoop, run_virtual
+from aios_core.components import Adapter, BackendFactory, CoreFactory
+from aios_core.config import KernelConfig, load_config
+from aios_core.cores.base import Chunk, Generation, LLMCore, Snapshot
+from aios_core.errors import (
+    AccessDeniedError,
+    AIOSError,
+    ConfigError,
+    ContextLengthError,
+    CoreError,
+    InvalidSyscallError,
+    KernelNotRunningError,
+    PluginError,
+    QueueFullError,
+    StorageError,
+    SyscallCancelledError,
+    SyscallTimeoutError,
+    ToolError,
+    UnknownAgentError,
+    UnknownComponentError,
+)
+from aios_core.hookspecs import hookimpl
+from aios_core.kernel import Kernel
+from aios_core.llm_pool import StreamPiece
+from aios_core.scheduler.base import Job, Scheduler
+from aios_core.sdk import Agent
+from aios_core.syscalls import (
+    LLMRequest,
+    LLMResponse,
+    LLMSyscall,
+    MemorySyscall,
+    Message,
+    StorageSyscall,
+    ToolCall,
+    ToolSpec,
+    ToolSyscall,
+    parse_syscall,
+)
+from aios_core.tool import Tool
+
+__all__ = [
+    "AIOSError",
+    "AccessDeniedError",
+    "Adapter",
+    "Agent",
+    "AgentRecord",
+    "BackendFactory",
+    "Chunk",
+    "ConfigError",
+    "ContextLengthError",
+    "CoreError",
+    "CoreFactory",
+    "Generation",
+    "InvalidSyscallError",
+    "Job",
+    "Kernel",
+    "KernelConfig",
+    "KernelNotRunningError",
+    "LLMCore",
+    "LLMRequest",
+    "LLMResponse",
+    "LLMSyscall",
+    "MemorySyscall",
+    "Message",
+    "PluginError",
+    "QueueFullError",
+    "Scheduler",
+    "Snapshot",
+    "StorageError",
+    "StorageSyscall",
+    "StreamPiece",
+    "SyscallCancelledError",
+    "SyscallTimeoutError",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolSpec",
+    "ToolSyscall",
+    "UnknownAgentError",
+    "UnknownComponentError",
+    "VirtualTimeLoop",
+    "__version__",
+    "hookimpl",
+    "load_config",
+    "parse_syscall",
+    "run_virtual",
+]

@@ -1,0 +1,182 @@
+"""The one interface every LLM core implements.
+
+The kernel hands a core :class:`Generation` jobs chosen by the scheduler and
+reads each job's tokens from an async stream. A core batches whatever it has
+been handed (continuous batching where the engine allows). Preemption is a
+request: :meth:`LLMCore.preempt` asks the core to pause a running generation at
+its next step boundary; the job's stream then ends with a chunk whose
+``finish_reason`` is ``"preempted"`` and which carries a :class:`Snapshot`.
+Handing the core a new :class:`Generation` with ``resume=snapshot`` continues
+exactly where it stopped, without recomputing what was already generated
+(KV state for local cores, text so far for remote ones).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aios_core.syscalls import LLMRequest, ToolCall
+
+ChunkFinish = Literal["stop", "length", "tool_calls", "preempted", "cancelled", "error"]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A paused generation. ``data`` is the engine state (None when the core resumes from text)."""
+
+    gen_id: str
+    core: str
+    #: tokens (ids or text pieces) generated so far, and any small core state needed to resume
+    state: dict[str, Any] = field(default_factory=dict)
+    data: bytes | None = None
+    #: set by the context manager when it moves ``data`` to disk to respect its memory budget
+    path: str | None = None
+    nbytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.data is not None and not self.nbytes:
+            self.nbytes = len(self.data)
+
+
+@dataclass(slots=True)
+class Generation:
+    """One LLM job handed to a core: a request, its identity, and optionally a snapshot to resume."""
+
+    id: str
+    request: LLMRequest
+    agent: str = ""
+    program: str = ""
+    resume: Snapshot | None = None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A piece of a generation's output stream.
+
+    ``tokens`` counts generated tokens in this chunk (what the scheduler meters).
+    The first chunk of a (re)started generation reports ``prompt_tokens`` and
+    ``cached_tokens``; the last one has ``finish_reason`` set.
+    """
+
+    text: str = ""
+    tokens: int = 0
+    finish_reason: ChunkFinish | None = None
+    tool_calls: list[ToolCall] | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    snapshot: Snapshot | None = None
+    error: BaseException | None = None
+    #: the final chunk carries the cleaned message content (tool-call markup removed) when it differs from the streamed text
+    content: str | None = None
+
+
+@dataclass(slots=True)
+class CoreStats:
+    name: str
+    model: str
+    running: int = 0
+    max_batch: int = 1
+    steps: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    snapshots: int = 0
+    restores: int = 0
+    busy_seconds: float = 0.0
+    batch_size_sum: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batch_size_sum / self.steps if self.steps else 0.0
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "running": self.running,
+            "max_batch": self.max_batch,
+            "steps": self.steps,
+            "generated_tokens": self.generated_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "prefix_hit_rate": round(self.prefix_hit_rate, 4),
+            "mean_batch": round(self.mean_batch, 3),
+            "snapshots": self.snapshots,
+            "restores": self.restores,
+            "busy_seconds": round(self.busy_seconds, 4),
+            **self.extra,
+        }
+
+
+class LLMCore(abc.ABC):
+    """A model engine the kernel can schedule onto.
+
+    Implementations: ``sim`` (virtual clock), ``llamacpp`` (embedded default),
+    ``transformers`` and ``openai`` (any OpenAI-compatible server).
+    """
+
+    #: registry name of the core kind (e.g. "sim", "llamacpp")
+    kind: str = "core"
+    #: whether preempt() yields a snapshot that resumes without recomputation
+    supports_snapshot: bool = True
+
+    def __init__(self, name: str, model: str) -> None:
+        self.name = name
+        self.model = model
+
+    async def start(self) -> None:
+        """Load the model / open connections. Called once by the kernel, inside its loop."""
+
+    async def stop(self) -> None:
+        """Release everything; streams still open end with a ``cancelled`` chunk."""
+
+    @abc.abstractmethod
+    def max_batch(self) -> int:
+        """How many generations this core runs at once."""
+
+    @abc.abstractmethod
+    def running(self) -> int:
+        """How many generations this core runs now."""
+
+    def can_admit(self, gen: Generation) -> bool:
+        """Whether ``gen`` fits now (a free slot and, for local cores, room in the KV cache)."""
+        return self.running() < self.max_batch()
+
+    def check_request(self, request: LLMRequest) -> None:
+        """Raise ContextLengthError (or InvalidSyscallError) when the request can never run on this core."""
+
+    @abc.abstractmethod
+    def generate(self, gen: Generation) -> AsyncIterator[Chunk]:
+        """Start (or, with ``gen.resume``, continue) a generation and stream its chunks."""
+
+    @abc.abstractmethod
+    def preempt(self, gen_id: str) -> None:
+        """Ask the core to pause ``gen_id`` at its next step; its stream ends with a ``preempted`` chunk."""
+
+    @abc.abstractmethod
+    def cancel(self, gen_id: str) -> None:
+        """Stop ``gen_id`` and free its resources; its stream ends with a ``cancelled`` chunk."""
+
+    def discard(self, snapshot: Snapshot) -> None:
+        """Free a snapshot that will never be resumed (its agent ended or was cancelled)."""
+
+    def prefix_affinity(self, request: LLMRequest) -> int:
+        """Prompt tokens this core could reuse from its cache for ``request`` (routing prefers higher)."""
+        return 0
+
+    def count_tokens(self, request: LLMRequest) -> int:
+        """Prompt size in tokens (an estimate is fine for scheduling)."""
+        chars = sum(len(m.content or "") for m in request.messages)
+        return max(1, chars // 4)
+
+    @abc.abstractmethod
+    def stats(self) -> CoreStats:
+        """Counters for ``aios top``, the bench and Prometheus."""

@@ -1,0 +1,371 @@
+"""The LLM resource: one scheduler queue in front of the cores that serve one model.
+
+Nothing here polls. A syscall is pushed to the scheduler and the pool fills
+free core slots at once (:meth:`LLMPool._fill`); whenever a generation ends,
+is preempted or fails, the pool fills again. Each running generation has one
+task that reads its core's token stream, meters service for the scheduler and,
+at token boundaries while others wait, asks the policy whether to preempt. A
+preempted generation's snapshot goes to the context manager and the job goes
+back into the queue; when it is picked again it resumes from the snapshot.
+
+A scheduling policy that raises is contained: the pool logs it, reports it
+through ``on_scheduler_error`` and carries on with FIFO over the same queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aios_core.agents import AgentRecord
+from aios_core.cores.base import Chunk, Generation, LLMCore
+from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancelledError
+from aios_core.managers.context import ContextManager
+from aios_core.scheduler.base import Job, Scheduler
+from aios_core.scheduler.fifo import FifoScheduler
+from aios_core.syscalls import LLMResponse, LLMSyscall, Usage
+
+log = logging.getLogger(__name__)
+
+
+class StreamPiece:
+    """What a streaming caller receives: text deltas, then one last piece carrying the full response."""
+
+    __slots__ = ("delta", "response")
+
+    def __init__(self, delta: str = "", response: LLMResponse | None = None) -> None:
+        self.delta = delta
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"StreamPiece(delta={self.delta!r}, final={self.response is not None})"
+
+
+class Flight:
+    """One LLM syscall inside the kernel, from queueing to its response."""
+
+    __slots__ = (
+        "syscall", "agent", "job", "done", "deltas", "parts", "core", "snapshot_core", "task",
+        "prompt_tokens", "cached_tokens", "completion_tokens", "run_started", "attempts", "cancel_reason",
+    )
+
+    def __init__(self, syscall: LLMSyscall, agent: AgentRecord, job: Job, *, stream: bool) -> None:
+        self.syscall = syscall
+        self.agent = agent
+        self.job = job
+        self.done: asyncio.Future[LLMResponse] = asyncio.get_running_loop().create_future()
+        self.deltas: asyncio.Queue[StreamPiece | BaseException] | None = asyncio.Queue() if stream else None
+        self.parts: list[str] = []
+        self.core: LLMCore | None = None
+        self.snapshot_core: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.completion_tokens = 0
+        self.run_started = 0.0
+        self.attempts = 0
+        self.cancel_reason: AIOSError | None = None
+
+    @property
+    def id(self) -> str:
+        return self.syscall.id
+
+    @property
+    def state(self) -> str:
+        if self.done.done():
+            return "done"
+        if self.core is not None:
+            return "running"
+        return "preempted" if self.snapshot_core else "queued"
+
+
+class LLMPool:
+    def __init__(
+        self,
+        name: str,
+        cores: list[LLMCore],
+        scheduler: Scheduler,
+        context: ContextManager,
+        *,
+        max_queued: int = 100_000,
+        max_retries: int = 1,
+        preemption: bool = True,
+        on_finish: Callable[[Flight, BaseException | None], None] | None = None,
+        on_scheduler_error: Callable[[Scheduler, BaseException], None] | None = None,
+    ) -> None:
+        if not cores:
+            raise ValueError(f"pool {name} has no cores")
+        self.name = name
+        self.cores = cores
+        self.scheduler = scheduler
+        self.context = context
+        self.max_queued = max_queued
+        self.max_retries = max_retries
+        self.preemption = preemption
+        self._on_finish = on_finish
+        self._on_scheduler_error = on_scheduler_error
+        self._queued: dict[str, Flight] = {}
+        self._running: dict[str, Flight] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.completed = 0
+        self.failed = 0
+
+    # ------------------------------------------------------------------ public
+
+    def submit(self, syscall: LLMSyscall, agent: AgentRecord, *, stream: bool = False) -> Flight:
+        """Queue an LLM syscall (call on the kernel loop). Raises before queueing if it can never run."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        if len(self._queued) >= self.max_queued:
+            raise QueueFullError(
+                f"the LLM queue of {self.name} holds {len(self._queued)} syscalls (its limit); retry later or raise max_queued",
+                queued=len(self._queued),
+            )
+        # refuse what no core could ever run (e.g. prompt longer than the context) before it waits in a queue
+        errors = []
+        for core in self.cores:
+            try:
+                core.check_request(syscall.request)
+                break
+            except AIOSError as exc:
+                errors.append(exc)
+        else:
+            raise errors[0]
+        now = self._loop.time()
+        syscall.timing.queued = now
+        job = Job(
+            id=syscall.id,
+            agent=agent.name,
+            program=syscall.program or agent.name,
+            priority=syscall.priority,
+            arrival=now,
+            enqueued_at=now,
+            hint_tokens=syscall.hint_tokens,
+        )
+        flight = Flight(syscall, agent, job, stream=stream)
+        job.payload = flight
+        self._queued[syscall.id] = flight
+        self._policy(lambda s: s.on_arrival(job))
+        self._policy(lambda s: s.push(job, now))
+        self._fill()
+        return flight
+
+    def cancel(self, flight: Flight, reason: AIOSError) -> None:
+        """Withdraw a flight wherever it is; its waiter gets ``reason``."""
+        if flight.done.done():
+            return
+        flight.cancel_reason = reason
+        if flight.id in self._queued:
+            del self._queued[flight.id]
+            self._policy(lambda s: s.remove(flight.job))
+            self.context.discard(flight.id)
+            self._finish(flight, reason)
+        elif flight.core is not None:
+            flight.core.cancel(flight.id)  # the consuming task ends it with ``reason``
+
+    def shutdown(self, reason: AIOSError) -> None:
+        for flight in list(self._queued.values()) + list(self._running.values()):
+            self.cancel(flight, reason)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def flights(self) -> list[Flight]:
+        return list(self._running.values()) + list(self._queued.values())
+
+    # ------------------------------------------------------------------ policy calls, contained
+
+    def _policy(self, fn: Callable[[Scheduler], Any]) -> Any:
+        try:
+            return fn(self.scheduler)
+        except Exception as exc:  # noqa: BLE001 - a broken policy must not stop the kernel
+            self._replace_scheduler(exc)
+            return fn(self.scheduler)
+
+    def _replace_scheduler(self, exc: BaseException) -> None:
+        broken = self.scheduler
+        log.error("scheduler %s raised %r; pool %s continues with fifo", broken.name, exc, self.name)
+        fallback = FifoScheduler()
+        now = self._loop.time() if self._loop else 0.0
+        for flight in sorted(self._queued.values(), key=lambda f: f.job.seq):
+            fallback.on_arrival(flight.job)
+            fallback.push(flight.job, now)
+        self.scheduler = fallback
+        if self._on_scheduler_error is not None:
+            self._on_scheduler_error(broken, exc)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _route(self, flight: Flight) -> LLMCore | None:
+        gen = Generation(id=flight.id, request=flight.syscall.request)
+        if flight.snapshot_core is not None:
+            for core in self.cores:
+                if core.name == flight.snapshot_core:
+                    return core if core.can_admit(gen) else None
+        best: LLMCore | None = None
+        best_key: tuple[int, float] | None = None
+        for core in self.cores:
+            if not core.can_admit(gen):
+                continue
+            key = (-core.prefix_affinity(flight.syscall.request), core.running() / core.max_batch())
+            if best_key is None or key < best_key:
+                best, best_key = core, key
+        return best
+
+    def _fill(self) -> None:
+        assert self._loop is not None
+        while self._queued:
+            now = self._loop.time()
+            job = self._policy(lambda s: s.peek(now))
+            if job is None:
+                return
+            core = self._route(job.payload)
+            if core is None:
+                return
+            popped = self._policy(lambda s: s.pop(now))
+            if popped is None:
+                return
+            self._start(popped.payload, core, now)
+
+    def _start(self, flight: Flight, core: LLMCore, now: float) -> None:
+        del self._queued[flight.id]
+        resume = None
+        if flight.snapshot_core is not None:
+            try:
+                resume = self.context.take(flight.id)
+            except AIOSError as exc:
+                self._finish(flight, exc)
+                return
+        gen = Generation(id=flight.id, request=flight.syscall.request, agent=flight.agent.name, program=flight.job.program, resume=resume)
+        self._policy(lambda s: s.on_dispatch(flight.job, now))
+        timing = flight.syscall.timing
+        if timing.started is None:
+            timing.started = now
+        flight.run_started = now
+        try:
+            stream = core.generate(gen)
+        except AIOSError as exc:
+            self._finish(flight, exc)
+            return
+        flight.core = core
+        self._running[flight.id] = flight
+        flight.task = self._loop.create_task(self._consume(flight, core, stream), name=f"llm:{flight.id[:8]}")  # type: ignore[union-attr]
+
+    async def _consume(self, flight: Flight, core: LLMCore, stream: Any) -> None:
+        job = flight.job
+        loop_time = self._loop.time  # type: ignore[union-attr]
+        asked = False
+        last: Chunk | None = None
+        try:
+            async for chunk in stream:
+                if chunk.prompt_tokens:
+                    flight.prompt_tokens, flight.cached_tokens = chunk.prompt_tokens, chunk.cached_tokens
+                    self._policy(lambda s: s.on_prefill(job, chunk.prompt_tokens))
+                if chunk.tokens:
+                    flight.completion_tokens += chunk.tokens
+                    self._policy(lambda s: s.on_tokens(job, chunk.tokens))
+                if chunk.text:
+                    flight.parts.append(chunk.text)
+                    if flight.deltas is not None:
+                        flight.deltas.put_nowait(StreamPiece(chunk.text))
+                if chunk.finish_reason is not None:
+                    last = chunk
+                    break
+                if not asked and self.preemption and self._queued and flight.cancel_reason is None:
+                    now = loop_time()
+                    if self._policy(lambda s: s.should_preempt(job, now)):
+                        core.preempt(flight.id)
+                        asked = True
+        except asyncio.CancelledError:
+            core.cancel(flight.id)
+            last = Chunk(finish_reason="cancelled")
+        except Exception as exc:  # noqa: BLE001 - a core that dies mid-stream fails this flight only
+            log.exception("core %s failed while streaming %s", core.name, flight.id)
+            last = Chunk(finish_reason="error", error=CoreError(f"core {core.name} failed mid-request: {exc}", retryable=True))
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+        if last is None:
+            last = Chunk(finish_reason="error", error=CoreError(f"core {core.name} ended the stream without a finish reason", retryable=True))
+        now = loop_time()
+        self._running.pop(flight.id, None)
+        flight.core = None
+        flight.syscall.timing.service += now - flight.run_started
+        self._outcome(flight, core, last, now)
+        self._fill()
+
+    def _outcome(self, flight: Flight, core: LLMCore, last: Chunk, now: float) -> None:
+        reason = last.finish_reason
+        if flight.cancel_reason is not None:
+            if last.snapshot is not None:
+                core.discard(last.snapshot)
+            self._finish(flight, flight.cancel_reason)
+            return
+        if reason == "preempted":
+            flight.syscall.timing.preemptions += 1
+            flight.job.preemptions += 1
+            flight.agent.preemptions += 1
+            if last.snapshot is not None:
+                self.context.save(flight.agent.name, last.snapshot)
+                flight.snapshot_core = core.name
+            self._requeue(flight, now)
+            return
+        if reason == "error":
+            error = last.error if isinstance(last.error, AIOSError) else CoreError(f"core {core.name} failed: {last.error}", retryable=True)
+            retryable = isinstance(error, CoreError) and error.retryable
+            if retryable and flight.attempts < self.max_retries and not flight.parts and flight.snapshot_core is None:
+                flight.attempts += 1
+                log.warning("retrying %s after core %s failed: %s", flight.id, core.name, error.message)
+                flight.completion_tokens = 0
+                self._requeue(flight, now)
+                return
+            self._finish(flight, error)
+            return
+        if reason == "cancelled":
+            self._finish(flight, last.error if isinstance(last.error, AIOSError) else SyscallCancelledError(f"core {core.name} cancelled the generation"))
+            return
+        content = last.content if last.content is not None else "".join(flight.parts)
+        response = LLMResponse(
+            content=(content or None) if last.tool_calls else content,
+            tool_calls=last.tool_calls or [],
+            finish_reason=reason or "stop",  # type: ignore[arg-type]
+            usage=Usage(prompt_tokens=flight.prompt_tokens, completion_tokens=flight.completion_tokens, cached_tokens=flight.cached_tokens),
+            core=core.name,
+            syscall_id=flight.id,
+        )
+        self._finish(flight, None, response)
+
+    def _requeue(self, flight: Flight, now: float) -> None:
+        flight.job.enqueued_at = now
+        self._queued[flight.id] = flight
+        self._policy(lambda s: s.push(flight.job, now))
+
+    def _finish(self, flight: Flight, error: BaseException | None, response: LLMResponse | None = None) -> None:
+        if flight.done.done():
+            return
+        self._policy(lambda s: s.on_finish(flight.job))
+        flight.syscall.timing.finished = self._loop.time() if self._loop else None
+        if error is None:
+            self.completed += 1
+            flight.done.set_result(response)  # type: ignore[arg-type]
+            if flight.deltas is not None:
+                flight.deltas.put_nowait(StreamPiece("", response))
+        else:
+            self.failed += 1
+            flight.done.set_exception(error)
+            flight.done.exception()  # mark retrieved: the waiter may already be gone
+            if flight.deltas is not None:
+                flight.deltas.put_nowait(error)
+        if self._on_finish is not None:
+            self._on_finish(flight, error)

@@ -1,0 +1,1 @@
+"""The kernel's managers: context (snapshots), memory, storage, tools and access."""

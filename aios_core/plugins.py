@@ -1,0 +1,208 @@
+"""Finding, loading and calling plugins, with every failure contained and attributed.
+
+Built-ins are registered first (by module name, from ``plugins/`` and
+``adapters/``), then third-party modules from the ``aios`` entry-point group.
+Each hook implementation is called on its own, so one plugin that raises costs
+only its own contribution: the failure is recorded as a :class:`PluginError`
+naming the plugin and its distribution, logged, and shown by ``aios plugins``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from aios_core import hookspecs
+from aios_core.errors import PluginError, UnknownComponentError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "aios"
+
+#: modules registered before any entry point; each is a plugin like a third party's
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "plugins.schedulers",
+    "plugins.cores",
+    "plugins.tools",
+)
+
+#: registration hooks and what they contribute
+KINDS: dict[str, str] = {
+    "schedulers": "aios_register_schedulers",
+    "cores": "aios_register_cores",
+    "tools": "aios_register_tools",
+    "memory_backends": "aios_register_memory_backends",
+    "storage_backends": "aios_register_storage_backends",
+    "adapters": "aios_register_adapters",
+}
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    origin: str  # "builtin", "entry point <dist> <version>", or "registered at runtime"
+    module: str
+    contributes: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registered:
+    component: Any
+    plugin: str
+
+
+class PluginHost:
+    """The kernel's plugin manager: hookspecs, loading, registries per kind, contained calls."""
+
+    def __init__(self, *, builtins: bool = True, entry_point_plugins: bool = True, disabled: set[str] | frozenset[str] = frozenset()) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.errors: list[PluginError] = []
+        self.disabled = set(disabled)
+        self._registries: dict[str, dict[str, Registered]] | None = None
+        if builtins:
+            for module in BUILTIN_PLUGINS:
+                self._load_module(module, name=f"aios.{module}", origin="builtin")
+        if entry_point_plugins:
+            self._load_entry_points()
+
+    # ------------------------------------------------------------------ loading
+
+    def _load_module(self, module: str, *, name: str, origin: str) -> None:
+        if name in self.disabled:
+            return
+        try:
+            obj = importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, not ours
+            self._fail(name, f"plugin {name} ({origin}) failed to import: {exc!r}", origin=origin)
+            return
+        self.register(obj, name=name, origin=origin)
+
+    def _load_entry_points(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            origin = f"entry point {dist.name} {dist.version}" if dist is not None else "entry point"
+            if ep.name in self.disabled or ep.name in self.plugins:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                self._fail(ep.name, f"plugin {ep.name} from {origin} failed to import: {exc!r}", origin=origin)
+                continue
+            self.register(obj, name=ep.name, origin=origin)
+
+    def register(self, obj: Any, *, name: str | None = None, origin: str = "registered at runtime") -> str | None:
+        """Register a plugin object or module; returns its name, or None if it was refused."""
+        name = name or getattr(obj, "__name__", None) or type(obj).__name__
+        if name in self.plugins:
+            self._fail(name, f"a plugin named {name!r} is already registered ({self.plugins[name].origin}); {origin} ignored", origin=origin)
+            return None
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with a misspelled hook name
+            self._fail(name, f"plugin {name} ({origin}) could not be registered: {exc}", origin=origin)
+            return None
+        self.plugins[name] = PluginInfo(name=name, origin=origin, module=getattr(obj, "__name__", type(obj).__name__))
+        self._registries = None
+        return name
+
+    def _fail(self, plugin: str, message: str, **details: Any) -> None:
+        if any(e.message == message for e in self.errors):
+            return  # registries are re-collected after a late registration; report each failure once
+        log.warning("%s", message)
+        self.errors.append(PluginError(message, plugin=plugin, **details))
+
+    # ------------------------------------------------------------------ registries
+
+    def _collect(self) -> dict[str, dict[str, Registered]]:
+        registries: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
+        for info in self.plugins.values():
+            info.contributes = {}
+        for kind, hook_name in KINDS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            # get_hookimpls() lists in registration order: builtins first, so they win name clashes
+            for impl in hook.get_hookimpls():
+                plugin = impl.plugin_name
+                try:
+                    items = impl.function() or []
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(plugin, f"plugin {plugin} raised in {hook_name}: {exc!r}; its {kind} are not available", hook=hook_name)
+                    continue
+                for item in items:
+                    item_name = getattr(item, "name", None)
+                    if not isinstance(item_name, str) or not item_name:
+                        self._fail(plugin, f"plugin {plugin} returned a {kind[:-1]} without a name from {hook_name}: {item!r}", hook=hook_name)
+                        continue
+                    taken = registries[kind].get(item_name)
+                    if taken is not None:
+                        self._fail(
+                            plugin,
+                            f"plugin {plugin} registers {kind[:-1]} {item_name!r}, already registered by {taken.plugin}; ignored",
+                            hook=hook_name,
+                        )
+                        continue
+                    registries[kind][item_name] = Registered(item, plugin)
+                    if plugin in self.plugins:
+                        self.plugins[plugin].contributes.setdefault(kind, []).append(item_name)
+        return registries
+
+    @property
+    def registries(self) -> dict[str, dict[str, Registered]]:
+        if self._registries is None:
+            self._registries = self._collect()
+        return self._registries
+
+    def get(self, kind: str, name: str) -> Any:
+        try:
+            return self.registries[kind][name].component
+        except KeyError:
+            known = ", ".join(sorted(self.registries.get(kind, {}))) or "none"
+            failed = [e.plugin for e in self.errors]
+            hint = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
+            raise UnknownComponentError(f"no {kind[:-1]} named {name!r}; known: {known}{hint}", kind=kind, name=name) from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.registries[kind])
+
+    def all(self, kind: str) -> dict[str, Any]:
+        return {name: reg.component for name, reg in self.registries[kind].items()}
+
+    # ------------------------------------------------------------------ calling observers
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of an observer hook; a failing one is logged and recorded, never raised."""
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+            except Exception as exc:  # noqa: BLE001
+                self._fail(impl.plugin_name, f"plugin {impl.plugin_name} raised in {hook_name}: {exc!r}", hook=hook_name)
+
+    def first_answer(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first non-None answer of a firstresult hook; a plugin that raises is skipped (and recorded)."""
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            try:
+                answer = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+            except Exception as exc:  # noqa: BLE001
+                self._fail(impl.plugin_name, f"plugin {impl.plugin_name} raised in {hook_name}: {exc!r}", hook=hook_name)
+                continue
+            if answer is not None:
+                return answer
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """What ``aios plugins`` prints: each plugin with origin and contributions, and every failure."""
+        self.registries  # noqa: B018 - make sure contributions are collected
+        return {
+            "plugins": [
+                {"name": p.name, "origin": p.origin, "module": p.module, "contributes": p.contributes} for p in self.plugins.values()
+            ],
+            "errors": [{"plugin": e.plugin, "message": e.message} for e in self.errors],
+        }

@@ -1,0 +1,150 @@
+"""A scheduler is a pure policy over a queue of LLM jobs.
+
+It never touches a core or a clock of its own: the kernel tells it what arrived
+(:meth:`Scheduler.push`), asks it what runs next (:meth:`Scheduler.pop`), reports
+progress (:meth:`Scheduler.on_tokens`) and, at token boundaries of a running
+job while others wait, asks whether to preempt it
+(:meth:`Scheduler.should_preempt`). That keeps every policy unit-testable
+without a model, as in vLLM's and SGLang's schedulers.
+
+Service is metered in tokens: decoded tokens plus prompt tokens weighted by
+``prefill_weight`` (prefill costs far less per token than decode). Per-program
+attained service lives here so that program-level policies (PLAS) can use it.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """A schedulable LLM syscall (it may be preempted and queued again)."""
+
+    id: str
+    agent: str
+    program: str
+    priority: int = 0
+    #: loop time of the first arrival, and of the latest (re)queueing
+    arrival: float = 0.0
+    enqueued_at: float = 0.0
+    prompt_tokens: int = 0
+    generated: int = 0
+    #: tokens generated since this job was last dispatched (the current time slice)
+    slice_tokens: int = 0
+    #: caller's estimate of tokens still to generate (SRPT); None when unknown
+    hint_tokens: int | None = None
+    preemptions: int = 0
+    seq: int = field(default_factory=lambda: next(_seq))
+    #: anything the kernel wants to carry along (never read by policies)
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class ProgramStats:
+    attained: float = 0.0
+    calls: int = 0
+    live: int = 0
+
+
+class Scheduler(abc.ABC):
+    """Base class of all policies. Subclasses keep their own queue structure."""
+
+    name: ClassVar[str] = "base"
+    #: one-line description for ``aios plugins`` and the docs
+    description: ClassVar[str] = ""
+
+    def __init__(self, *, prefill_weight: float = 0.05, max_programs: int = 100_000) -> None:
+        self.prefill_weight = prefill_weight
+        self.max_programs = max_programs
+        self._programs: OrderedDict[str, ProgramStats] = OrderedDict()
+
+    # ------------------------------------------------------------------ queue (policy)
+
+    @abc.abstractmethod
+    def push(self, job: Job, now: float) -> None:
+        """Queue ``job`` (new, or preempted and coming back)."""
+
+    @abc.abstractmethod
+    def pop(self, now: float) -> Job | None:
+        """Remove and return the job to run next, or None if the queue is empty."""
+
+    @abc.abstractmethod
+    def peek(self, now: float) -> Job | None:
+        """The job :meth:`pop` would return, without removing it."""
+
+    @abc.abstractmethod
+    def remove(self, job: Job) -> bool:
+        """Take ``job`` out of the queue (it was cancelled); False if it was not queued."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    def should_preempt(self, running: Job, now: float) -> bool:
+        """Whether ``running`` should yield its slot to the best waiting job (only asked when one waits)."""
+        return False
+
+    # ------------------------------------------------------------------ accounting (shared)
+
+    def program(self, name: str) -> ProgramStats:
+        stats = self._programs.get(name)
+        if stats is None:
+            stats = self._programs[name] = ProgramStats()
+            self._trim()
+        else:
+            self._programs.move_to_end(name)
+        return stats
+
+    def attained(self, program: str) -> float:
+        stats = self._programs.get(program)
+        return stats.attained if stats else 0.0
+
+    def on_arrival(self, job: Job) -> None:
+        stats = self.program(job.program)
+        stats.calls += 1
+        stats.live += 1
+
+    def on_dispatch(self, job: Job, now: float) -> None:
+        job.slice_tokens = 0
+
+    def on_prefill(self, job: Job, prompt_tokens: int) -> None:
+        job.prompt_tokens = prompt_tokens
+        self.program(job.program).attained += self.prefill_weight * prompt_tokens
+
+    def on_tokens(self, job: Job, n: int) -> None:
+        job.generated += n
+        job.slice_tokens += n
+        if job.hint_tokens is not None:
+            job.hint_tokens = max(0, job.hint_tokens - n)
+        stats = self._programs.get(job.program)
+        if stats is not None:
+            stats.attained += n
+
+    def on_finish(self, job: Job) -> None:
+        stats = self._programs.get(job.program)
+        if stats is not None:
+            stats.live = max(0, stats.live - 1)
+
+    def forget_program(self, program: str) -> None:
+        """The program ended: drop its history (bounded memory for long-running kernels)."""
+        self._programs.pop(program, None)
+
+    def _trim(self) -> None:
+        # drop the least recently active programs with nothing in flight
+        while len(self._programs) > self.max_programs:
+            for name, stats in self._programs.items():
+                if stats.live == 0:
+                    del self._programs[name]
+                    break
+            else:
+                return
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """Queue contents for ``aios top`` / ``aios ps``."""
+        return {"policy": self.name, "queued": len(self), "programs": len(self._programs)}

@@ -1,0 +1,108 @@
+"""PLAS: program-level least attained service (Autellix, arXiv 2502.13965).
+
+An agent's calls form a program. A call is ranked by the service its whole
+program has attained so far (tokens, see :class:`Scheduler`), not by the call
+alone, so a short program is not stuck behind the many calls of a long one.
+Service is discretised into geometric levels (a multi-level feedback queue):
+jobs in one level run first-come-first-served, a job whose program crosses a
+threshold drops a level, and a running job yields (after ``min_slice`` tokens)
+when a job of a lower level waits. Jobs that waited longer than ``max_wait``
+seconds are served first, so long programs are never starved.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aios_core.scheduler.base import Job, Scheduler
+from aios_core.scheduler.queues import FifoQueue
+
+
+class PLASScheduler(Scheduler):
+    name = "plas"
+    description = "program-level least attained service (Autellix); the default"
+
+    def __init__(
+        self,
+        *,
+        base: float = 64.0,
+        levels: int = 12,
+        min_slice: int = 16,
+        max_wait: float | None = 60.0,
+        **options: float,
+    ) -> None:
+        super().__init__(**options)
+        if base <= 0 or levels < 1:
+            raise ValueError("base must be > 0 and levels >= 1")
+        self.base = float(base)
+        self.levels = int(levels)
+        self.min_slice = int(min_slice)
+        self.max_wait = max_wait
+        self._queues = [FifoQueue() for _ in range(self.levels)]
+        self._level_of: dict[str, int] = {}
+        self._all = FifoQueue()  # arrival order across levels, for the starvation guard
+
+    def level(self, program: str) -> int:
+        attained = self.attained(program)
+        if attained < self.base:
+            return 0
+        return min(self.levels - 1, 1 + int(math.log2(attained / self.base)))
+
+    def push(self, job: Job, now: float) -> None:
+        lvl = self.level(job.program)
+        self._queues[lvl].push(job)
+        self._level_of[job.id] = lvl
+        self._all.push(job)
+
+    def _starving(self, now: float) -> Job | None:
+        if self.max_wait is None:
+            return None
+        oldest = self._all.peek()
+        if oldest is not None and now - oldest.enqueued_at > self.max_wait:
+            return oldest
+        return None
+
+    def peek(self, now: float) -> Job | None:
+        starving = self._starving(now)
+        if starving is not None:
+            return starving
+        for lvl, queue in enumerate(self._queues):
+            while True:
+                job = queue.peek()
+                if job is None:
+                    break
+                actual = self.level(job.program)
+                if actual == lvl:
+                    return job
+                # its program gained service while it waited (parallel calls): demote lazily
+                queue.remove(job)
+                self._queues[actual].push(job)
+                self._level_of[job.id] = actual
+        return None
+
+    def pop(self, now: float) -> Job | None:
+        job = self.peek(now)
+        if job is not None:
+            self.remove(job)
+        return job
+
+    def remove(self, job: Job) -> bool:
+        lvl = self._level_of.pop(job.id, None)
+        if lvl is None:
+            return False
+        self._queues[lvl].remove(job)
+        self._all.remove(job)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._level_of)
+
+    def should_preempt(self, running: Job, now: float) -> bool:
+        if running.slice_tokens < self.min_slice:
+            return False
+        best = self.peek(now)
+        if best is None:
+            return False
+        if self.max_wait is not None and now - best.enqueued_at > self.max_wait:
+            return True
+        return self.level(best.program) < self.level(running.program)

@@ -1,0 +1,22 @@
+"""Built-in LLM core kinds. Engines with heavy dependencies are imported only when a core of that kind is built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aios_core.components import CoreFactory
+from aios_core.cores.base import LLMCore
+from aios_core.hookspecs import hookimpl
+
+
+def _sim(**options: Any) -> LLMCore:
+    from aios_core.cores.sim import SimCore
+
+    return SimCore(**options)
+
+
+@hookimpl
+def aios_register_cores() -> list[CoreFactory]:
+    return [
+        CoreFactory("sim", _sim, "virtual-clock engine: step cost t0 + a*prefill + b*batch; deterministic, for tests and studies"),
+    ]

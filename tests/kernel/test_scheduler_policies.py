@@ -1,0 +1,156 @@
+"""The policies as pure functions over queues: no model, no kernel, no clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from aios_core.scheduler import FifoScheduler, Job, PLASScheduler, PriorityScheduler, RoundRobinScheduler, SRPTScheduler
+
+
+def job(name: str, program: str | None = None, priority: int = 0, t: float = 0.0, hint: int | None = None) -> Job:
+    return Job(id=name, agent=name, program=program or name, priority=priority, arrival=t, enqueued_at=t, hint_tokens=hint)
+
+
+def drain(s, now: float = 0.0) -> list[str]:
+    out = []
+    while (j := s.pop(now)) is not None:
+        out.append(j.id)
+    return out
+
+
+def test_fifo_keeps_arrival_order_and_removes_any_job():
+    s = FifoScheduler()
+    jobs = [job(f"j{i}", t=i) for i in range(5)]
+    for j in jobs:
+        s.push(j, j.arrival)
+    assert s.remove(jobs[2]) and not s.remove(jobs[2])
+    assert len(s) == 4
+    assert s.peek(0).id == "j0"
+    assert drain(s) == ["j0", "j1", "j3", "j4"]
+    assert not s.should_preempt(jobs[0], 10)
+
+
+def test_round_robin_preempts_after_quantum_and_requeues_at_back():
+    s = RoundRobinScheduler(quantum=4)
+    a, b = job("a"), job("b")
+    s.push(b, 0)
+    s.on_dispatch(a, 0)
+    s.on_tokens(a, 3)
+    assert not s.should_preempt(a, 1)
+    s.on_tokens(a, 1)
+    assert s.should_preempt(a, 1)
+    s.push(a, 1)  # preempted: goes behind b
+    assert drain(s) == ["b", "a"]
+    s.on_dispatch(a, 2)
+    assert a.slice_tokens == 0
+    with pytest.raises(ValueError):
+        RoundRobinScheduler(quantum=0)
+
+
+def test_priority_orders_by_priority_then_ages_low_priority_jobs():
+    s = PriorityScheduler(aging=1.0, min_slice=0)
+    low, high = job("low", priority=0, t=0.0), job("high", priority=5, t=0.0)
+    s.push(low, 0)
+    s.push(high, 0)
+    assert s.peek(0).id == "high"
+    # a low-priority job that waited long enough overtakes a newer high-priority one
+    s2 = PriorityScheduler(aging=1.0)
+    old = job("old", priority=0, t=0.0)
+    new = job("new", priority=5, t=10.0)
+    s2.push(old, 0)
+    s2.push(new, 10)
+    assert s2.pop(10.5).id == "old"
+
+
+def test_priority_preempts_lower_priority_runner_after_min_slice():
+    s = PriorityScheduler(aging=0.0, min_slice=2)
+    runner = job("runner", priority=0)
+    s.push(job("vip", priority=9), 0)
+    s.on_dispatch(runner, 0)
+    s.on_tokens(runner, 1)
+    assert not s.should_preempt(runner, 0)
+    s.on_tokens(runner, 1)
+    assert s.should_preempt(runner, 0)
+
+
+def test_plas_prefers_programs_with_less_attained_service():
+    s = PLASScheduler(base=10, min_slice=1, max_wait=None)
+    long_call = job("long-1", program="long")
+    s.on_arrival(long_call)
+    s.on_tokens(long_call, 100)  # program "long" has attained 100 tokens
+    s.push(job("long-2", program="long"), 0)
+    s.push(job("short-1", program="short"), 1)
+    assert s.pop(2).id == "short-1"
+    assert s.level("long") > s.level("short")
+
+
+def test_plas_preempts_a_long_program_for_a_new_short_one():
+    s = PLASScheduler(base=8, min_slice=4, max_wait=None)
+    runner = job("r", program="big")
+    s.on_arrival(runner)
+    s.on_dispatch(runner, 0)
+    s.on_tokens(runner, 40)
+    s.push(job("n", program="new"), 1)
+    assert s.should_preempt(runner, 1)
+    # but not a job of the same level
+    peer = job("p", program="peer")
+    s.on_dispatch(peer, 0)
+    s.on_tokens(peer, 4)
+    assert not s.should_preempt(peer, 1)
+
+
+def test_plas_demotes_lazily_when_a_program_gains_service_while_waiting():
+    s = PLASScheduler(base=10, min_slice=1, max_wait=None)
+    waiting = job("w", program="p")
+    s.on_arrival(waiting)
+    s.push(waiting, 0)
+    s.push(job("q", program="q"), 0)
+    sibling = job("sib", program="p")  # a parallel call of the same program runs meanwhile
+    s.on_arrival(sibling)
+    s.on_tokens(sibling, 50)
+    assert s.pop(1).id == "q"
+    assert s.pop(1).id == "w"
+    assert len(s) == 0
+
+
+def test_plas_serves_starving_jobs_first():
+    s = PLASScheduler(base=1, max_wait=5.0)
+    old = job("old", program="heavy", t=0.0)
+    s.on_arrival(old)
+    s.on_tokens(old, 1000)
+    s.push(old, 0.0)
+    s.push(job("fresh", program="light", t=9.0), 9.0)
+    assert s.peek(1.0).id == "fresh"
+    assert s.peek(9.0).id == "old"
+
+
+def test_srpt_runs_shortest_remaining_first_and_unknown_last():
+    s = SRPTScheduler(min_slice=0)
+    s.push(job("unknown"), 0)
+    s.push(job("long", hint=500), 0)
+    s.push(job("short", hint=5), 0)
+    assert drain(s) == ["short", "long", "unknown"]
+    runner = job("r", hint=100)
+    s.push(job("tiny", hint=1), 0)
+    assert s.should_preempt(runner, 0)
+
+
+def test_removal_from_heaps_is_exact_and_bounded():
+    s = PriorityScheduler()
+    jobs = [job(f"j{i}", priority=i % 7) for i in range(500)]
+    for j in jobs:
+        s.push(j, 0)
+    for j in jobs[:450]:
+        assert s.remove(j)
+    assert len(s) == 50
+    assert len(s._heap._heap) < 200  # dead entries are compacted
+    assert sorted(drain(s)) == sorted(j.id for j in jobs[450:])
+
+
+def test_program_history_is_bounded():
+    s = FifoScheduler(max_programs=100)
+    for i in range(1000):
+        j = job(f"j{i}", program=f"p{i}")
+        s.on_arrival(j)
+        s.on_finish(j)
+    assert len(s._programs) <= 100
