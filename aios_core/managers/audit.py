@@ -16,7 +16,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,7 +95,8 @@ class AuditLog:
             conn.close()
             raise StorageError(f"cannot open the audit log {self.path}: {exc}") from exc
         self._conn = conn
-        self._queue: queue.SimpleQueue[tuple[AuditRecord, concurrent.futures.Future[int]] | None] = queue.SimpleQueue()
+        # items: a record with its future, a barrier Event set once everything before it is written, or None (stop)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="aios-audit", daemon=True)
         self._thread.start()
@@ -111,24 +111,28 @@ class AuditLog:
         return future
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
+            batch: list[tuple[AuditRecord, concurrent.futures.Future[int]]] = []
+            barriers: list[threading.Event] = []
             item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            stop = False
-            while len(batch) < 512:
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    barriers.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= 512:
+                    break
                 try:
-                    nxt = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._write(batch)
-            if stop:
-                break
+            if batch:
+                self._write(batch)
+            for barrier in barriers:
+                barrier.set()
         self._conn.close()
 
     def _write(self, batch: list[tuple[AuditRecord, concurrent.futures.Future[int]]]) -> None:
@@ -158,9 +162,11 @@ class AuditLog:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything queued so far is committed."""
-        marker = self.append(AuditRecord(time.time(), "-", "-", "audit.flush", "-", "allow", "flush marker"))
-        if not self._closed:
-            marker.result(timeout)
+        if self._closed:
+            return
+        barrier = threading.Event()
+        self._queue.put(barrier)
+        barrier.wait(timeout)
 
     def close(self) -> None:
         if self._closed:
@@ -187,12 +193,11 @@ def read_audit(
     """The newest ``limit`` records (oldest first), optionally of one agent / decision / action prefix / since a time.
 
     Opens the log read-only, so ``aios audit`` can run beside a live kernel.
-    Flush markers written by :meth:`AuditLog.flush` are left out.
     """
     path = Path(path)
     if not path.exists():
         return []
-    clauses = ["action != 'audit.flush'"]
+    clauses = ["1"]
     params: list[Any] = []
     if agent is not None:
         clauses.append("agent = ?")
@@ -201,8 +206,8 @@ def read_audit(
         clauses.append("decision = ?")
         params.append(decision)
     if action is not None:
-        clauses.append("action LIKE ?")
-        params.append(action.replace("%", r"\%") + "%")
+        clauses.append("substr(action, 1, ?) = ?")
+        params += [len(action), action]
     if since is not None:
         clauses.append("time >= ?")
         params.append(since)
