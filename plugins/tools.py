@@ -1,12 +1,16 @@
-"""Built-in tools (calculator, storage files, Python execution, shell, web fetch)."""
+"""Built-in tools (calculator, storage files, Python execution, shell, web fetch).
+
+Registered through the same hook as any third-party plugin; the tool manager
+decides which are enabled (shell and web fetch are off unless configured).
+"""
 
 from __future__ import annotations
 
 from aios_core.hookspecs import hookimpl
+from aios_core.managers.builtin_tools import builtin_tools
 from aios_core.tool import Tool
 
 
 @hookimpl
 def aios_register_tools() -> list[Tool]:
-    # filled in by the tool manager's built-in set (aios_core/managers/builtin_tools.py)
-    return []
+    return builtin_tools()

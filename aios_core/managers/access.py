@@ -86,6 +86,30 @@ class AccessConfig(BaseModel):
     audit_file: str = Field(default="audit.db", description="audit log file, relative to the kernel's data directory")
 
 
+def chain_confirmations(*hooks: "ConfirmFn | None") -> ConfirmFn | None:
+    """One confirmation callback asking ``hooks`` in order; the first True/False answer wins, None passes on.
+
+    Sync hooks run in a worker thread (they may block on a terminal prompt).
+    """
+    present = [h for h in hooks if h is not None]
+    if not present:
+        return None
+
+    async def confirm(agent: str, action: str, detail: dict[str, Any]) -> bool | None:
+        for hook in present:
+            if inspect.iscoroutinefunction(hook):
+                answer = await hook(agent, action, detail)
+            else:
+                answer = await asyncio.to_thread(hook, agent, action, detail)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            if answer is not None:
+                return bool(answer)
+        return None
+
+    return confirm
+
+
 def _expand(patterns: list[str], agent: str) -> list[str]:
     return [p.replace("{self}", agent) for p in patterns]
 

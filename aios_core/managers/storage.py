@@ -386,7 +386,8 @@ class StorageManager:
 
     # ------------------------------------------------------------------ unchecked core (paths already clean)
 
-    async def put(self, owner: str, path: str, data: str | bytes) -> VersionInfo:
+    async def put(self, owner: str, path: str, data: str | bytes, *, embed_text: str | None = None) -> VersionInfo:
+        """Add a version of ``owner/path``; ``embed_text`` replaces the text that is embedded for search."""
         blob, is_text = _encode(data)
         if len(blob) > self.config.max_file_bytes:
             raise StorageError(
@@ -397,7 +398,8 @@ class StorageManager:
         digest = hashlib.sha256(blob).hexdigest()
         vector = None
         if is_text and self.embedder is not None:
-            vector = (await asyncio.to_thread(self.embedder.embed, [blob.decode("utf-8")]))[0]
+            text = embed_text if embed_text is not None else blob.decode("utf-8")
+            vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
         model = self.embedder.name if self.embedder is not None else ""
         now = time.time()
 

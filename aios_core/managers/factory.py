@@ -1,0 +1,129 @@
+"""One call that builds the memory, storage, tool and access managers the kernel plugs in.
+
+The kernel's config carries the managers' options as plain tables
+(``[managers.memory]``, ``[managers.storage]``, ``[managers.tools]``,
+``[managers.access]``, ``[managers.embeddings]``); :class:`ManagersConfig`
+validates them, so a typo fails at start with the offending key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aios_core.errors import ConfigError
+from aios_core.managers.access import AccessConfig, AccessManager, ConfirmFn, chain_confirmations
+from aios_core.managers.audit import AuditLog
+from aios_core.managers.embeddings import Embedder, EmbeddingConfig, make_embedder
+from aios_core.managers.memory import MemoryConfig, MemoryManager
+from aios_core.managers.storage import StorageConfig, StorageManager
+from aios_core.managers.tools import ToolConfig, ToolManager
+from aios_core.tool import Tool
+
+log = logging.getLogger(__name__)
+
+
+class ManagersConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tools: ToolConfig = Field(default_factory=ToolConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+
+
+@dataclass
+class Managers:
+    """What the kernel dispatches managed syscalls to: ``getattr(managers, syscall.kind)`` for memory/storage/tool."""
+
+    memory: MemoryManager
+    storage: StorageManager
+    tools: ToolManager
+    access: AccessManager
+    audit: AuditLog
+    embedder: Embedder
+
+    @property
+    def tool(self) -> ToolManager:
+        """Alias matching ``ToolSyscall.kind == "tool"``."""
+        return self.tools
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "memory": self.memory.usage(),
+            "storage": dict(self.storage.stats),
+            "tools": dict(self.tools.stats),
+            "access": dict(self.access.decisions),
+            "embedder": self.embedder.name,
+        }
+
+    async def aclose(self) -> None:
+        """Persist memory, stop tool threads, close the database and the audit log (in that order)."""
+        try:
+            await self.memory.aclose()
+        finally:
+            await self.tools.aclose()
+            await self.storage.aclose()
+            self.audit.close()
+
+
+def _config(config: ManagersConfig | Mapping[str, Any] | None) -> ManagersConfig:
+    if isinstance(config, ManagersConfig):
+        return config
+    try:
+        return ManagersConfig.model_validate(dict(config or {}))
+    except ValidationError as exc:
+        lines = [f"managers.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+        raise ConfigError("invalid manager configuration: " + "; ".join(lines), errors=lines) from None
+
+
+def build_managers(
+    config: ManagersConfig | Mapping[str, Any] | Any | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    plugin_tools: Mapping[str, Tool] | None = None,
+    confirm: ConfirmFn | None = None,
+    embedder: Embedder | None = None,
+) -> Managers:
+    """Build all managers. Cheap and non-blocking: the database opens on first use, off the loop.
+
+    ``build_managers(kernel)`` is accepted too: it reads ``kernel.config.managers``,
+    ``kernel.config.data_dir``, the plugin host's tools, and chains ``kernel.confirm``
+    with the ``aios_confirm_action`` hook.
+    """
+    if hasattr(config, "plugins") and hasattr(config, "config"):
+        return managers_for_kernel(config)
+    if data_dir is None:
+        raise ConfigError("build_managers needs data_dir (where storage, memory and the audit log live)")
+    cfg = _config(config)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    audit_path = Path(cfg.access.audit_file)
+    audit = AuditLog(audit_path if audit_path.is_absolute() else data_dir / audit_path)
+    access = AccessManager(cfg.access, audit, confirm=confirm)
+    embedder = embedder or make_embedder(cfg.embeddings)
+    storage = StorageManager(cfg.storage, data_dir=data_dir, access=access, embedder=embedder)
+    memory = MemoryManager(cfg.memory, storage=storage, access=access, embedder=embedder)
+    tools = ToolManager(cfg.tools, tools=dict(plugin_tools or {}), access=access, storage=storage, data_dir=data_dir)
+    return Managers(memory=memory, storage=storage, tools=tools, access=access, audit=audit, embedder=embedder)
+
+
+def managers_for_kernel(kernel: Any) -> Managers:
+    """The managers of a :class:`~aios_core.kernel.Kernel`, from its config and plugins."""
+    plugins = kernel.plugins
+
+    def plugin_hook(agent: str, action: str, detail: dict[str, Any]) -> bool | None:
+        return plugins.first_answer("aios_confirm_action", agent=agent, action=action, detail=detail)
+
+    return build_managers(
+        kernel.config.managers,
+        data_dir=kernel.config.data_dir,
+        plugin_tools=plugins.all("tools"),
+        confirm=chain_confirmations(getattr(kernel, "confirm", None), plugin_hook),
+    )
