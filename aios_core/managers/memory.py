@@ -53,12 +53,23 @@ log = logging.getLogger(__name__)
 MEMORY_PREFIX = ".aios/memory"
 
 
+class _Absent:
+    """The value of an item that is only in storage (``None`` is a legitimate JSON value)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
 class MemoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_agent_limit: int = Field(default=1 << 20, gt=0, description="bytes of one agent's memory kept in RAM")
     total_limit: int = Field(default=64 << 20, gt=0, description="bytes of all agents' memory kept in RAM")
     k: int = Field(default=2, ge=1, le=16, description="K of LRU-K (1 = plain LRU)")
+    eviction_retry: float = Field(default=1.0, ge=0, description="seconds to hold off evicting after storage refused a write (e.g. disk full)")
     persist_on_close: bool = Field(default=True, description="write resident items to storage when the kernel stops")
 
 
@@ -82,7 +93,7 @@ class _Entry:
     size: int
     created: float
     updated: float
-    value: Any = None
+    value: Any = ABSENT
     resident: bool = False
     #: changed since it was last written to storage
     dirty: bool = False
@@ -152,6 +163,8 @@ class MemoryManager:
         self._agents: dict[str, _AgentMemory] = {}
         self._clock = itertools.count(1)
         self._auto = itertools.count(1)
+        #: loop time before which no eviction is tried (storage just failed; memory stays over its limit meanwhile)
+        self._hold_evictions_until = 0.0
 
     # ------------------------------------------------------------------ syscall entry
 
@@ -205,8 +218,9 @@ class MemoryManager:
         entry.revision += 1
         self._make_resident(mem, entry)
         self._touch(mem, entry)
+        item = self._item(owner, entry)  # before any await: a concurrent eviction may drop the value
         await self._enforce_limits(mem, protect=entry)
-        return self._item(owner, entry)
+        return item
 
     async def get(self, agent: "AgentLike", key: str, *, owner: str | None = None) -> MemoryItem:
         owner = owner or agent.name
@@ -217,8 +231,9 @@ class MemoryManager:
         if entry is None:
             raise MemoryManagerError(f"agent {owner!r} has no memory item {key!r}", reason="not_found", key=key)
         entry = await self._access(mem, entry)
+        item = self._item(owner, entry)
         await self._enforce_limits(mem, protect=entry)
-        return self._item(owner, entry)
+        return item
 
     async def search(self, agent: "AgentLike", query: str | None = None, *, k: int = 5, owner: str | None = None) -> list[MemoryItem]:
         """The ``k`` items most similar to ``query``, or the ``k`` most recently used when ``query`` is None."""
@@ -309,7 +324,7 @@ class MemoryManager:
         return MemoryItem(
             owner=owner,
             key=entry.key,
-            value=entry.value if with_value else None,
+            value=entry.value if with_value and entry.value is not ABSENT else None,
             created=entry.created,
             updated=entry.updated,
             size=entry.size,
@@ -364,13 +379,12 @@ class MemoryManager:
             self.stats.hits += 1
         else:
             self.stats.misses += 1
-            if entry.writing is None or entry.value is None:
+            # the value may still be in RAM (its eviction write is in flight); otherwise read it back
+            while entry.value is ABSENT:
                 await self._reload(mem, entry)
-            current = mem.entries.get(entry.key)
-            if current is None:
-                raise MemoryManagerError(f"memory item {entry.key!r} was deleted while it was being read", reason="not_found")
-            entry = current
-            self._make_resident(mem, entry)
+                if mem.entries.get(entry.key) is not entry:
+                    raise MemoryManagerError(f"memory item {entry.key!r} was deleted while it was being read", reason="not_found")
+            self._make_resident(mem, entry)  # no await since the value was seen: nothing can evict it in between
         self._touch(mem, entry)
         return entry
 
@@ -379,8 +393,8 @@ class MemoryManager:
             content = await self.storage.get(mem.owner, f"{MEMORY_PREFIX}/{entry.key}")
         except StorageError as exc:
             raise MemoryManagerError(f"memory item {entry.key!r} of {mem.owner!r} could not be reloaded: {exc.message}", reason="reload") from exc
-        if entry.resident or mem.entries.get(entry.key) is not entry:
-            return  # reloaded or replaced meanwhile
+        if entry.value is not ABSENT or mem.entries.get(entry.key) is not entry:
+            return  # reloaded by someone else, or deleted, meanwhile
         record = json.loads(content.data)
         entry.value = record["value"]
         entry.created = record.get("created", entry.created)
@@ -428,6 +442,8 @@ class MemoryManager:
         return None if victim is None else (best[1], victim)
 
     async def _enforce_limits(self, mem: _AgentMemory, protect: _Entry | None = None) -> None:
+        if time.monotonic() < self._hold_evictions_until:
+            return
         writes: list[asyncio.Task[None]] = []
         while mem.resident_bytes > self.config.per_agent_limit:
             victim = self._pop_victim(mem, protect)
@@ -461,6 +477,7 @@ class MemoryManager:
                     entry.dirty = False
         except AIOSError as exc:
             self.stats.eviction_failures += 1
+            self._hold_evictions_until = time.monotonic() + self.config.eviction_retry
             log.warning("evicting memory %s/%s to storage failed (%s); it stays in RAM", mem.owner, entry.key, exc.message)
             if mem.entries.get(entry.key) is entry:
                 self._make_resident(mem, entry)
@@ -470,7 +487,7 @@ class MemoryManager:
         finally:
             entry.writing = None
         if not entry.resident and entry.revision == revision and not entry.dirty:
-            entry.value = None  # on disk now; free the RAM
+            entry.value = ABSENT  # on disk now; free the RAM
 
     async def _write_out(self, owner: str, entry: _Entry) -> None:
         record = {"key": entry.key, "value": entry.value, "created": entry.created, "updated": entry.updated}
@@ -498,7 +515,7 @@ class MemoryManager:
             raise MemoryManagerError("similarity search needs an embedder; search without a query for the most recent items", reason="no_search")
         import numpy as np
 
-        resident = [e for e in mem.entries.values() if e.resident or e.writing is not None and e.value is not None]
+        resident = [e for e in mem.entries.values() if e.value is not ABSENT]
         missing = [e for e in resident if e.vector is None]
         texts = [_text_of(e.value) for e in missing]
         vectors = await asyncio.to_thread(self.embedder.embed, [query, *texts])
@@ -510,7 +527,7 @@ class MemoryManager:
             matrix = np.stack([e.vector if e.vector is not None else np.zeros_like(qvec) for e in resident])
             for entry, score in zip(resident, matrix @ qvec):
                 scored[entry.key] = (entry, float(score))
-        if any(not e.resident and e.value is None for e in mem.entries.values()):
+        if any(e.value is ABSENT for e in mem.entries.values()):
             hits = await self.storage.search_in(mem.owner, query, k=k, prefix=MEMORY_PREFIX)
             for hit in hits:
                 key = hit.path[len(MEMORY_PREFIX) + 1 :]
