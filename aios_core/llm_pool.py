@@ -108,6 +108,8 @@ class LLMPool:
         self._on_scheduler_error = on_scheduler_error
         self._queued: dict[str, Flight] = {}
         self._running: dict[str, Flight] = {}
+        #: preemptions asked of cores and not yet done: one per waiting job at most
+        self._preempting: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.completed = 0
         self.failed = 0
@@ -278,10 +280,16 @@ class LLMPool:
                 if chunk.finish_reason is not None:
                     last = chunk
                     break
-                if not asked and self.preemption and self._queued and flight.cancel_reason is None:
+                if (
+                    not asked
+                    and self.preemption
+                    and len(self._queued) > len(self._preempting)
+                    and flight.cancel_reason is None
+                ):
                     now = loop_time()
-                    if self._policy(lambda s: s.should_preempt(job, now)):
+                    if self._policy(lambda s: s.should_preempt(job, now)) and self._is_victim(flight, now):
                         core.preempt(flight.id)
+                        self._preempting.add(flight.id)
                         asked = True
         except asyncio.CancelledError:
             core.cancel(flight.id)
@@ -299,11 +307,23 @@ class LLMPool:
         if last is None:
             last = Chunk(finish_reason="error", error=CoreError(f"core {core.name} ended the stream without a finish reason", retryable=True))
         now = loop_time()
+        self._policy(lambda s: s.on_release(job, now))
+        self._preempting.discard(flight.id)
         self._running.pop(flight.id, None)
         flight.core = None
         flight.syscall.timing.service += now - flight.run_started
         self._outcome(flight, core, last, now)
         self._fill()
+
+    def _is_victim(self, flight: Flight, now: float) -> bool:
+        """Whether ``flight`` ranks highest for eviction among running flights not already being preempted."""
+        rank = self._policy(lambda s: s.victim_rank(flight.job, now))
+        for other in self._running.values():
+            if other is flight or other.id in self._preempting:
+                continue
+            if self._policy(lambda s: s.victim_rank(other.job, now)) > rank:
+                return False
+        return True
 
     def _outcome(self, flight: Flight, core: LLMCore, last: Chunk, now: float) -> None:
         reason = last.finish_reason

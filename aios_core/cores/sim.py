@@ -61,6 +61,11 @@ def _example(schema: dict[str, Any], rng: random.Random) -> Any:
     return rng.choice(_WORDS)
 
 
+def prompt_tokens(request: LLMRequest) -> int:
+    """The sim's tokenizer: a word is a token, plus four tokens of chat markup per message."""
+    return sum(max(1, len((m.content or "").split())) + 4 for m in request.messages)
+
+
 def _pieces(text: str, size: int = 4) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
@@ -98,7 +103,7 @@ class SimCore(BatchingCore):
     # ------------------------------------------------------------------ sizing
 
     def count_tokens(self, request: LLMRequest) -> int:
-        return sum(max(1, len((m.content or "").split())) + 4 for m in request.messages)
+        return prompt_tokens(request)
 
     def _reserve(self, request: LLMRequest) -> int:
         return self.count_tokens(request) + request.max_tokens

@@ -41,6 +41,8 @@ class Job:
     #: caller's estimate of tokens still to generate (SRPT); None when unknown
     hint_tokens: int | None = None
     preemptions: int = 0
+    #: loop time of the latest dispatch to a core
+    dispatched_at: float | None = None
     seq: int = field(default_factory=lambda: next(_seq))
     #: anything the kernel wants to carry along (never read by policies)
     payload: Any = None
@@ -48,9 +50,13 @@ class Job:
 
 @dataclass(slots=True)
 class ProgramStats:
+    #: service in tokens (decode + weighted prefill)
     attained: float = 0.0
     calls: int = 0
     live: int = 0
+    #: seconds the program's calls spent queued, and running on a core
+    wait_s: float = 0.0
+    service_s: float = 0.0
 
 
 class Scheduler(abc.ABC):
@@ -90,6 +96,15 @@ class Scheduler(abc.ABC):
         """Whether ``running`` should yield its slot to the best waiting job (only asked when one waits)."""
         return False
 
+    def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:
+        """How much ``running`` deserves to be the one preempted (higher first).
+
+        When a waiting job may preempt, the kernel preempts only the running
+        job with the highest rank, one per waiting job, so a single arrival
+        never evicts a whole batch.
+        """
+        return (running.slice_tokens,)
+
     # ------------------------------------------------------------------ accounting (shared)
 
     def program(self, name: str) -> ProgramStats:
@@ -112,6 +127,17 @@ class Scheduler(abc.ABC):
 
     def on_dispatch(self, job: Job, now: float) -> None:
         job.slice_tokens = 0
+        job.dispatched_at = now
+        stats = self._programs.get(job.program)
+        if stats is not None:
+            stats.wait_s += max(0.0, now - job.enqueued_at)
+
+    def on_release(self, job: Job, now: float) -> None:
+        """``job`` left its core (finished, preempted or failed)."""
+        stats = self._programs.get(job.program)
+        if stats is not None and job.dispatched_at is not None:
+            stats.service_s += max(0.0, now - job.dispatched_at)
+        job.dispatched_at = None
 
     def on_prefill(self, job: Job, prompt_tokens: int) -> None:
         job.prompt_tokens = prompt_tokens

@@ -6,8 +6,13 @@ alone, so a short program is not stuck behind the many calls of a long one.
 Service is discretised into geometric levels (a multi-level feedback queue):
 jobs in one level run first-come-first-served, a job whose program crosses a
 threshold drops a level, and a running job yields (after ``min_slice`` tokens)
-when a job of a lower level waits. Jobs that waited longer than ``max_wait``
-seconds are served first, so long programs are never starved.
+when a job of a lower level waits.
+
+Least-attained-service alone starves long programs while short ones keep
+arriving. As in Autellix, a program whose calls have waited more than
+``starvation_ratio`` times the time they ran is starving: its waiting call is
+served before every level (oldest first) and may preempt. This bounds the
+slowdown of long programs while short ones still go first.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ class PLASScheduler(Scheduler):
         base: float = 64.0,
         levels: int = 12,
         min_slice: int = 16,
-        max_wait: float | None = 60.0,
+        starvation_ratio: float | None = 3.0,
+        min_service: float = 1.0,
+        scan: int = 64,
         **options: float,
     ) -> None:
         super().__init__(**options)
@@ -37,7 +44,9 @@ class PLASScheduler(Scheduler):
         self.base = float(base)
         self.levels = int(levels)
         self.min_slice = int(min_slice)
-        self.max_wait = max_wait
+        self.starvation_ratio = starvation_ratio
+        self.min_service = min_service
+        self.scan = scan
         self._queues = [FifoQueue() for _ in range(self.levels)]
         self._level_of: dict[str, int] = {}
         self._all = FifoQueue()  # arrival order across levels, for the starvation guard
@@ -54,12 +63,22 @@ class PLASScheduler(Scheduler):
         self._level_of[job.id] = lvl
         self._all.push(job)
 
+    def is_starving(self, job: Job, now: float) -> bool:
+        if self.starvation_ratio is None:
+            return False
+        stats = self._programs.get(job.program)
+        if stats is None:
+            return False
+        waited = stats.wait_s + max(0.0, now - job.enqueued_at)
+        return waited > self.starvation_ratio * max(stats.service_s, self.min_service)
+
     def _starving(self, now: float) -> Job | None:
-        if self.max_wait is None:
-            return None
-        oldest = self._all.peek()
-        if oldest is not None and now - oldest.enqueued_at > self.max_wait:
-            return oldest
+        # the oldest waiters are the candidates; looking at a bounded prefix keeps peek O(scan)
+        for i, job in enumerate(self._all):
+            if i >= self.scan:
+                break
+            if self.is_starving(job, now):
+                return job
         return None
 
     def peek(self, now: float) -> Job | None:
@@ -103,6 +122,10 @@ class PLASScheduler(Scheduler):
         best = self.peek(now)
         if best is None:
             return False
-        if self.max_wait is not None and now - best.enqueued_at > self.max_wait:
-            return True
+        if self.is_starving(best, now):
+            return not self.is_starving(running, now)
         return self.level(best.program) < self.level(running.program)
+
+    def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:
+        # evict the program that has had the most service: the essence of least-attained-service
+        return (self.level(running.program), self.attained(running.program))

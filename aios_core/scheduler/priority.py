@@ -47,3 +47,6 @@ class PriorityScheduler(Scheduler):
         if best is None or running.slice_tokens < self.min_slice:
             return False
         return self.effective(best, now) > running.priority
+
+    def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:
+        return (-running.priority, running.slice_tokens)

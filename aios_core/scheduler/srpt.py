@@ -46,3 +46,6 @@ class SRPTScheduler(Scheduler):
             return False
         best = self._heap.peek()
         return best is not None and self.remaining(best) < self.remaining(running)
+
+    def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:
+        return (self.remaining(running),)

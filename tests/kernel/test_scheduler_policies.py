@@ -74,7 +74,7 @@ def test_priority_preempts_lower_priority_runner_after_min_slice():
 
 
 def test_plas_prefers_programs_with_less_attained_service():
-    s = PLASScheduler(base=10, min_slice=1, max_wait=None)
+    s = PLASScheduler(base=10, min_slice=1, starvation_ratio=None)
     long_call = job("long-1", program="long")
     s.on_arrival(long_call)
     s.on_tokens(long_call, 100)  # program "long" has attained 100 tokens
@@ -85,7 +85,7 @@ def test_plas_prefers_programs_with_less_attained_service():
 
 
 def test_plas_preempts_a_long_program_for_a_new_short_one():
-    s = PLASScheduler(base=8, min_slice=4, max_wait=None)
+    s = PLASScheduler(base=8, min_slice=4, starvation_ratio=None)
     runner = job("r", program="big")
     s.on_arrival(runner)
     s.on_dispatch(runner, 0)
@@ -100,7 +100,7 @@ def test_plas_preempts_a_long_program_for_a_new_short_one():
 
 
 def test_plas_demotes_lazily_when_a_program_gains_service_while_waiting():
-    s = PLASScheduler(base=10, min_slice=1, max_wait=None)
+    s = PLASScheduler(base=10, min_slice=1, starvation_ratio=None)
     waiting = job("w", program="p")
     s.on_arrival(waiting)
     s.push(waiting, 0)
@@ -113,15 +113,24 @@ def test_plas_demotes_lazily_when_a_program_gains_service_while_waiting():
     assert len(s) == 0
 
 
-def test_plas_serves_starving_jobs_first():
-    s = PLASScheduler(base=1, max_wait=5.0)
+def test_plas_serves_starving_programs_first():
+    s = PLASScheduler(base=1, starvation_ratio=3.0, min_service=1.0, min_slice=1)
     old = job("old", program="heavy", t=0.0)
     s.on_arrival(old)
+    s.on_dispatch(old, 0.0)
     s.on_tokens(old, 1000)
-    s.push(old, 0.0)
-    s.push(job("fresh", program="light", t=9.0), 9.0)
-    assert s.peek(1.0).id == "fresh"
-    assert s.peek(9.0).id == "old"
+    s.on_release(old, 2.0)  # ran 2 s
+    old.enqueued_at = 2.0
+    s.push(old, 2.0)
+    s.push(job("fresh", program="light", t=3.0), 3.0)
+    assert s.peek(3.0).id == "fresh"  # waited 1 s < 3 x 2 s: least attained service wins
+    assert not s.is_starving(old, 7.9)
+    assert s.is_starving(old, 8.1)  # waited over 3 x its service
+    assert s.peek(8.1).id == "old"
+    runner = job("runner", program="light")
+    s.on_dispatch(runner, 8.0)
+    s.on_tokens(runner, 2)
+    assert s.should_preempt(runner, 8.1)
 
 
 def test_srpt_runs_shortest_remaining_first_and_unknown_last():

@@ -1,0 +1,238 @@
+"""The ``aios`` command.
+
+    aios run                 several agents share the embedded model through the kernel (the main job)
+    aios serve               run the kernel as an HTTP service (syscalls + OpenAI-compatible API)
+    aios ps | aios top       agents and their state; a live view of queues, cores and snapshots
+    aios plugins             what is loaded, from where, and what failed
+    aios audit               the access manager's audit log
+    aios bench <study>       benchmarks: schedulers, overhead, cores, managers, humaneval, ...
+    aios config              the effective configuration (file + environment + defaults)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import runpy
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from aios_core import bridge
+from aios_core.errors import AIOSError
+
+console = Console()
+
+BENCHES = {
+    "schedulers": "bench.schedulers",
+    "overhead": "bench.overhead",
+    "cores": "bench.cores",
+    "managers": "bench.managers",
+    "server": "bench.server_load",
+    "humaneval": "bench.humaneval",
+    "mint": "bench.mint",
+    "gaia": "bench.gaia",
+    "swebench": "bench.swebench",
+}
+
+
+def _kernel_from_args(args: argparse.Namespace) -> Any:
+    from aios_core.config import load_config
+    from aios_core.kernel import Kernel
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "scheduler", None):
+        overrides["scheduler"] = args.scheduler
+    if getattr(args, "core", None):
+        overrides["cores"] = [{"kind": args.core}]
+    return Kernel(load_config(getattr(args, "config", None), **overrides))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aios_core.run_job import render, run_job
+
+    kernel = _kernel_from_args(args)
+    with console.status("starting the kernel (loading the model)..."):
+        kernel.start()
+    try:
+        with console.status(f"running {args.agents} agents through the kernel..."):
+            # the job's agents run on the kernel's own loop: no thread hop per syscall
+            result = bridge.run_sync(kernel.loop, run_job(kernel, agents=args.agents, max_tokens=args.max_tokens))
+    finally:
+        kernel.stop()
+    console.print(render(result))
+    return 1 if result["failed"] else 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from aios_core.config import load_config
+    from aios_core.plugins import PluginHost
+
+    config = load_config(getattr(args, "config", None))
+    host = PluginHost(entry_point_plugins=config.entry_point_plugins, disabled=set(config.disabled_plugins))
+    report = host.report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table(title="AIOS plugins")
+    table.add_column("plugin")
+    table.add_column("origin")
+    table.add_column("contributes", overflow="fold")
+    for p in report["plugins"]:
+        contributes = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p["contributes"].items()) or "-"
+        table.add_row(p["name"], p["origin"], contributes)
+    console.print(table)
+    for e in report["errors"]:
+        console.print(f"[red]plugin error[/red] {e['plugin']}: {e['message']}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from aios_core.config import load_config
+
+    print(load_config(getattr(args, "config", None)).model_dump_json(indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
+    module = BENCHES.get(args.study)
+    if module is None:
+        console.print(f"[red]unknown study {args.study!r}[/red]; choose one of: {', '.join(BENCHES)}")
+        return 2
+    sys.argv = [f"aios bench {args.study}", *rest]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            console.print(f"[red]the {args.study} benchmark is not available in this installation ({exc})[/red]")
+            return 2
+        raise
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aios_core.config import load_config
+    from aios_core.server.app import serve
+
+    serve(load_config(args.config), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from aios_core.server.top import ps
+
+    ps(args.url, args.token)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from aios_core.server.top import run_top
+
+    run_top(args.url, args.token)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from aios_core.config import load_config
+    from aios_core.managers.audit import read_audit
+
+    config = load_config(getattr(args, "config", None))
+    entries = read_audit(config.data_dir / "audit.db", agent=args.agent, limit=args.limit)
+    if args.json:
+        print(json.dumps([e if isinstance(e, dict) else e.__dict__ for e in entries], indent=2, default=str))
+        return 0
+    table = Table(title=f"AIOS audit log ({config.data_dir / 'audit.db'})")
+    rows = [e if isinstance(e, dict) else e.__dict__ for e in entries]
+    columns = list(rows[0]) if rows else ["time", "agent", "action", "resource", "decision", "reason"]
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[str(r.get(c, "")) for c in columns])
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aios",
+        description="AIOS: an operating system for LLM agents. Agents of any framework share models, tools, "
+        "memory and storage through one kernel that schedules, isolates and meters them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Start with `aios run` (agents sharing the embedded local model), then `aios serve` to share the "
+        "kernel across processes. Configuration: ./aios.toml, --config FILE, or AIOS_* variables (see `aios config`).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run several agents on the embedded model through the kernel and report")
+    p.add_argument("--agents", type=int, default=6, help="concurrent agents (default 6)")
+    p.add_argument("--max-tokens", type=int, default=96, help="tokens per answer (default 96)")
+    p.add_argument("--scheduler", help="fifo | rr | priority | plas (default from config: plas)")
+    p.add_argument("--core", help="core kind to run on instead of the configured ones, e.g. sim")
+    p.add_argument("--config", help="TOML configuration file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve the kernel over HTTP (syscalls, OpenAI-compatible /v1)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--config", help="TOML configuration file")
+    p.set_defaults(func=cmd_serve)
+
+    for name, func, text in (("ps", cmd_ps, "list agents, programs and states of a running kernel"), ("top", cmd_top, "live view of a running kernel")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--url", default=None, help="kernel URL (default $AIOS_URL or http://127.0.0.1:8765)")
+        p.add_argument("--token", default=None, help="admin token (default $AIOS_TOKEN or the token file in the data dir)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("plugins", help="list loaded plugins, where they come from and what failed")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--config", help="TOML configuration file")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("audit", help="show the access manager's audit log")
+    p.add_argument("--agent", help="only this agent's entries")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--config", help="TOML configuration file")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHES)} (options after the study name)")
+    p.add_argument("study", help="which benchmark")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("config", help="print the effective configuration")
+    p.add_argument("--config", help="TOML configuration file")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.command == "bench":
+            return cmd_bench(args, rest)
+        return int(args.func(args))
+    except AIOSError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

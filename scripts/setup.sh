@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-step set-up of a fresh clone: a virtualenv in .venv with AIOS, its cores, the four agent
+# frameworks and the test tools. Safe to re-run: it does nothing when the inputs did not change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${AIOS_VENV:-.venv}
+
+# llama.cpp must be built without CPU-specific instructions: a native build uses AMX/AVX-512 when the
+# build machine reports them, and faults on CPUs (or VMs) that do not execute them.
+export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+LLAMA_VERSION=0.3.36
+
+inputs_hash=$(cat pyproject.toml requirements/*.txt scripts/setup.sh scripts/install_frameworks.sh 2>/dev/null | sha256sum | cut -c1-16)
+stamp="$VENV/.aios-setup-$inputs_hash"
+if [ -f "$stamp" ]; then
+    exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install --quiet --upgrade pip wheel setuptools
+
+# Build the llama-cpp-python wheel once per flag set, in a wheelhouse keyed by the flags, so that a
+# wheel built elsewhere with unsafe flags (pip's own cache does not key on CMAKE_ARGS) is never used.
+flags_hash=$(printf '%s %s' "$CMAKE_ARGS" "$LLAMA_VERSION" | sha256sum | cut -c1-12)
+WHEELHOUSE=${AIOS_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/aios/wheels/$flags_hash}
+mkdir -p "$WHEELHOUSE"
+if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python $LLAMA_VERSION with portable CPU flags (about 10 minutes on 2 cores)..." >&2
+    $PIP wheel --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$WHEELHOUSE" "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+# torch: the pinned CPU build (an unpinned torch would pull a multi-GB CUDA build)
+$PIP install --quiet --find-links "$WHEELHOUSE" "torch==2.13.0"
+CONSTRAINTS=()
+[ -f requirements/constraints.txt ] && CONSTRAINTS=(-c requirements/constraints.txt)
+$PIP install --quiet --find-links "$WHEELHOUSE" "${CONSTRAINTS[@]}" -e ".[all,transformers,embeddings,dev]"
+if [ -f scripts/install_frameworks.sh ]; then
+    bash scripts/install_frameworks.sh "$PIP"
+fi
+# examples/plugins/*: separately installable plugin packages, installed like a user would
+for plugin in examples/plugins/*/; do
+    [ -f "$plugin/pyproject.toml" ] && $PIP install --quiet --no-deps -e "$plugin"
+done
+
+rm -f "$VENV"/.aios-setup-*
+touch "$stamp"
