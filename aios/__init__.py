@@ -31,6 +31,8 @@ from aios_core.errors import (
     UnknownComponentError,
 )
 from aios_core.hookspecs import hookimpl
+from aios_core.identity import AgentIdentity, agent_scope, current_agent
+from aios_core.patching import default_kernel, patch, patched, set_default_kernel, unpatch
 from aios_core.kernel import Kernel
 from aios_core.llm_pool import StreamPiece
 from aios_core.scheduler.base import Job, Scheduler
@@ -49,7 +51,25 @@ from aios_core.syscalls import (
 )
 from aios_core.tool import Tool
 
+
+
+def connect(url: str | None = None, token: str | None = None) -> "object":
+    """A remote kernel (``aios serve``) with the same API as an embedded one; defaults from AIOS_URL / AIOS_TOKEN."""
+    from aios_core.server.remote import connect as _connect
+
+    return _connect(url, token)
+
+
 __all__ = [
+    "AgentIdentity",
+    "agent_scope",
+    "connect",
+    "current_agent",
+    "default_kernel",
+    "patch",
+    "patched",
+    "set_default_kernel",
+    "unpatch",
     "AIOSError",
     "AccessDeniedError",
     "Adapter",

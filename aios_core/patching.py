@@ -1,0 +1,155 @@
+"""``aios.patch`` / ``aios.unpatch``: routing a framework through the kernel, and back.
+
+Adapters are plugins (hook ``aios_register_adapters``). Patching resolves the
+adapter by name, checks the installed framework version against the adapter's
+supported range (failing with that range in the message), and lets the adapter
+replace attributes through a :class:`Patcher`, which remembers every original
+so that unpatching restores the framework exactly. Patching twice is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from aios_core.components import Adapter
+from aios_core.errors import AIOSError, UnknownComponentError
+
+log = logging.getLogger(__name__)
+_MISSING = object()
+
+
+class Patcher:
+    """Replaces attributes and remembers the originals, for exact restoration."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def replace(self, owner: Any, name: str, new: Any) -> Any:
+        """Set ``owner.name = new``; returns the original (as found in ``owner.__dict__`` when it has one there)."""
+        original = owner.__dict__.get(name, _MISSING) if hasattr(owner, "__dict__") else getattr(owner, name, _MISSING)
+        self._saved.append((owner, name, original))
+        setattr(owner, name, new)
+        return getattr(owner, name) if original is _MISSING else original
+
+    def restore(self) -> None:
+        while self._saved:
+            owner, name, original = self._saved.pop()
+            if original is _MISSING:
+                try:
+                    delattr(owner, name)
+                except AttributeError:
+                    pass
+            else:
+                setattr(owner, name, original)
+
+    def __bool__(self) -> bool:
+        return bool(self._saved)
+
+
+def check_version(distribution: str, supported: str, framework: str) -> str:
+    """The installed version of ``distribution``; an AIOSError naming the supported range when it does not fit."""
+    try:
+        installed = version(distribution)
+    except PackageNotFoundError:
+        raise AIOSError(
+            f"aios.patch({framework!r}) needs {distribution} {supported}, which is not installed; "
+            f"install it with: pip install '{distribution}{supported}'"
+        ) from None
+    if supported and Version(installed) not in SpecifierSet(supported):
+        raise AIOSError(
+            f"aios.patch({framework!r}) supports {distribution} {supported}, but {installed} is installed; "
+            f"install a supported version: pip install '{distribution}{supported}'"
+        )
+    return installed
+
+
+_lock = threading.Lock()
+_default_kernel: Any = None
+
+
+def default_kernel() -> Any:
+    """The embedded kernel adapters use when none is given: started lazily with the default configuration.
+
+    ``AIOS_URL`` set in the environment makes it a remote kernel instead (see ``aios.connect``).
+    """
+    global _default_kernel
+    with _lock:
+        if _default_kernel is None:
+            import os
+
+            if os.environ.get("AIOS_URL"):
+                from aios_core.server.remote import connect
+
+                _default_kernel = connect(os.environ["AIOS_URL"], os.environ.get("AIOS_TOKEN"))
+            else:
+                from aios_core.kernel import Kernel
+
+                _default_kernel = Kernel(auto_register_agents=True).start()
+        return _default_kernel
+
+
+def set_default_kernel(kernel: Any) -> None:
+    global _default_kernel
+    with _lock:
+        _default_kernel = kernel
+
+
+def _adapter(name: str) -> Adapter:
+    host = _host()
+    try:
+        return host.get("adapters", name)  # type: ignore[no-any-return]
+    except UnknownComponentError:
+        raise UnknownComponentError(
+            f"no adapter named {name!r}; available: {', '.join(host.names('adapters')) or 'none'}", name=name
+        ) from None
+
+
+_plugin_host: Any = None
+
+
+def _host() -> Any:
+    global _plugin_host
+    if _plugin_host is None:
+        from aios_core.plugins import PluginHost
+
+        _plugin_host = PluginHost()
+    return _plugin_host
+
+
+def patch(name: str, kernel: Any = None, **agent_options: Any) -> Adapter:
+    """Route framework ``name``'s LLM and tool calls through ``kernel`` (default: the embedded kernel)."""
+    adapter = _adapter(name)
+    if adapter.distribution:
+        check_version(adapter.distribution, adapter.supported, name)
+    if adapter.patched:
+        return adapter
+    adapter.patch(kernel if kernel is not None else default_kernel(), **agent_options)
+    log.info("patched %s", name)
+    return adapter
+
+
+def unpatch(name: str) -> None:
+    """Restore framework ``name`` exactly as it was before :func:`patch`."""
+    adapter = _adapter(name)
+    if adapter.patched:
+        adapter.unpatch()
+
+
+@contextlib.contextmanager
+def patched(name: str, kernel: Any = None, **agent_options: Any) -> Iterator[Adapter]:
+    """``with aios.patched("langchain", kernel): ...`` — patched inside the block only."""
+    was = _adapter(name).patched
+    adapter = patch(name, kernel, **agent_options)
+    try:
+        yield adapter
+    finally:
+        if not was:
+            unpatch(name)
