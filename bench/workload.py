@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Call:
+    """One step of a program: ``fanout`` parallel LLM calls (tree search, map-reduce), then tool time."""
+
     prompt_words: int
     output_tokens: int
-    tool_seconds: float  # time spent in tools after this call, before the next one
+    tool_seconds: float  # time spent in tools after this step, before the next one
+    fanout: int = 1
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Program:
 
     @property
     def output_tokens(self) -> int:
-        return sum(c.output_tokens for c in self.calls)
+        return sum(c.output_tokens * c.fanout for c in self.calls)
 
 
 def _pareto(rng: random.Random, alpha: float, minimum: float, cap: float) -> float:
@@ -50,8 +53,14 @@ def make_trace(
     min_tokens: int = 16,
     max_tokens: int = 1024,
     tool_mean: float = 0.3,
+    parallel_share: float = 0.2,
+    max_fanout: int = 8,
 ) -> list[Program]:
-    """Poisson arrivals (``arrival_rate`` agents/s); Pareto calls per program and tokens per call."""
+    """Poisson arrivals (``arrival_rate`` agents/s); Pareto steps per program and tokens per call.
+
+    A ``parallel_share`` of programs issue their calls ``fanout`` at a time
+    (2..``max_fanout``), as tree-search and map-reduce agents do.
+    """
     rng = random.Random(seed)
     systems = [" ".join(f"rule{a}_{i}" for i in range(system_words)) for a in range(apps)]
     t = 0.0
@@ -59,11 +68,13 @@ def make_trace(
     for i in range(agents):
         t += rng.expovariate(arrival_rate)
         n_calls = int(_pareto(rng, call_alpha, 1, max_calls))
+        fanout = rng.randint(2, max_fanout) if rng.random() < parallel_share else 1
         calls = tuple(
             Call(
                 prompt_words=rng.randint(20, 120),
                 output_tokens=int(_pareto(rng, token_alpha, min_tokens, max_tokens)),
                 tool_seconds=rng.expovariate(1 / tool_mean) if tool_mean > 0 else 0.0,
+                fanout=fanout,
             )
             for _ in range(n_calls)
         )

@@ -9,10 +9,12 @@ threshold drops a level, and a running job yields (after ``min_slice`` tokens)
 when a job of a lower level waits.
 
 Least-attained-service alone starves long programs while short ones keep
-arriving. As in Autellix, a program whose calls have waited more than
-``starvation_ratio`` times the time they ran is starving: its waiting call is
-served before every level (oldest first) and may preempt. This bounds the
-slowdown of long programs while short ones still go first.
+arriving. A call that has waited more than ``max_wait`` seconds, or (optional,
+as in Autellix) whose program has waited more than ``starvation_ratio`` times
+the time it ran, is starving: it is served before every level (oldest first)
+and may preempt. This bounds how long any call waits while short programs
+still go first. The price is the one LAS always pays: the very longest
+programs finish later than under FIFO (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class PLASScheduler(Scheduler):
         base: float = 64.0,
         levels: int = 12,
         min_slice: int = 16,
-        starvation_ratio: float | None = 3.0,
+        starvation_ratio: float | None = None,
         min_service: float = 1.0,
+        max_wait: float | None = 120.0,
         scan: int = 64,
         **options: float,
     ) -> None:
@@ -46,6 +49,7 @@ class PLASScheduler(Scheduler):
         self.min_slice = int(min_slice)
         self.starvation_ratio = starvation_ratio
         self.min_service = min_service
+        self.max_wait = max_wait
         self.scan = scan
         self._queues = [FifoQueue() for _ in range(self.levels)]
         self._level_of: dict[str, int] = {}
@@ -64,6 +68,8 @@ class PLASScheduler(Scheduler):
         self._all.push(job)
 
     def is_starving(self, job: Job, now: float) -> bool:
+        if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
+            return True
         if self.starvation_ratio is None:
             return False
         stats = self._programs.get(job.program)
