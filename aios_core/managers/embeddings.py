@@ -14,12 +14,14 @@ another embedder are recomputed rather than compared.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
 import re
 import threading
 import zlib
+from collections import Counter
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,25 +64,29 @@ class HashingEmbedder:
         self.max_chars = max_chars
         self.name = f"hashing-{dim}"
 
-    def _features(self, text: str) -> list[str]:
-        text = text[: self.max_chars].lower()
-        words = _WORD.findall(text)
-        feats = [f"w:{w}" for w in words]
-        for w in words:
-            padded = f" {w} "
-            for n in (3, 4, 5):
-                feats.extend(f"c{n}:{padded[i:i + n]}" for i in range(max(1, len(padded) - n + 1)))
-        return feats
+    @staticmethod
+    @functools.lru_cache(maxsize=65536)
+    def _word_features(word: str, dim: int) -> tuple[tuple[int, float], ...]:
+        """(bucket, signed weight) of a word and of its character 3-5-grams; cached, as words repeat."""
+        feats = [(f"w:{word}", 2.0)]
+        padded = f" {word} "
+        for n in (3, 4, 5):
+            feats.extend((f"c{n}:{padded[i:i + n]}", 1.0) for i in range(max(1, len(padded) - n + 1)))
+        out = []
+        for feat, weight in feats:
+            h = zlib.crc32(feat.encode("utf-8"))
+            out.append((h % dim, weight if (h >> 31) & 1 else -weight))
+        return tuple(out)
 
     def embed(self, texts: list[str]) -> "np.ndarray":
         import numpy as np
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            for feat in self._features(text):
-                h = zlib.crc32(feat.encode("utf-8"))
-                weight = 2.0 if feat.startswith("w:") else 1.0
-                out[row, h % self.dim] += weight if (h >> 31) & 1 else -weight
+            vec = out[row]
+            for word, count in Counter(_WORD.findall(text[: self.max_chars].lower())).items():
+                for bucket, weight in self._word_features(word, self.dim):
+                    vec[bucket] += weight * count
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return out / norms
