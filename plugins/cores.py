@@ -15,8 +15,15 @@ def _sim(**options: Any) -> LLMCore:
     return SimCore(**options)
 
 
+def _openai(**options: Any) -> LLMCore:
+    from aios_core.cores.openai_core import OpenAICore
+
+    return OpenAICore(**options)
+
+
 @hookimpl
 def aios_register_cores() -> list[CoreFactory]:
     return [
         CoreFactory("sim", _sim, "virtual-clock engine: step cost t0 + a*prefill + b*batch; deterministic, for tests and studies"),
+        CoreFactory("openai", _openai, "any OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server, hosted APIs); one core per endpoint"),
     ]

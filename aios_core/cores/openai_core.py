@@ -1,0 +1,549 @@
+"""The openai core: an OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server, a hosted API) as a kernel core.
+
+This is how AIOS scales past one machine: each endpoint is a core, several
+endpoints serving one model form one pool, and the kernel's scheduler decides
+what each of them runs. The server batches internally, so this core is not a
+:class:`~aios_core.cores.batching.BatchingCore`; it keeps up to ``max_batch``
+streams open at once (the per-core concurrency limit) and meters every streamed
+token for the scheduler.
+
+Failures: before the first token a failed request is retried here with
+exponential backoff (connection refused, timeouts, 429, 5xx); when the retries
+are spent, or when a stream breaks after output was sent, the stream ends with
+a retryable :class:`~aios_core.errors.CoreError` so the pool can move the request
+to another core. Requests the server refuses (4xx) fail at once with the
+server's message; a context overflow becomes a ContextLengthError.
+
+Preemption: :meth:`preempt` closes the HTTP stream at once (the server stops
+generating when the client goes away) and the stream ends with a ``preempted``
+chunk whose snapshot holds the text generated so far (``Snapshot.data`` is
+None: nothing but text is kept). Resuming sends the conversation plus that
+text as the start of the answer, in one of three ways chosen by ``continuation``:
+
+- ``"completion"``: the prompt is rendered here with ``chat_template`` (a Jinja
+  chat template, as in a model's ``tokenizer_config.json``) and the text so far
+  is appended; ``/v1/completions`` continues it token for token. Servers with a
+  prefix cache (llama.cpp, vLLM, SGLang) reuse the KV of that prefix.
+- ``"continue_final_message"``: the chat endpoint with the partial answer as the
+  last assistant message and vLLM/SGLang's ``continue_final_message=True,
+  add_generation_prompt=False``, which continue it in the server's own template.
+- ``"prefill"``: the partial answer as the last assistant message and nothing
+  else. Servers that treat a trailing assistant message as a prefix to continue
+  (llama-server, Ollama, several hosted APIs) continue it; others start a new
+  reply after it, so the answer is the text so far plus a fresh continuation.
+  That is the limitation of servers without continuation support.
+
+``"auto"`` picks ``completion`` when a ``chat_template`` is given, else ``prefill``.
+Requests that offer tools always resume through the chat endpoint (the
+completions endpoint knows no tools), and a generation whose tool-call deltas
+have started is not preempted: a server cannot continue half a tool call, so
+:meth:`preempt` leaves it running.
+
+Completion tokens are counted one per streamed delta and corrected by the
+server's ``usage`` when it sends one (``stream_options.include_usage``); they
+add up across the parts of a preempted and resumed generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aios_core.cores.base import Chunk, CoreStats, Generation, LLMCore, Snapshot
+from aios_core.cores.openai_wire import (
+    FINISH_REASONS,
+    PromptRenderer,
+    ToolCallAssembler,
+    chat_arguments,
+    classify_error,
+    retry_after,
+)
+from aios_core.errors import ConfigError, ContextLengthError, CoreError
+from aios_core.syscalls import LLMRequest
+
+log = logging.getLogger(__name__)
+
+Continuation = Literal["auto", "completion", "continue_final_message", "prefill"]
+
+_INTERRUPTED = object()
+_END = object()
+
+
+@dataclass(eq=False)
+class _RemoteGen:
+    """One generation streamed from the server, across its retries and (via the snapshot) its resumptions."""
+
+    gen: Generation
+    #: text and completion tokens generated so far, including parts before a preemption
+    text: str = ""
+    tokens: int = 0
+    prompt_tokens: int = 0
+    resumes: int = 0
+    reported_prompt: bool = False
+    tools_started: bool = False
+    finishing: bool = False
+    want: Literal["preempt", "cancel"] | None = None
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Part:
+    """What one HTTP stream (one attempt) produced."""
+
+    tokens: int = 0
+    emitted: bool = False
+    finish: str | None = None
+    usage: Any = None
+    calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
+
+
+class OpenAICore(LLMCore):
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str = "openai",
+        model: str | None = None,
+        *,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key: str | None = None,
+        max_batch: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        context_length: int | None = None,
+        continuation: Continuation = "auto",
+        chat_template: str | None = None,
+        stream_usage: bool = True,
+        extra_body: dict[str, Any] | None = None,
+        prefix_cache: int = 256,
+    ) -> None:
+        """Options, as in a ``[[cores]] kind = "openai"`` table:
+
+        - ``base_url``: the server's OpenAI API root (ending in ``/v1``); ``model``: the
+          served model's name (None: the first one ``/v1/models`` lists at start).
+        - ``api_key``: defaults to ``$OPENAI_API_KEY``, else ``"none"`` (local servers ignore it).
+        - ``max_batch``: streams open at once; ``timeout``: seconds to connect and between two
+          streamed chunks; ``max_retries``/``backoff``: retries before the first token.
+        - ``context_length``: lets the kernel refuse prompts that cannot fit before queueing them.
+        - ``continuation``/``chat_template``: how a preempted generation resumes (module docstring).
+        - ``stream_usage``: ask for the final usage chunk (turn off for servers that reject
+          ``stream_options``); ``extra_body``: extra JSON fields of every request (e.g. ``top_k``).
+        """
+        super().__init__(name, model or "")
+        if max_batch < 1:
+            raise ConfigError(f"core {name}: max_batch must be at least 1")
+        if timeout <= 0:
+            raise ConfigError(f"core {name}: timeout must be positive")
+        if max_retries < 0:
+            raise ConfigError(f"core {name}: max_retries must be 0 or more")
+        if continuation not in ("auto", "completion", "continue_final_message", "prefill"):
+            raise ConfigError(f"core {name}: continuation must be auto, completion, continue_final_message or prefill, not {continuation!r}")
+        if continuation == "completion" and not chat_template:
+            raise ConfigError(f"core {name}: continuation 'completion' renders the prompt here and needs chat_template")
+        self.base_url = base_url
+        self.api_key = api_key if api_key is not None else (os.environ.get("OPENAI_API_KEY") or "none")
+        self._max_batch = max_batch
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.context_length = context_length
+        self.continuation: Continuation = "completion" if continuation == "auto" and chat_template else continuation
+        if self.continuation == "auto":
+            self.continuation = "prefill"
+        try:
+            self._renderer = PromptRenderer(chat_template) if chat_template else None
+        except ValueError as exc:
+            raise ConfigError(f"core {name}: {exc}") from None
+        self.stream_usage = stream_usage
+        self.extra_body = dict(extra_body or {})
+        self._client: Any = None
+        self._slots: asyncio.Semaphore | None = None
+        self._flights: dict[str, _RemoteGen] = {}
+        self._prefixes: OrderedDict[str, int] = OrderedDict()
+        self._prefix_slots = prefix_cache
+        self._stats = CoreStats(name=name, model=self.model, max_batch=max_batch)
+        self._requests = 0
+        self._errors = 0
+        self._retries = 0
+        self._busy_since: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        import httpx
+        import openai
+
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            max_retries=0,  # retries happen here, where preemption and cancellation can interrupt them
+        )
+        self._slots = asyncio.Semaphore(self._max_batch)
+        if not self.model:
+            try:
+                listing = await self._client.models.list()
+                self.model = next(m.id for m in listing.data)
+            except StopIteration:
+                raise CoreError(f"core {self.name}: {self.base_url} serves no model; pass model=") from None
+            except Exception as exc:  # noqa: BLE001
+                raise CoreError(
+                    f"core {self.name}: could not list the models at {self.base_url} ({classify_error(exc, core=self.name, base_url=self.base_url, model='?').message}); "
+                    "start the server or pass model= explicitly"
+                ) from exc
+            self._stats.model = self.model
+        log.info("core %s: %s at %s, up to %d streams", self.name, self.model, self.base_url, self._max_batch)
+
+    async def stop(self) -> None:
+        for g in list(self._flights.values()):
+            g.want = "cancel"
+            g.interrupt.set()
+        # give open streams a moment to end with their ``cancelled`` chunk and close their connections
+        for _ in range(100):
+            if not self._flights:
+                break
+            await asyncio.sleep(0.01)
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001
+                log.exception("core %s: closing the HTTP client failed", self.name)
+
+    # ------------------------------------------------------------------ LLMCore
+
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def running(self) -> int:
+        return len(self._flights)
+
+    def check_request(self, request: LLMRequest) -> None:
+        if self.context_length is None:
+            return
+        estimate = self.count_tokens(request)
+        if estimate >= self.context_length:
+            raise ContextLengthError(
+                f"the prompt (about {estimate} tokens) does not fit the context of core {self.name} "
+                f"({self.context_length} tokens); shorten the prompt",
+                prompt_tokens=estimate,
+                context_length=self.context_length,
+            )
+
+    def prefix_affinity(self, request: LLMRequest) -> int:
+        key = _prefix_key(request)
+        return self._prefixes.get(key, 0) if key else 0
+
+    def generate(self, gen: Generation) -> AsyncIterator[Chunk]:
+        if self._client is None:
+            raise CoreError(f"core {self.name} is not started")
+        if gen.id in self._flights:
+            raise CoreError(f"generation {gen.id} is already running on core {self.name}")
+        self.check_request(gen.request)
+        g = _RemoteGen(gen=gen)
+        if gen.resume is not None:
+            state = gen.resume.state
+            g.text = state.get("text", "")
+            g.tokens = int(state.get("tokens", 0))
+            g.prompt_tokens = int(state.get("prompt_tokens", 0))
+            g.resumes = int(state.get("resumes", 0)) + 1
+            g.reported_prompt = True
+            self._stats.restores += 1
+        self._flights[gen.id] = g
+        self._requests += 1
+        if self._busy_since is None:
+            self._busy_since = time.perf_counter()
+        return self._serve(g)
+
+    def preempt(self, gen_id: str) -> None:
+        g = self._flights.get(gen_id)
+        if g is None or g.want is not None or g.finishing:
+            return
+        if g.tools_started:
+            log.debug("core %s: %s is streaming a tool call; it is not preempted", self.name, gen_id)
+            return
+        g.want = "preempt"
+        g.interrupt.set()
+
+    def cancel(self, gen_id: str) -> None:
+        g = self._flights.get(gen_id)
+        if g is None:
+            return
+        g.want = "cancel"
+        g.interrupt.set()
+
+    def stats(self) -> CoreStats:
+        s = self._stats
+        s.running = len(self._flights)
+        busy = s.busy_seconds + (time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0)
+        s.extra = {"requests": self._requests, "errors": self._errors, "retries": self._retries, "tokens": s.generated_tokens,
+                   "base_url": self.base_url, "busy_seconds": round(busy, 4)}
+        return s
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _serve(self, g: _RemoteGen) -> AsyncIterator[Chunk]:
+        """Hold a concurrency slot while streaming; the slot and the flight are freed before the last chunk is passed on."""
+        assert self._slots is not None
+        held = False
+        try:
+            await self._slots.acquire()
+            held = True
+            async for chunk in self._attempts(g):
+                if chunk.finish_reason is not None:
+                    self._slots.release()
+                    held = False
+                    self._forget(g)
+                    yield chunk
+                    return
+                yield chunk
+        finally:
+            if held:
+                self._slots.release()
+            self._forget(g)
+
+    def _forget(self, g: _RemoteGen) -> None:
+        if self._flights.get(g.gen.id) is g:
+            del self._flights[g.gen.id]
+        if not self._flights and self._busy_since is not None:
+            self._stats.busy_seconds += time.perf_counter() - self._busy_since
+            self._busy_since = None
+
+    async def _attempts(self, g: _RemoteGen) -> AsyncIterator[Chunk]:
+        """Stream one generation, retrying before its first token; every terminal chunk is sent after the HTTP stream is closed."""
+        request = g.gen.request
+        attempt = 0
+        while True:
+            if g.want is not None:
+                yield self._interrupted(g)
+                return
+            remaining = request.max_tokens - g.tokens
+            if remaining <= 0:
+                yield Chunk(finish_reason="length")
+                return
+            part = _Part()
+            stream: Any = None
+            terminal: Chunk | None = None
+            delay = 0.0
+            try:
+                opened = await self._race(self._open(g, remaining), g)
+                if opened is _INTERRUPTED:
+                    terminal = self._interrupted(g)
+                else:
+                    stream = opened
+                    events = stream.__aiter__()
+                    while True:
+                        event = await self._race(_next(events), g) if part.finish is None else await _next(events)
+                        if event is _INTERRUPTED:
+                            terminal = self._interrupted(g)
+                            break
+                        if event is _END:
+                            break
+                        chunk = self._absorb(g, part, event)
+                        if chunk is not None:
+                            yield chunk
+                    if terminal is None:
+                        if part.finish is None:
+                            raise CoreError(
+                                f"core {self.name}: {self.base_url} ended the stream without a finish reason"
+                                + (" (the connection dropped mid-answer)" if part.emitted else
+                                   " before any output (the server failed on this request, e.g. a prompt longer than its context:"
+                                   " set the core's context_length to refuse those before they are sent)"),
+                                retryable=True,
+                            )
+                        terminal = self._final(g, part)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes this stream's last chunk
+                if part.finish is not None:
+                    # the answer was complete; only the trailing usage event was lost
+                    terminal = self._final(g, part)
+                else:
+                    error = classify_error(exc, core=self.name, base_url=self.base_url, model=self.model)
+                    self._errors += 1
+                    retryable = isinstance(error, CoreError) and error.retryable
+                    if retryable and not part.emitted and attempt < self.max_retries and g.want is None:
+                        delay = self._delay(attempt, exc)
+                        attempt += 1
+                        self._retries += 1
+                        log.warning("%s (retry %d/%d in %.2f s)", error.message, attempt, self.max_retries, delay)
+                    else:
+                        if retryable:
+                            log.warning("%s", error.message)
+                        terminal = Chunk(finish_reason="error", error=error)
+            finally:
+                if stream is not None:
+                    await _close(stream)
+            if terminal is not None:
+                yield terminal
+                return
+            if await self._race(asyncio.sleep(delay), g) is _INTERRUPTED:
+                yield self._interrupted(g)
+                return
+
+    async def _open(self, g: _RemoteGen, remaining: int) -> Any:
+        """Open the HTTP stream of one attempt: a fresh chat request, or the continuation of ``g.text``."""
+        assert self._client is not None
+        request = g.gen.request
+        extra_body = dict(self.extra_body)
+        options: dict[str, Any] = {"stream": True}
+        if self.stream_usage:
+            options["stream_options"] = {"include_usage": True}
+        if g.text and self.continuation == "completion" and self._renderer is not None and not request.tools:
+            prompt = self._renderer.render(request) + g.text
+            args: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": remaining,
+                                    "temperature": request.temperature, "top_p": request.top_p}
+            if request.stop:
+                args["stop"] = list(request.stop)
+            if request.seed is not None:
+                args["seed"] = request.seed
+            return await self._client.completions.create(**args, **options, extra_body=extra_body or None)
+        args = chat_arguments(request, self.model, remaining, prefix=g.text)
+        if g.text and self.continuation == "continue_final_message":
+            extra_body.update(continue_final_message=True, add_generation_prompt=False)
+        return await self._client.chat.completions.create(**args, **options, extra_body=extra_body or None)
+
+    def _absorb(self, g: _RemoteGen, part: _Part, event: Any) -> Chunk | None:
+        """Account one streamed event; return the chunk to pass on (None for role-only or usage-only events)."""
+        usage = getattr(event, "usage", None)
+        if usage is not None:
+            part.usage = usage
+        choices = getattr(event, "choices", None) or []
+        if not choices:
+            return None
+        choice = choices[0]
+        delta = getattr(choice, "delta", None)
+        if delta is not None:
+            text = getattr(delta, "content", None) or ""
+            tool_deltas = getattr(delta, "tool_calls", None)
+        else:  # the completions endpoint
+            text = getattr(choice, "text", None) or ""
+            tool_deltas = None
+        if getattr(choice, "finish_reason", None):
+            part.finish = choice.finish_reason
+            g.finishing = True  # too late to preempt: the answer is complete
+        if tool_deltas:
+            g.tools_started = True
+            part.calls.add(tool_deltas)
+        if not text and not tool_deltas:
+            return None
+        part.emitted = True
+        part.tokens += 1
+        g.tokens += 1
+        g.text += text
+        self._stats.generated_tokens += 1
+        chunk = Chunk(text=text, tokens=1)
+        if not g.reported_prompt:
+            g.reported_prompt = True
+            g.prompt_tokens = self.count_tokens(g.gen.request)
+            chunk.prompt_tokens = g.prompt_tokens
+            self._stats.prompt_tokens += g.prompt_tokens
+            self._remember_prefix(g.gen.request)
+        return chunk
+
+    def _final(self, g: _RemoteGen, part: _Part) -> Chunk:
+        finish = FINISH_REASONS.get(part.finish or "stop", "stop")
+        chunk = Chunk(finish_reason=finish)  # type: ignore[arg-type]
+        usage = part.usage
+        if usage is not None:
+            reported = getattr(usage, "completion_tokens", None) or 0
+            if reported > part.tokens:
+                # servers may pack several tokens into one delta; the usage is the exact count
+                chunk.tokens = reported - part.tokens
+                g.tokens += chunk.tokens
+                self._stats.generated_tokens += chunk.tokens
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = getattr(details, "cached_tokens", None) or 0
+            exact_prompt = getattr(usage, "prompt_tokens", None) or 0
+            if g.resumes == 0 and exact_prompt:
+                self._stats.prompt_tokens += exact_prompt - g.prompt_tokens
+                self._stats.cached_tokens += cached
+        if part.calls:
+            try:
+                chunk.tool_calls = part.calls.calls()
+            except CoreError as exc:
+                return Chunk(finish_reason="error", error=exc, tokens=chunk.tokens)
+            chunk.finish_reason = "tool_calls"
+        return chunk
+
+    def _interrupted(self, g: _RemoteGen) -> Chunk:
+        if g.want == "cancel":
+            return Chunk(finish_reason="cancelled")
+        self._stats.snapshots += 1
+        state = {"text": g.text, "tokens": g.tokens, "prompt_tokens": g.prompt_tokens, "resumes": g.resumes}
+        return Chunk(finish_reason="preempted", snapshot=Snapshot(gen_id=g.gen.id, core=self.name, state=state, data=None))
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _race(self, awaitable: Awaitable[Any], g: _RemoteGen) -> Any:
+        """Await ``awaitable`` unless preemption or cancellation comes first (then it is cancelled)."""
+        task = asyncio.ensure_future(awaitable)
+        if not g.interrupt.is_set():
+            waiter = asyncio.ensure_future(g.interrupt.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            finally:
+                waiter.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        except Exception:  # noqa: BLE001 - whatever the abandoned request raised no longer matters
+            pass
+        return _INTERRUPTED
+
+    def _delay(self, attempt: int, exc: BaseException) -> float:
+        asked = retry_after(exc)
+        if asked is not None:
+            return min(asked, 30.0)
+        return min(self.backoff * (2**attempt), 8.0) * random.uniform(0.8, 1.2)
+
+    def _remember_prefix(self, request: LLMRequest) -> None:
+        key = _prefix_key(request)
+        if key is None:
+            return
+        self._prefixes[key] = max(1, len(request.messages[0].content or "") // 4) + 4
+        self._prefixes.move_to_end(key)
+        while len(self._prefixes) > self._prefix_slots:
+            self._prefixes.popitem(last=False)
+
+
+def _prefix_key(request: LLMRequest) -> str | None:
+    first = request.messages[0]
+    if first.role != "system" or not first.content:
+        return None
+    return hashlib.sha256(first.content.encode()).hexdigest()[:16]
+
+
+async def _next(events: Any) -> Any:
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
+async def _close(stream: Any) -> None:
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001 - the connection may already be gone
+        log.debug("closing a stream failed", exc_info=True)
+
