@@ -9,8 +9,11 @@ naming the plugin and its distribution, logged, and shown by ``aios plugins``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -18,7 +21,10 @@ from typing import Any
 import pluggy
 
 from aios_core import hookspecs
+from aios_core.components import Adapter
 from aios_core.errors import PluginError, UnknownComponentError
+from aios_core.scheduler.base import Scheduler
+from aios_core.tool import Tool
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,22 @@ KINDS: dict[str, str] = {
     "memory_backends": "aios_register_memory_backends",
     "storage_backends": "aios_register_storage_backends",
     "adapters": "aios_register_adapters",
+}
+
+
+def _has_create(item: Any) -> bool:
+    return callable(getattr(item, "create", None))
+
+
+#: what each kind's registration hook must return items of, checked when registries are collected,
+#: so that a wrong return value is reported against the plugin instead of failing later at use
+EXPECTED: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "schedulers": ("a Scheduler subclass", lambda item: inspect.isclass(item) and issubclass(item, Scheduler)),
+    "cores": ("a CoreFactory (an object with a create callable)", _has_create),
+    "tools": ("an aios_core.tool.Tool", lambda item: isinstance(item, Tool)),
+    "memory_backends": ("a BackendFactory (an object with a create callable)", _has_create),
+    "storage_backends": ("a BackendFactory (an object with a create callable)", _has_create),
+    "adapters": ("an Adapter (with patch and unpatch)", lambda item: isinstance(item, Adapter) or (callable(getattr(item, "patch", None)) and callable(getattr(item, "unpatch", None)))),
 }
 
 
@@ -88,7 +110,7 @@ class PluginHost:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             origin = f"entry point {dist.name} {dist.version}" if dist is not None else "entry point"
-            if ep.name in self.disabled or ep.name in self.plugins:
+            if ep.name in self.disabled:
                 continue
             try:
                 obj = ep.load()
@@ -109,13 +131,33 @@ class PluginHost:
             self._fail(name, f"plugin {name} ({origin}) could not be registered: {exc}", origin=origin)
             return None
         self.plugins[name] = PluginInfo(name=name, origin=origin, module=getattr(obj, "__name__", type(obj).__name__))
+        self._check_hook_names(obj, name)
         self._registries = None
         return name
+
+    def _check_hook_names(self, obj: Any, name: str) -> None:
+        """pluggy accepts implementations of hooks nobody specified; for us that is a typo worth reporting."""
+        known = [n for n in dir(hookspecs) if n.startswith("aios_")]
+        for attr in dir(obj):
+            if not attr.startswith("aios_") or attr in known:
+                continue
+            if getattr(getattr(obj, attr, None), f"{hookspecs.PROJECT}_impl", None) is None:
+                continue
+            close = difflib.get_close_matches(attr, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; AIOS hooks are: {', '.join(known)}"
+            self._fail(name, f"plugin {self.describe(name)} implements {attr}, which is not an AIOS hook, so it is never called{hint}", hook=attr)
+
+    def describe(self, plugin: str) -> str:
+        """A plugin's name and where it came from, for messages: ``stride (entry point aios-stride 0.1.0)``."""
+        info = self.plugins.get(plugin)
+        return f"{plugin} ({info.origin})" if info is not None else plugin
 
     def _fail(self, plugin: str, message: str, **details: Any) -> None:
         if any(e.message == message for e in self.errors):
             return  # registries are re-collected after a late registration; report each failure once
         log.warning("%s", message)
+        if plugin in self.plugins:
+            details.setdefault("origin", self.plugins[plugin].origin)
         self.errors.append(PluginError(message, plugin=plugin, **details))
 
     # ------------------------------------------------------------------ registries
@@ -129,21 +171,29 @@ class PluginHost:
             # get_hookimpls() lists in registration order: builtins first, so they win name clashes
             for impl in hook.get_hookimpls():
                 plugin = impl.plugin_name
+                who = self.describe(plugin)
                 try:
                     items = impl.function() or []
                 except Exception as exc:  # noqa: BLE001
-                    self._fail(plugin, f"plugin {plugin} raised in {hook_name}: {exc!r}; its {kind} are not available", hook=hook_name)
+                    self._fail(plugin, f"plugin {who} raised in {hook_name}: {exc!r}; its {kind} are not available", hook=hook_name)
                     continue
+                if not isinstance(items, (list, tuple)):
+                    self._fail(plugin, f"plugin {who}: {hook_name} must return a list of {kind}, got {items!r}; ignored", hook=hook_name)
+                    continue
+                what, valid = EXPECTED[kind]
                 for item in items:
                     item_name = getattr(item, "name", None)
                     if not isinstance(item_name, str) or not item_name:
-                        self._fail(plugin, f"plugin {plugin} returned a {kind[:-1]} without a name from {hook_name}: {item!r}", hook=hook_name)
+                        self._fail(plugin, f"plugin {who} returned a {kind[:-1]} without a name from {hook_name}: {item!r}", hook=hook_name)
+                        continue
+                    if not valid(item):
+                        self._fail(plugin, f"plugin {who} returned {kind[:-1]} {item_name!r} from {hook_name}, which is not {what}; ignored", hook=hook_name)
                         continue
                     taken = registries[kind].get(item_name)
                     if taken is not None:
                         self._fail(
                             plugin,
-                            f"plugin {plugin} registers {kind[:-1]} {item_name!r}, already registered by {taken.plugin}; ignored",
+                            f"plugin {who} registers {kind[:-1]} {item_name!r}, already registered by {self.describe(taken.plugin)}; ignored",
                             hook=hook_name,
                         )
                         continue
@@ -182,7 +232,7 @@ class PluginHost:
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
             except Exception as exc:  # noqa: BLE001
-                self._fail(impl.plugin_name, f"plugin {impl.plugin_name} raised in {hook_name}: {exc!r}", hook=hook_name)
+                self._fail(impl.plugin_name, f"plugin {self.describe(impl.plugin_name)} raised in {hook_name}: {exc!r}", hook=hook_name)
 
     def first_answer(self, hook_name: str, **kwargs: Any) -> Any:
         """The first non-None answer of a firstresult hook; a plugin that raises is skipped (and recorded)."""
@@ -191,11 +241,15 @@ class PluginHost:
             try:
                 answer = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
             except Exception as exc:  # noqa: BLE001
-                self._fail(impl.plugin_name, f"plugin {impl.plugin_name} raised in {hook_name}: {exc!r}", hook=hook_name)
+                self._fail(impl.plugin_name, f"plugin {self.describe(impl.plugin_name)} raised in {hook_name}: {exc!r}", hook=hook_name)
                 continue
             if answer is not None:
                 return answer
         return None
+
+    def _origin(self, plugin: str) -> str:
+        info = self.plugins.get(plugin)
+        return info.origin if info is not None else "unknown"
 
     def report(self) -> dict[str, Any]:
         """What ``aios plugins`` prints: each plugin with origin and contributions, and every failure."""
@@ -204,5 +258,7 @@ class PluginHost:
             "plugins": [
                 {"name": p.name, "origin": p.origin, "module": p.module, "contributes": p.contributes} for p in self.plugins.values()
             ],
-            "errors": [{"plugin": e.plugin, "message": e.message} for e in self.errors],
+            "errors": [
+                {"plugin": e.plugin, "origin": e.details.get("origin") or self._origin(e.plugin), "message": e.message} for e in self.errors
+            ],
         }
