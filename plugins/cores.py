@@ -21,9 +21,20 @@ def _openai(**options: Any) -> LLMCore:
     return OpenAICore(**options)
 
 
+def _llamacpp(**options: Any) -> LLMCore:
+    from aios_core.cores.llamacpp import LlamaCppCore
+
+    return LlamaCppCore(**options)
+
+
 @hookimpl
 def aios_register_cores() -> list[CoreFactory]:
     return [
+        CoreFactory(
+            "llamacpp",
+            _llamacpp,
+            "embedded llama.cpp (default: Gemma 3 270M GGUF): continuous batching, KV snapshots, shared system-prompt prefixes",
+        ),
         CoreFactory("sim", _sim, "virtual-clock engine: step cost t0 + a*prefill + b*batch; deterministic, for tests and studies"),
         CoreFactory("openai", _openai, "any OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server, hosted APIs); one core per endpoint"),
     ]

