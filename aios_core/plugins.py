@@ -19,11 +19,13 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
+from pydantic import ValidationError
 
 from aios_core import hookspecs
 from aios_core.components import Adapter
 from aios_core.errors import PluginError, UnknownComponentError
 from aios_core.scheduler.base import Scheduler
+from aios_core.syscalls import ToolSpec
 from aios_core.tool import Tool
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,20 @@ EXPECTED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "storage_backends": ("a BackendFactory (an object with a create callable)", _has_create),
     "adapters": ("an Adapter (with patch and unpatch)", lambda item: isinstance(item, Adapter) or (callable(getattr(item, "patch", None)) and callable(getattr(item, "unpatch", None)))),
 }
+
+
+def _problem(kind: str, item: Any) -> str | None:
+    """Why ``item`` cannot be registered as one of ``kind``, or None."""
+    what, valid = EXPECTED[kind]
+    if not valid(item):
+        return f"is not {what}"
+    if kind == "tools":
+        try:
+            ToolSpec(name=item.name, description=item.description, parameters=item.parameters)
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors(include_url=False))
+            return f"has an invalid name or parameter schema ({reasons})"
+    return None
 
 
 @dataclass
@@ -180,14 +196,14 @@ class PluginHost:
                 if not isinstance(items, (list, tuple)):
                     self._fail(plugin, f"plugin {who}: {hook_name} must return a list of {kind}, got {items!r}; ignored", hook=hook_name)
                     continue
-                what, valid = EXPECTED[kind]
                 for item in items:
                     item_name = getattr(item, "name", None)
                     if not isinstance(item_name, str) or not item_name:
                         self._fail(plugin, f"plugin {who} returned a {kind[:-1]} without a name from {hook_name}: {item!r}", hook=hook_name)
                         continue
-                    if not valid(item):
-                        self._fail(plugin, f"plugin {who} returned {kind[:-1]} {item_name!r} from {hook_name}, which is not {what}; ignored", hook=hook_name)
+                    problem = _problem(kind, item)
+                    if problem is not None:
+                        self._fail(plugin, f"plugin {who} returned {kind[:-1]} {item_name!r} from {hook_name}, which {problem}; ignored", hook=hook_name)
                         continue
                     taken = registries[kind].get(item_name)
                     if taken is not None:

@@ -164,6 +164,35 @@ def test_a_registration_hook_returning_the_wrong_thing_is_reported(install, kern
     assert_kernel_serves(kernel)
 
 
+def test_a_tool_with_an_invalid_schema_is_reported_and_its_siblings_kept(install, kernel_with_plugins):
+    install(
+        "aios-badschema",
+        {"badschema": "badschema_plugin"},
+        {
+            "badschema_plugin": """
+            from aios_core.hookspecs import hookimpl
+            from aios_core.tool import Tool
+
+            @hookimpl
+            def aios_register_tools():
+                return [
+                    Tool("count", "count things", {"type": "array"}, len),
+                    Tool("two words", "bad name", {"type": "object", "properties": {}}, len),
+                    Tool("ok_tool", "fine", {"type": "object", "properties": {}}, lambda: "ok"),
+                ]
+            """
+        },
+    )
+    kernel = kernel_with_plugins()
+    messages = errors_of(kernel.plugins, "badschema")
+    assert len(messages) == 2
+    assert "tool 'count' from aios_register_tools, which has an invalid name or parameter schema" in messages[0]
+    assert "tool 'two words'" in messages[1] and "badschema (entry point aios-badschema 1.0)" in messages[1]
+    [ok] = kernel.agent("user").call_tools([{"name": "ok_tool"}])
+    assert ok.output == "ok"
+    assert_kernel_serves(kernel)
+
+
 def test_a_hook_with_a_wrong_signature_is_refused_at_registration(install):
     install(
         "aios-wrongsig",
