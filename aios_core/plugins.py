@@ -37,6 +37,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.schedulers",
     "plugins.cores",
     "plugins.tools",
+    "adapters.autogen.plugin",
+    "adapters.langchain.plugin",
 )
 
 #: registration hooks and what they contribute

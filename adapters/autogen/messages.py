@@ -19,6 +19,7 @@ from autogen_core.models import (
 from pydantic import BaseModel
 
 from adapters.shared.names import safe_tool_name
+from adapters.shared.schemas import inline_local_refs
 from aios_core.syscalls import LLMResponse, Message, ResponseFormat, ToolCall, ToolSpec
 
 #: AutoGen create args that map onto LLMRequest fields
@@ -94,20 +95,8 @@ def to_response_format(json_output: Any) -> ResponseFormat | None:
     if json_output is True:
         return ResponseFormat(type="json_object")
     if isinstance(json_output, type) and issubclass(json_output, BaseModel):
-        return ResponseFormat(type="json_schema", json_schema={"name": json_output.__name__, "schema": _inline_refs(json_output.model_json_schema())})
+        return ResponseFormat(type="json_schema", json_schema={"name": json_output.__name__, "schema": inline_local_refs(json_output.model_json_schema())})
     raise TypeError(f"json_output must be a bool or a pydantic model class, got {json_output!r}")
-
-
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema without $ref/$defs: small local models and grammar builders handle it better."""
-    if "$defs" not in schema:
-        return schema
-    import jsonref  # an autogen-core dependency
-
-    resolved = jsonref.replace_refs(schema, proxies=False, lazy_load=False)
-    resolved = json.loads(json.dumps(resolved))
-    resolved.pop("$defs", None)
-    return resolved  # type: ignore[no-any-return]
 
 
 def generation_fields(create_args: Mapping[str, Any]) -> dict[str, Any]:
