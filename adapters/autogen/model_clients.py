@@ -87,7 +87,7 @@ def make_create(route: Route) -> Any:
         tools: Sequence[Any] = (),
         tool_choice: Any = "auto",
         json_output: Any = None,
-        extra_create_args: Mapping[str, Any] = {},  # noqa: B006 - AutoGen's own signature
+        extra_create_args: Mapping[str, Any] = {},
         cancellation_token: Any = None,
         **_options: Any,
     ) -> CreateResult:
@@ -113,7 +113,7 @@ def make_create_stream(route: Route) -> Any:
         tools: Sequence[Any] = (),
         tool_choice: Any = "auto",
         json_output: Any = None,
-        extra_create_args: Mapping[str, Any] = {},  # noqa: B006
+        extra_create_args: Mapping[str, Any] = {},
         cancellation_token: Any = None,
         **_options: Any,
     ) -> AsyncGenerator[str | CreateResult, None]:

@@ -57,7 +57,7 @@ async def _as_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
     return await factory()
 
 
-def _copy_outcome(task: "asyncio.Task[T]", outcome: "concurrent.futures.Future[T]") -> None:
+def _copy_outcome(task: asyncio.Task[T], outcome: concurrent.futures.Future[T]) -> None:
     if outcome.done():
         return
     if task.cancelled():

@@ -44,7 +44,7 @@ class RouteOptions:
     tool_concurrency: int = 4
 
     @classmethod
-    def parse(cls, framework: str, options: dict[str, Any]) -> "RouteOptions":
+    def parse(cls, framework: str, options: dict[str, Any]) -> RouteOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.shared.caller_loop import run_on_loop
 from adapters.shared.names import safe_tool_name
-from aios_core.errors import AccessDeniedError, AIOSError, ToolError
+from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity
 from aios_core.syscalls import ToolCall, ToolSyscall
 from aios_core.tool import Tool
@@ -90,7 +90,7 @@ _threads: ThreadPoolExecutor | None = None
 _threads_lock = threading.Lock()
 
 
-async def _dispatch(_ctx: "ToolContext", **arguments: Any) -> str:
+async def _dispatch(_ctx: ToolContext, **arguments: Any) -> str:
     """The function registered in the tool manager: runs the waiting caller's framework tool."""
     binding = _pending.get(_ctx.call_id)
     if binding is None:
@@ -121,7 +121,7 @@ def _executor() -> ThreadPoolExecutor:
 
 
 class ToolRouter:
-    def __init__(self, route: "Route") -> None:
+    def __init__(self, route: Route) -> None:
         self.route = route
         self._names: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -129,11 +129,11 @@ class ToolRouter:
 
     # ------------------------------------------------------------------ registration
 
-    def manager(self) -> "ToolManager | None":
+    def manager(self) -> ToolManager | None:
         managers = getattr(self.route.kernel, "managers", None)
         return getattr(managers, "tools", None)
 
-    def registered_name(self, manager: "ToolManager", tool: FrameworkTool) -> str:
+    def registered_name(self, manager: ToolManager, tool: FrameworkTool) -> str:
         """The manager's name for ``tool``; registers it on first use (one registration per name and schema)."""
         key = (tool.name, json.dumps(tool.parameters, sort_keys=True, default=str))
         name = self._names.get(key)
@@ -225,7 +225,7 @@ class ToolRouter:
             _pending.pop(call.id, None)
         return self._outcome(binding, results[0], tool, error)
 
-    def _call(self, manager: "ToolManager", tool: FrameworkTool, arguments: dict[str, Any]) -> ToolCall:
+    def _call(self, manager: ToolManager, tool: FrameworkTool, arguments: dict[str, Any]) -> ToolCall:
         name = self.registered_name(manager, tool)
         return ToolCall(id=f"{self.route.framework}-{uuid.uuid4().hex[:16]}", name=name, arguments=arguments)
 
@@ -240,7 +240,7 @@ class ToolRouter:
         return context
 
     @staticmethod
-    def _outcome(binding: _Binding, result: "ToolResult", tool: FrameworkTool, error: ErrorFactory) -> Any:
+    def _outcome(binding: _Binding, result: ToolResult, tool: FrameworkTool, error: ErrorFactory) -> Any:
         if binding.error is not None:
             raise binding.error
         if result.ok and binding.finished:

@@ -19,29 +19,28 @@ import pytest
 pytest.importorskip("autogen_agentchat")
 pytest.importorskip("autogen_ext.models.openai")
 
-from autogen_agentchat.agents import AssistantAgent  # noqa: E402
-from autogen_agentchat.messages import (  # noqa: E402
+from adapters_testkit import RecordingKernel, fast_sim_core
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import (
     ModelClientStreamingChunkEvent,
     TextMessage,
     ToolCallExecutionEvent,
     ToolCallRequestEvent,
     ToolCallSummaryMessage,
 )
-from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat  # noqa: E402
-from autogen_core import CancellationToken  # noqa: E402
-from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, RequestUsage, SystemMessage, UserMessage  # noqa: E402
-from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench  # noqa: E402
-from autogen_ext.models.openai import OpenAIChatCompletionClient  # noqa: E402
-from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient  # noqa: E402
-from autogen_ext.models.replay import ReplayChatCompletionClient  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, RequestUsage, SystemMessage, UserMessage
+from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient
+from autogen_ext.models.replay import ReplayChatCompletionClient
+from pydantic import BaseModel
 
-import aios  # noqa: E402
-from adapters.autogen.adapter import ADAPTER  # noqa: E402
-from aios_core.errors import AIOSError, ConfigError, ToolError  # noqa: E402
-from aios_core.syscalls import LLMSyscall, ToolSyscall  # noqa: E402
-
-from adapters_testkit import RecordingKernel, fast_sim_core  # noqa: E402
+import aios
+from adapters.autogen.adapter import ADAPTER
+from aios_core.errors import AIOSError, ConfigError, ToolError
+from aios_core.syscalls import LLMSyscall, ToolSyscall
 
 pytestmark = pytest.mark.frameworks
 
