@@ -1,0 +1,102 @@
+"""``aios.patch("metagpt")``: MetaGPT 0.8's models, roles and teams through the AIOS kernel.
+
+Options (``aios.patch("metagpt", kernel, **options)``): ``model`` (kernel model
+or core for every call; default: the kernel's default, or the model named in
+MetaGPT's config when the kernel serves one by that name), ``max_tokens`` (upper
+bound on what MetaGPT asks per call, default 1024), ``timeout`` (seconds per
+syscall), ``priority`` and ``group`` (of the agents the adapter registers).
+
+MetaGPT is imported only when patching. It reads its configuration when it is
+imported (``config/config2.yaml`` under ``METAGPT_PROJECT_ROOT`` or the current
+directory, then ``~/.metagpt/config2.yaml``) and refuses to import without an
+``llm`` section; the adapter never writes either file. The ``llm`` section
+still chooses MetaGPT's behaviour (``stream``, ``temperature``, ``max_token``),
+but its endpoint and key are never used while patched: the kernel answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adapters.shared.route import Route, RouteOptions
+from aios_core.components import Adapter
+from aios_core.errors import AIOSError
+from aios_core.patching import Patcher
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = ">=0.8,<0.9"
+
+
+def kernel_model_lookup(kernel: Any) -> Any:
+    """A function naming the kernel model (or core) called ``name``, or None when the kernel has none by that name."""
+
+    def lookup(name: str | None) -> str | None:
+        if not name:
+            return None
+        served = set(getattr(kernel, "pools", None) or ()) | set(getattr(kernel, "cores", None) or ())
+        return name if name in served else None
+
+    return lookup
+
+
+def import_metagpt() -> None:
+    """Import what the adapter patches, turning MetaGPT's configuration failures into an actionable error."""
+    try:
+        # MetaGPT's own import order: roles first (its pydantic models refer to each other and are
+        # completed when metagpt.roles is imported), the environment last
+        import metagpt.roles  # noqa: F401
+        import metagpt.actions  # noqa: F401
+        import metagpt.provider  # noqa: F401 - registers every provider class, so all of them get patched
+        import metagpt.team  # noqa: F401
+        import metagpt.environment.base_env  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - MetaGPT validates its config at import and raises plain errors
+        raise AIOSError(
+            f"aios.patch('metagpt'): importing MetaGPT failed: {exc!r}. If this is about its configuration: MetaGPT reads config/config2.yaml under "
+            "$METAGPT_PROJECT_ROOT (or the current directory) and ~/.metagpt/config2.yaml when it is imported, and needs "
+            "an `llm:` section with api_type, model and a non-empty api_key (any placeholder: under AIOS the kernel "
+            "answers and the key is never sent)."
+        ) from exc
+
+
+class MetaGPTAdapter(Adapter):
+    name = "metagpt"
+    distribution = "metagpt"
+    supported = SUPPORTED
+    description = "MetaGPT 0.8: BaseLLM providers answered by the kernel; roles as agents, team runs as programs"
+
+    def __init__(self) -> None:
+        self._patcher = Patcher()
+        self.route: Route | None = None
+
+    @property
+    def patched(self) -> bool:
+        return bool(self._patcher)
+
+    def patch(self, kernel: Any, **agent_options: Any) -> None:
+        if self.patched:
+            return
+        options = RouteOptions.parse(self.name, agent_options)
+        import_metagpt()
+        from adapters.metagpt import llm_patch
+        from adapters.metagpt.llm_calls import Calls
+        from adapters.metagpt.scopes import Scopes
+
+        route = Route(kernel, self.name, options)
+        try:
+            llm_patch.install(self._patcher, Calls(route, kernel_model=kernel_model_lookup(kernel)))
+            Scopes(options).install(self._patcher)
+        except BaseException:
+            self._patcher.restore()
+            raise
+        self.route = route
+        log.info("metagpt: model calls, roles and team runs now go through the kernel")
+
+    def unpatch(self) -> None:
+        self._patcher.restore()
+        self.route = None
+
+
+#: one per process: it holds the patch state of MetaGPT's (process-wide) classes
+ADAPTER = MetaGPTAdapter()
