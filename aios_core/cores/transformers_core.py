@@ -39,6 +39,7 @@ import io
 import logging
 import os
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,8 @@ class TransformersCore(BatchingCore):
         self._device: Any = None
         self._eos: set[int] = set()
         self._bos: int | None = None
+        # the tokenizer is used from the loop (check_request) and the engine thread; fast tokenizers must not be shared unlocked
+        self._tokenizer_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._rng = random.Random(seed)
         # the batched cache: its rows in order, the DynamicCache holding them, and its 2D attention mask
@@ -210,11 +213,12 @@ class TransformersCore(BatchingCore):
         if self._tokenizer is None:
             raise CoreError(f"core {self.name} is not started")
         messages = [{"role": m.role, "content": m.content or ""} for m in with_tool_instructions(request)]
-        try:
-            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except Exception as exc:  # noqa: BLE001 - templates raise whatever they like (e.g. "roles must alternate")
-            raise InvalidSyscallError(f"the chat template of core {self.name} refused these messages: {exc}") from None
-        ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._tokenizer_lock:
+            try:
+                text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            except Exception as exc:  # noqa: BLE001 - templates raise whatever they like (e.g. "roles must alternate")
+                raise InvalidSyscallError(f"the chat template of core {self.name} refused these messages: {exc}") from None
+            ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
         if self._bos is not None and (not ids or ids[0] != self._bos):
             ids.insert(0, self._bos)
         return ids
@@ -305,7 +309,8 @@ class TransformersCore(BatchingCore):
         if token in self._eos and not ignore_eos:
             return StepOutput(seq=seq, tokens=1, eos=True)
         state.ids.append(token)
-        decoded = self._tokenizer.decode(state.ids, skip_special_tokens=True)
+        with self._tokenizer_lock:
+            decoded = self._tokenizer.decode(state.ids, skip_special_tokens=True)
         if decoded.endswith("\ufffd") or not decoded.startswith(state.decoded):
             return StepOutput(seq=seq, tokens=1)
         piece, state.decoded = decoded[len(state.decoded) :], decoded

@@ -1,7 +1,9 @@
 """The openai core against a real OpenAI-compatible server (llama-cpp-python's, on Gemma 3 270M) on 127.0.0.1.
 
 No mock anywhere: every request goes over HTTP to a server process these
-tests start, and the failure tests kill real processes and dial real closed ports.
+tests start, and the failure tests kill real processes and dial real closed
+ports. The error-mapping tests use a tiny real HTTP server that answers with a
+fixed status (or never answers); they need no model.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from aios_core.cores.base import Generation
 from aios_core.cores.openai_core import OpenAICore
 from aios_core.errors import ContextLengthError, CoreError
 from aios_core.syscalls import LLMRequest
-
-pytestmark = pytest.mark.model
 
 MODEL = "gemma-3-270m"
 QUESTION = "Write a short poem about the sea."
@@ -47,6 +47,7 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connections are refused
 
 
+@pytest.mark.model
 async def test_chat_through_the_kernel(make_kernel, server):
     core = remote(server)
     async with make_kernel(cores=[core]) as kernel:
@@ -61,6 +62,7 @@ async def test_chat_through_the_kernel(make_kernel, server):
         assert stats["tokens"] == response.usage.completion_tokens
 
 
+@pytest.mark.model
 async def test_streaming_deltas_add_up_to_the_response(make_kernel, server):
     async with make_kernel(cores=[remote(server)]) as kernel:
         deltas, final = [], None
@@ -73,6 +75,7 @@ async def test_streaming_deltas_add_up_to_the_response(make_kernel, server):
         assert "".join(deltas) == final.content
 
 
+@pytest.mark.model
 async def test_tool_call_deltas_become_tool_calls(make_kernel, server):
     tool = {
         "name": "get_weather",
@@ -88,6 +91,7 @@ async def test_tool_call_deltas_become_tool_calls(make_kernel, server):
         assert call.name == "get_weather" and isinstance(call.arguments["city"], str)
 
 
+@pytest.mark.model
 async def test_prompt_longer_than_the_context_is_refused_and_the_kernel_keeps_serving(make_kernel, server):
     async with make_kernel(cores=[remote(server)]) as kernel:
         agent = kernel.agent("dave")
@@ -96,6 +100,7 @@ async def test_prompt_longer_than_the_context_is_refused_and_the_kernel_keeps_se
         assert (await agent.achat(QUESTION, max_tokens=4)).content
 
 
+@pytest.mark.model
 async def test_requests_avoid_an_endpoint_that_refuses_connections(make_kernel, server, caplog):
     dead = remote(refused_url(), "dead", max_retries=1)
     live = remote(server, "live")
@@ -112,6 +117,7 @@ async def test_requests_avoid_an_endpoint_that_refuses_connections(make_kernel, 
         assert pool.failed == 0 and pool.completed == 3
 
 
+@pytest.mark.model
 async def test_server_killed_mid_stream_fails_that_request_and_the_kernel_keeps_serving(make_kernel, server, gguf, tmp_path):
     doomed_server = LlamaServer(gguf, tmp_path).wait_ready()
     try:
@@ -138,6 +144,7 @@ async def test_server_killed_mid_stream_fails_that_request_and_the_kernel_keeps_
         doomed_server.stop()
 
 
+@pytest.mark.model
 async def test_preempt_then_resume_continues_the_answer(server):
     core = remote(server, "solo")
     await core.start()
@@ -172,6 +179,7 @@ async def test_preempt_then_resume_continues_the_answer(server):
         await core.stop()
 
 
+@pytest.mark.model
 async def test_kernel_preempts_and_resumes_remote_generations(make_kernel, server):
     core = remote(server, "shared", max_batch=1)
     async with make_kernel(cores=[core], scheduler="rr", scheduler_options={"quantum": 4}) as kernel:
@@ -188,6 +196,7 @@ async def test_kernel_preempts_and_resumes_remote_generations(make_kernel, serve
         assert core.stats().restores >= 1
 
 
+@pytest.mark.model
 async def test_cancelled_request_closes_its_stream(make_kernel, server):
     from aios_core.errors import SyscallTimeoutError
 
@@ -204,6 +213,7 @@ async def test_cancelled_request_closes_its_stream(make_kernel, server):
         assert (await agent.achat(QUESTION, max_tokens=4)).content
 
 
+@pytest.mark.model
 async def test_configured_by_kind_with_the_model_discovered_from_the_server(server, data_dir):
     from aios_core.config import load_config
     from aios_core.errors import ConfigError
@@ -220,3 +230,86 @@ async def test_configured_by_kind_with_the_model_discovered_from_the_server(serv
     bad = load_config(cores=[{"kind": "openai", "continuation": "completion"}], data_dir=data_dir, entry_point_plugins=False)
     with pytest.raises(ConfigError, match="needs chat_template"):
         await Kernel(bad).astart()
+
+
+class Responder:
+    """A tiny real HTTP server on 127.0.0.1 that answers every request with one fixed status and JSON body,
+    or never answers at all (``status=None``): the misbehaving endpoints the error paths are about."""
+
+    def __init__(self, status: int | None, body: dict | None = None, headers: dict | None = None) -> None:
+        self.status, self.body, self.headers = status, body or {}, headers or {}
+        self.requests = 0
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    async def _handle(self, reader, writer) -> None:
+        import json
+
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+            await reader.readexactly(length)
+            self.requests += 1
+            if self.status is None:
+                await asyncio.sleep(3600)
+            payload = json.dumps(self.body).encode()
+            extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+            writer.write(
+                f"HTTP/1.1 {self.status} X\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n{extra}"
+                "connection: close\r\n\r\n".encode() + payload
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+async def generate_once(url: str, **options):
+    core = OpenAICore("edge", MODEL, base_url=url, backoff=0.01, **options)
+    await core.start()
+    try:
+        request = LLMRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        chunks = [c async for c in core.generate(Generation(id="e", request=request))]
+        return chunks[-1], core.stats().extra
+    finally:
+        await core.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "retryable", "text"),
+    [
+        (401, {"error": {"message": "Invalid API key"}}, CoreError, False, "check api_key"),
+        (404, {"error": {"message": "model not found"}}, CoreError, False, "check model and base_url"),
+        (400, {"error": {"message": "This model's maximum context length is 2048 tokens"}}, ContextLengthError, None, "does not fit"),
+        (400, {"error": {"message": "bad field"}}, CoreError, False, "refused the request (400): bad field"),
+        (503, {"error": {"message": "overloaded"}}, CoreError, True, "overloaded or failing (503)"),
+    ],
+)
+async def test_server_errors_become_typed_errors(status, body, error, retryable, text):
+    responder = Responder(status, body)
+    async with responder as url:
+        last, extra = await generate_once(url, max_retries=2)
+    assert last.finish_reason == "error" and isinstance(last.error, error)
+    assert text in last.error.message
+    if retryable is not None:
+        assert last.error.retryable is retryable
+    # retryable failures were retried here with backoff before the first token; the others were not
+    assert responder.requests == (3 if retryable else 1)
+    assert extra["retries"] == (2 if retryable else 0)
+
+
+async def test_a_server_that_never_answers_times_out():
+    async with Responder(None) as url:
+        started = asyncio.get_running_loop().time()
+        last, extra = await generate_once(url, timeout=0.3, max_retries=1)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert last.finish_reason == "error" and last.error.retryable
+    assert "did not answer in time" in last.error.message
+    assert extra["retries"] == 1 and elapsed < 5
