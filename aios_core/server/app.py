@@ -149,9 +149,9 @@ class KernelServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = self.state
         if state is not None:
+            # keep listening while draining: a new request gets a clean 503 (and readiness probes see 503)
+            # instead of a refused connection; uvicorn's own shutdown closes the sockets afterwards
             state.begin_drain()
-            for server in self.servers:
-                server.close()  # stop accepting; uvicorn's own shutdown closes them again harmlessly
             grace = state.settings.grace_seconds
             if not await state.wait_idle(grace):
                 aborted = state.abort_inflight()

@@ -104,6 +104,12 @@ def syscall_from_wire(body: bytes) -> AnySyscall:
     (flights and snapshots are keyed by id); timing from a client would skew the
     waiting-time accounting the scheduler and ``aios top`` rely on.
     """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        from aios_core.errors import InvalidSyscallError
+
+        raise InvalidSyscallError(f"invalid syscall: the body is not UTF-8 JSON ({exc.reason} at byte {exc.start})") from None
     if b'"$' in body:
         import json
 
