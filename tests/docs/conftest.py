@@ -24,5 +24,7 @@ def docs_env(tmp_path: Path) -> dict[str, str]:
         AIOS_MANAGERS__EMBEDDINGS__KIND="hashing",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONUNBUFFERED="1",
+        # Open-Interpreter's litellm fetches a price list from the network on import; there is none here
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
     )
     return env
