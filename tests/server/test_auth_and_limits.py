@@ -71,7 +71,7 @@ def test_revoked_tokens_stop_working_and_the_agent_ends(server):
 
 
 def test_registration_is_validated(server):
-    post = lambda body: httpx.post(server.url + "/v1/agents", json=body, headers=server.admin_headers)  # noqa: E731
+    post = lambda body: httpx.post(server.url + "/v1/agents", json=body, headers=server.admin_headers)
     assert post({"name": "bad name!"}).status_code == 400
     assert post({"name": "x", "group": "no-such-group"}).json()["error"]["message"].startswith("no access group 'no-such-group'")
     assert post({"name": "x", "priority": 1000}).status_code == 400
