@@ -372,6 +372,20 @@ def hooks_reference() -> str:
 # --------------------------------------------------------------------------- MkDocs hook
 
 
+#: pages other parts of the project write into docs/ (bench/ writes its results page); listed in the
+#: nav when present, so that a strict build neither warns about an omitted page nor a missing one
+OPTIONAL_PAGES = {"benchmarks.md": "Benchmarks"}
+
+
+def on_config(config: Any) -> Any:
+    docs = Path(config["docs_dir"])
+    listed = json.dumps(config["nav"])
+    for page, title in OPTIONAL_PAGES.items():
+        if (docs / page).is_file() and f'"{page}"' not in listed:
+            config["nav"].append({title: page})
+    return config
+
+
 def on_files(files: Any, config: Any) -> Any:
     """Add the generated pages to the build (in memory)."""
     from mkdocs.structure.files import File

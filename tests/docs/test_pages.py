@@ -20,7 +20,9 @@ from conftest import DOCS, ROOT
 from codeblocks import blocks
 
 RUNNER = Path(__file__).with_name("run_page.py")
-PAGES = sorted(DOCS.rglob("*.md"))
+#: pages whose blocks are not documentation examples (bench/ writes benchmarks.md: its commands run for minutes)
+NOT_EXAMPLES = {"benchmarks.md"}
+PAGES = sorted(p for p in DOCS.rglob("*.md") if str(p.relative_to(DOCS)) not in NOT_EXAMPLES)
 RUNNABLE = [p for p in PAGES if any(b.runs for b in blocks(p))]
 TUTORIALS = {
     "autogen.md": "autogen_agentchat",
