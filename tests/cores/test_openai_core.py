@@ -313,3 +313,20 @@ async def test_a_server_that_never_answers_times_out():
     assert last.finish_reason == "error" and last.error.retryable
     assert "did not answer in time" in last.error.message
     assert extra["retries"] == 1 and elapsed < 5
+
+
+@pytest.mark.model
+async def test_prefix_affinity_routes_a_system_prompt_back_to_the_core_that_served_it(make_kernel, server):
+    first, second = remote(server, "first"), remote(server, "second")
+    system = "You are a terse assistant who answers in one line."
+    with_system = LLMRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": QUESTION}], max_tokens=3)
+    async with make_kernel(cores=[first, second]) as kernel:
+        assert second.prefix_affinity(with_system) == 0
+        [c async for c in second.generate(Generation(id="warm", request=with_system))]
+        assert second.prefix_affinity(with_system) == len(system) // 4 + 4
+        other = LLMRequest(messages=[{"role": "system", "content": "Something else."}, {"role": "user", "content": "hi"}])
+        assert second.prefix_affinity(other) == 0 and first.prefix_affinity(with_system) == 0
+        # both idle: without affinity the first core would win the tie
+        response = await kernel.agent("hal").achat(QUESTION, system=system, max_tokens=3)
+        assert response.core == "second"
+        assert (await kernel.agent("ida").achat(QUESTION, max_tokens=3)).core == "first"
