@@ -39,6 +39,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.tools",
     "adapters.autogen.plugin",
     "adapters.langchain.plugin",
+    "adapters.metagpt.plugin",
+    "adapters.open_interpreter.plugin",
 )
 
 #: registration hooks and what they contribute

@@ -1,0 +1,165 @@
+"""``aios.patch("open-interpreter")``: Open-Interpreter 0.4's model calls and code execution through the kernel.
+
+While patched:
+
+- ``interpreter.llm.completions`` (the litellm call behind every ``chat``) is
+  answered by the kernel, streaming (:mod:`.completions`); an interpreter
+  whose ``llm.completions`` the user replaced with a function of their own
+  keeps it;
+- ``computer.run`` / ``computer.terminal.run`` run code as tool syscalls in the
+  kernel's sandbox, after access control (:mod:`.execution`);
+- OI's anonymous telemetry (a POST to posthog from every ``chat``) is off, and
+  ``llm.load()`` does not contact an Ollama server for ``ollama/...`` models:
+  nothing leaves the machine.
+
+Agent identity: the ``aios.agent_scope`` in force, else the interpreter's
+``name`` attribute if it has one, else ``open-interpreter.OpenInterpreter.<n>``
+(one agent per interpreter instance). Options: ``model``, ``max_tokens`` (upper
+bound per call, default 1024), ``timeout``, ``priority``, ``group``, and
+``tool_timeout`` (seconds a code block may run, within the tool's own limit).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from adapters.shared.names import InstanceNames, safe_agent_name
+from adapters.shared.route import Route, RouteOptions
+from aios_core.components import Adapter
+from aios_core.errors import AIOSError
+from aios_core.identity import AgentIdentity, current_agent
+from aios_core.patching import Patcher
+
+log = logging.getLogger(__name__)
+
+FRAMEWORK = "open-interpreter"
+SUPPORTED = ">=0.4,<0.5"
+
+
+def kernel_model_lookup(kernel: Any) -> Any:
+    """A function naming the kernel model (or core) called ``name``, or None when the kernel has none by that name."""
+
+    def lookup(name: str | None) -> str | None:
+        if not name:
+            return None
+        served = set(getattr(kernel, "pools", None) or ()) | set(getattr(kernel, "cores", None) or ())
+        return name if name in served else None
+
+    return lookup
+
+
+class Identities:
+    """Which agent an interpreter instance is."""
+
+    def __init__(self, options: RouteOptions) -> None:
+        self.options = options
+        self._names = InstanceNames(FRAMEWORK)
+
+    def __call__(self, interpreter: Any) -> AgentIdentity:
+        scoped = current_agent.get()
+        if scoped is not None:
+            return scoped
+        own = getattr(interpreter, "name", None)
+        name = safe_agent_name(own, FRAMEWORK) if isinstance(own, str) and own else self._names.name_of(interpreter)
+        return AgentIdentity(name=name, group=self.options.group, priority=self.options.priority, framework=FRAMEWORK)
+
+
+def _import_open_interpreter() -> Any:
+    try:
+        from interpreter.core import core
+        from interpreter.core.computer.terminal.terminal import Terminal
+        from interpreter.core.llm import llm
+    except Exception as exc:  # noqa: BLE001 - OI imports many optional pieces; say what failed
+        raise AIOSError(f"aios.patch('open-interpreter'): importing Open-Interpreter failed: {exc!r}") from exc
+    return core, llm, Terminal
+
+
+class OpenInterpreterAdapter(Adapter):
+    name = FRAMEWORK
+    distribution = "open-interpreter"
+    supported = SUPPORTED
+    description = "Open-Interpreter 0.4: completions answered by the kernel, code run in the kernel's sandbox after confirmation"
+
+    def __init__(self) -> None:
+        self._patcher = Patcher()
+        self.route: Route | None = None
+
+    @property
+    def patched(self) -> bool:
+        return bool(self._patcher)
+
+    def patch(self, kernel: Any, **agent_options: Any) -> None:
+        if self.patched:
+            return
+        options = RouteOptions.parse(self.name, agent_options)
+        core, llm_module, Terminal = _import_open_interpreter()
+        from adapters.open_interpreter.completions import Completions
+        from adapters.open_interpreter.execution import Execution
+
+        route = Route(kernel, self.name, options)
+        identities = Identities(options)
+        completions = Completions(route, identities, kernel_model_lookup(kernel))
+        execution = Execution(route, identities)
+        try:
+            self._route_completions(llm_module, completions)
+            self._patcher.replace(Terminal, "run", _terminal_run(Terminal.run, execution))
+            self._patcher.replace(llm_module.Llm, "load", _offline_load(llm_module.Llm.load))
+            self._patcher.replace(core, "send_telemetry", _no_telemetry)
+        except BaseException:
+            self._patcher.restore()
+            raise
+        self.route = route
+        log.info("open-interpreter: completions and code execution now go through the kernel")
+
+    def _route_completions(self, llm_module: Any, completions: Any) -> None:
+        """Make ``Llm.completions`` a property: OI's default endpoint reads as the kernel's, a user's own stays.
+
+        ``Llm.__init__`` stores ``fixed_litellm_completions`` on each instance, so
+        existing and future interpreters are covered by intercepting the
+        attribute on the class; the instances keep their stored value, which is
+        what they see again after unpatching.
+        """
+        default = llm_module.fixed_litellm_completions
+
+        def get(llm: Any) -> Any:
+            value = llm.__dict__.get("completions", default)
+            return functools.partial(completions, llm) if value is default else value
+
+        def set_(llm: Any, value: Any) -> None:
+            llm.__dict__["completions"] = value
+
+        self._patcher.replace(llm_module.Llm, "completions", property(get, set_, doc="routed through the AIOS kernel"))
+
+    def unpatch(self) -> None:
+        self._patcher.restore()
+        self.route = None
+
+
+def _terminal_run(original: Any, execution: Any) -> Any:
+    @functools.wraps(original, updated=())
+    def run(self: Any, language: str, code: str, stream: bool = False, display: bool = False) -> Any:
+        return execution.terminal_run(self, language, code, stream=stream, display=display)
+
+    return run
+
+
+def _offline_load(original: Any) -> Any:
+    @functools.wraps(original, updated=())
+    def load(self: Any) -> None:
+        if not self._is_loaded and str(self.model).startswith("ollama/"):
+            # the kernel serves the model: there is no Ollama server to list, pull from or ping
+            self._is_loaded = True
+            return
+        original(self)
+
+    return load
+
+
+def _no_telemetry(event_name: str, properties: Any = None) -> None:
+    """OI's ``send_telemetry`` while patched: nothing leaves the machine."""
+
+
+#: one per process: it holds the patch state of Open-Interpreter's (process-wide) classes
+ADAPTER = OpenInterpreterAdapter()

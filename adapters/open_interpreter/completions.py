@@ -1,0 +1,158 @@
+"""Open-Interpreter's model endpoint (``interpreter.llm.completions``), answered by the kernel.
+
+``Llm.run`` prepares OpenAI-style parameters (messages, the ``execute`` tool
+when the model calls functions, max_tokens, temperature) and iterates
+``llm.completions(**params)``, which normally streams litellm chunks from a
+hosted API. The replacement takes the same parameters, sends one LLM syscall
+per call through ``kernel.stream`` and yields litellm's own chunk types
+(``ModelResponseStream``), so OI's parsers (``run_tool_calling_llm`` with its
+``execute`` function, ``run_text_llm`` with markdown code blocks) read them as
+they read a provider's stream: text deltas as they are generated, then the
+tool call in one piece, then the finish reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from aios_core.identity import AgentIdentity
+from aios_core.syscalls import LLMRequest, LLMResponse, Message, ToolCall, ToolSpec
+
+if TYPE_CHECKING:
+    from adapters.shared.route import Route
+
+log = logging.getLogger(__name__)
+
+#: upper bound on a call's max_tokens unless ``aios.patch("open-interpreter", max_tokens=...)`` says otherwise:
+#: OI sizes max_tokens from the hosted model's card (16384 for gpt-4o), which a local core cannot reserve
+DEFAULT_MAX_TOKENS = 1024
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+
+
+# --------------------------------------------------------------------------- OI parameters -> kernel request
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(parts) < len(content):
+            log.warning("open-interpreter: image parts of a message are dropped; kernel cores take text only")
+        return "\n".join(parts)
+    return str(content)
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """A past call's arguments; OI writes a plain comment as arguments when it fabricates a call for orphan output."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+    except json.JSONDecodeError:
+        return {"arguments": raw}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def to_messages(messages: list[dict[str, Any]]) -> list[Message]:
+    """OI's OpenAI-format messages (after its own ``process_messages``) as kernel messages."""
+    out: list[Message] = []
+    for m in messages:
+        role = m.get("role", "user")
+        content = _text(m.get("content"))
+        if role in ("tool", "function"):
+            out.append(Message(role="tool", content=content, tool_call_id=m.get("tool_call_id") or "call", name=m.get("name")))
+            continue
+        if role == "assistant":
+            calls = []
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                fields = {"id": tc["id"]} if tc.get("id") else {}
+                calls.append(ToolCall(name=fn.get("name") or "execute", arguments=_arguments(fn.get("arguments")), **fields))
+            if m.get("function_call"):
+                fn = m["function_call"]
+                calls.append(ToolCall(name=fn.get("name") or "execute", arguments=_arguments(fn.get("arguments"))))
+            out.append(Message(role="assistant", content=content if content or not calls else None, tool_calls=calls or None))
+            continue
+        out.append(Message(role=role if role == "system" else "user", content=content))
+    return out
+
+
+def to_tool_specs(tools: list[dict[str, Any]]) -> list[ToolSpec]:
+    specs = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        specs.append(ToolSpec(name=fn["name"], description=fn.get("description", ""), parameters=fn.get("parameters") or {"type": "object", "properties": {}}))
+    return specs
+
+
+def _tool_choice(choice: Any) -> str:
+    if isinstance(choice, dict):
+        return str(choice.get("function", {}).get("name") or "auto")
+    return str(choice or "auto")
+
+
+class Completions:
+    """The kernel-routed ``completions`` of one patch (its route, options and model lookup)."""
+
+    def __init__(self, route: "Route", identity: Callable[[Any], AgentIdentity], kernel_model: Callable[[str | None], str | None]) -> None:
+        self.route = route
+        self.identity = identity
+        self.kernel_model = kernel_model
+
+    def request(self, params: dict[str, Any]) -> LLMRequest:
+        cap = self.route.options.max_tokens or DEFAULT_MAX_TOKENS
+        wanted = params.get("max_tokens")
+        fields: dict[str, Any] = {
+            "messages": to_messages(params["messages"]),
+            "max_tokens": min(int(wanted), cap) if wanted else cap,
+            "temperature": min(max(float(params.get("temperature") or 0.0), 0.0), 2.0),
+            "stop": params.get("stop") or [],
+        }
+        if params.get("tools"):
+            fields["tools"] = to_tool_specs(params["tools"])
+            if params.get("tool_choice") is not None:
+                fields["tool_choice"] = _tool_choice(params["tool_choice"])
+        if self.route.options.model is None:
+            fields["model"] = self.kernel_model(params.get("model"))
+        return self.route.request(**fields)
+
+    def __call__(self, llm: Any, **params: Any) -> Iterator[Any]:
+        """``llm.completions(**params)``: a generator of litellm stream chunks, like the original."""
+        identity = self.identity(llm.interpreter)
+        request = self.request(params)
+        chunk_id = f"aios-{uuid.uuid4().hex[:16]}"
+        model = params.get("model") or "aios"
+        for piece in self.route.stream(identity, request):
+            if piece.delta:
+                yield _chunk(chunk_id, model, content=piece.delta)
+            if piece.response is not None:
+                yield from _final_chunks(chunk_id, model, piece.response)
+
+
+# --------------------------------------------------------------------------- kernel response -> litellm chunks
+
+
+def _chunk(chunk_id: str, model: str, *, content: str | None = None, tool_calls: list[Any] | None = None, finish: str | None = None) -> Any:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(content=content, role="assistant", tool_calls=tool_calls)
+    return ModelResponseStream(id=chunk_id, model=model, choices=[StreamingChoices(index=0, delta=delta, finish_reason=finish)])
+
+
+def _final_chunks(chunk_id: str, model: str, response: LLMResponse) -> Iterator[Any]:
+    from litellm.types.utils import ChatCompletionDeltaToolCall, Function
+
+    if response.tool_calls:
+        calls = [
+            ChatCompletionDeltaToolCall(id=c.id, type="function", index=i, function=Function(name=c.name, arguments=json.dumps(c.arguments)))
+            for i, c in enumerate(response.tool_calls)
+        ]
+        yield _chunk(chunk_id, model, tool_calls=calls)
+    yield _chunk(chunk_id, model, finish=_FINISH.get(response.finish_reason, "stop"))

@@ -1,0 +1,12 @@
+"""Registers the Open-Interpreter adapter through the same hook as any third-party adapter (OI is imported only on patch)."""
+
+from __future__ import annotations
+
+from adapters.open_interpreter.adapter import ADAPTER
+from aios_core.components import Adapter
+from aios_core.hookspecs import hookimpl
+
+
+@hookimpl
+def aios_register_adapters() -> list[Adapter]:
+    return [ADAPTER]
