@@ -94,7 +94,8 @@ class Route:
             group=identity.group or self.options.group,
             program=identity.program,
             priority=identity.priority or self.options.priority,
-            framework=identity.framework or self.framework,
+            # a user's aios.agent_scope() says "sdk" unless told otherwise: the calls come through this framework
+            framework=self.framework if identity.framework in ("", "sdk") else identity.framework,
         )
         self._registered.add(identity.name)
 
