@@ -42,7 +42,7 @@ class KernelToolBox:
         ok = out.get("returncode") == 0 and not out.get("timed_out")
         return ExecResult(
             ok=ok, stdout=out.get("stdout", ""), stderr=out.get("stderr", ""), timed_out=bool(out.get("timed_out")),
-            error=None if ok else (out.get("error") or out.get("stderr") or f"exit status {out.get('returncode')}"),
+            error=out.get("error"),
         )
 
 

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from bench.tasks.sandbox import LocalToolBox
 
 DATA_DIR = Path(__file__).with_name("data")
+#: a directory holding this file is an AIOS-made stand-in, whatever path it was loaded from
+STANDIN_MARKER = "AIOS_STANDIN.md"
+
+
+def is_standin(root: Path) -> bool:
+    return (Path(root) / STANDIN_MARKER).is_file()
 
 
 class TaskSetError(AIOSError):
@@ -118,13 +124,15 @@ class ExecResult:
     stderr: str
     timed_out: bool = False
     error: str | None = None
+    returncode: int | None = None
 
     def observation(self, limit: int = 2000) -> str:
         """What an agent is shown: output, then the error's last lines (bounded: small models have small contexts)."""
         text = self.stdout.strip()
         if not self.ok:
-            err = self.error or self.stderr.strip()
-            tail = "\n".join(err.splitlines()[-8:])
+            tail = "\n".join(self.stderr.strip().splitlines()[-8:])
+            if self.error:
+                tail = f"{tail}\n{self.error}".strip()
             text = f"{text}\n{tail}".strip() if text else tail
         if not text:
             text = "[Executed successfully with no output]"

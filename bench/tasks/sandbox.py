@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aios_core.managers.sandbox import SandboxLimits, Workspace, run_python, run_shell
+from aios_core.managers.sandbox import ProcessResult, SandboxLimits, Workspace, run_python, run_shell
 from aios_core.managers.sandbox_paths import resolve_in
 from bench.tasks.base import ExecResult
 
@@ -23,6 +23,14 @@ def stage(root: Path, files: dict[str, str]) -> None:
         target = resolve_in(root, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
+
+
+def _result(proc: ProcessResult, limits: SandboxLimits, what: str) -> ExecResult:
+    abnormal = proc.timed_out or proc.memory_exceeded or proc.signal is not None
+    return ExecResult(
+        ok=proc.ok, stdout=proc.stdout, stderr=proc.stderr, timed_out=proc.timed_out,
+        error=f"{what} {proc.describe_failure(limits)}" if abnormal else None, returncode=proc.returncode,
+    )
 
 
 class LocalToolBox:
@@ -38,10 +46,7 @@ class LocalToolBox:
         async with self._slots:
             with Workspace(self.root, prefix="bench-py-") as ws:
                 proc = await run_python(code, workspace=ws, limits=limits)
-        return ExecResult(
-            ok=proc.ok, stdout=proc.stdout, stderr=proc.stderr, timed_out=proc.timed_out,
-            error=None if proc.ok else f"the code {proc.describe_failure(limits)}\n{proc.stderr}".strip(),
-        )
+        return _result(proc, limits, "the code")
 
     async def run_shell(self, command: str, *, files: dict[str, str], timeout: float) -> ExecResult:
         limits = SandboxLimits(timeout=timeout, memory_mb=self.memory_mb)
@@ -49,7 +54,4 @@ class LocalToolBox:
             with Workspace(self.root, prefix="bench-sh-") as ws:
                 stage(ws.work, files)
                 proc = await run_shell(command, workspace=ws, limits=limits)
-        return ExecResult(
-            ok=proc.ok, stdout=proc.stdout, stderr=proc.stderr, timed_out=proc.timed_out,
-            error=None if proc.ok else f"the command {proc.describe_failure(limits)}\n{proc.stderr}".strip(),
-        )
+        return _result(proc, limits, "the command")
