@@ -49,7 +49,10 @@ async def register_agent(request: Request) -> dict[str, Any]:
     _check_group(state, reg.group)
     record = state.kernel.register_agent(reg.name, group=reg.group, program=reg.program, priority=reg.priority, framework=reg.framework)
     token = state.tokens.issue(record.name, group=record.group, program=record.program, priority=record.priority, framework=record.framework)
-    return {"agent": record.name, "group": record.group, "program": record.program, "priority": record.priority, "token": token}
+    return {
+        "agent": record.name, "group": record.group, "program": record.program, "priority": record.priority, "framework": record.framework,
+        "token": token,
+    }
 
 
 @router.get("/v1/agents")

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from aios_core.errors import AccessDeniedError, InvalidSyscallError
+from aios_core.errors import AccessDeniedError
 from aios_core.server.errors import AuthenticationError
 
 log = logging.getLogger(__name__)
@@ -130,17 +130,21 @@ class TokenStore:
 
     def _save(self) -> None:
         data = {"version": 1, "tokens": {h: asdict(r) for h, r in self._by_hash.items()}}
-        _write_private(self.tokens_path, json.dumps(data, indent=1))
+        _write_private(self.tokens_path, json.dumps(data, separators=(",", ":")))
 
     # ------------------------------------------------------------------ tokens
 
     def issue(self, agent: str, *, group: str, program: str, priority: int, framework: str) -> str:
-        """A new token for ``agent`` (the agent may hold several, up to ``max_per_agent``)."""
-        held = [h for h, r in self._by_hash.items() if r.agent == agent]
-        if len(held) >= self.max_per_agent:
-            raise InvalidSyscallError(
-                f"agent {agent!r} already holds {len(held)} tokens (the limit); revoke them (DELETE /v1/agents/{agent}) first"
-            )
+        """A new token for ``agent``. An agent holds at most ``max_per_agent``; beyond, its oldest token is revoked.
+
+        Processes hosting agents with the admin token register them again at
+        every start; without a bound, their stale tokens would pile up forever.
+        """
+        held = sorted((h for h, r in self._by_hash.items() if r.agent == agent), key=lambda h: self._by_hash[h].created)
+        while len(held) >= self.max_per_agent:
+            stale = held.pop(0)
+            log.info("agent %s holds %d tokens: revoking its oldest (%s...)", agent, self.max_per_agent, stale[:8])
+            del self._by_hash[stale]
         token = new_token()
         digest = token_hash(token)
         self._by_hash[digest] = TokenRecord(

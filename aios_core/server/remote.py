@@ -182,7 +182,7 @@ class RemoteKernel:
         if not identity["admin"]:
             self._own_agent(identity, name)
             return self.token
-        if name not in self._registered or options:
+        if self._needs_registration(name, options):
             self._registered[name] = self._request("POST", "/v1/agents", body=self._registration(name, options))
         return self._registered[name]["token"]  # type: ignore[no-any-return]
 
@@ -191,9 +191,16 @@ class RemoteKernel:
         if not identity["admin"]:
             self._own_agent(identity, name)
             return self.token
-        if name not in self._registered or options:
+        if self._needs_registration(name, options):
             self._registered[name] = await self._arequest("POST", "/v1/agents", body=self._registration(name, options))
         return self._registered[name]["token"]  # type: ignore[no-any-return]
+
+    def _needs_registration(self, name: str, options: dict[str, Any]) -> bool:
+        """Register once per agent, and again only when asked for different options."""
+        known = self._registered.get(name)
+        if known is None:
+            return True
+        return any(key in options and options[key] != known.get(key) for key in ("group", "program", "priority", "framework"))
 
     # ------------------------------------------------------------------ agents (parity with Kernel)
 
@@ -226,6 +233,18 @@ class RemoteKernel:
                 raise InvalidSyscallError("connected with the admin token: name the agent, e.g. kernel.agent('alice')")
             name = identity["agent"]
         record = self.register_agent(name, **options)
+        return Agent(self, record.name, program=options.get("program") or record.program, priority=options.get("priority", record.priority))
+
+    async def aagent(self, name: str | None = None, **options: Any) -> Any:
+        """:meth:`agent` for async code (its first use of a token asks the kernel who the token is)."""
+        from aios_core.sdk import Agent
+
+        if name is None:
+            identity = await self.awhoami()
+            if identity["admin"]:
+                raise InvalidSyscallError("connected with the admin token: name the agent, e.g. await kernel.aagent('alice')")
+            name = identity["agent"]
+        record = await self.aregister_agent(name, **options)
         return Agent(self, record.name, program=options.get("program") or record.program, priority=options.get("priority", record.priority))
 
     def end_agent(self, name: str) -> None:

@@ -26,4 +26,4 @@ class ServerSettings(BaseSettings):
     metrics_public: bool = Field(default=False, description="serve /metrics without the admin token")
     metrics_agent_limit: int = Field(default=200, ge=0, description="agents with their own series in /metrics (most recently active first)")
     default_max_tokens: int = Field(default=1024, ge=1, description="max_tokens of an OpenAI request that sets neither max_tokens nor max_completion_tokens")
-    max_credentials_per_agent: int = Field(default=16, ge=1, description="live API tokens one agent may hold (registering again issues another)")
+    max_credentials_per_agent: int = Field(default=16, ge=1, description="API tokens one agent holds at most (registering again issues another; the oldest is revoked beyond this)")

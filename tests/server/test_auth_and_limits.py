@@ -70,6 +70,14 @@ def test_revoked_tokens_stop_working_and_the_agent_ends(server):
     assert httpx.delete(server.url + "/v1/agents/temp", headers=server.admin_headers).status_code == 404
 
 
+def test_registering_again_issues_tokens_up_to_a_bound_revoking_the_oldest(live_server):
+    server = live_server(settings=ServerSettings(max_credentials_per_agent=2))
+    first, second, third = (server.register("again") for _ in range(3))
+    assert httpx.post(server.url + "/syscall", json=syscall("again"), headers=bearer(first)).status_code == 401
+    for token in (second, third):
+        assert httpx.post(server.url + "/syscall", json=syscall("again"), headers=bearer(token)).status_code == 200
+
+
 def test_registration_is_validated(server):
     post = lambda body: httpx.post(server.url + "/v1/agents", json=body, headers=server.admin_headers)
     assert post({"name": "bad name!"}).status_code == 400

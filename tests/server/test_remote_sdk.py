@@ -94,6 +94,7 @@ def test_admin_token_hosts_many_agents_each_under_its_own_token(server):
         kernel.agent()
     a = kernel.agent("writer", priority=3)
     assert a.chat("hi").content
+    assert kernel.agent("writer", priority=3).chat("again").content  # same options: no new registration
     # an adapter's identity scope decides how a new agent is registered
     with agent_scope("reviewer", program="review-1", group="default", framework="langchain"):
         kernel.call({"kind": "llm", "agent": "reviewer", "request": {"messages": [{"role": "user", "content": "x"}]}})
@@ -101,13 +102,26 @@ def test_admin_token_hosts_many_agents_each_under_its_own_token(server):
     agents = {a["name"]: a for a in listing["agents"]}
     assert agents["writer"]["priority"] == 3
     assert agents["reviewer"]["program"] == "review-1" and agents["reviewer"]["framework"] == "langchain"
-    assert {t["agent"] for t in listing["tokens"]} == {"writer", "reviewer"}
+    assert sorted(t["agent"] for t in listing["tokens"]) == ["reviewer", "writer"]  # one token each
     # priority can be lowered per syscall, never raised above the registered one
     sc = a.llm_syscall("hi")
     sc.priority = 50
     kernel.call(sc)
     kernel.end_agent("writer")
     assert "writer" not in {a["name"] for a in httpx.get(server.url + "/v1/agents", headers=server.admin_headers).json()["agents"]}
+
+
+def test_async_agent_handle(server):
+    kernel = connect(server.url, server.register("asyncer", program="asyncer-p"))
+
+    async def main() -> str:
+        agent = await kernel.aagent()
+        assert agent.name == "asyncer" and agent.program == "asyncer-p"
+        reply = await agent.achat("hi")
+        await kernel.aclose()
+        return reply.content
+
+    assert asyncio.run(main())
 
 
 def test_connect_from_environment(server, monkeypatch):
