@@ -24,10 +24,16 @@ How the engine maps onto llama.cpp:
   shares cells, it does not copy them). A later request whose tokens start
   with that prefix gets it the same way and prefills only the rest; the
   shared length is reported as ``cached_tokens`` and by :meth:`prefix_affinity`.
-* **KV admission.** A sequence reserves ``prompt + max_tokens`` cells (minus
-  what it shares) when admitted, so the cache can never run out mid-step;
-  :meth:`LlamaCppCore.check_request` refuses a request that would not fit
-  one sequence's context before it is queued.
+* **KV admission.** A sequence is admitted when its prompt plus
+  ``decode_reserve`` cells fit; while it decodes its reservation grows in
+  steps of ``decode_reserve`` up to ``prompt + max_tokens``. Reserving all of
+  ``max_tokens`` up front would let a few requests with a large ``max_tokens``
+  hold the whole cache idle. When a sequence must grow and the cache is full,
+  the core pauses it the same way the scheduler preempts (a KV snapshot;
+  its stream ends with ``preempted`` and the kernel requeues it); it resumes
+  when cells free up. :meth:`LlamaCppCore.check_request` refuses a request
+  whose prompt plus ``max_tokens`` exceeds one sequence's context before it
+  is queued, so a sequence alone always fits.
 
 Structured output: tool calls and JSON formats are enforced with a llama.cpp
 grammar (see :mod:`aios_core.cores.llamacpp_sampling`); the chat template is
@@ -55,6 +61,7 @@ import numpy as np
 from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
+from aios_core.cores.llamacpp_prefix import MIN_SHARED_PREFIX, PrefixCache, PrefixEntry, common_prefix
 from aios_core.cores.llamacpp_sampling import Detokenizer, TokenChooser, grammar_for
 from aios_core.cores.model_files import DEFAULT_MODEL_NAME, check_gguf, default_model_path
 from aios_core.cores.tool_format import with_tool_instructions
@@ -64,8 +71,6 @@ from aios_core.syscalls import LLMRequest
 log = logging.getLogger(__name__)
 _ggml_log = logging.getLogger(__name__ + ".ggml")
 
-#: shorter shared prefixes are not worth a cache entry (every Gemma prompt shares its first 4 tokens)
-MIN_SHARED_PREFIX = 16
 #: llama.cpp's LLAMA_MAX_SEQ
 MAX_SEQ_IDS = 256
 
@@ -137,14 +142,6 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    m = min(a.shape[0], b.shape[0])
-    if m == 0:
-        return 0
-    diff = np.flatnonzero(a[:m] != b[:m])
-    return int(diff[0]) if diff.size else m
-
-
 # --------------------------------------------------------------------------- engine-side state
 
 
@@ -159,112 +156,15 @@ class _SeqState:
     n_past: int
     chooser: TokenChooser
     detok: Detokenizer
-    #: KV cells this sequence may come to own (prompt + max_tokens - shared)
+    #: most tokens it may reach: prompt + max_tokens (check_request keeps this within the context)
+    limit: int
+    #: KV cells promised to it so far (its own cells, not the shared prefix); grows while it decodes
     reserve: int
     #: leading cells shared with a prefix-cache entry
     shared: int = 0
-    entry: "_PrefixEntry | None" = None
+    entry: PrefixEntry | None = None
     #: length of this sequence's system prefix, to publish into the prefix cache once computed (0: nothing to publish)
     publish: int = 0
-
-
-@dataclass(eq=False)
-class _PrefixEntry:
-    slot: int
-    tokens: np.ndarray
-    #: set by the engine thread once its cells are tagged with ``slot``
-    ready: bool = False
-    users: int = 0
-    hits: int = 0
-    evicted: bool = False
-
-
-class _PrefixCache:
-    """Recent system prompts whose KV stays tagged with reserved sequence slots (LRU)."""
-
-    def __init__(self, slots: list[int]) -> None:
-        self.free = list(reversed(slots))
-        self.entries: OrderedDict[int, _PrefixEntry] = OrderedDict()
-        #: evicted entries whose cells are still shared by running sequences
-        self.ghosts: list[_PrefixEntry] = []
-        self.hits = 0
-        self.published = 0
-        self.evictions = 0
-
-    def match(self, tokens: np.ndarray) -> tuple[_PrefixEntry | None, int]:
-        """The entry sharing the longest prefix with ``tokens`` (leaving at least one token to decode)."""
-        best, best_n = None, 0
-        limit = tokens.shape[0] - 1
-        for entry in self.entries.values():
-            if not entry.ready:
-                continue
-            n = min(_common_prefix(entry.tokens, tokens), limit)
-            if n > best_n:
-                best, best_n = entry, n
-        if best_n < MIN_SHARED_PREFIX:
-            return None, 0
-        return best, best_n
-
-    def covers(self, prefix: np.ndarray) -> bool:
-        """Whether an entry (ready or being published) already starts with all of ``prefix``."""
-        n = prefix.shape[0]
-        return any(e.tokens.shape[0] >= n and _common_prefix(e.tokens, prefix) == n for e in self.entries.values())
-
-    def cells(self) -> int:
-        return sum(e.tokens.shape[0] for e in self.entries.values()) + sum(e.tokens.shape[0] for e in self.ghosts)
-
-    def evictable_cells(self) -> int:
-        return sum(e.tokens.shape[0] for e in self.entries.values() if e.users == 0)
-
-    def evict(self, entry: _PrefixEntry, mem: Any) -> None:
-        del self.entries[entry.slot]
-        L.llama_memory_seq_rm(mem, entry.slot, -1, -1)
-        entry.evicted = True
-        if entry.users > 0:
-            self.ghosts.append(entry)
-        self.free.append(entry.slot)
-        self.evictions += 1
-
-    def evict_unused(self, mem: Any, *, keep: _PrefixEntry | None = None) -> bool:
-        """Evict the least recently used entry nobody shares; False when there is none."""
-        for entry in self.entries.values():
-            if entry.users == 0 and entry is not keep:
-                self.evict(entry, mem)
-                return True
-        return False
-
-    def reserve(self, tokens: np.ndarray, mem: Any) -> _PrefixEntry | None:
-        """A new (not yet ready) entry for ``tokens``, evicting the least recently used one if all slots are taken.
-
-        Entries still being published are never evicted (their slot is about
-        to receive cells in this very step); None when every slot holds one.
-        """
-        if not self.free:
-            ready = [e for e in self.entries.values() if e.ready]
-            victim = next((e for e in ready if e.users == 0), None) or (ready[0] if ready else None)
-            if victim is None:
-                return None
-            self.evict(victim, mem)
-        entry = _PrefixEntry(slot=self.free.pop(), tokens=tokens)
-        self.entries[entry.slot] = entry
-        self.published += 1
-        return entry
-
-    def use(self, entry: _PrefixEntry) -> None:
-        entry.users += 1
-        entry.hits += 1
-        self.hits += 1
-        self.entries.move_to_end(entry.slot)
-
-    def unuse(self, entry: _PrefixEntry) -> None:
-        entry.users -= 1
-        if entry.evicted and entry.users == 0 and entry in self.ghosts:
-            self.ghosts.remove(entry)
-
-    def clear(self, slots: list[int]) -> None:
-        self.entries.clear()
-        self.ghosts.clear()
-        self.free = list(reversed(slots))
 
 
 @dataclass
@@ -272,7 +172,7 @@ class _Plan:
     """One step's work: which tokens of which sequences go into the batch, and which prefixes to publish."""
 
     items: list[tuple[EngineSeq, int, int]]
-    publishes: list[tuple[_SeqState, _PrefixEntry, int]]
+    publishes: list[tuple[_SeqState, PrefixEntry, int]]
 
 
 # --------------------------------------------------------------------------- the core
@@ -293,8 +193,10 @@ class LlamaCppCore(BatchingCore):
         max_batch: int = 8,
         n_threads: int | None = None,
         n_batch: int = 512,
+        n_ubatch: int | None = None,
         seed: int | None = None,
         prefix_slots: int = 4,
+        decode_reserve: int = 256,
         chat_template: str | None = None,
     ) -> None:
         """
@@ -305,8 +207,13 @@ class LlamaCppCore(BatchingCore):
             max_batch: generations decoded together.
             n_threads: ggml threads; default: the physical cores this process may use.
             n_batch: most tokens in one decode (prompt chunks + one per decoding sequence).
+            n_ubatch: tokens llama.cpp computes at once (default n_batch). llama.cpp's CPU kernels round
+                differently depending on a row's place in the batch, so a greedy output can differ (rarely,
+                at near-ties) between running alone and batched; ``n_ubatch=1`` makes every sequence's
+                numbers independent of the batch (bit-exact reproducibility) at the cost of batching speed.
             seed: sampling seed of requests that give none (None: a random seed per request).
             prefix_slots: system prompts whose KV is kept for reuse.
+            decode_reserve: KV cells promised to a sequence for generated tokens at a time (see "KV admission").
             chat_template: Jinja chat template overriding the GGUF's own.
         """
         problems = []
@@ -320,14 +227,22 @@ class LlamaCppCore(BatchingCore):
             problems.append(f"prefix_slots must be >= 0 (got {prefix_slots})")
         if max_batch + prefix_slots > MAX_SEQ_IDS:
             problems.append(f"max_batch + prefix_slots must be at most {MAX_SEQ_IDS} (got {max_batch + prefix_slots})")
+        if n_ubatch is not None and not 1 <= n_ubatch <= n_batch:
+            problems.append(f"n_ubatch must be between 1 and n_batch ({n_batch}) (got {n_ubatch})")
+        if decode_reserve < 1:
+            problems.append(f"decode_reserve must be at least 1 (got {decode_reserve})")
         if n_threads is not None and n_threads < 1:
             problems.append(f"n_threads must be at least 1 (got {n_threads})")
+        if max_batch > n_ctx:
+            problems.append(f"max_batch ({max_batch}) must not exceed n_ctx ({n_ctx})")
         if problems:
             raise ConfigError(f"core {name}: " + "; ".join(problems))
         self.model_path = check_gguf(model_path) if model_path is not None else None
         super().__init__(name, model or (self.model_path.stem if self.model_path else DEFAULT_MODEL_NAME), max_batch)
         self.n_ctx = n_ctx
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, n_ctx)  # llama.cpp caps a batch at the context size
+        self.n_ubatch = min(n_ubatch or self.n_batch, self.n_batch)
+        self.decode_reserve = decode_reserve
         self.n_threads = n_threads or physical_cores()
         self.seed = seed
         self.prefix_slots = prefix_slots
@@ -346,8 +261,10 @@ class LlamaCppCore(BatchingCore):
         self._bos_text = ""
 
         self._free_slots: list[int] = list(reversed(range(max_batch)))
-        self._prefix = _PrefixCache(list(range(max_batch, max_batch + prefix_slots)))
+        self._prefix = PrefixCache(list(range(max_batch, max_batch + prefix_slots)))
         self._reserved = 0
+        #: cells a sequence paused by this core needs to resume (gen id -> cells), for can_admit
+        self._paused: OrderedDict[str, int] = OrderedDict()
         self._inflight: Future[Any] | None = None
         self._orphans: list[_SeqState] = []
         self._prompt_cache: OrderedDict[int, tuple[LLMRequest, list[int]]] = OrderedDict()
@@ -358,6 +275,7 @@ class LlamaCppCore(BatchingCore):
             "snapshot_seconds": 0.0,
             "restore_seconds": 0.0,
             "restore_fallbacks": 0,
+            "kv_pauses": 0,
             "decode_seconds": 0.0,
             "decoded_tokens": 0,
         }
@@ -389,7 +307,7 @@ class LlamaCppCore(BatchingCore):
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
+        cparams.n_ubatch = self.n_ubatch
         cparams.n_seq_max = self._max_batch + self.prefix_slots
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
@@ -525,7 +443,7 @@ class LlamaCppCore(BatchingCore):
                 self._system_prefix_cache.popitem(last=False)
         else:
             self._system_prefix_cache.move_to_end(system)
-        return min(_common_prefix(np.asarray(ptoks, dtype=np.int32), tokens), tokens.shape[0] - 1)
+        return min(common_prefix(np.asarray(ptoks, dtype=np.int32), tokens), tokens.shape[0] - 1)
 
     def count_tokens(self, request: LLMRequest) -> int:
         if not self.loaded:
@@ -552,12 +470,18 @@ class LlamaCppCore(BatchingCore):
             TokenChooser(self._vocab, self._n_vocab, temperature=0.0, top_p=1.0, seed=0, grammar=grammar).free()
             self._checked_grammars.add(grammar)
 
-    def _need(self, seq_request: LLMRequest, resume: Snapshot | None) -> int:
-        if resume is not None and "n_prompt" in resume.state:
-            return int(resume.state["n_prompt"]) + seq_request.max_tokens
-        tokens = np.asarray(self._prompt(seq_request), dtype=np.int32)
+    def _first_reserve(self, n_tokens: int, limit: int, shared: int = 0) -> int:
+        """Cells to promise a sequence of ``n_tokens`` (at most ``limit``) that shares ``shared`` of them."""
+        return min(limit, n_tokens + self.decode_reserve) - shared
+
+    def _need(self, gen_id: str, request: LLMRequest, resume: Snapshot | None) -> int:
+        if resume is not None and "tokens" in resume.state:
+            return self._first_reserve(len(resume.state["tokens"]), int(resume.state["n_prompt"]) + request.max_tokens)
+        if gen_id in self._paused:
+            return self._paused[gen_id]
+        tokens = np.asarray(self._prompt(request), dtype=np.int32)
         _, shared = self._prefix.match(tokens)
-        return tokens.shape[0] + seq_request.max_tokens - shared
+        return self._first_reserve(tokens.shape[0], tokens.shape[0] + request.max_tokens, shared)
 
     def _committed(self) -> int:
         """KV cells promised to admitted sequences and held by prefix entries nobody could give back."""
@@ -567,8 +491,8 @@ class LlamaCppCore(BatchingCore):
         if not self.loaded or self.running() >= self._max_batch:
             return False
         try:
-            need = self._need(gen.request, gen.resume)
-            waiting = sum(self._need(s.gen.request, s.gen.resume) for s in self._seqs.values() if s.state is None and not s.done)
+            need = self._need(gen.id, gen.request, gen.resume)
+            waiting = sum(self._need(s.id, s.gen.request, s.gen.resume) for s in self._seqs.values() if s.state is None and not s.done)
         except AIOSError:
             return True  # generate() will report the error to its caller
         return self._committed() + waiting + need <= self.n_ctx
@@ -582,10 +506,19 @@ class LlamaCppCore(BatchingCore):
             return 0
         return self._prefix.match(tokens)[1]
 
-    def _make_room(self, need: int, keep: _PrefixEntry | None) -> bool:
+    def _make_room(self, need: int, keep: PrefixEntry | None) -> bool:
         while self._reserved + self._prefix.cells() + need > self.n_ctx:
             if not self._prefix.evict_unused(self._mem, keep=keep):
                 return False
+        return True
+
+    def _grow(self, st: _SeqState) -> bool:
+        """Promise ``st`` up to ``decode_reserve`` more cells; False when the cache has no room."""
+        grow = min(self.decode_reserve, st.limit - st.shared - st.reserve)
+        if grow <= 0 or not self._make_room(grow, None):
+            return False
+        st.reserve += grow
+        self._reserved += grow
         return True
 
     def _seed(self, request: LLMRequest) -> int:
@@ -604,7 +537,8 @@ class LlamaCppCore(BatchingCore):
             tokens = self._prompt(request)
             arr = np.asarray(tokens, dtype=np.int32)
             entry, shared = self._prefix.match(arr)
-            reserve = len(tokens) + request.max_tokens - shared
+            limit = len(tokens) + request.max_tokens
+            reserve = self._first_reserve(len(tokens), limit, shared)
             if not self._make_room(reserve, entry):
                 return
             chooser = TokenChooser(
@@ -621,7 +555,7 @@ class LlamaCppCore(BatchingCore):
             self._prefix.use(entry)
         st = _SeqState(
             slot=slot, tokens=list(tokens), n_prompt=len(tokens), n_past=shared, chooser=chooser,
-            detok=Detokenizer(self._vocab), reserve=reserve, shared=shared, entry=entry,
+            detok=Detokenizer(self._vocab), limit=limit, reserve=reserve, shared=shared, entry=entry,
         )
         if self.prefix_slots:
             p = self._system_prefix_len(request, arr)
@@ -644,10 +578,16 @@ class LlamaCppCore(BatchingCore):
         budget = self.n_batch
         for seq in seqs:
             st = seq.state
-            if isinstance(st, _SeqState) and not seq.done and len(st.tokens) - st.n_past == 1:
+            if isinstance(st, _SeqState) and not seq.done and not seq.want_preempt and len(st.tokens) - st.n_past == 1:
+                if st.n_past + 1 - st.shared > st.reserve and not self._grow(st):
+                    # the cache is full: pause it (KV snapshot at the next step boundary); the kernel requeues it
+                    log.info("core %s: KV cache full, pausing %s at %d tokens", self.name, seq.id, st.n_past)
+                    seq.want_preempt = True
+                    self._counters["kv_pauses"] += 1
+                    continue
                 items.append((seq, st.n_past, 1))
                 budget -= 1
-        publishes: list[tuple[_SeqState, _PrefixEntry, int]] = []
+        publishes: list[tuple[_SeqState, PrefixEntry, int]] = []
         for seq in seqs:
             st = seq.state
             if not isinstance(st, _SeqState) or seq.done:
@@ -732,14 +672,18 @@ class LlamaCppCore(BatchingCore):
         data = None
         if st.n_past > 0:
             size = L.llama_state_seq_get_size(self._ctx, st.slot)
-            buf = ctypes.create_string_buffer(size)
-            n = L.llama_state_seq_get_data(self._ctx, ctypes.cast(buf, ctypes.POINTER(ctypes.c_uint8)), size, st.slot)
+            # llama.cpp writes straight into the buffer the snapshot keeps: one pass over ~18 KB per token, no copy
+            data = bytearray(size)
+            n = L.llama_state_seq_get_data(self._ctx, (ctypes.c_uint8 * size).from_buffer(data), size, st.slot)
             if n == 0:
                 raise CoreError(f"llama.cpp could not copy the state of sequence slot {st.slot}")
-            data = buf.raw[:n]
+            del data[n:]
         elapsed = time.perf_counter() - t0
         self._counters["snapshot_bytes"] += len(data or b"")
         self._counters["snapshot_seconds"] += elapsed
+        self._paused[seq.id] = self._first_reserve(len(st.tokens), st.limit)
+        while len(self._paused) > 10_000:
+            self._paused.popitem(last=False)
         state = {
             "engine": "llamacpp",
             "model": self.model,
@@ -749,18 +693,21 @@ class LlamaCppCore(BatchingCore):
             "seed": st.chooser.seed,
             "utf8_pending": st.detok.pending,
         }
-        return Snapshot(gen_id=seq.id, core=self.name, state=state, data=data)
+        # a bytearray is what the context manager needs (len, write to disk); bytes(data) would cost another full copy
+        return Snapshot(gen_id=seq.id, core=self.name, state=state, data=data)  # type: ignore[arg-type]
 
     def _restore(self, seq: EngineSeq, snapshot: Snapshot) -> None:
         state = snapshot.state
         if state.get("engine") != "llamacpp" or state.get("model") != self.model:
             raise CoreError(f"snapshot of {snapshot.gen_id} was taken by core {snapshot.core}, not by a {self.model} llama.cpp core")
         request = seq.gen.request
-        reserve = int(state["n_prompt"]) + request.max_tokens
-        if not self._free_slots or not self._make_room(reserve, None):
-            return  # stays unrestored; the engine loop asks again before the next step
         tokens = [int(t) for t in state["tokens"]]
         n_prompt = int(state["n_prompt"])
+        limit = n_prompt + request.max_tokens
+        reserve = self._first_reserve(len(tokens), limit)
+        if not self._free_slots or not self._make_room(reserve, None):
+            return  # stays unrestored; the engine loop asks again before the next step
+        self._paused.pop(seq.id, None)
         chooser = TokenChooser(
             self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
             seed=int(state["seed"]), grammar=grammar_for(request),
@@ -772,7 +719,10 @@ class LlamaCppCore(BatchingCore):
         data = snapshot.data
         t0 = time.perf_counter()
         if data and n_past > 0:
-            src = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
+            if isinstance(data, bytes):  # read back from disk after a spill
+                src = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
+            else:
+                src = (ctypes.c_uint8 * len(data)).from_buffer(data)
             if L.llama_state_seq_set_data(self._ctx, src, len(data), slot) == 0:
                 log.warning("core %s: llama.cpp could not place the snapshot of %s (%d cells); recomputing it", self.name, seq.id, n_past)
                 L.llama_memory_seq_rm(self._mem, slot, -1, -1)
@@ -783,7 +733,7 @@ class LlamaCppCore(BatchingCore):
         self._counters["restore_seconds"] += time.perf_counter() - t0
         seq.state = _SeqState(
             slot=slot, tokens=tokens, n_prompt=n_prompt, n_past=n_past, chooser=chooser,
-            detok=Detokenizer(self._vocab, state.get("utf8_pending", b"")), reserve=reserve,
+            detok=Detokenizer(self._vocab, state.get("utf8_pending", b"")), limit=limit, reserve=reserve,
         )
         self._reserved += reserve
         seq.prefilled = True
@@ -803,6 +753,9 @@ class LlamaCppCore(BatchingCore):
         L.llama_memory_seq_rm(self._mem, st.slot, -1, -1)
         st.chooser.free()
         self._free_slots.append(st.slot)
+
+    def discard(self, snapshot: Snapshot) -> None:
+        self._paused.pop(snapshot.gen_id, None)
 
     async def _reset(self) -> None:
         loop = asyncio.get_running_loop()
@@ -841,6 +794,7 @@ class LlamaCppCore(BatchingCore):
                 "snapshot_ms_mean": round(1000 * c["snapshot_seconds"] / s.snapshots, 3) if s.snapshots else 0.0,
                 "restore_ms_mean": round(1000 * c["restore_seconds"] / s.restores, 3) if s.restores else 0.0,
                 "restore_fallbacks": c["restore_fallbacks"],
+                "kv_pauses": c["kv_pauses"],
                 "decode_tokens_per_s": round(c["decoded_tokens"] / c["decode_seconds"], 1) if c["decode_seconds"] else 0.0,
                 "n_threads": self.n_threads,
             }

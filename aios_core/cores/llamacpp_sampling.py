@@ -51,7 +51,7 @@ def _schema_gbnf(schema: dict[str, Any]) -> str:
 
     try:
         return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds on unsupported schemas
+    except Exception as exc:  # the converter raises many kinds of errors on unsupported schemas
         raise InvalidSyscallError(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
 
 

