@@ -21,6 +21,12 @@ def _openai(**options: Any) -> LLMCore:
     return OpenAICore(**options)
 
 
+def _transformers(**options: Any) -> LLMCore:
+    from aios_core.cores.transformers_core import TransformersCore
+
+    return TransformersCore(**options)
+
+
 def _llamacpp(**options: Any) -> LLMCore:
     from aios_core.cores.llamacpp import LlamaCppCore
 
@@ -37,4 +43,5 @@ def aios_register_cores() -> list[CoreFactory]:
         ),
         CoreFactory("sim", _sim, "virtual-clock engine: step cost t0 + a*prefill + b*batch; deterministic, for tests and studies"),
         CoreFactory("openai", _openai, "any OpenAI-compatible server (vLLM, SGLang, Ollama, llama-server, hosted APIs); one core per endpoint"),
+        CoreFactory("transformers", _transformers, "a local Hugging Face transformers model (torch, GPU or CPU): batched decoding with a KV cache, exact KV snapshots"),
     ]
