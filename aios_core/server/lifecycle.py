@@ -21,8 +21,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+
+from starlette.responses import StreamingResponse
 
 from aios_core.kernel import Kernel
 from aios_core.server.auth import TokenStore
@@ -168,6 +170,28 @@ async def _until_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that always runs ``on_close`` when it ends, however it ends.
+
+    A body generator's ``finally`` does not run if the generator never
+    started (the client left before the first byte was sent), so what a
+    stream holds (its agent's admission, its kernel stream) is released here.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]], **options: Any) -> None:
+        super().__init__(content, **options)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            finally:
+                await self._on_close()
 
 
 class RequestTracker:

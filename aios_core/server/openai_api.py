@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios_core.errors import AIOSError, InvalidSyscallError
 from aios_core.llm_pool import StreamPiece
 from aios_core.server.deps import Admission, agent_record, header_priority, header_program, json_body, principal, server_state
 from aios_core.server.errors import NotFoundError, error_body
-from aios_core.server.lifecycle import ClientGone, ServerState, run_watched
+from aios_core.server.lifecycle import ClientGone, ClosingStreamingResponse, ServerState, run_watched
 from aios_core.syscalls import LLMRequest, LLMResponse, LLMSyscall, Message, ToolCall, validate_model
 
 router = APIRouter()
@@ -323,8 +323,16 @@ async def chat_completions(request: Request) -> Response:
             await pieces.aclose()
             raise
         streaming = True
-        return StreamingResponse(
-            _completion_events(state, sc.id, admission, first, pieces, writer),
+        state.track(sc.id, "llm", None)
+
+        async def close() -> None:
+            state.untrack(sc.id)
+            admission.release()
+            await pieces.aclose()  # type: ignore[attr-defined]
+
+        return ClosingStreamingResponse(
+            _completion_events(first, pieces, writer),
+            on_close=close,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -333,10 +341,7 @@ async def chat_completions(request: Request) -> Response:
             admission.release()
 
 
-async def _completion_events(
-    state: ServerState, syscall_id: str, admission: Admission, first: StreamPiece, pieces: AsyncIterator[StreamPiece], writer: ChunkWriter
-) -> AsyncIterator[bytes]:
-    state.track(syscall_id, "llm", None)
+async def _completion_events(first: StreamPiece, pieces: AsyncIterator[StreamPiece], writer: ChunkWriter) -> AsyncIterator[bytes]:
     try:
         yield writer.opening()
         piece: StreamPiece | None = first
@@ -351,7 +356,3 @@ async def _completion_events(
         yield sse_error(AIOSError("the kernel ended the stream without a final response"))
     except AIOSError as exc:
         yield sse_error(exc)
-    finally:
-        state.untrack(syscall_id)
-        admission.release()
-        await pieces.aclose()  # type: ignore[attr-defined]

@@ -23,13 +23,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from aios_core.errors import AIOSError, InvalidSyscallError
 from aios_core.llm_pool import StreamPiece
 from aios_core.server.deps import Admission, agent_record, clamp_priority, principal, server_state
 from aios_core.server.errors import error_body
-from aios_core.server.lifecycle import ClientGone, ServerState, run_watched
+from aios_core.server.lifecycle import ClientGone, ClosingStreamingResponse, ServerState, run_watched
 from aios_core.server.wire import encode, syscall_from_wire, syscall_receipt
 from aios_core.syscalls import AnySyscall, LLMSyscall
 
@@ -92,8 +92,16 @@ async def syscall_stream(request: Request) -> Response:
             await pieces.aclose()  # type: ignore[attr-defined]
             raise
         handed_over = True
-        return StreamingResponse(
-            _events(state, sc, admission, first, pieces),
+        state.track(sc.id, "llm", None)
+
+        async def close() -> None:
+            state.untrack(sc.id)
+            admission.release()
+            await pieces.aclose()  # type: ignore[attr-defined]
+
+        return ClosingStreamingResponse(
+            _events(sc, first, pieces),
+            on_close=close,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -106,8 +114,7 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
 
 
-async def _events(state: ServerState, sc: LLMSyscall, admission: Admission, first: StreamPiece, pieces: AsyncIterator[StreamPiece]) -> AsyncIterator[bytes]:
-    state.track(sc.id, "llm", None)
+async def _events(sc: LLMSyscall, first: StreamPiece, pieces: AsyncIterator[StreamPiece]) -> AsyncIterator[bytes]:
     try:
         piece: StreamPiece | None = first
         while piece is not None:
@@ -120,7 +127,3 @@ async def _events(state: ServerState, sc: LLMSyscall, admission: Admission, firs
         yield _event("error", error_body(AIOSError("the kernel ended the stream without a final response")))
     except AIOSError as exc:
         yield _event("error", error_body(exc))
-    finally:
-        state.untrack(sc.id)
-        admission.release()
-        await pieces.aclose()  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from aios_core.server.remote import connect
 from aios_core.server.settings import ServerSettings
 
 #: a sim core whose tokens take 10 ms each: long generations stay observable
-SLOW = dict(t0=0.01, a=0.0, b=0.0)
+SLOW = {"t0": 0.01, "a": 0.0, "b": 0.0}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -46,7 +46,7 @@ def assert_freed(server, *, failed: int) -> None:
 
 
 def test_openai_stream_closed_by_the_client_cancels_its_generation(live_server):
-    server = live_server(cores=[SimCore(**SLOW)])
+    server = live_server(cores=[SimCore(**SLOW)], settings=ServerSettings(max_concurrent_per_agent=1))
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=server.register("quitter"), max_retries=0)
     stream = client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "go"}], stream=True, max_tokens=3000,
                                             extra_body={"extra": {"sim_tokens": 3000}})
@@ -54,6 +54,8 @@ def test_openai_stream_closed_by_the_client_cancels_its_generation(live_server):
     assert len(got) == 5 and server.core_running() == 1
     stream.close()
     assert_freed(server, failed=1)
+    # the agent's one request slot was given back too
+    assert client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "again"}], max_tokens=4).choices[0].message.content
 
 
 def test_sdk_stream_abandoned_mid_way_cancels_its_generation(live_server):
