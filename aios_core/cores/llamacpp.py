@@ -392,6 +392,9 @@ class LlamaCppCore(BatchingCore):
         L.llama_free(self._ctx)
         L.llama_model_free(self._model)
         self._ctx = self._model = self._mem = self._vocab = None
+        self._clear_books()
+        self._paused.clear()
+        self._prompt_cache.clear()
 
     # ------------------------------------------------------------------ prompts
 
@@ -765,10 +768,14 @@ class LlamaCppCore(BatchingCore):
                 seq.state.chooser.free()
                 seq.state = None
                 seq.prefilled = False
+        self._clear_books()
+        log.warning("core %s: KV memory cleared after an engine failure", self.name)
+
+    def _clear_books(self) -> None:
+        """Forget every slot, reservation and prefix entry (the KV memory is empty or gone)."""
         self._free_slots = list(reversed(range(self._max_batch)))
         self._prefix.clear(list(range(self._max_batch, self._max_batch + self.prefix_slots)))
         self._reserved = 0
-        log.warning("core %s: KV memory cleared after an engine failure", self.name)
 
     # ------------------------------------------------------------------ stats
 

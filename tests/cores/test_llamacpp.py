@@ -422,3 +422,20 @@ async def test_full_kv_cache_pauses_a_sequence_until_cells_free_up(make_kernel):
         assert stats.extra["restore_fallbacks"] == 0 and stats.mean_batch > 1.5
         assert stats.extra["kv_cells_reserved"] == 0 and stats.extra["slots_free"] == 3
         assert kernel.context.stats.held == 0
+
+
+@pytest.mark.model
+async def test_stop_during_a_step_then_start_again():
+    core = LlamaCppCore(n_threads=1, max_batch=2, prefix_slots=1)
+    await core.start()
+    task = asyncio.create_task(run(core, gen(ask("Tell me a story.", max_tokens=200))))
+    while core.stats().generated_tokens < 2:
+        await asyncio.sleep(0.01)
+    await core.stop()  # a decode may still be running in the engine thread: nothing is freed under it
+    _, chunks = await task
+    assert chunks[-1].finish_reason == "cancelled"
+    await core.start()
+    text, chunks = await run(core, gen(ask("What is the capital of France?")))
+    assert text and chunks[-1].finish_reason in ("stop", "length")
+    assert core.stats().extra["slots_free"] == 2
+    await core.stop()
