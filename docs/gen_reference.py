@@ -70,7 +70,7 @@ def render_value(value: Any) -> str:
     if isinstance(value, Path):
         home = str(Path.home())
         text = str(value)
-        return f"`{'~' + text[len(home):] if text.startswith(home) else text}` (platform user data dir)"
+        return f"`{'~' + text[len(home) :] if text.startswith(home) else text}` (platform user data dir)"
     if isinstance(value, enum.Enum):
         value = value.value
     return f"`{json.dumps(to_jsonable_python(value, exclude_none=True), default=str)}`"
@@ -82,7 +82,7 @@ def field_default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         try:
             return render_value(field.default_factory())  # type: ignore[call-arg]
-        except Exception:  # noqa: BLE001 - a factory needing validated data: show nothing rather than fail the build
+        except Exception:
             return "(computed)"
     return "**required**"
 
@@ -90,7 +90,14 @@ def field_default(field: FieldInfo) -> str:
 def constraints(field: FieldInfo) -> str:
     parts = []
     for item in field.metadata:
-        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "min length"), ("max_length", "max length")):
+        for attr, symbol in (
+            ("gt", ">"),
+            ("ge", ">="),
+            ("lt", "<"),
+            ("le", "<="),
+            ("min_length", "min length"),
+            ("max_length", "max length"),
+        ):
             bound = getattr(item, attr, None)
             if bound is not None:
                 parts.append(f"{symbol} {bound}")
@@ -177,7 +184,9 @@ def factory_target(create: Callable[..., Any]) -> Callable[..., Any]:
         tree = ast.parse(textwrap.dedent(inspect.getsource(create)))
     except (OSError, TypeError, SyntaxError):
         return create
-    imports = {alias.asname or alias.name: node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    imports = {
+        alias.asname or alias.name: node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Return) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name):
             name = node.value.func.id
@@ -207,7 +216,7 @@ def configuration_reference() -> str:
         "One TOML file (`./aios.toml`, `--config FILE` or `$AIOS_CONFIG`) plus `AIOS_*` environment variables, "
         "validated by pydantic when the kernel is built. Precedence, highest first: keyword arguments "
         "(`Kernel(scheduler=...)`, `load_config(**overrides)`), environment variables, the file, the defaults below. "
-        "Lists and tables in an environment variable are JSON (`AIOS_CORES='[{\"kind\": \"sim\"}]'`); nested keys use "
+        'Lists and tables in an environment variable are JSON (`AIOS_CORES=\'[{"kind": "sim"}]\'`); nested keys use '
         "`__` (`AIOS_MANAGERS__TOOLS__SHELL_ENABLED=true`). An invalid value fails with a `ConfigError` that names the "
         "key, for example `max_queued: Input should be greater than 0`; `aios config` prints the effective configuration.",
         "",
@@ -225,7 +234,7 @@ def configuration_reference() -> str:
     ]
     for name, factory in sorted(host.all("cores").items()):
         target = factory_target(factory.create)
-        out += [f"### `kind = \"{name}\"`", "", factory.description, ""]
+        out += [f'### `kind = "{name}"`', "", factory.description, ""]
         try:
             params = keyword_options(target.__init__ if inspect.isclass(target) else target)
         except (TypeError, ValueError):
@@ -250,7 +259,7 @@ def configuration_reference() -> str:
     out += ["Plugins add policies of their own (`aios plugins` lists what is installed); their options are in their documentation.", ""]
     for name, cls in sorted(host.all("schedulers").items()):
         own = [p for p in keyword_options(cls.__init__) if p.name not in ("prefill_weight", "max_programs")]
-        out += [f"### `scheduler = \"{name}\"`", "", cls.description or (inspect.getdoc(cls) or "").split("\n")[0], ""]
+        out += [f'### `scheduler = "{name}"`', "", cls.description or (inspect.getdoc(cls) or "").split("\n")[0], ""]
         out += [parameters_table(own), ""] if own else ["No options of its own.", ""]
     out += [
         "## Managers: `[managers.*]`",
@@ -362,7 +371,10 @@ def hooks_reference() -> str:
         prose, example = split_docstring(inspect.getdoc(func) or "")
         out += [f"## {name}", "", "```python", f"def {name}({params}) -> {returns}", "```", ""]
         if options.get("firstresult"):
-            out += ["*First answer wins:* implementations are asked in registration order until one returns something other than `None`.", ""]
+            out += [
+                "*First answer wins:* implementations are asked in registration order until one returns something other than `None`.",
+                "",
+            ]
         out += [_inline(prose, names), ""]
         if example:
             out += ["**Example**", "", "```python", example, "```", ""]

@@ -84,7 +84,5 @@ def blocks(page: Path) -> list[Block]:
             action, reason = directive.group("action"), directive.group("reason")
         lang = info.split()[0].lstrip("{.").rstrip("}") if info else ""
         title = TITLE.search(info)
-        found.append(
-            Block(page, start + 1, lang, "\n".join(body) + "\n", title.group("title") if title else None, action, reason)
-        )
+        found.append(Block(page, start + 1, lang, "\n".join(body) + "\n", title.group("title") if title else None, action, reason))
     return found

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from codeblocks import blocks  # noqa: E402
+from codeblocks import blocks
 
 
 def main(page: Path) -> int:
@@ -33,8 +33,8 @@ def main(page: Path) -> int:
         if block.lang == "python":
             try:
                 # padded so that a traceback's line numbers are the page's
-                exec(compile("\n" * block.line + block.code, str(page), "exec"), namespace)  # noqa: S102 - our own docs
-            except BaseException:  # noqa: BLE001 - report which block, then fail
+                exec(compile("\n" * block.line + block.code, str(page), "exec"), namespace)
+            except BaseException:
                 traceback.print_exc()
                 print(f"FAILED: the python block at {block.where}", flush=True)
                 return 1

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 from aios_core.config import KernelConfig
@@ -17,12 +16,13 @@ from aios_core.hookspecs import PROJECT
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    if subprocess.run([sys.executable, "-c", "import mkdocs, material"], capture_output=True).returncode != 0:
+    if subprocess.run([sys.executable, "-c", "import mkdocs, material"], check=False, capture_output=True).returncode != 0:
         pytest.fail("mkdocs-material is not installed: it belongs to the dev extra (pip install mkdocs-material)")
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # material's end-of-life banner, not a build problem
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
+        check=False,
         cwd=ROOT,
         env=env,
         capture_output=True,

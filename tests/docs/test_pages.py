@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import DOCS, ROOT
 from codeblocks import blocks
+from conftest import DOCS, ROOT
 
 RUNNER = Path(__file__).with_name("run_page.py")
 #: pages whose blocks are not documentation examples (bench/ writes benchmarks.md: its commands run for minutes)
@@ -47,7 +46,7 @@ def test_the_code_blocks_of_the_page_run(page, tmp_path, docs_env):
     work = tmp_path / "work"
     work.mkdir()
     done = subprocess.run(
-        [sys.executable, str(RUNNER), str(page)], cwd=work, env=docs_env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(RUNNER), str(page)], check=False, cwd=work, env=docs_env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{page_id(page)}:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
 
@@ -88,7 +87,9 @@ def test_the_block_parser_sees_directives_titles_and_indented_blocks(tmp_path):
 def test_a_failing_block_fails_the_page(tmp_path, docs_env):
     page = tmp_path / "broken.md"
     page.write_text("# Broken\n\n```python\nx = 1\n```\n\n```python\nassert x == 2, 'stale docs'\n```\n")
-    done = subprocess.run([sys.executable, str(RUNNER), str(page)], cwd=tmp_path, env=docs_env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), str(page)], check=False, cwd=tmp_path, env=docs_env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1
     assert f"FAILED: the python block at {page}:7" in done.stdout
     assert f'File "{page}", line 8' in done.stderr and "stale docs" in done.stderr

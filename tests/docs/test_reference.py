@@ -6,17 +6,16 @@ import sys
 import types
 
 import pytest
-
 from conftest import DOCS
 
 sys.path.insert(0, str(DOCS))
-import gen_reference  # noqa: E402
+import gen_reference
 
-from aios_core.config import KernelConfig  # noqa: E402
-from aios_core.cores.sim import SimCore  # noqa: E402
-from aios_core.kernel import Kernel  # noqa: E402
-from aios_core.managers.factory import ManagersConfig  # noqa: E402
-from aios_core.plugins import PluginHost  # noqa: E402
+from aios_core.config import KernelConfig
+from aios_core.cores.sim import SimCore
+from aios_core.kernel import Kernel
+from aios_core.managers.factory import ManagersConfig
+from aios_core.plugins import PluginHost
 
 HOOKS = [name for name, _, _ in gen_reference.hook_specs()]
 EXAMPLES = gen_reference.hook_examples()
@@ -24,7 +23,7 @@ EXAMPLES = gen_reference.hook_examples()
 
 def plugin_from(code: str, name: str) -> types.ModuleType:
     module = types.ModuleType(name)
-    exec(compile(code, f"<example of {name}>", "exec"), module.__dict__)  # noqa: S102 - our own docstrings
+    exec(compile(code, f"<example of {name}>", "exec"), module.__dict__)
     return module
 
 

@@ -28,7 +28,9 @@ def write(tmp_path, text: str):
 
 
 def test_a_valid_file_and_the_defaults(tmp_path):
-    config = load_config(write(tmp_path, 'scheduler = "rr"\nscheduler_options = { quantum = 16 }\n[[cores]]\nkind = "sim"\nmax_batch = 4\n'))
+    config = load_config(
+        write(tmp_path, 'scheduler = "rr"\nscheduler_options = { quantum = 16 }\n[[cores]]\nkind = "sim"\nmax_batch = 4\n')
+    )
     assert config.scheduler == "rr" and config.scheduler_options == {"quantum": 16}
     assert config.cores[0].kind == "sim" and config.cores[0].name == "sim" and config.cores[0].options() == {"max_batch": 4}
     assert config.max_queued == 100_000 and config.preemption is True
@@ -91,7 +93,9 @@ def test_the_local_aios_toml_is_read_and_aios_config_must_exist(tmp_path, monkey
 
 
 def test_a_typo_in_a_manager_table_fails_at_start_with_the_key(tmp_path):
-    config = load_config(write(tmp_path, f"data_dir = '{tmp_path / 'data'}'\n[[cores]]\nkind = 'sim'\n[managers.tools]\nshel_enabled = true\n"))
+    config = load_config(
+        write(tmp_path, f"data_dir = '{tmp_path / 'data'}'\n[[cores]]\nkind = 'sim'\n[managers.tools]\nshel_enabled = true\n")
+    )
     kernel = Kernel(config)
     with pytest.raises(ConfigError, match="managers.tools.shel_enabled: Extra inputs are not permitted"):
         kernel.start()

@@ -66,6 +66,7 @@ def test_the_examples_own_tests_pass(folder):
     """Each plugin ships its own tests; run them as its author would, in a separate interpreter."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(folder / "tests"), "-q", "-p", "no:cacheprovider"],
+        check=False,
         cwd=folder,
         capture_output=True,
         text=True,

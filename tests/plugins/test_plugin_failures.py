@@ -22,7 +22,8 @@ GOOD_TOOL = """
 
     @hookimpl
     def aios_register_tools():
-        return [Tool("shout", "upper-case a text", {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}, shout)]
+        schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+        return [Tool("shout", "upper-case a text", schema, shout)]
 """
 
 

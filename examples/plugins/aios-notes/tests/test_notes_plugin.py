@@ -99,7 +99,9 @@ def test_an_irreversible_tool_runs_once_confirmed(kernel_factory):
 
     kernel = kernel_factory(confirm=confirm)
     ada = kernel.agent("ada-confirm")
-    ada.call_tools([{"name": "note_add", "arguments": {"title": "a", "body": "1"}}, {"name": "note_add", "arguments": {"title": "b", "body": "2"}}])
+    ada.call_tools(
+        [{"name": "note_add", "arguments": {"title": "a", "body": "1"}}, {"name": "note_add", "arguments": {"title": "b", "body": "2"}}]
+    )
     [cleared] = ada.call_tools([{"name": "notes_clear"}])
     assert cleared.ok and cleared.output == {"deleted": 2}
     assert asked == [("ada-confirm", "tool", "notes_clear")], "only the irreversible tool asks"

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 import pytest
+from aios_stride import StrideScheduler
 
 from aios_core.clock import run_virtual
 from aios_core.cores.sim import SimCore
@@ -13,8 +14,6 @@ from aios_core.errors import ConfigError
 from aios_core.kernel import Kernel
 from aios_core.plugins import PluginHost
 from aios_core.scheduler.base import Job
-
-from aios_stride import StrideScheduler
 
 
 def serve(policy: StrideScheduler, steps: int, tokens: int = 8) -> Counter[str]:
@@ -96,7 +95,11 @@ def test_removed_jobs_leave_the_queue():
 
 @pytest.mark.parametrize(
     ("options", "key"),
-    [({"tickets": {"worker": 0}}, "scheduler_options.tickets.worker"), ({"quantum": 0}, "scheduler_options.quantum"), ({"default_tickets": -5}, "scheduler_options.default_tickets")],
+    [
+        ({"tickets": {"worker": 0}}, "scheduler_options.tickets.worker"),
+        ({"quantum": 0}, "scheduler_options.quantum"),
+        ({"default_tickets": -5}, "scheduler_options.default_tickets"),
+    ],
 )
 def test_bad_options_name_the_offending_key(options, key):
     with pytest.raises(ConfigError, match=key):

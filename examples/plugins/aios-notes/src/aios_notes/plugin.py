@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from aios_core.hookspecs import hookimpl
 from aios_core.tool import Tool
-
 from aios_notes.notebook import Notebook
 from aios_notes.tools import make_tools
 

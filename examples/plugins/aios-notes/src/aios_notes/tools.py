@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from aios_core.tool import Tool
-
 from aios_notes.notebook import Notebook
 
 TITLE = {"type": "string", "minLength": 1, "maxLength": 80, "description": "title of the note"}

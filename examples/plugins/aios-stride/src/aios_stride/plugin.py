@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aios_core.hookspecs import hookimpl
 from aios_core.scheduler.base import Scheduler
-
 from aios_stride.scheduler import StrideScheduler
 
 

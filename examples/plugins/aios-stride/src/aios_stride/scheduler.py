@@ -25,7 +25,9 @@ from aios_core.scheduler.base import Job, Scheduler
 
 class StrideScheduler(Scheduler):
     name = "stride"
-    description = "proportional share by program tickets (stride scheduling); preempts after `quantum` tokens for a program behind its share"
+    description = (
+        "proportional share by program tickets (stride scheduling); preempts after `quantum` tokens for a program behind its share"
+    )
 
     def __init__(
         self,
@@ -152,5 +154,7 @@ class StrideScheduler(Scheduler):
     def snapshot_state(self) -> dict[str, Any]:
         state = super().snapshot_state()
         state["virtual_time"] = round(self._vtime, 3)
-        state["waiting_programs"] = {p: {"tickets": self.tickets_of(p), "pass": round(self._pass[p], 3), "jobs": len(q)} for p, q in self._waiting.items()}
+        state["waiting_programs"] = {
+            p: {"tickets": self.tickets_of(p), "pass": round(self._pass[p], 3), "jobs": len(q)} for p, q in self._waiting.items()
+        }
         return state
