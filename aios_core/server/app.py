@@ -35,6 +35,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aios_core import __version__
@@ -109,6 +110,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(InvalidSyscallError(f"invalid request: {exc.errors()[:3]}")), status_code=400)
+
+    @app.exception_handler(ValidationError)
+    async def pydantic_error(request: Request, exc: ValidationError) -> JSONResponse:
+        # endpoints validate with validate_model (InvalidSyscallError); this is the net under anything that slipped through
+        return JSONResponse(error_body(InvalidSyscallError(f"invalid request: {exc.errors(include_url=False)[:3]}")), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

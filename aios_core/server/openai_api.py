@@ -293,12 +293,9 @@ async def chat_completions(request: Request) -> Response:
     try:
         body = validate_model(ChatCompletionBody, await json_body(request), "chat completion request")
         record = agent_record(state, agent)
-        sc = LLMSyscall(
-            agent=agent,
-            program=header_program(request, record),
-            priority=header_priority(request, record),
-            request=to_llm_request(body, default_max_tokens=state.settings.default_max_tokens),
-        )
+        llm_request = to_llm_request(body, default_max_tokens=state.settings.default_max_tokens)
+        fields = {"agent": agent, "program": header_program(request, record), "priority": header_priority(request, record), "request": llm_request}
+        sc: LLMSyscall = validate_model(LLMSyscall, fields, "chat completion request")
         state.note_program(agent, sc.program or agent)
         completion_id = "chatcmpl-" + sc.id
         created = int(time.time())

@@ -175,6 +175,10 @@ def test_errors_arrive_as_the_sdks_typed_exceptions(live_server):
     with pytest.raises(openai.BadRequestError) as info:  # same error before a stream starts: a status, not a broken stream
         client.chat.completions.create(model="sim", messages=user, max_tokens=500, stream=True)
     assert info.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="priority"):
+        client.chat.completions.create(model="sim", messages=user, extra_headers={"X-AIOS-Priority": "-1000"})
+    with pytest.raises(openai.BadRequestError, match="X-AIOS-Program"):
+        client.chat.completions.create(model="sim", messages=user, extra_headers={"X-AIOS-Program": "has spaces"})
     # and the kernel keeps serving
     assert client.chat.completions.create(model="sim", messages=user, max_tokens=8).choices[0].message.content
     # multi-part text content and the 'developer' role are accepted
