@@ -8,12 +8,13 @@ no API key is used and nothing leaves the machine.
 
 import asyncio
 
-import aios
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_agentchat.ui import Console
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+import aios
 
 aios.patch("autogen", max_tokens=96)
 

@@ -8,10 +8,11 @@ the tool's schema, timeout, access control, audit log).
 
 import asyncio
 
-import aios
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.ui import Console
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+import aios
 
 aios.patch("autogen", max_tokens=96)
 

@@ -3,10 +3,11 @@
 Run: python examples/langchain/chain.py
 """
 
-import aios
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_openai import ChatOpenAI
+
+import aios
 
 aios.patch("langchain", max_tokens=64)
 

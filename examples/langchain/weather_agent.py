@@ -6,10 +6,11 @@ are answered by the embedded Gemma 3 270M model and the tool runs under the
 kernel's tool manager; no API key is used.
 """
 
-import aios
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.prebuilt import create_react_agent
+
+import aios
 
 aios.patch("langchain", max_tokens=96)
 
