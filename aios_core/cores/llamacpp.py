@@ -66,7 +66,7 @@ from aios_core.cores.llamacpp_sampling import Detokenizer, TokenChooser, grammar
 from aios_core.cores.model_files import DEFAULT_MODEL_NAME, check_gguf, default_model_path
 from aios_core.cores.tool_format import with_tool_instructions
 from aios_core.errors import AIOSError, ConfigError, ContextLengthError, CoreError
-from aios_core.syscalls import LLMRequest
+from aios_core.syscalls import LLMRequest, Message
 
 log = logging.getLogger(__name__)
 _ggml_log = logging.getLogger(__name__ + ".ggml")
@@ -259,6 +259,7 @@ class LlamaCppCore(BatchingCore):
         self._ctx_limit = 0
         self._add_bos = False
         self._bos_text = ""
+        self._turn_markers: frozenset[int] = frozenset()
 
         self._free_slots: list[int] = list(reversed(range(max_batch)))
         self._prefix = PrefixCache(list(range(max_batch, max_batch + prefix_slots)))
@@ -342,6 +343,7 @@ class LlamaCppCore(BatchingCore):
         self._add_bos = bool(L.llama_vocab_get_add_bos(vocab))
         self.n_ctx = L.llama_n_ctx(ctx)
         self._ctx_limit = min(L.llama_n_ctx_seq(ctx), L.llama_model_n_ctx_train(model))
+        self._turn_markers = self._find_turn_markers()
         self._batch = L.llama_batch_init(self.n_batch, 0, 1)
         b = self._batch
         self._b_token = np.ctypeslib.as_array(b.token, shape=(self.n_batch,))
@@ -353,6 +355,23 @@ class LlamaCppCore(BatchingCore):
             "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
             self.name, path, arch, template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots, self.n_threads,
         )
+
+    def _find_turn_markers(self) -> frozenset[int]:
+        """Control tokens the chat template writes around turns (e.g. Gemma's <start_of_turn>).
+
+        A model that emits one of these has finished its turn and is starting
+        to write the next speaker's: the generation ends there, as it does at
+        end-of-generation tokens. (Base checkpoints often close a turn this way
+        instead of with <end_of_turn>.) Control tokens a template does not use,
+        such as tool-call markers, are not affected.
+        """
+        assert self._template is not None
+        probe = [Message(role="system", content="s"), Message(role="user", content="u"), Message(role="assistant", content="a"), Message(role="user", content="v")]
+        try:
+            tokens = self._render_tokens(self._template.render(probe))
+        except AIOSError:
+            return frozenset()
+        return frozenset(t for t in tokens if L.llama_vocab_is_control(self._vocab, t))
 
     @staticmethod
     def _meta(model: Any, key: str) -> str | None:
@@ -658,7 +677,7 @@ class LlamaCppCore(BatchingCore):
         outputs = []
         for seq, token in chosen:
             st = seq.state
-            if L.llama_vocab_is_eog(self._vocab, token):
+            if L.llama_vocab_is_eog(self._vocab, token) or token in self._turn_markers:
                 outputs.append(StepOutput(seq=seq, text="", tokens=1, eos=True))
                 continue
             st.tokens.append(token)

@@ -34,6 +34,8 @@ from aios_core.cores.tool_format import tool_call_schema
 from aios_core.errors import InvalidSyscallError
 from aios_core.syscalls import LLMRequest
 
+#: candidates a greedy grammar-constrained choice looks at before scanning the whole vocabulary
+_GREEDY_SHORTLIST = 512
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 assert _TOKEN_DATA.itemsize == ctypes.sizeof(L.llama_token_data)
 
@@ -100,10 +102,12 @@ def grammar_for(request: LLMRequest) -> str | None:
     return None
 
 
-def _token_array(logits: np.ndarray) -> tuple[np.ndarray, L.llama_token_data_array]:
-    arr = np.empty(logits.shape[0], dtype=_TOKEN_DATA)
-    arr["id"] = np.arange(logits.shape[0], dtype=np.int32)
-    arr["logit"] = logits
+def _token_array(logits: np.ndarray, ids: np.ndarray | None = None) -> tuple[np.ndarray, L.llama_token_data_array]:
+    """llama.cpp's candidate array over the whole vocabulary, or over ``ids`` only."""
+    n = logits.shape[0] if ids is None else ids.shape[0]
+    arr = np.empty(n, dtype=_TOKEN_DATA)
+    arr["id"] = np.arange(n, dtype=np.int32) if ids is None else ids
+    arr["logit"] = logits if ids is None else logits[ids]
     arr["p"] = 0.0
     cur = L.llama_token_data_array(data=arr.ctypes.data_as(L.llama_token_data_p), size=arr.shape[0], selected=-1, sorted=False)
     return arr, cur
@@ -152,14 +156,20 @@ class TokenChooser:
     def _pick(self, logits: np.ndarray, n_generated: int, *, constrained: bool) -> int:
         if self.greedy and not constrained:
             return int(np.argmax(logits))
+        if self.greedy:
+            # the best allowed token among the top few hundred is the best allowed token overall
+            # (every token outside them has a lower logit); only if none is allowed scan everything
+            top = np.argpartition(logits, -_GREEDY_SHORTLIST)[-_GREEDY_SHORTLIST:].astype(np.int32)
+            for ids in (top, None):
+                arr, cur = _token_array(logits, ids)
+                L.llama_sampler_apply(self._grammar, ctypes.byref(cur))
+                live = arr["logit"][: cur.size]
+                if np.isfinite(live).any():
+                    return int(arr["id"][int(np.argmax(live))])
+            raise RuntimeError("the output grammar allows no token here")
         arr, cur = _token_array(logits)
         if constrained:
             L.llama_sampler_apply(self._grammar, ctypes.byref(cur))
-            if self.greedy:
-                live = arr["logit"][: cur.size]
-                if not np.isfinite(live).any():
-                    raise RuntimeError("the output grammar allows no token here")
-                return int(arr["id"][int(np.argmax(live))])
         L.llama_sampler_apply(self._chain, ctypes.byref(cur))
         dist = L.llama_sampler_init_dist(_step_seed(self.seed, n_generated))
         try:

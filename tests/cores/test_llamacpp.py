@@ -178,6 +178,8 @@ async def test_chat_answers_with_prompt_usage(core):
     assert chunks[-1].finish_reason in ("stop", "length")
     assert sum(c.tokens for c in chunks) <= 12
     assert core.stats().extra["slots_free"] == 8
+    # the template's turn markers end a generation like end-of-generation tokens do
+    assert {core._tokenize(m, False)[0] for m in ("<start_of_turn>", "<end_of_turn>")} <= core._turn_markers
 
 
 @pytest.mark.model
