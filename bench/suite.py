@@ -114,10 +114,27 @@ async def _create(framework: Framework, mode: Mode, name: str, system: str | Non
     return framework.create(spec)
 
 
+async def _close(framework: Framework, agent: Any) -> None:
+    """Agents holding processes (Open-Interpreter's Jupyter kernel) release them; outside the timed part."""
+    close = getattr(agent, "close", None)
+    if close is None:
+        return
+    try:
+        if framework.threaded:
+            await asyncio.to_thread(close)
+        else:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+    except Exception:  # noqa: BLE001
+        log.exception("closing an agent failed")
+
+
 async def _run_agent(mode: Mode, suite: Suite, framework: Framework, task: Task, name: str, t0: float) -> tuple[AgentRun, Episode]:
     episode = suite.episode(task, mode.toolbox(name))
     run = AgentRun(task_id=task.task_id, agent=name, start=time.perf_counter() - t0)
     with mode.agent(name):
+        agent = None
         try:
             agent = await _create(framework, mode, name, episode.system)
             text = episode.first_message()
@@ -131,7 +148,8 @@ async def _run_agent(mode: Mode, suite: Suite, framework: Framework, task: Task,
         except Exception as exc:  # noqa: BLE001 - one agent's failure is recorded, the others go on
             run.error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.warning("agent %s on %s failed: %s", name, task.task_id, run.error)
-    run.end = time.perf_counter() - t0
+        run.end = time.perf_counter() - t0
+        await _close(framework, agent)
     return run, episode
 
 
@@ -205,6 +223,7 @@ async def warm_up(mode: Mode, framework: Framework, task: Task, suite: Suite) ->
         with mode.agent(name):
             agent = await _create(framework, mode, name, suite.episode(task, mode.toolbox(name)).system)
             await _send(framework, agent, "Reply with OK.")
+            await _close(framework, agent)
     finally:
         mode.end()
         await framework.end_round()

@@ -1,0 +1,129 @@
+"""The with/without harness on the sim core: both setups run, the result document, table and plots are produced,
+and only the suite that ran is reported (no score for a set that was not run)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import httpx
+import pytest
+from rich.console import Console
+
+from bench.suite import Options, compare, main
+from bench.suite_calls import CallRecord, HttpCallRecorder
+from bench.suite_report import plot, print_report, write_json
+
+SUITE_NAMES = {"humaneval": "HumanEval", "mint": "MINT", "gaia": "GAIA", "swebench": "SWE-bench"}
+
+
+def _options(suite: str, **kw) -> Options:
+    base = dict(suite=suite, framework="sdk", agents=2, model="sim", rounds=1, limit=2, max_tokens=64, progress=False)
+    base.update(kw)
+    return Options(**base)
+
+
+def _report(result) -> str:
+    buf = io.StringIO()
+    print_report(result, Console(file=buf, width=200))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("suite", ["humaneval", "mint", "gaia", "swebench"])
+async def test_each_suite_runs_both_setups_on_the_sim_core(suite, tmp_path):
+    result = await compare(_options(suite))
+    assert [r["setup"] for r in result["rounds"]] == ["native", "aios"]
+    for r in result["rounds"]:
+        assert r["tasks"] == 2 and len(r["agents"]) == 2 and r["errors"] == 0
+        assert r["llm_calls"] >= 2 and r["makespan"] > 0 and 0.0 <= r["queue_wait_share"] <= 1.0
+        assert all(a["end"] >= a["start"] and a["replies"] >= 1 for a in r["agents"])
+    aios = next(r for r in result["rounds"] if r["setup"] == "aios")
+    assert aios["overhead_us_median"] is not None and aios["engine"]["sim"]["steps"] > 0
+    assert set(result["summary"]) == {"native", "aios"}
+    assert result["ratios"]["makespan_without_over_with"] > 0
+    json.dumps(result)  # the document is plain JSON
+    text = _report(result)
+    assert SUITE_NAMES[suite] in text
+    for other, name in SUITE_NAMES.items():
+        if other != suite:
+            assert name not in text, f"the {suite} report names {name}, which did not run"
+    if not result["task_set"]["official"]:
+        assert "NOT a score on the official benchmark" in text
+
+
+async def test_alternating_order_and_medians_over_rounds():
+    result = await compare(_options("humaneval", rounds=2))
+    assert [(r["round"], r["setup"]) for r in result["rounds"]] == [(1, "native"), (1, "aios"), (2, "aios"), (2, "native")]
+    assert len(result["ratios"]["makespan_per_round"]) == 2
+    assert result["summary"]["aios"]["attempts"] == 4
+
+
+async def test_aios_batches_and_native_queues_on_the_sim_core():
+    result = await compare(_options("humaneval", agents=4, limit=4))
+    nat, ai = result["summary"]["native"], result["summary"]["aios"]
+    assert ai["mean_batch"] > 1.5  # four agents' calls decoded together
+    assert nat["queue_wait_share"] > ai["queue_wait_share"]  # the serial server makes agents wait
+
+
+async def test_json_and_png_are_written(tmp_path):
+    result = await compare(_options("humaneval"))
+    path = write_json(result, tmp_path)
+    assert json.loads(path.read_text())["suite"] == "humaneval"
+    png = plot(result, path.with_suffix(".png"))
+    assert png is not None and png.stat().st_size > 10_000
+
+
+def test_command_line_writes_results_and_reports_bad_data(tmp_path, capsys):
+    code = main("humaneval", ["--model", "sim", "--limit", "2", "--agents", "2", "--rounds", "1", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0
+    assert len(list(tmp_path.glob("humaneval-sdk-sim-*.json"))) == 1 and len(list(tmp_path.glob("*.png"))) == 1
+    out = capsys.readouterr().out
+    assert "HumanEval" in out and "MINT" not in out
+    code = main("gaia", ["--model", "sim", "--data", str(tmp_path / "missing"), "--no-progress", "--out", str(tmp_path)])
+    assert code == 2 and "no GAIA metadata.jsonl" in capsys.readouterr().out
+
+
+def test_unknown_framework_is_refused():
+    from bench.agents import get_framework
+    from bench.agents.base import FrameworkUnavailable
+
+    with pytest.raises(FrameworkUnavailable, match="unknown framework"):
+        get_framework("crewai")
+
+
+async def test_http_recorder_derives_queue_wait_for_a_serial_server():
+    """Three requests sent together to a server answering one at a time: waits 0, 1 and 2 service times."""
+    import asyncio
+
+    from bench.agents.backends import SimBackend
+
+    backend = SimBackend(max_batch=1, seed=0, costs={"t0": 0.02, "a": 0.0, "b": 0.0})
+    endpoint = backend.start_native()
+    recorder = HttpCallRecorder(endpoint.base_url)
+    recorder.install()
+    try:
+        async with httpx.AsyncClient() as client:
+            body = {"model": "sim", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+            await asyncio.gather(*(client.post(f"{endpoint.base_url}/chat/completions", json=body) for _ in range(3)))
+    finally:
+        recorder.uninstall()
+        backend.stop_native()
+    calls = sorted(recorder.take(), key=lambda c: c.end)
+    assert len(calls) == 3 and all(c.completion_tokens >= 1 for c in calls)
+    service = calls[0].service
+    assert calls[0].wait == pytest.approx(0.0, abs=0.05)
+    assert calls[2].wait == pytest.approx(2 * service, rel=0.5)
+
+
+def test_serial_derivation_is_exact_on_synthetic_timestamps():
+    recorder = HttpCallRecorder("http://x/v1")
+    now = time.perf_counter()
+    recorder.calls = [
+        CallRecord(start=now, end=now + 1.0, latency=1.0),
+        CallRecord(start=now, end=now + 2.0, latency=2.0),
+        CallRecord(start=now + 5.0, end=now + 5.5, latency=0.5),
+    ]
+    calls = sorted(recorder.take(), key=lambda c: c.end)
+    assert [round(c.wait, 6) for c in calls] == [0.0, 1.0, 0.0]
+    assert [round(c.service, 6) for c in calls] == [1.0, 1.0, 0.5]
