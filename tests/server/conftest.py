@@ -24,18 +24,20 @@ class Live:
         self.url = server.url
         self.admin = server.admin_token
         self.kernel = server.kernel
+        #: one pooled client: a fresh httpx call builds an SSL context each time, which dominates a test's run time
+        self.http = httpx.Client(base_url=self.url, timeout=30.0)
 
     @property
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin}"}
 
     def register(self, name: str, **options: Any) -> str:
-        response = httpx.post(self.url + "/v1/agents", json={"name": name, **options}, headers=self.admin_headers)
+        response = self.http.post("/v1/agents", json={"name": name, **options}, headers=self.admin_headers)
         assert response.status_code == 201, response.text
         return response.json()["token"]  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
-        response = httpx.get(self.url + "/v1/kernel/stats", headers=self.admin_headers)
+        response = self.http.get("/v1/kernel/stats", headers=self.admin_headers)
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -55,20 +57,25 @@ class Live:
 
     def stop(self) -> None:
         self.server.stop()
+        self.http.close()
+
+
+def _start(data_dir, *, cores: list[Any] | None = None, settings: ServerSettings | None = None, scheduler: str = "fifo", **options: Any) -> Live:
+    cores = cores if cores is not None else [SimCore(t0=0.001, a=0.0, b=0.0)]
+    # cheap embeddings: storage writes embed text for vector search
+    options.setdefault("managers", {"embeddings": {"kind": "hashing", "dim": 64}, "storage": {"synchronous": "NORMAL"}})
+    config = load_config(data_dir=data_dir, entry_point_plugins=False, **options)
+    kernel = Kernel(config, cores=cores, scheduler=scheduler)
+    return Live(BackgroundServer(kernel, settings=settings or ServerSettings(grace_seconds=2.0)).start())
 
 
 @pytest.fixture
 def live_server(tmp_path) -> Any:
-    """Factory: ``live_server(cores=..., settings=ServerSettings(...), scheduler=...)`` -> :class:`Live`."""
+    """Factory: ``live_server(cores=..., settings=ServerSettings(...), scheduler=..., data_dir=...)`` -> :class:`Live`."""
     started: list[Live] = []
 
-    def start(*, cores: list[Any] | None = None, settings: ServerSettings | None = None, scheduler: str = "fifo", data_dir=None, **options: Any) -> Live:
-        cores = cores if cores is not None else [SimCore(t0=0.001, a=0.0, b=0.0)]
-        # cheap embeddings: storage writes embed text for vector search
-        options.setdefault("managers", {"embeddings": {"kind": "hashing", "dim": 64}, "storage": {"synchronous": "NORMAL"}})
-        config = load_config(data_dir=data_dir or tmp_path / "data", entry_point_plugins=False, **options)
-        kernel = Kernel(config, cores=cores, scheduler=scheduler)
-        live = Live(BackgroundServer(kernel, settings=settings or ServerSettings(grace_seconds=2.0)).start())
+    def start(*, data_dir=None, **options: Any) -> Live:
+        live = _start(data_dir or tmp_path / "data", **options)
         started.append(live)
         return live
 
@@ -80,3 +87,11 @@ def live_server(tmp_path) -> Any:
 @pytest.fixture
 def server(live_server) -> Live:
     return live_server()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory) -> Any:
+    """One server for a module's many small bad-input cases (each registers its own agent token)."""
+    live = _start(tmp_path_factory.mktemp("shared") / "data")
+    yield live
+    live.stop()

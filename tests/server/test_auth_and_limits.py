@@ -33,29 +33,31 @@ def syscall(agent: str, **request):
     [("POST", "/syscall"), ("POST", "/syscall/stream"), ("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
      ("GET", "/v1/kernel/stats"), ("GET", "/v1/kernel/ps"), ("POST", "/v1/agents"), ("GET", "/metrics"), ("GET", "/v1/whoami")],
 )
-def test_every_endpoint_refuses_missing_and_wrong_tokens(server, method, path):
+def test_every_endpoint_refuses_missing_and_wrong_tokens(shared_server, method, path):
+    server = shared_server
     for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}, bearer("aios-forged"), bearer(server.admin + "x")):
-        response = httpx.request(method, server.url + path, json=syscall("a"), headers=headers)
+        response = server.http.request(method, path, json=syscall("a"), headers=headers)
         assert response.status_code == 401, (headers, response.text)
         assert response.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_health_and_readiness_need_no_token(server):
-    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+def test_health_and_readiness_need_no_token(shared_server):
+    server = shared_server
+    assert server.http.get("/healthz").json() == {"status": "ok"}
+    assert server.http.get("/readyz").json() == {"status": "ready"}
 
 
 def test_agent_tokens_are_scoped_to_their_agent(server):
     alice, bob = server.register("alice"), server.register("bob")
-    ok = httpx.post(server.url + "/syscall", json=syscall("alice"), headers=bearer(alice))
+    ok = server.http.post("/syscall", json=syscall("alice"), headers=bearer(alice))
     assert ok.status_code == 200 and ok.json()["result"]["$type"].endswith(":LLMResponse")
-    denied = httpx.post(server.url + "/syscall", json=syscall("bob"), headers=bearer(alice))
+    denied = server.http.post("/syscall", json=syscall("bob"), headers=bearer(alice))
     assert denied.status_code == 403 and "cannot act as agent 'bob'" in denied.json()["error"]["message"]
     for path in ("/v1/kernel/stats", "/v1/kernel/ps", "/v1/agents", "/metrics"):
-        assert httpx.get(server.url + path, headers=bearer(bob)).status_code == 403
-    assert httpx.post(server.url + "/v1/agents", json={"name": "mallory"}, headers=bearer(bob)).status_code == 403
-    assert httpx.post(server.url + "/syscall", json=syscall("alice"), headers=bearer(server.admin)).status_code == 403
-    assert httpx.get(server.url + "/v1/whoami", headers=bearer(bob)).json()["agent"] == "bob"
+        assert server.http.get(path, headers=bearer(bob)).status_code == 403
+    assert server.http.post("/v1/agents", json={"name": "mallory"}, headers=bearer(bob)).status_code == 403
+    assert server.http.post("/syscall", json=syscall("alice"), headers=bearer(server.admin)).status_code == 403
+    assert server.http.get("/v1/whoami", headers=bearer(bob)).json()["agent"] == "bob"
     # bob's failed attempt did not count against alice, nor reach the kernel as hers
     agents = {a["name"]: a for a in server.stats()["agents"]}
     assert agents["alice"]["syscalls"] == 1 and agents["bob"]["syscalls"] == 0
@@ -63,23 +65,23 @@ def test_agent_tokens_are_scoped_to_their_agent(server):
 
 def test_revoked_tokens_stop_working_and_the_agent_ends(server):
     token = server.register("temp")
-    assert httpx.post(server.url + "/syscall", json=syscall("temp"), headers=bearer(token)).status_code == 200
-    deleted = httpx.delete(server.url + "/v1/agents/temp", headers=server.admin_headers)
+    assert server.http.post("/syscall", json=syscall("temp"), headers=bearer(token)).status_code == 200
+    deleted = server.http.delete("/v1/agents/temp", headers=server.admin_headers)
     assert deleted.status_code == 200 and deleted.json()["revoked_tokens"] == 1
-    assert httpx.post(server.url + "/syscall", json=syscall("temp"), headers=bearer(token)).status_code == 401
-    assert httpx.delete(server.url + "/v1/agents/temp", headers=server.admin_headers).status_code == 404
+    assert server.http.post("/syscall", json=syscall("temp"), headers=bearer(token)).status_code == 401
+    assert server.http.delete("/v1/agents/temp", headers=server.admin_headers).status_code == 404
 
 
 def test_registering_again_issues_tokens_up_to_a_bound_revoking_the_oldest(live_server):
     server = live_server(settings=ServerSettings(max_credentials_per_agent=2))
     first, second, third = (server.register("again") for _ in range(3))
-    assert httpx.post(server.url + "/syscall", json=syscall("again"), headers=bearer(first)).status_code == 401
+    assert server.http.post("/syscall", json=syscall("again"), headers=bearer(first)).status_code == 401
     for token in (second, third):
-        assert httpx.post(server.url + "/syscall", json=syscall("again"), headers=bearer(token)).status_code == 200
+        assert server.http.post("/syscall", json=syscall("again"), headers=bearer(token)).status_code == 200
 
 
 def test_registration_is_validated(server):
-    post = lambda body: httpx.post(server.url + "/v1/agents", json=body, headers=server.admin_headers)
+    post = lambda body: server.http.post("/v1/agents", json=body, headers=server.admin_headers)
     assert post({"name": "bad name!"}).status_code == 400
     assert post({"name": "x", "group": "no-such-group"}).json()["error"]["message"].startswith("no access group 'no-such-group'")
     assert post({"name": "x", "priority": 1000}).status_code == 400
@@ -109,21 +111,21 @@ def test_huge_bodies_are_refused_with_413_declared_or_chunked(live_server):
     token = server.register("big")
     huge = syscall("big")
     huge["request"]["messages"][0]["content"] = "x" * 10_000
-    declared = httpx.post(server.url + "/syscall", json=huge, headers=bearer(token))
+    declared = server.http.post("/syscall", json=huge, headers=bearer(token))
     assert declared.status_code == 413 and declared.json()["error"]["code"] == "request_too_large"
 
     def chunks():
         for _ in range(10):
             yield b" " * 1000  # no Content-Length: chunked transfer encoding
 
-    chunked = httpx.post(server.url + "/v1/chat/completions", content=chunks(), headers=bearer(token))
+    chunked = server.http.post("/v1/chat/completions", content=chunks(), headers=bearer(token))
     assert chunked.status_code == 413
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0)
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="sim", messages=huge["request"]["messages"])
     assert info.value.status_code == 413
     # the server is fine afterwards
-    assert httpx.post(server.url + "/syscall", json=syscall("big"), headers=bearer(token)).status_code == 200
+    assert server.http.post("/syscall", json=syscall("big"), headers=bearer(token)).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/syscall", "/syscall/stream", "/v1/chat/completions"])
@@ -131,24 +133,27 @@ def test_huge_bodies_are_refused_with_413_declared_or_chunked(live_server):
     "body",
     [b"{not json", b"", b"[]", b'"a string"', b'{"kind": "llm"}', b"\xff\xfe\x00", json.dumps({"kind": "llm", "agent": "bad", "request": {"messages": "no"}}).encode()],
 )
-def test_malformed_bodies_get_400_with_a_reason(server, path, body):
+def test_malformed_bodies_get_400_with_a_reason(shared_server, path, body):
+    server = shared_server
     token = server.register("bad")
-    response = httpx.post(server.url + path, content=body, headers={**bearer(token), "Content-Type": "application/json"})
+    response = server.http.post(path, content=body, headers={**bearer(token), "Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_syscall" and error["message"]
 
 
-def test_stream_endpoint_refuses_non_llm_syscalls(server):
+def test_stream_endpoint_refuses_non_llm_syscalls(shared_server):
+    server = shared_server
     token = server.register("s")
-    response = httpx.post(server.url + "/syscall/stream", json={"kind": "memory", "agent": "s", "op": "list"}, headers=bearer(token))
+    response = server.http.post("/syscall/stream", json={"kind": "memory", "agent": "s", "op": "list"}, headers=bearer(token))
     assert response.status_code == 400 and "only LLM syscalls stream" in response.json()["error"]["message"]
 
 
-def test_unknown_routes_and_methods_answer_in_the_error_shape(server):
-    missing = httpx.get(server.url + "/v2/nothing")
+def test_unknown_routes_and_methods_answer_in_the_error_shape(shared_server):
+    server = shared_server
+    missing = server.http.get("/v2/nothing")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    wrong = httpx.get(server.url + "/syscall")
+    wrong = server.http.get("/syscall")
     assert wrong.status_code == 405 and "error" in wrong.json()
 
 
@@ -197,7 +202,7 @@ def test_concurrent_request_cap_per_agent(live_server):
 
     def long_stream() -> None:
         body = syscall("solo", max_tokens=200, extra={"sim_tokens": 60})
-        with httpx.stream("POST", server.url + "/syscall/stream", json=body, headers=bearer(token), timeout=30) as response:
+        with server.http.stream("POST", "/syscall/stream", json=body, headers=bearer(token), timeout=30) as response:
             for _ in response.iter_lines():
                 started.set()
             result["status"] = response.status_code
@@ -205,9 +210,9 @@ def test_concurrent_request_cap_per_agent(live_server):
     thread = threading.Thread(target=long_stream)
     thread.start()
     assert started.wait(10)
-    second = httpx.post(server.url + "/syscall", json=syscall("solo"), headers=bearer(token))
+    second = server.http.post("/syscall", json=syscall("solo"), headers=bearer(token))
     assert second.status_code == 429 and "requests in progress" in second.json()["error"]["message"]
     thread.join(30)
     assert result["status"] == 200
     # the slot is released when the stream ends
-    assert httpx.post(server.url + "/syscall", json=syscall("solo"), headers=bearer(token)).status_code == 200
+    assert server.http.post("/syscall", json=syscall("solo"), headers=bearer(token)).status_code == 200

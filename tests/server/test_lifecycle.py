@@ -71,7 +71,7 @@ def test_non_streaming_client_that_times_out_cancels_its_generation(live_server)
     server = live_server(cores=[SimCore(**SLOW)])
     token = server.register("impatient")
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/v1/chat/completions", json=long_chat(stream=False), headers=bearer(token), timeout=httpx.Timeout(5, read=0.5))
+        server.http.post("/v1/chat/completions", json=long_chat(stream=False), headers=bearer(token), timeout=httpx.Timeout(5, read=0.5))
     assert_freed(server, failed=1)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
@@ -84,11 +84,11 @@ def test_non_streaming_client_that_times_out_cancels_its_generation(live_server)
 def test_a_queued_request_whose_client_leaves_is_withdrawn_from_the_queue(live_server):
     server = live_server(cores=[SimCore(max_batch=1, **SLOW)])
     token = server.register("q")
-    holder = threading.Thread(target=lambda: httpx.post(server.url + "/v1/chat/completions", json=long_chat(200, stream=False), headers=bearer(token), timeout=60))
+    holder = threading.Thread(target=lambda: server.http.post("/v1/chat/completions", json=long_chat(200, stream=False), headers=bearer(token), timeout=60))
     holder.start()
     server.wait_for(lambda: server.core_running() == 1, what="the first generation to run")
     with pytest.raises(httpx.ReadTimeout):  # waits in the queue behind the first, then gives up
-        httpx.post(server.url + "/v1/chat/completions", json=long_chat(stream=True), headers=bearer(token), timeout=httpx.Timeout(5, read=0.4))
+        server.http.post("/v1/chat/completions", json=long_chat(stream=True), headers=bearer(token), timeout=httpx.Timeout(5, read=0.4))
     server.wait_for(lambda: pool(server)["queued"] == 0, what="the abandoned request to leave the queue")
     holder.join(30)
     stats = pool(server)
@@ -101,7 +101,7 @@ def test_shutdown_lets_in_flight_requests_finish_and_refuses_new_ones(live_serve
     outcome: dict = {}
 
     def request() -> None:
-        response = httpx.post(server.url + "/v1/chat/completions", json=long_chat(100, stream=False), headers=bearer(token), timeout=30)
+        response = server.http.post("/v1/chat/completions", json=long_chat(100, stream=False), headers=bearer(token), timeout=30)
         outcome["status"], outcome["body"] = response.status_code, response.json()
 
     thread = threading.Thread(target=request)
@@ -109,10 +109,10 @@ def test_shutdown_lets_in_flight_requests_finish_and_refuses_new_ones(live_serve
     server.wait_for(lambda: server.core_running() == 1, what="the request to run")
     server.server.server.should_exit = True  # what SIGTERM does
     server.wait_for(lambda: server.server.state.draining, what="draining")
-    refused = httpx.post(server.url + "/v1/chat/completions", json=long_chat(5, stream=False), headers=bearer(token))
+    refused = server.http.post("/v1/chat/completions", json=long_chat(5, stream=False), headers=bearer(token))
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "server_shutting_down"
-    assert httpx.get(server.url + "/readyz").status_code == 503
-    assert httpx.get(server.url + "/healthz").status_code == 200
+    assert server.http.get("/readyz").status_code == 503
+    assert server.http.get("/healthz").status_code == 200
     thread.join(30)
     assert outcome["status"] == 200 and outcome["body"]["usage"]["completion_tokens"] == 100
     server.stop()
@@ -124,7 +124,7 @@ def test_requests_over_the_grace_period_fail_cleanly_with_503(live_server):
     outcome: dict = {}
 
     def plain() -> None:
-        response = httpx.post(server.url + "/v1/chat/completions", json=long_chat(stream=False), headers=bearer(token), timeout=30)
+        response = server.http.post("/v1/chat/completions", json=long_chat(stream=False), headers=bearer(token), timeout=30)
         outcome["plain"] = (response.status_code, response.json())
 
     def streamed() -> None:
@@ -213,7 +213,7 @@ def test_serve_process_drains_on_sigterm(tmp_path):
 def test_stats_document_is_json_serialisable_while_busy(live_server):
     server = live_server(cores=[SimCore(**SLOW)])
     token = server.register("busy")
-    thread = threading.Thread(target=lambda: httpx.post(server.url + "/v1/chat/completions", json=long_chat(50, stream=False), headers=bearer(token), timeout=30))
+    thread = threading.Thread(target=lambda: server.http.post("/v1/chat/completions", json=long_chat(50, stream=False), headers=bearer(token), timeout=30))
     thread.start()
     server.wait_for(lambda: server.core_running() == 1, what="the request to run")
     stats = server.stats()

@@ -35,7 +35,7 @@ def busy(server, names=("alpha", "beta"), tokens=400):
     for name in names:
         token = server.register(name, program=f"{name}-prog")
         body = {"model": "sim", "messages": [{"role": "user", "content": "go"}], "max_tokens": tokens, "extra": {"sim_tokens": tokens}}
-        t = threading.Thread(target=httpx.post, args=(server.url + "/v1/chat/completions",), kwargs={"json": body, "headers": {"Authorization": f"Bearer {token}"}, "timeout": 60})
+        t = threading.Thread(target=server.http.post, args=("/v1/chat/completions",), kwargs={"json": body, "headers": {"Authorization": f"Bearer {token}"}, "timeout": 60})
         t.start()
         threads.append(t)
     server.wait_for(lambda: server.core_running() == len(names), what="generations to run")
@@ -44,13 +44,13 @@ def busy(server, names=("alpha", "beta"), tokens=400):
 
 def test_metrics_need_the_admin_token_and_are_valid_prometheus_text(live_server):
     server = live_server(cores=[SimCore(t0=0.005, a=0.0, b=0.0)])
-    assert httpx.get(server.url + "/metrics").status_code == 401
-    assert httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {server.register('x')}"}).status_code == 403
+    assert server.http.get("/metrics").status_code == 401
+    assert server.http.get("/metrics", headers={"Authorization": f"Bearer {server.register('x')}"}).status_code == 403
     threads = busy(server)
-    first = httpx.get(server.url + "/metrics", headers=server.admin_headers)
+    first = server.http.get("/metrics", headers=server.admin_headers)
     assert first.headers["content-type"].startswith("text/plain; version=0.0.4")
     server.wait_for(lambda: server.stats()["pools"]["sim"]["cores"][0]["generated_tokens"] > 50, what="tokens")
-    values = samples(httpx.get(server.url + "/metrics", headers=server.admin_headers).text)
+    values = samples(server.http.get("/metrics", headers=server.admin_headers).text)
     assert values['aios_llm_running{model="sim"}'] == 2
     assert values['aios_core_running{core="sim",model="sim"}'] == 2
     assert values['aios_core_tokens_per_second{core="sim",model="sim"}'] > 0
@@ -61,7 +61,7 @@ def test_metrics_need_the_admin_token_and_are_valid_prometheus_text(live_server)
     assert values['aios_http_request_duration_seconds_count{route="/v1/agents"}'] == 3
     for t in threads:
         t.join(60)
-    values = samples(httpx.get(server.url + "/metrics", headers=server.admin_headers).text)
+    values = samples(server.http.get("/metrics", headers=server.admin_headers).text)
     assert values['aios_llm_completed_total{model="sim"}'] == 2
     assert values['aios_http_requests_total{route="/v1/chat/completions",method="POST",status="200"}'] == 2
 
@@ -69,7 +69,7 @@ def test_metrics_need_the_admin_token_and_are_valid_prometheus_text(live_server)
 def test_metrics_can_be_public_and_labels_are_escaped(live_server):
     server = live_server(settings=ServerSettings(metrics_public=True))
     server.register("a/b:c@d")
-    values = samples(httpx.get(server.url + "/metrics").text)
+    values = samples(server.http.get("/metrics").text)
     assert values['aios_agent_in_flight{agent="a/b:c@d",group="default"}'] == 0
     assert _labels({"g": 'say "hi"\\now\nnext'}) == '{g="say \\"hi\\"\\\\now\\nnext"}'
 
@@ -100,7 +100,7 @@ def test_top_frames_and_ps_show_queues_cores_agents_and_programs(live_server, mo
 def busy_queued(server):
     token = server.register("gamma", program="gamma-prog")
     body = {"model": "sim", "messages": [{"role": "user", "content": "wait"}], "max_tokens": 5, "extra": {"sim_tokens": 5}}
-    t = threading.Thread(target=httpx.post, args=(server.url + "/v1/chat/completions",), kwargs={"json": body, "headers": {"Authorization": f"Bearer {token}"}, "timeout": 60})
+    t = threading.Thread(target=server.http.post, args=("/v1/chat/completions",), kwargs={"json": body, "headers": {"Authorization": f"Bearer {token}"}, "timeout": 60})
     t.start()
     server.wait_for(lambda: server.stats()["pools"]["sim"]["queued"] == 1, what="gamma to queue")
     return [t]

@@ -61,7 +61,7 @@ def test_chat_completion_is_a_scheduled_syscall_of_the_keys_agent(server):
     stats = server.stats()
     alice = next(a for a in stats["agents"] if a["name"] == "alice")
     assert alice["syscalls"] == 1 and alice["completion_tokens"] == 7 and alice["by_kind"] == {"llm": 1}
-    ps = {r["name"]: r for r in httpx.get(server.url + "/v1/kernel/ps", headers=server.admin_headers).json()["agents"]}
+    ps = {r["name"]: r for r in server.http.get("/v1/kernel/ps", headers=server.admin_headers).json()["agents"]}
     assert [p["program"] for p in ps["alice"]["programs"]] == ["alice-session-7"]
     assert ps["alice"]["programs"][0]["state"] == "idle"
 

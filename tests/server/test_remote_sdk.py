@@ -98,7 +98,7 @@ def test_admin_token_hosts_many_agents_each_under_its_own_token(server):
     # an adapter's identity scope decides how a new agent is registered
     with agent_scope("reviewer", program="review-1", group="default", framework="langchain"):
         kernel.call({"kind": "llm", "agent": "reviewer", "request": {"messages": [{"role": "user", "content": "x"}]}})
-    listing = httpx.get(server.url + "/v1/agents", headers=server.admin_headers).json()
+    listing = server.http.get("/v1/agents", headers=server.admin_headers).json()
     agents = {a["name"]: a for a in listing["agents"]}
     assert agents["writer"]["priority"] == 3
     assert agents["reviewer"]["program"] == "review-1" and agents["reviewer"]["framework"] == "langchain"
@@ -108,7 +108,7 @@ def test_admin_token_hosts_many_agents_each_under_its_own_token(server):
     sc.priority = 50
     kernel.call(sc)
     kernel.end_agent("writer")
-    assert "writer" not in {a["name"] for a in httpx.get(server.url + "/v1/agents", headers=server.admin_headers).json()["agents"]}
+    assert "writer" not in {a["name"] for a in server.http.get("/v1/agents", headers=server.admin_headers).json()["agents"]}
 
 
 def test_async_agent_handle(server):
