@@ -1,19 +1,23 @@
-"""AutoGen tool execution as tool syscalls: ``BaseTool.run_json`` under the kernel's tool manager.
+"""AutoGen tool execution as tool syscalls: ``run_json`` / ``run_json_stream`` under the kernel's tool manager.
 
 ``AssistantAgent`` runs tools through its workbench (``StaticWorkbench.call_tool``
-/ ``call_tool_stream``), which calls ``tool.run_json``; handoff tools are
-called with ``run_json`` directly. Routing ``run_json`` therefore covers every
-path, and a refusal (schema-invalid arguments, access denied, timeout) raises
-inside the workbench, which reports it to the model as an error result just
-as it reports a failing tool.
+/ ``call_tool_stream``), which calls ``tool.run_json``, or ``run_json_stream``
+for stream tools (``AgentTool``, ``TeamTool``: agents and teams used as tools);
+handoff tools are called with ``run_json`` directly. Routing both covers every
+path. A stream tool's intermediate events reach the workbench as they are
+produced, while the whole run counts as one tool call of the calling agent. A
+refusal (schema-invalid arguments, access denied, timeout) raises inside the
+workbench, which reports it to the model as an error result just as it
+reports a failing tool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from autogen_core.tools import BaseTool
+from autogen_core.tools import BaseStreamTool, BaseTool
 
 from adapters.shared.class_tree import ClassTreePatch
 from adapters.shared.route import Route
@@ -38,6 +42,7 @@ def make_run_json(route: Route, original: Any) -> Any:
             describe(self),
             dict(args),
             lambda: original(self, args, cancellation_token, call_id=call_id),
+            owner=self,
             describe=self.return_value_as_string,
         )
 
@@ -46,10 +51,56 @@ def make_run_json(route: Route, original: Any) -> Any:
     return run_json
 
 
+def make_run_json_stream(route: Route, original: Any) -> Any:
+    async def run_json_stream(
+        self: BaseStreamTool[Any, Any, Any], args: Mapping[str, Any], cancellation_token: Any, call_id: str | None = None
+    ) -> AsyncGenerator[Any, None]:
+        """AIOS: one tool syscall for the whole stream; its items are passed on as the tool produces them."""
+        items: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def run() -> Any:
+            last = None
+            async for item in original(self, args, cancellation_token, call_id=call_id):
+                items.put_nowait(item)
+                last = item
+            return last
+
+        call = asyncio.ensure_future(
+            route.tools.acall(
+                route.identity(DEFAULT_TOOL_AGENT),
+                describe(self),
+                dict(args),
+                run,
+                owner=self,
+                describe=self.return_value_as_string,
+            )
+        )
+        try:
+            while True:
+                next_item = asyncio.ensure_future(items.get())
+                await asyncio.wait({next_item, call}, return_when=asyncio.FIRST_COMPLETED)
+                if next_item.done():
+                    yield next_item.result()
+                    continue
+                next_item.cancel()
+                while not items.empty():
+                    yield items.get_nowait()
+                break
+            call.result()  # a refusal or the tool's own exception
+        finally:
+            if not call.done():
+                call.cancel()
+
+    run_json_stream.__aios_adapter__ = "autogen"  # type: ignore[attr-defined]
+    run_json_stream.__wrapped__ = original  # type: ignore[attr-defined]
+    return run_json_stream
+
+
 def install(patcher: Patcher, route: Route) -> None:
     def patch_class(cls: type) -> None:
-        original = cls.__dict__.get("run_json")
-        if original is not None and not getattr(original, "__isabstractmethod__", False):
-            patcher.replace(cls, "run_json", make_run_json(route, original))
+        for name, make in (("run_json", make_run_json), ("run_json_stream", make_run_json_stream)):
+            original = cls.__dict__.get(name)
+            if original is not None and not getattr(original, "__isabstractmethod__", False):
+                patcher.replace(cls, name, make(route, original))
 
     ClassTreePatch(patcher, BaseTool, patch_class, include_root=True).apply()

@@ -114,6 +114,7 @@ def make_run(route: Route, original: Any) -> Any:
             spec,
             arguments,
             lambda: original(self, tool_input, *args, **kwargs),
+            owner=self,
             describe=_content,
             error=_error_factory(arguments),
         )
@@ -131,6 +132,7 @@ def make_arun(route: Route, original: Any) -> Any:
             spec,
             arguments,
             lambda: original(self, tool_input, *args, **kwargs),
+            owner=self,
             describe=_content,
             error=_error_factory(arguments),
         )

@@ -43,13 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: set inside a routed tool's own execution, so that nested patched entry points (a subclass's
-#: run_json calling super().run_json) run directly instead of issuing a second syscall
-_routing: contextvars.ContextVar[bool] = contextvars.ContextVar("aios_adapter_tool_routing", default=False)
-
-
-def inside_routed_tool() -> bool:
-    return _routing.get()
+#: the framework tool objects whose routed execution is under way in this context: re-entering the same
+#: tool (a subclass's run_json calling super().run_json) runs directly instead of issuing a second syscall,
+#: while other tools called from inside a tool (an agent used as a tool) are routed as usual
+_running: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("aios_adapter_tools_running", default=frozenset())
 
 
 @dataclass(frozen=True)
@@ -180,18 +177,23 @@ class ToolRouter:
         arguments: dict[str, Any],
         run: Callable[[], Awaitable[Any]],
         *,
+        owner: object = None,
         describe: Callable[[Any], str] = str,
         error: ErrorFactory = default_error,
     ) -> Any:
-        """Run an async framework tool as ``identity``'s tool syscall; returns what ``run()`` returned."""
-        if _routing.get():
+        """Run an async framework tool as ``identity``'s tool syscall; returns what ``run()`` returned.
+
+        ``owner`` is the framework's tool object (re-entering it while it runs does not issue a second syscall).
+        """
+        key = id(owner) if owner is not None else hash(tool.name)
+        if key in _running.get():
             return await run()
         manager = self.manager()
         if manager is None:
             self._warn_unmanaged()
             return await run()
         call = self._call(manager, tool, arguments)
-        binding = _Binding(run=run, context=self._context(), loop=asyncio.get_running_loop(), describe=describe)
+        binding = _Binding(run=run, context=self._context(key), loop=asyncio.get_running_loop(), describe=describe)
         _pending[call.id] = binding
         try:
             results = await self.route.kernel.acall(self._syscall(identity, call))
@@ -206,18 +208,20 @@ class ToolRouter:
         arguments: dict[str, Any],
         run: Callable[[], Any],
         *,
+        owner: object = None,
         describe: Callable[[Any], str] = str,
         error: ErrorFactory = default_error,
     ) -> Any:
         """Run a sync framework tool as ``identity``'s tool syscall (blocking); returns what ``run()`` returned."""
-        if _routing.get():
+        key = id(owner) if owner is not None else hash(tool.name)
+        if key in _running.get():
             return run()
         manager = self.manager()
         if manager is None:
             self._warn_unmanaged()
             return run()
         call = self._call(manager, tool, arguments)
-        binding = _Binding(run=run, context=self._context(), loop=None, describe=describe)
+        binding = _Binding(run=run, context=self._context(key), loop=None, describe=describe)
         _pending[call.id] = binding
         try:
             results = self.route.kernel.call(self._syscall(identity, call))
@@ -234,9 +238,10 @@ class ToolRouter:
         return ToolSyscall(calls=[call], **self.route.syscall_fields(identity))
 
     @staticmethod
-    def _context() -> contextvars.Context:
+    def _context(key: int) -> contextvars.Context:
+        """The caller's context, in which the tool will run, marked as running ``key``."""
         context = contextvars.copy_context()
-        context.run(_routing.set, True)
+        context.run(_running.set, context.run(_running.get) | {key})
         return context
 
     @staticmethod

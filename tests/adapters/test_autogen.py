@@ -31,7 +31,7 @@ from autogen_agentchat.messages import (
 from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, RequestUsage, SystemMessage, UserMessage
-from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench
+from autogen_core.tools import BaseStreamTool, BaseTool, FunctionTool, StaticWorkbench
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
@@ -211,6 +211,38 @@ async def test_selector_group_chat_chooses_speakers_through_the_kernel(patched: 
     assert len({s.program for s, _ in calls}) == 1
 
 
+async def test_an_agent_used_as_a_tool_routes_its_own_calls(patched: RecordingKernel) -> None:
+    from autogen_agentchat.tools import AgentTool
+
+    async def get_weather(city: str) -> str:
+        """Get the weather for a city."""
+        return f"sunny in {city}"
+
+    inner = AssistantAgent("forecaster", model_client=openai_client(), tools=[get_weather], description="Knows the weather.")
+    outer = AssistantAgent("planner", model_client=openai_client(), tools=[AgentTool(inner)])
+
+    result = await outer.run(task="Plan a picnic.")
+
+    execution = next(m for m in result.messages if isinstance(m, ToolCallExecutionEvent))
+    assert not execution.content[0].is_error and "sunny in" in execution.content[0].content
+    tool_calls = [(s.agent, s.calls[0].name) for s, _ in patched.tool_calls()]
+    # the inner agent's tool call finished first, inside the outer agent's tool call
+    assert tool_calls == [("forecaster", "autogen.get_weather"), ("planner", "autogen.forecaster")]
+    assert patched.agents.get("forecaster").by_kind == {"llm": 1, "tool": 1}
+    assert patched.agents.get("planner").by_kind == {"llm": 1, "tool": 1}
+
+
+async def test_a_caching_client_keeps_its_cache(patched: RecordingKernel) -> None:
+    from autogen_ext.models.cache import ChatCompletionCache
+
+    cached = ChatCompletionCache(openai_client())
+    question = [UserMessage(content="What is 2 + 2?", source="user")]
+    first = await cached.create(question)
+    second = await cached.create(question)
+    assert second.content == first.content and second.cached
+    assert len(patched.llm_calls()) == 1  # the wrapper answered the repeat; its inner client went to the kernel once
+
+
 class Verdict(BaseModel):
     verdict: str
     score: int
@@ -252,6 +284,7 @@ async def test_unpatch_restores_the_framework_exactly(sim_kernel: RecordingKerne
         (BaseOpenAIChatCompletionClient, "create_stream"): BaseOpenAIChatCompletionClient.__dict__["create_stream"],
         (ReplayChatCompletionClient, "create"): ReplayChatCompletionClient.__dict__["create"],
         (BaseTool, "run_json"): BaseTool.__dict__["run_json"],
+        (BaseStreamTool, "run_json_stream"): BaseStreamTool.__dict__["run_json_stream"],
         (AssistantAgent, "on_messages"): AssistantAgent.__dict__["on_messages"],
         (AssistantAgent, "on_messages_stream"): AssistantAgent.__dict__["on_messages_stream"],
         (BaseGroupChat, "run_stream"): BaseGroupChat.__dict__["run_stream"],
