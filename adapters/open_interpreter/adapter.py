@@ -10,7 +10,9 @@ While patched:
   kernel's sandbox, after access control (:mod:`.execution`);
 - OI's anonymous telemetry (a POST to posthog from every ``chat``) is off, and
   ``llm.load()`` does not contact an Ollama server for ``ollama/...`` models:
-  nothing leaves the machine.
+  nothing leaves the machine. (Patch before importing ``interpreter``: importing
+  it makes litellm download its model cost map unless
+  ``LITELLM_LOCAL_MODEL_COST_MAP`` is set, which patching does.)
 
 Agent identity: the ``aios.agent_scope`` in force, else the interpreter's
 ``name`` attribute if it has one, else ``open-interpreter.OpenInterpreter.<n>``
@@ -67,6 +69,11 @@ class Identities:
 
 
 def _import_open_interpreter() -> Any:
+    # OI means litellm to use its bundled model cost map (llm.py sets this variable), but an earlier
+    # module of OI imports litellm first, which then downloads the map from GitHub: set it before
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         from interpreter.core import core
         from interpreter.core.computer.terminal.terminal import Terminal

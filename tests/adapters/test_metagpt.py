@@ -328,3 +328,17 @@ def test_a_team_on_the_embedded_gemma_model(make_sim_kernel):
     poem = calls[0][1]
     assert poem.core == "llamacpp" and poem.content.strip() and poem.usage.completion_tokens > 0
     assert poem.content in calls[1][0].request.messages[-1].content
+
+
+# --------------------------------------------------------------------------- the examples
+
+
+def test_the_metagpt_team_example_runs_unchanged_with_aios_on_the_sim_core(tmp_path):
+    """examples/metagpt/team.py as a user runs it (its own config/, default kernel), the kernel's core swapped for the sim."""
+    from example_runner import run_example
+
+    proc, audit_log = run_example(tmp_path, "metagpt", "team.py")
+    assert "Alice(SimpleCoder): to do SimpleWriteCode" in proc.stderr
+    assert "Charlie(SimpleReviewer): to do SimpleWriteReview" in proc.stderr
+    llm_decisions = {r.agent for r in audit_log if r.action == "llm" and r.decision == "allow"}
+    assert {"Alice", "Bob"} <= llm_decisions <= {"Alice", "Bob", "Charlie"}

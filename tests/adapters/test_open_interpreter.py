@@ -280,3 +280,18 @@ def test_a_chat_on_the_embedded_gemma_model(make_sim_kernel, patch_with):
         assert messages[0]["type"] == "code" and kernel.tool_calls()
     else:
         assert messages[0] == {"role": "assistant", "type": "message", "content": first.content}
+
+
+# --------------------------------------------------------------------------- the examples
+
+
+def test_the_open_interpreter_example_runs_unchanged_with_aios_on_the_sim_core(tmp_path):
+    """examples/open_interpreter/streaming.py as a user runs it (default kernel), the kernel's core swapped for the sim."""
+    from example_runner import run_example
+
+    preapproval = '[managers.access.groups.default]\npreapproved = ["tool:python"]\n'
+    proc, audit_log = run_example(tmp_path, "open_interpreter", "streaming.py", config=preapproval)
+    chunks = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert chunks and "'role': 'assistant'" in chunks[0]
+    assert {r.agent for r in audit_log if r.action == "llm"} == {"open-interpreter.OpenInterpreter.1"}
+    assert "cost map" not in proc.stderr  # litellm did not try to download anything
