@@ -18,7 +18,7 @@ How the engine maps onto llama.cpp:
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
   any free slot with ``llama_state_seq_set_data``. Only if llama.cpp cannot
-  place them (no contiguous room) is the sequence recomputed from its tokens.
+  place them (not enough free cells) is the sequence recomputed from its tokens.
 * **Prefix sharing.** After a request's system prompt has been computed, its
   cells are also tagged with a reserved prefix slot (``llama_memory_seq_cp``
   shares cells, it does not copy them). A later request whose tokens start
@@ -34,6 +34,13 @@ How the engine maps onto llama.cpp:
   when cells free up. :meth:`LlamaCppCore.check_request` refuses a request
   whose prompt plus ``max_tokens`` exceeds one sequence's context before it
   is queued, so a sequence alone always fits.
+
+Numerics: llama.cpp's CPU kernels round a token's numbers slightly
+differently depending on its row in the batch, and attention sums a
+sequence's cells in cache order, so a greedy output can (rarely, at a
+near-tie) differ between running alone and batched, or after cells moved.
+``n_ubatch=1`` removes the batch dependence (for reproducibility studies) at
+the cost of batching speed.
 
 Structured output: tool calls and JSON formats are enforced with a llama.cpp
 grammar (see :mod:`aios_core.cores.llamacpp_sampling`); the chat template is
