@@ -272,6 +272,8 @@ async def http_run(url: str, tokens_by_client: list[str], names: list[str], dura
     tally = Tally()
     remotes = [RemoteKernel(url, tok, max_connections=2) if KINDS[i % len(KINDS)] == "sdk" else None for i, tok in enumerate(tokens_by_client)]
     agents = [r.agent(names[i]) if r is not None else None for i, r in enumerate(remotes)]
+    # each RemoteKernel opens its client for this loop before the clock starts (as a long-running agent process has)
+    await asyncio.gather(*(r.ahealth() for r in remotes if r is not None))
     start = time.perf_counter()
     deadline = start + duration
     await asyncio.gather(
@@ -417,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console()
     server = ServerProcess(args.max_batch)
-    results: dict[str, Any] = {"clients": args.clients, "duration_s": args.duration, "tokens_per_request": args.tokens, "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "clients": args.clients, "duration_s": args.duration, "tokens_per_request": args.tokens, "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+    }
     try:
         server.wait_ready()
         names = [f"load-{i}" for i in range(args.clients)]
@@ -479,8 +484,16 @@ def main(argv: list[str] | None = None) -> int:
         and h["kernel_completed"] == h["ok"]  # every 200 is one completed generation, none completed unanswered
         and h["kernel_after"]["queued"] == 0 and h["kernel_after"]["running"] == 0 and h["kernel_after"]["agents_in_flight"] == 0
     )
+    growth = mem["after_second_run"] - mem["after_run"]
+    flat = growth <= max(5.0, 0.05 * mem["after_run"])
+    results["memory_mb"]["growth_second_run"] = round(growth, 1)
+    results["load_average_after"] = os.getloadavg()
+    ok = ok and flat
+    if not flat:
+        console.print(f"[red]memory grew by {growth:.1f} MB during a second identical run[/red]")
     results["passed"] = ok
-    console.print("[green]PASS[/green]: no request lost, every error a clear HTTP error" if ok else "[red]FAIL[/red]: see above")
+    console.print(f"machine load average before/after: {results['load_average_before']} / {results['load_average_after']} on {os.cpu_count()} CPUs")
+    console.print("[green]PASS[/green]: no request lost, every error a clear HTTP error, memory flat" if ok else "[red]FAIL[/red]: see above")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0 if ok else 1

@@ -23,7 +23,7 @@ import os
 import secrets
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ class TokenStore:
             raise ConfigError(f"the token store {path} is unreadable ({exc}); repair or delete it (agents then need new tokens)") from exc
 
     def _save(self) -> None:
-        data = {"version": 1, "tokens": {h: asdict(r) for h, r in self._by_hash.items()}}
+        data = {"version": 1, "tokens": {h: vars(r) for h, r in self._by_hash.items()}}
         _write_private(self.tokens_path, json.dumps(data, separators=(",", ":")))
 
     # ------------------------------------------------------------------ tokens

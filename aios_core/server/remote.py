@@ -64,6 +64,8 @@ class RemoteKernel:
             )
         self.token = token
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=None)
+        # a plain-HTTP kernel (loopback, a trusted network) needs no CA bundle: loading one costs ~10 ms per client
+        self._verify = self.url.startswith("https://")
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._sync: httpx.Client | None = None
         self._async: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = weakref.WeakKeyDictionary()
@@ -121,7 +123,7 @@ class RemoteKernel:
             raise KernelNotRunningError(f"this connection to {self.url} was closed")
         with self._lock:
             if self._sync is None:
-                self._sync = httpx.Client(timeout=self._timeout, limits=self._limits)
+                self._sync = httpx.Client(timeout=self._timeout, limits=self._limits, verify=self._verify)
             return self._sync
 
     def _aclient(self) -> httpx.AsyncClient:
@@ -132,7 +134,7 @@ class RemoteKernel:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = self._async[loop] = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+            client = self._async[loop] = httpx.AsyncClient(timeout=self._timeout, limits=self._limits, verify=self._verify)
         return client
 
     @staticmethod
@@ -250,6 +252,13 @@ class RemoteKernel:
     def end_agent(self, name: str) -> None:
         self._request("DELETE", f"/v1/agents/{name}")
         self._registered.pop(name, None)
+
+    def health(self) -> dict[str, Any]:
+        """The kernel's readiness (``/readyz``): raises KernelNotRunningError while it drains or is down."""
+        return self._request("GET", "/readyz")  # type: ignore[no-any-return]
+
+    async def ahealth(self) -> dict[str, Any]:
+        return await self._arequest("GET", "/readyz")  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
         return self._request("GET", "/v1/kernel/stats")  # type: ignore[no-any-return]
