@@ -6,7 +6,6 @@ import io
 import re
 import threading
 
-import httpx
 from rich.console import Console
 
 from aios_core.cores.sim import SimCore
