@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     server = ServerProcess(args.max_batch)
     results: dict[str, Any] = {
         "clients": args.clients, "duration_s": args.duration, "tokens_per_request": args.tokens, "cpus": os.cpu_count(),
