@@ -58,7 +58,7 @@ def sim_core_options(max_batch: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the server child
 
 
-def serve_child(port: int, data_dir: str, admin_token: str, max_batch: int) -> None:
+def serve_child(port: int, data_dir: str, admin_token: str, max_batch: int, rate_per_agent: float, burst: int) -> None:
     from aios_core.config import load_config
     from aios_core.server.app import serve
     from aios_core.server.settings import ServerSettings
@@ -67,7 +67,7 @@ def serve_child(port: int, data_dir: str, admin_token: str, max_batch: int) -> N
         data_dir=data_dir, entry_point_plugins=False, scheduler="fifo", cores=[sim_core_options(max_batch)],
         managers={"embeddings": {"kind": "hashing", "dim": 64}},
     )
-    settings = ServerSettings(admin_token=admin_token, grace_seconds=5.0, max_concurrent_per_agent=8)
+    settings = ServerSettings(admin_token=admin_token, grace_seconds=5.0, max_concurrent_per_agent=8, rate_per_agent=rate_per_agent, burst_per_agent=burst)
     serve(config, host=HOST, port=port, settings=settings, log_level="error", announce=lambda _: None)
 
 
@@ -78,13 +78,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, rate_per_agent: float, burst: int = 100) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.admin = "aios-" + secrets.token_urlsafe(32)
         self.data_dir = tempfile.mkdtemp(prefix="aios-load-")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.server_load", "--serve-child", str(self.port), self.data_dir, self.admin, str(max_batch)],
+            [sys.executable, "-m", "bench.server_load", "--serve-child", str(self.port), self.data_dir, self.admin, str(max_batch), str(rate_per_agent), str(burst)],
             cwd=Path(__file__).resolve().parent.parent,
             stdout=subprocess.DEVNULL,
         )
@@ -403,13 +403,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
     parser.add_argument("--tokens", type=int, default=8, help="tokens generated per request")
     parser.add_argument("--max-batch", type=int, default=256, help="batch size of the sim core")
-    parser.add_argument("--sequential", type=int, default=200, help="requests of the one-client overhead comparison")
+    parser.add_argument("--sequential", type=int, default=200, help="requests of the one-client overhead comparison (0: skip; skipped under a rate limit below 20/s)")
     parser.add_argument("--out", help="write the results as JSON to this file")
-    parser.add_argument("--serve-child", nargs=4, metavar=("PORT", "DATA_DIR", "ADMIN", "MAX_BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--rate-per-agent", type=float, default=50.0, help="the server's per-agent rate limit (low values provoke 429s)")
+    parser.add_argument("--burst-per-agent", type=int, default=100, help="the server's per-agent burst")
+    parser.add_argument("--serve-child", nargs=6, metavar=("PORT", "DATA_DIR", "ADMIN", "MAX_BATCH", "RATE", "BURST"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
-        port, data_dir, admin, max_batch = args.serve_child
-        serve_child(int(port), data_dir, admin, int(max_batch))
+        port, data_dir, admin, max_batch, rate, burst = args.serve_child
+        serve_child(int(port), data_dir, admin, int(max_batch), float(rate), int(burst))
         return 0
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.duration <= MAX_DURATION:
         parser.error(f"--clients must be 1..{MAX_CLIENTS} and --duration 0..{MAX_DURATION:g} (the load test is bounded)")
@@ -418,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=150)
-    server = ServerProcess(args.max_batch)
+    server = ServerProcess(args.max_batch, args.rate_per_agent, args.burst_per_agent)
     results: dict[str, Any] = {
         "clients": args.clients, "duration_s": args.duration, "tokens_per_request": args.tokens, "cpus": os.cpu_count(),
         "load_average_before": os.getloadavg(),
@@ -449,10 +451,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"embedded kernel, same clients for {args.duration:g} s")
         etally, eelapsed = asyncio.run(embedded_run(args.clients, args.duration, args.tokens, args.max_batch))
         results["embedded"] = summarize(etally, eelapsed)
-        console.print(f"one client, {args.sequential} sequential requests per path")
-        results["sequential_median_ms"] = {
-            k: round(v, 3) for k, v in asyncio.run(sequential_overhead(server.url, tokens[0], names[0], args.sequential, args.tokens, args.max_batch)).items()
-        }
+        results["sequential_median_ms"] = None
+        if args.sequential and (args.rate_per_agent == 0 or args.rate_per_agent >= 20):
+            console.print(f"one client, {args.sequential} sequential requests per path")
+            results["sequential_median_ms"] = {
+                k: round(v, 3)
+                for k, v in asyncio.run(sequential_overhead(server.url, tokens[0], names[0], args.sequential, args.tokens, args.max_batch)).items()
+            }
     finally:
         results["server_exit_status"] = server.stop()
 
@@ -474,11 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         f"of the {h['sent']} requests sent; after the runs: {h['kernel_after']}"
     )
     console.print(f"server RSS: {mem['after_warmup']} MB after warm-up, {mem['after_run']} MB after the run, {mem['after_second_run']} MB after a second run")
-    console.print(
-        f"one client, sequential (median): embedded {s['embedded']:.2f} ms, HTTP OpenAI {s['http_openai']:.2f} ms "
-        f"(+{s['http_openai'] - s['embedded']:.2f} ms), HTTP SDK {s['http_sdk']:.2f} ms (+{s['http_sdk'] - s['embedded']:.2f} ms); "
-        f"throughput under load: HTTP {h['requests_per_s']:.0f}/s vs embedded {e['requests_per_s']:.0f}/s"
-    )
+    if s is not None:
+        console.print(
+            f"one client, sequential (median): embedded {s['embedded']:.2f} ms, HTTP OpenAI {s['http_openai']:.2f} ms "
+            f"(+{s['http_openai'] - s['embedded']:.2f} ms), HTTP SDK {s['http_sdk']:.2f} ms (+{s['http_sdk'] - s['embedded']:.2f} ms)"
+        )
+    console.print(f"throughput under load: HTTP {h['requests_per_s']:.0f}/s vs embedded {e['requests_per_s']:.0f}/s")
     ok = (
         h["lost"] == 0 and not h["unclear"] and results["http_second_run"]["lost"] == 0 and not results["http_second_run"]["unclear"]
         and h["kernel_completed"] == h["ok"]  # every 200 is one completed generation, none completed unanswered
