@@ -63,6 +63,22 @@ def test_agent_tokens_are_scoped_to_their_agent(server):
     assert agents["alice"]["syscalls"] == 1 and agents["bob"]["syscalls"] == 0
 
 
+def test_a_token_carries_its_agents_privilege_group(live_server):
+    groups = {"default": {}, "sandboxed": {"cores": ["no-such-core"], "tools": ["file_*"]}}
+    server = live_server(managers={"embeddings": {"kind": "hashing", "dim": 64}, "access": {"groups": groups}})
+    free, boxed = server.register("free"), server.register("boxed", group="sandboxed")
+    assert server.http.get("/v1/whoami", headers=bearer(boxed)).json()["group"] == "sandboxed"
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=boxed, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError, match="may not use core"):
+        client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "hi"}])
+    tool = {"kind": "tool", "calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
+    denied = server.http.post("/syscall", json={**tool, "agent": "boxed"}, headers=bearer(boxed)).json()["result"]
+    assert denied[0]["value"]["ok"] is False and denied[0]["value"]["error_type"] == "access_denied"
+    allowed = server.http.post("/syscall", json={**tool, "agent": "free"}, headers=bearer(free)).json()["result"]
+    assert allowed[0]["value"]["ok"] is True
+    assert server.http.post("/syscall", json=syscall("free"), headers=bearer(free)).status_code == 200
+
+
 def test_revoked_tokens_stop_working_and_the_agent_ends(server):
     token = server.register("temp")
     assert server.http.post("/syscall", json=syscall("temp"), headers=bearer(token)).status_code == 200
