@@ -67,8 +67,8 @@ def create_app(kernel: Kernel, settings: ServerSettings | None = None) -> FastAP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tokens.open()
         try:
+            tokens.open()
             await kernel.astart()
         except BaseException as exc:
             app.state.startup_error = exc
@@ -77,7 +77,7 @@ def create_app(kernel: Kernel, settings: ServerSettings | None = None) -> FastAP
             # agents keep their tokens across restarts: make the kernel know them again
             kernel.register_agent(name, group=rec.group, program=rec.program, priority=rec.priority, framework=rec.framework)
         app.state.server = ServerState(kernel, settings, tokens)
-        log.info("kernel server ready: %d agents with tokens, admin token in %s", len(tokens.agents()), tokens.admin_token_path)
+        log.info("kernel server ready: %d agents hold tokens (state in %s)", len(tokens.agents()), tokens.state_dir)
         try:
             yield
         finally:
@@ -262,7 +262,10 @@ class BackgroundServer:
         if not self.server.started:
             self.stop(5.0)
             error = self.server.api.state.startup_error or self._failure
-            raise AIOSError(f"the kernel server failed to start within {timeout} s: {error!r}") from error
+            if isinstance(error, AIOSError):
+                raise error
+            reason = f"failed to start: {error!r}" if error is not None else f"did not start within {timeout} s"
+            raise AIOSError(f"the kernel server {reason}") from error
         return self
 
     @property

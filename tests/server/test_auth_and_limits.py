@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from aios_core.cores.sim import SimCore
+from aios_core.errors import ConfigError
 from aios_core.server.errors import RateLimitedError
 from aios_core.server.limits import RateLimiter
 from aios_core.server.settings import ServerSettings
@@ -120,6 +121,14 @@ def test_tokens_are_stored_hashed_privately_and_survive_a_restart(live_server, t
     who = httpx.get(second.url + "/v1/whoami", headers=bearer(token)).json()
     assert who == {"admin": False, "agent": "keeper", "group": "default", "program": "keeper-prog", "priority": 2, "framework": "http"}
     assert httpx.post(second.url + "/syscall", json=syscall("keeper"), headers=bearer(token)).status_code == 200
+
+
+def test_an_unreadable_token_store_stops_the_start_with_a_clear_error(live_server, tmp_path):
+    state = tmp_path / "broken" / "server"
+    state.mkdir(parents=True)
+    (state / "tokens.json").write_text("{garbage")
+    with pytest.raises(ConfigError, match="token store .* is unreadable"):
+        live_server(data_dir=tmp_path / "broken")
 
 
 def test_huge_bodies_are_refused_with_413_declared_or_chunked(live_server):
