@@ -16,6 +16,7 @@ but its endpoint and key are never used while patched: the kernel answers.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -27,6 +28,11 @@ from aios_core.patching import Patcher
 log = logging.getLogger(__name__)
 
 SUPPORTED = ">=0.8,<0.9"
+
+#: MetaGPT's own import order: its pydantic models refer to each other and are completed when
+#: metagpt.roles is imported, so importing the environment (or context) first fails; the provider
+#: package registers every provider class, so that all of them get patched
+_IMPORT_ORDER = ("metagpt.roles", "metagpt.actions", "metagpt.provider", "metagpt.team", "metagpt.environment.base_env")
 
 
 def kernel_model_lookup(kernel: Any) -> Any:
@@ -44,14 +50,9 @@ def kernel_model_lookup(kernel: Any) -> Any:
 def import_metagpt() -> None:
     """Import what the adapter patches, turning MetaGPT's configuration failures into an actionable error."""
     try:
-        # MetaGPT's own import order: roles first (its pydantic models refer to each other and are
-        # completed when metagpt.roles is imported), the environment last
-        import metagpt.roles  # noqa: F401
-        import metagpt.actions  # noqa: F401
-        import metagpt.provider  # noqa: F401 - registers every provider class, so all of them get patched
-        import metagpt.team  # noqa: F401
-        import metagpt.environment.base_env  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - MetaGPT validates its config at import and raises plain errors
+        for module in _IMPORT_ORDER:
+            importlib.import_module(module)
+    except Exception as exc:  # MetaGPT validates its config at import and raises plain errors
         raise AIOSError(
             f"aios.patch('metagpt'): importing MetaGPT failed: {exc!r}. If this is about its configuration: MetaGPT reads config/config2.yaml under "
             "$METAGPT_PROJECT_ROOT (or the current directory) and ~/.metagpt/config2.yaml when it is imported, and needs "

@@ -103,7 +103,7 @@ def to_tool_choice(choice: Any) -> str:
 class Calls:
     """Builds and sends the syscalls of one patched MetaGPT: what every replacement method uses."""
 
-    def __init__(self, route: "Route", *, kernel_model: Callable[[str | None], str | None]) -> None:
+    def __init__(self, route: Route, *, kernel_model: Callable[[str | None], str | None]) -> None:
         self.route = route
         self.kernel_model = kernel_model
 
@@ -170,8 +170,7 @@ def to_chat_completion(response: LLMResponse) -> Any:
     from openai.types.chat import ChatCompletion
 
     tool_calls = [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-        for c in response.tool_calls
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in response.tool_calls
     ]
     return ChatCompletion.model_validate(
         {

@@ -78,7 +78,7 @@ def _import_open_interpreter() -> Any:
         from interpreter.core import core
         from interpreter.core.computer.terminal.terminal import Terminal
         from interpreter.core.llm import llm
-    except Exception as exc:  # noqa: BLE001 - OI imports many optional pieces; say what failed
+    except Exception as exc:  # OI imports many optional pieces; say which failed
         raise AIOSError(f"aios.patch('open-interpreter'): importing Open-Interpreter failed: {exc!r}") from exc
     return core, llm, Terminal
 

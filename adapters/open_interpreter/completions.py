@@ -88,7 +88,13 @@ def to_tool_specs(tools: list[dict[str, Any]]) -> list[ToolSpec]:
     specs = []
     for tool in tools:
         fn = tool.get("function", tool)
-        specs.append(ToolSpec(name=fn["name"], description=fn.get("description", ""), parameters=fn.get("parameters") or {"type": "object", "properties": {}}))
+        specs.append(
+            ToolSpec(
+                name=fn["name"],
+                description=fn.get("description", ""),
+                parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+            )
+        )
     return specs
 
 
@@ -101,7 +107,7 @@ def _tool_choice(choice: Any) -> str:
 class Completions:
     """The kernel-routed ``completions`` of one patch (its route, options and model lookup)."""
 
-    def __init__(self, route: "Route", identity: Callable[[Any], AgentIdentity], kernel_model: Callable[[str | None], str | None]) -> None:
+    def __init__(self, route: Route, identity: Callable[[Any], AgentIdentity], kernel_model: Callable[[str | None], str | None]) -> None:
         self.route = route
         self.identity = identity
         self.kernel_model = kernel_model
@@ -151,7 +157,9 @@ def _final_chunks(chunk_id: str, model: str, response: LLMResponse) -> Iterator[
 
     if response.tool_calls:
         calls = [
-            ChatCompletionDeltaToolCall(id=c.id, type="function", index=i, function=Function(name=c.name, arguments=json.dumps(c.arguments)))
+            ChatCompletionDeltaToolCall(
+                id=c.id, type="function", index=i, function=Function(name=c.name, arguments=json.dumps(c.arguments))
+            )
             for i, c in enumerate(response.tool_calls)
         ]
         yield _chunk(chunk_id, model, tool_calls=calls)

@@ -43,7 +43,7 @@ def console(text: str) -> dict[str, Any]:
     return {"type": "console", "format": "output", "content": text}
 
 
-def describe(result: "ToolResult") -> str:
+def describe(result: ToolResult) -> str:
     """The console text OI shows the model for one tool result."""
     if not result.ok:
         if result.error_type == "access_denied":
@@ -59,7 +59,7 @@ def describe(result: "ToolResult") -> str:
 class Execution:
     """The kernel-routed ``Terminal.run`` of one patch."""
 
-    def __init__(self, route: "Route", identity: Callable[[Any], AgentIdentity]) -> None:
+    def __init__(self, route: Route, identity: Callable[[Any], AgentIdentity]) -> None:
         self.route = route
         self.identity = identity
 
@@ -92,7 +92,7 @@ class Execution:
         messages = self.run_code(terminal, language, code)
         if display:
             for m in messages:
-                print(m["content"], end="")  # noqa: T201 - OI's own display=True prints the output
+                print(m["content"], end="")  # OI's own contract: display=True prints the output
         return messages
 
     def _streamed(self, terminal: Any, language: str, code: str, display: bool) -> Iterator[dict[str, Any]]:

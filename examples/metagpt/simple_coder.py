@@ -8,11 +8,12 @@ syscalls answered by the embedded Gemma 3 270M model; no API key is used.
 import asyncio
 import re
 
-import aios
 from metagpt.actions import Action
 from metagpt.logs import logger
 from metagpt.roles import Role
 from metagpt.schema import Message
+
+import aios
 
 aios.patch("metagpt", max_tokens=128)
 

@@ -10,12 +10,13 @@ this copy calls main() directly.)
 import asyncio
 import re
 
-import aios
 from metagpt.actions import Action, UserRequirement
 from metagpt.logs import logger
 from metagpt.roles import Role
 from metagpt.schema import Message
 from metagpt.team import Team
+
+import aios
 
 aios.patch("metagpt", max_tokens=128)
 

@@ -10,7 +10,7 @@ import aios
 
 aios.patch("open-interpreter", max_tokens=128)  # before importing interpreter: its import then stays offline
 
-from interpreter import interpreter  # noqa: E402
+from interpreter import interpreter
 
 interpreter.auto_run = True
 interpreter.chat("What is 2 to the power of 10? Use Python to compute it.")  # Executes a single command

@@ -9,7 +9,7 @@ import aios
 
 aios.patch("open-interpreter", max_tokens=128)  # before importing interpreter: its import then stays offline
 
-from interpreter import interpreter  # noqa: E402
+from interpreter import interpreter
 
 interpreter.auto_run = True
 for chunk in interpreter.chat("Print the current working directory with Python.", display=False, stream=True):

@@ -31,6 +31,6 @@ def run_example(tmp_path: Path, directory: str, script: str, *, config: str = ""
     home.mkdir()
     env = {**os.environ, "AIOS_CONFIG": str(toml), "HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("METAGPT_PROJECT_ROOT", None)  # the example's own config/ is what a user runs with
-    proc = subprocess.run([sys.executable, script], cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, script], cwd=work, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc, read_audit(data / "audit.db", limit=10_000)

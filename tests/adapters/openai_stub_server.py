@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class StubOpenAI:
@@ -73,7 +73,7 @@ class StubOpenAI:
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, name="stub-openai", daemon=True)
 
-    def __enter__(self) -> "StubOpenAI":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

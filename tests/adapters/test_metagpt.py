@@ -12,24 +12,25 @@ import asyncio
 
 import pytest
 
-pytest.importorskip("metagpt")
+pytest.importorskip("metagpt.roles")  # first: MetaGPT completes its pydantic models when its roles are imported
 
-import aios  # noqa: E402
-import aios_core.patching  # noqa: E402
-from aios_core.errors import AIOSError, ConfigError, ContextLengthError  # noqa: E402
-from adapters_testkit import fast_sim_core  # noqa: E402
-from scripted_cores import gemma_core  # noqa: E402
-from metagpt.roles import Role  # noqa: E402  (first: MetaGPT completes its models when roles are imported)
-from metagpt.actions import Action, UserRequirement  # noqa: E402
-from metagpt.config2 import Config  # noqa: E402
-from metagpt.context import Context  # noqa: E402
-from metagpt.environment import Environment  # noqa: E402
-from metagpt.logs import set_llm_stream_logfunc  # noqa: E402
-from metagpt.provider.base_llm import BaseLLM  # noqa: E402
-from metagpt.provider.openai_api import OpenAILLM  # noqa: E402
-from metagpt.schema import Message  # noqa: E402
-from metagpt.team import Team  # noqa: E402
-from openai.types.chat import ChatCompletion  # noqa: E402
+from adapters_testkit import fast_sim_core
+from metagpt.actions import Action, UserRequirement
+from metagpt.config2 import Config
+from metagpt.context import Context
+from metagpt.environment import Environment
+from metagpt.logs import set_llm_stream_logfunc
+from metagpt.provider.base_llm import BaseLLM
+from metagpt.provider.openai_api import OpenAILLM
+from metagpt.roles import Role
+from metagpt.schema import Message
+from metagpt.team import Team
+from openai.types.chat import ChatCompletion
+from scripted_cores import gemma_core
+
+import aios
+import aios_core.patching
+from aios_core.errors import AIOSError, ConfigError, ContextLengthError
 
 
 def context(stream: bool = False, base_url: str = "http://127.0.0.1:9/v1") -> Context:
@@ -147,13 +148,13 @@ def test_roles_gathered_in_one_environment_keep_their_own_identity(make_sim_kern
 def test_an_outer_agent_scope_gives_the_program_and_the_role_keeps_its_name(kernel):
     with aios.agent_scope("session", program="nightly-42", group="default"):
         asyncio.run(Poet(context=context()).run("winter"))
-    (syscall, _), = kernel.llm_calls()
+    ((syscall, _),) = kernel.llm_calls()
     assert (syscall.agent, syscall.program) == ("Alice", "nightly-42")
 
 
 def test_an_action_on_its_own_runs_as_the_action(kernel):
     text = asyncio.run(WriteHaiku(context=context()).run("the sea"))
-    (syscall, response), = kernel.llm_calls()
+    ((syscall, response),) = kernel.llm_calls()
     assert syscall.agent == "WriteHaiku" and text == response.content
 
 
@@ -173,7 +174,7 @@ def test_classes_defined_after_patching_are_routed_too(kernel):
             self.set_actions([Summarize])
 
     reply = asyncio.run(Summarizer(context=context()).run("a long text"))
-    (syscall, response), = kernel.llm_calls()
+    ((syscall, response),) = kernel.llm_calls()
     assert syscall.agent == "Carol" and reply.content == response.content
 
 
@@ -188,7 +189,7 @@ def test_aask_streams_through_the_kernel_into_metagpts_stream_log(kernel):
         answer = asyncio.run(llm.aask("Say something."))
     finally:
         set_llm_stream_logfunc(lambda msg: None)
-    (syscall, response), = kernel.llm_calls()
+    ((syscall, response),) = kernel.llm_calls()
     assert syscall.agent == "metagpt"  # a bare LLM, outside any role
     assert answer == response.content == "".join(streamed).rstrip("\n")
     assert len([s for s in streamed if s.strip()]) > 1  # deltas, not one block
@@ -199,7 +200,7 @@ def test_aask_without_streaming_and_acompletion_answer_from_the_kernel(kernel):
     llm = context(stream=False).llm()
     answer = asyncio.run(llm.aask("Hello", system_msgs=["You are terse."]))
     completion = asyncio.run(llm.acompletion([{"role": "user", "content": "Hi"}]))
-    (first, r1), (second, r2) = kernel.llm_calls()
+    (first, r1), (_, r2) = kernel.llm_calls()
     assert answer == r1.content and first.request.messages[0].content == "You are terse."
     assert isinstance(completion, ChatCompletion) and llm.get_choice_text(completion) == r2.content
     assert completion.usage.completion_tokens == r2.usage.completion_tokens
@@ -208,7 +209,7 @@ def test_aask_without_streaming_and_acompletion_answer_from_the_kernel(kernel):
 def test_aask_code_offers_metagpts_execute_function_and_returns_its_arguments(kernel):
     llm = context().llm()
     arguments = asyncio.run(llm.aask_code([{"role": "user", "content": "Print hello in Python."}]))
-    (syscall, response), = kernel.llm_calls()
+    ((syscall, response),) = kernel.llm_calls()
     assert [t.name for t in syscall.request.tools] == ["execute"]
     assert response.tool_calls and arguments == response.tool_calls[0].arguments
     assert set(arguments) == {"language", "code"}
@@ -261,8 +262,20 @@ def test_max_tokens_is_capped_by_the_patch_option(make_sim_kernel):
 
 def _originals() -> dict[tuple[type, str], object]:
     owners = [BaseLLM, OpenAILLM, Role, Action, Team, Environment, Poet, Critic, WriteHaiku, ReviewHaiku]
-    names = ["acompletion_text", "acompletion", "_achat_completion", "_achat_completion_stream", "aask_code", "get_choice_text",
-             "run", "_act", "_think", "react", "__init_subclass__", "__pydantic_init_subclass__"]
+    names = [
+        "acompletion_text",
+        "acompletion",
+        "_achat_completion",
+        "_achat_completion_stream",
+        "aask_code",
+        "get_choice_text",
+        "run",
+        "_act",
+        "_think",
+        "react",
+        "__init_subclass__",
+        "__pydantic_init_subclass__",
+    ]
     return {(o, n): o.__dict__.get(n) for o in owners for n in names}
 
 

@@ -19,14 +19,15 @@ import pytest
 
 pytest.importorskip("autogen_agentchat")
 pytest.importorskip("langgraph.prebuilt")
-pytest.importorskip("metagpt")
+pytest.importorskip("metagpt.roles")  # first: MetaGPT completes its pydantic models when its roles are imported
 pytest.importorskip("interpreter")
 
-import aios  # noqa: E402
-from aios_core.config import load_config  # noqa: E402
-from aios_core.managers.audit import read_audit  # noqa: E402
-from aios_core.syscalls import LLMRequest  # noqa: E402
-from scripted_cores import ScriptedSimCore  # noqa: E402
+from scripted_cores import ScriptedSimCore
+
+import aios
+from aios_core.config import load_config
+from aios_core.managers.audit import read_audit
+from aios_core.syscalls import LLMRequest
 
 pytestmark = [pytest.mark.frameworks, pytest.mark.filterwarnings("ignore:create_react_agent has been moved")]
 
@@ -43,7 +44,9 @@ def oi_writes_a_check(request: LLMRequest) -> str | None:
 
 @pytest.fixture
 def kernel(make_sim_kernel):
-    kernel = make_sim_kernel(config=load_config(managers={"access": ACCESS}), cores=[ScriptedSimCore(oi_writes_a_check, t0=0.002, max_batch=32)])
+    kernel = make_sim_kernel(
+        config=load_config(managers={"access": ACCESS}), cores=[ScriptedSimCore(oi_writes_a_check, t0=0.002, max_batch=32)]
+    )
     with (
         aios.patched("autogen", kernel),
         aios.patched("langchain", kernel),
@@ -61,11 +64,11 @@ async def test_twenty_agents_of_four_frameworks_share_one_kernel_and_the_audit_n
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
     from langgraph.prebuilt import create_react_agent
-    from metagpt.roles import Role  # first: MetaGPT completes its models when roles are imported
     from metagpt.actions import Action, UserRequirement
     from metagpt.config2 import Config
     from metagpt.context import Context
     from metagpt.environment import Environment
+    from metagpt.roles import Role
     from metagpt.schema import Message
 
     # --- AutoGen: assistants with an async tool

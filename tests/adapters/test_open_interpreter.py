@@ -17,18 +17,18 @@ import pytest
 
 pytest.importorskip("interpreter")
 
-import aios  # noqa: E402
-import aios_core.patching  # noqa: E402
-from adapters_testkit import fast_sim_core  # noqa: E402
-from aios_core.config import load_config  # noqa: E402
-from aios_core.errors import AIOSError  # noqa: E402
-from aios_core.managers.audit import read_audit  # noqa: E402
-from aios_core.syscalls import LLMRequest  # noqa: E402
-from interpreter import OpenInterpreter  # noqa: E402
-from interpreter.core import core as oi_core  # noqa: E402
-from interpreter.core.computer.terminal.terminal import Terminal  # noqa: E402
-from interpreter.core.llm import llm as oi_llm  # noqa: E402
-from scripted_cores import ScriptedSimCore, gemma_core  # noqa: E402
+from interpreter import OpenInterpreter
+from interpreter.core import core as oi_core
+from interpreter.core.computer.terminal.terminal import Terminal
+from interpreter.core.llm import llm as oi_llm
+from scripted_cores import ScriptedSimCore, gemma_core
+
+import aios
+import aios_core.patching
+from aios_core.config import load_config
+from aios_core.errors import AIOSError
+from aios_core.managers.audit import read_audit
+from aios_core.syscalls import LLMRequest
 
 SANDBOX_PROBE = "import os\nprint(6 * 7, os.getpid(), os.environ['HOME'] == os.getcwd())"
 
@@ -98,7 +98,7 @@ def test_confirmed_code_runs_in_the_sandbox_and_its_output_returns_to_the_interp
     # it ran in another process, in the sandbox's own working directory (HOME), and printed 42
     assert answer == "42" and int(pid) != os.getpid() and isolated == "True"
     assert asked == [(agent, "tool", "python", SANDBOX_PROBE)]
-    (tool_call, (result,)), = kernel.tool_calls()
+    ((tool_call, (result,)),) = kernel.tool_calls()
     assert tool_call.agent == agent and result.ok and result.output["stdout"] == outputs(messages)[0]
     llm_calls = kernel.llm_calls()
     assert [s.agent for s, _ in llm_calls] == [agent, agent]
@@ -115,7 +115,7 @@ def test_code_is_denied_unless_confirmed_and_the_denial_is_audited(make_sim_kern
     messages = new_interpreter().chat("Write a file.", display=False, stream=False)
     (output,) = outputs(messages)
     assert output.startswith("AIOS did not allow this code to run:")
-    (_, (result,)), = kernel.tool_calls()
+    ((_, (result,)),) = kernel.tool_calls()
     assert not result.ok and result.error_type == "access_denied"
     (record,) = audit(kernel, action="tool")
     assert (record.agent, record.resource, record.decision) == ("open-interpreter.OpenInterpreter.1", "python", "deny")
@@ -170,8 +170,12 @@ def test_streaming_chat_yields_the_kernels_deltas(sim_kernel, patch_with):
     patch_with(sim_kernel)
     interpreter = new_interpreter(function_calling=False)
     # read each chunk as it is yielded: OI later grows the first chunk of a message into the whole message
-    deltas = [c["content"] for c in interpreter.chat("Tell me a story.", display=False, stream=True) if c.get("type") == "message" and "content" in c]
-    (_, response), = sim_kernel.llm_calls()
+    deltas = [
+        c["content"]
+        for c in interpreter.chat("Tell me a story.", display=False, stream=True)
+        if c.get("type") == "message" and "content" in c
+    ]
+    ((_, response),) = sim_kernel.llm_calls()
     assert "".join(deltas) == response.content and len(deltas) > 1
     assert interpreter.messages[-1]["content"] == response.content
 
