@@ -12,6 +12,9 @@ directory, then ``~/.metagpt/config2.yaml``) and refuses to import without an
 ``llm`` section; the adapter never writes either file. The ``llm`` section
 still chooses MetaGPT's behaviour (``stream``, ``temperature``, ``max_token``),
 but its endpoint and key are never used while patched: the kernel answers.
+MetaGPT's per-call ``timeout`` (``llm.timeout``, 600 s) is not applied to the
+syscalls: time queued behind other agents would count against it; the
+``timeout`` option sets a limit that does.
 """
 
 from __future__ import annotations
