@@ -76,7 +76,7 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 async def fit_costs(make_core: Any, *, batches: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 24,
                     prompts: tuple[int, ...] = (24, 72, 144)) -> dict[str, Any]:
     """Measure the llamacpp core and fit t0, b (decode steps) and a (prefill steps)."""
-    core = make_core(prefix_slots=0)
+    core = make_core(0)
     await core.start()
     samples: list[StepSample] = []
     _timed_steps(core, samples)
@@ -256,17 +256,28 @@ def _summary(run: Run, trace: list[Program]) -> dict[str, float]:
     }
 
 
-def calibrate(*, agents: int, seed: int, max_batch: int, threads: int, n_ctx: int, arrival_rate: float, progress: Any = None) -> dict[str, Any]:
-    from aios_core.cores.llamacpp import LlamaCppCore
+def small_trace(agents: int, seed: int, arrival_rate: float, *, max_tokens: int = 80) -> list[Program]:
+    """The scheduler study's generator, scaled down to what a real engine runs in minutes."""
+    return make_trace(
+        agents=agents, seed=seed, arrival_rate=arrival_rate, apps=2, system_words=40, max_calls=4,
+        min_tokens=min(12, max_tokens), max_tokens=max_tokens, tool_mean=0.3, parallel_share=0.25, max_fanout=3,
+    )
+
+
+def calibrate(
+    *, agents: int, seed: int, max_batch: int, threads: int, n_ctx: int, arrival_rate: float, progress: Any = None,
+    make_core: Any = None, trace: list[Program] | None = None,
+) -> dict[str, Any]:
+    """``make_core(prefix_slots)`` builds the engine to calibrate against (default: the llamacpp core)."""
     from aios_core.cores.sim import SimCore
 
-    def make_core(prefix_slots: int) -> Any:
-        return LlamaCppCore(n_ctx=n_ctx, max_batch=max_batch, n_threads=threads, seed=seed, prefix_slots=prefix_slots)
+    if make_core is None:
+        from aios_core.cores.llamacpp import LlamaCppCore
 
-    trace = make_trace(
-        agents=agents, seed=seed, arrival_rate=arrival_rate, apps=2, system_words=40, max_calls=4,
-        min_tokens=12, max_tokens=80, tool_mean=0.3, parallel_share=0.25, max_fanout=3,
-    )
+        def make_core(prefix_slots: int) -> Any:
+            return LlamaCppCore(n_ctx=n_ctx, max_batch=max_batch, n_threads=threads, seed=seed, prefix_slots=prefix_slots)
+
+    trace = trace if trace is not None else small_trace(agents, seed, arrival_rate)
     note = progress or (lambda msg: None)
     note("fitting the step cost on the llamacpp core")
     costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= max_batch)))
@@ -276,7 +287,7 @@ def calibrate(*, agents: int, seed: int, max_batch: int, threads: int, n_ctx: in
         real_runs: dict[str, Run] = {}
         for setup in setups(max_batch):
             note(f"real run, setup ({setup.key}) {setup.label}")
-            core = make_core(prefix_slots=4 if setup.prefix_sharing else 0)
+            core = make_core(4 if setup.prefix_sharing else 0)
             real_runs[setup.key] = asyncio.run(
                 _run_trace(setup, trace, core, lambda p, i, j: real_request(p, i), Path(tmp) / f"real-{setup.key}", max_batch)
             )
@@ -304,7 +315,10 @@ def calibrate(*, agents: int, seed: int, max_batch: int, threads: int, n_ctx: in
             )
     return {
         "kind": "aios-bench-calibration",
-        "config": {"agents": agents, "seed": seed, "max_batch": max_batch, "threads": threads, "n_ctx": n_ctx, "arrival_rate": arrival_rate},
+        "config": {
+            "agents": agents, "seed": seed, "max_batch": max_batch, "threads": threads, "n_ctx": n_ctx, "arrival_rate": arrival_rate,
+            "engine": make_core(0).kind,
+        },
         "trace": {
             "programs": len(trace),
             "calls": sum(c.fanout for p in trace for c in p.calls),
@@ -326,7 +340,7 @@ def print_report(result: dict[str, Any], console: Any) -> None:
 
     c, cfg = result["fitted_costs"], result["config"]
     table = Table(
-        title=f"Sim vs real: {result['trace']['programs']} agents, {result['trace']['calls']} calls on the llamacpp core "
+        title=f"Sim vs real: {result['trace']['programs']} agents, {result['trace']['calls']} calls on the {cfg.get('engine', 'llamacpp')} core "
         f"(batch {cfg['max_batch']}, {cfg['threads']} thread(s)); sim step cost fitted: t0={c['t0'] * 1000:.1f} ms, "
         f"a={c['a'] * 1000:.3f} ms/prompt token, b={c['b'] * 1000:.2f} ms/sequence",
         title_justify="left",

@@ -370,6 +370,12 @@ async def compare(options: Options, *, console: Any = None) -> dict[str, Any]:
                 order = ("native", "aios") if i % 2 == 0 else ("aios", "native")
                 for key in order:
                     rounds.append(await run_round(i, modes[key], suite, taskset, framework, options, progress))
+                    if console is not None:
+                        r = rounds[-1]
+                        console.log(
+                            f"round {i + 1} {SETUP_LABELS[key]}: makespan {r['makespan']:.1f} s, "
+                            f"{r['passed']}/{r['tasks']} passed, {r['llm_calls']} LLM calls, {r['errors']} errors"
+                        )
     finally:
         if kernel is not None:
             await asyncio.to_thread(kernel.stop)
@@ -464,6 +470,10 @@ def main(suite: str, argv: list[str] | None = None, *, description: str = "", de
     except (TaskSetError, FrameworkUnavailable) as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
+    import shlex
+    import sys
+
+    result["command"] = f"python -m bench.{suite} " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print_report(result, console)
     json_path = write_json(result, options.out)
     png = plot(result, json_path.with_suffix(".png")) if options.plots else None

@@ -183,3 +183,65 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (for docs/benchmarks.md), with the command that produced it."""
+    nat, ai = result["summary"].get("native", {}), result["summary"].get("aios", {})
+    ratios = result["ratios"]
+
+    def cell(s: dict[str, Any], key: str, kind: str = "f") -> str:
+        return _fmt(s.get(key), kind)
+
+    def ratio(key: str) -> str:
+        a, b = nat.get(key), ai.get(key)
+        return f"{a / b:.2f}x" if a and b else ""
+
+    lines = [
+        f"**{headline(result)}**",
+        "",
+        f"Command: `{result.get('command', '(run through bench.suite.compare)')}`  ",
+        f"Run {result['started']}, {result['wall_seconds'] / 60:.0f} min wall, load average at start "
+        f"{', '.join(f'{x:.1f}' for x in (result['environment'].get('load_average_at_start') or []))}; "
+        f"backend: {result['environment']['backend'].get('native_server', '')}",
+        "",
+        "| metric (median over rounds) | without AIOS | with AIOS | without / with |",
+        "|---|---:|---:|---:|",
+        f"| success rate (all rounds) | {cell(nat, 'success_rate', 'pct')} ({nat.get('passed', 0)}/{nat.get('attempts', 0)}) "
+        f"| {cell(ai, 'success_rate', 'pct')} ({ai.get('passed', 0)}/{ai.get('attempts', 0)}) | |",
+        f"| makespan s | {cell(nat, 'makespan')} | {cell(ai, 'makespan')} | **{ratio('makespan')}** |",
+        f"| agents per minute | {cell(nat, 'agents_per_min')} | {cell(ai, 'agents_per_min')} | |",
+        f"| agent completion mean s | {cell(nat, 'completion_mean')} | {cell(ai, 'completion_mean')} | {ratio('completion_mean')} |",
+        f"| agent completion p50 s | {cell(nat, 'completion_p50')} | {cell(ai, 'completion_p50')} | {ratio('completion_p50')} |",
+        f"| agent completion p99 s | {cell(nat, 'completion_p99')} | {cell(ai, 'completion_p99')} | {ratio('completion_p99')} |",
+        f"| queue-wait share of LLM call time | {cell(nat, 'queue_wait_share', 'pct')} | {cell(ai, 'queue_wait_share', 'pct')} | |",
+        f"| generated tokens/s | {cell(nat, 'tokens_per_s')} | {cell(ai, 'tokens_per_s')} | |",
+        f"| LLM calls | {cell(nat, 'llm_calls', 'int')} | {cell(ai, 'llm_calls', 'int')} | |",
+        f"| mean batch size (engine) | - | {cell(ai, 'mean_batch')} | |",
+        f"| kernel overhead per LLM call | - | {cell(ai, 'overhead_us_median', 'int')} µs ({cell(ai, 'overhead_share', 'pct')} of call time) | |",
+        f"| agents that errored | {cell(nat, 'errors', 'int')} | {cell(ai, 'errors', 'int')} | |",
+    ]
+    if ratios:
+        per_round = ", ".join(f"{r:.2f}x" for r in ratios["makespan_per_round"])
+        lines += ["", f"Makespan ratio per round: {per_round}. Success with AIOS not lower: {'yes' if ratios['success_not_lower_with_aios'] else 'NO'}."]
+    differ = result["agreement"]["tasks_with_different_verdicts"]
+    if differ:
+        lines.append(f"Tasks whose verdict differs between the setups: {', '.join(differ)}.")
+    if not result["task_set"]["official"]:
+        lines.append("Task set: an AIOS-made offline stand-in in the official schema; NOT a score on the official benchmark.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.suite_report", description="Render comparison results as Markdown.")
+    parser.add_argument("results", nargs="+", type=Path, help="JSON files written by bench.humaneval / mint / gaia / swebench")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        print(markdown(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
