@@ -48,7 +48,7 @@ class Flight:
 
     __slots__ = (
         "syscall", "agent", "job", "done", "deltas", "parts", "core", "snapshot_core", "task",
-        "prompt_tokens", "cached_tokens", "completion_tokens", "run_started", "attempts", "cancel_reason",
+        "prompt_tokens", "cached_tokens", "completion_tokens", "run_started", "attempts", "cancel_reason", "failed_on",
     )
 
     def __init__(self, syscall: LLMSyscall, agent: AgentRecord, job: Job, *, stream: bool) -> None:
@@ -67,6 +67,8 @@ class Flight:
         self.run_started = 0.0
         self.attempts = 0
         self.cancel_reason: AIOSError | None = None
+        #: cores this flight failed on: a retry goes elsewhere when another core can take it
+        self.failed_on: set[str] = set()
 
     @property
     def id(self) -> str:
@@ -211,9 +213,12 @@ class LLMPool:
             for core in self.cores:
                 if core.name == flight.snapshot_core:
                     return core if core.can_admit(gen) else None
+        # cores this flight has not failed on and that are not marked down; while any exists, the flight waits
+        # for one of them rather than going where it is likely to fail again
+        preferred = [c for c in self.cores if c.name not in flight.failed_on and c.healthy()]
         best: LLMCore | None = None
         best_key: tuple[int, float] | None = None
-        for core in self.cores:
+        for core in preferred or self.cores:
             if not core.can_admit(gen):
                 continue
             key = (-core.prefix_affinity(flight.syscall.request), core.running() / core.max_batch())
@@ -346,6 +351,7 @@ class LLMPool:
             retryable = isinstance(error, CoreError) and error.retryable
             if retryable and flight.attempts < self.max_retries and not flight.parts and flight.snapshot_core is None:
                 flight.attempts += 1
+                flight.failed_on.add(core.name)
                 log.warning("retrying %s after core %s failed: %s", flight.id, core.name, error.message)
                 flight.completion_tokens = 0
                 self._requeue(flight, now)

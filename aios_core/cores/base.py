@@ -150,6 +150,14 @@ class LLMCore(abc.ABC):
         """Whether ``gen`` fits now (a free slot and, for local cores, room in the KV cache)."""
         return self.running() < self.max_batch()
 
+    def healthy(self) -> bool:
+        """False while a recent failure makes the next request likely to fail too (e.g. a server that refused connections).
+
+        Routing tries healthy cores first; an unhealthy core still gets work
+        when no healthy one can take it, so a pool never stalls on a wrong guess.
+        """
+        return True
+
     def check_request(self, request: LLMRequest) -> None:
         """Raise ContextLengthError (or InvalidSyscallError) when the request can never run on this core."""
 

@@ -175,6 +175,9 @@ class OpenAICore(LLMCore):
         self._errors = 0
         self._retries = 0
         self._busy_since: float | None = None
+        #: consecutive requests that failed for good with a retryable error, and until when the core counts as down
+        self._failures = 0
+        self._down_until = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,6 +243,18 @@ class OpenAICore(LLMCore):
                 prompt_tokens=estimate,
                 context_length=self.context_length,
             )
+
+    def healthy(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _mark_failed(self) -> None:
+        """Count a request lost to a retryable failure: the core is avoided for 1, 2, 4 ... up to 30 s."""
+        self._failures += 1
+        self._down_until = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
+
+    def _mark_alive(self) -> None:
+        self._failures = 0
+        self._down_until = 0.0
 
     def prefix_affinity(self, request: LLMRequest) -> int:
         key = _prefix_key(request)
@@ -381,6 +396,7 @@ class OpenAICore(LLMCore):
                     else:
                         if retryable:
                             log.warning("%s", error.message)
+                            self._mark_failed()
                         terminal = Chunk(finish_reason="error", error=error)
             finally:
                 if stream is not None:
@@ -438,6 +454,8 @@ class OpenAICore(LLMCore):
             part.calls.add(tool_deltas)
         if not text and not tool_deltas:
             return None
+        if not part.emitted:
+            self._mark_alive()
         part.emitted = True
         part.tokens += 1
         g.tokens += 1

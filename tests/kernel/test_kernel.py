@@ -201,6 +201,18 @@ async def test_a_core_that_dies_mid_request_is_retried_then_reported(make_kernel
         assert (await kernel.agent("b").achat("x", extra={"sim_tokens": 2})).usage.completion_tokens == 2
 
 
+async def test_a_retry_goes_to_another_core_of_the_model_not_back_to_the_one_that_failed(make_kernel):
+    # both cores serve one model; the broken one is listed first and stays idle, so load alone would pick it again
+    broken = FlakyCore(name="broken", model="m", fail_steps=10**6, t0=0.0001, max_batch=1)
+    steady = SimCore(name="steady", model="m", t0=0.002, max_batch=1)
+    async with make_kernel(cores=[broken, steady], max_retries=1) as kernel:
+        responses = await asyncio.gather(*[kernel.agent(f"a{i}").achat("x", model="m", extra={"sim_tokens": 3}) for i in range(4)])
+        assert [r.core for r in responses] == ["steady"] * 4
+        assert all(r.usage.completion_tokens == 3 for r in responses)
+        pool = next(iter(kernel.pools.values()))
+        assert pool.failed == 0 and pool.completed == 4
+
+
 async def test_a_failing_core_does_not_stop_another_model(make_kernel):
     good = SimCore(name="good", model="good", t0=0.0001)
     bad = FlakyCore(name="bad", model="bad", fail_steps=10**6, t0=0.0001)
@@ -230,8 +242,9 @@ async def test_ten_thousand_queued_syscalls_do_not_grow_memory(make_kernel):
             await asyncio.gather(*[agents[i % 100].achat("x", max_tokens=4, extra={"sim_tokens": 2}) for i in range(10_000)])
 
         async def settle():
-            # the loop handle that resumed us still holds the finished gather (and its 10,000 results): step once
-            await asyncio.sleep(0)
+            # callbacks of the finished gather (and its 10,000 results) may still be scheduled: let the loop run them
+            for _ in range(5):
+                await asyncio.sleep(0)
             gc.collect()
 
         # the first waves grow hash tables and free lists to their high-water mark; later waves must not add
