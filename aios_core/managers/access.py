@@ -225,11 +225,13 @@ class AccessManager:
         if self.audit is None:
             return
         record = AuditRecord(time.time(), agent.name, agent.group, action, resource, decision, reason, irreversible, detail)
+        if allowed and not irreversible:
+            self.audit.post(record)
+            return
         future: concurrent.futures.Future[int] = self.audit.append(record)
-        if not allowed or irreversible:
-            try:
-                await asyncio.wrap_future(future)
-            except AIOSError as exc:
-                log.error("audit record of %s %s %s could not be written: %s", agent.name, action, resource, exc.message)
-                if allowed:  # fail closed: an irreversible action must leave a trace
-                    raise AccessDeniedError(f"{agent.name}: {action} on {resource!r} denied: the audit log cannot be written ({exc.message})") from exc
+        try:
+            await asyncio.wrap_future(future)
+        except AIOSError as exc:
+            log.error("audit record of %s %s %s could not be written: %s", agent.name, action, resource, exc.message)
+            if allowed:  # fail closed: an irreversible action must leave a trace
+                raise AccessDeniedError(f"{agent.name}: {action} on {resource!r} denied: the audit log cannot be written ({exc.message})") from exc

@@ -5,7 +5,15 @@ so the log can only grow, even through a bug elsewhere in the kernel. One
 writer thread owns the connection and commits whatever has queued up in one
 transaction (group commit), so auditing every decision costs the syscall
 path a queue put, not a disk write. Callers that must know a record is on
-disk before they go on (denials, irreversible actions) wait for its future.
+disk before they go on (denials, irreversible actions) use :meth:`AuditLog.append`
+and wait for its future; routine decisions use :meth:`AuditLog.post`, which
+allocates nothing to wait on.
+
+A batch is written by one ``INSERT ... SELECT FROM json_each(?)`` statement,
+not one statement per row: the sqlite3 module releases the GIL around every
+statement, and a writer thread that must win the GIL back from a busy kernel
+loop once per row falls behind it by orders of magnitude (records then pile
+up in memory).
 """
 
 from __future__ import annotations
@@ -75,6 +83,16 @@ class AuditRecord:
         }
 
 
+#: one batch of records (a JSON array of rows) in one statement, rows in array order
+_INSERT_BATCH = """
+INSERT INTO audit(time, agent, grp, action, resource, decision, reason, irreversible, detail)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+       json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+       json_extract(value, '$[8]')
+FROM json_each(?) ORDER BY key
+"""
+
+
 def _detail_json(detail: dict[str, Any]) -> str:
     text = json.dumps(detail, default=repr, ensure_ascii=False)
     return text if len(text) <= 4000 else json.dumps({"truncated": text[:4000]})
@@ -110,10 +128,17 @@ class AuditLog:
         self._queue.put((record, future))
         return future
 
+    def post(self, record: AuditRecord) -> None:
+        """Queue a record nobody waits for; it is committed with the next group commit (a failure is logged)."""
+        if self._closed:
+            log.error("the audit log is closed; not recorded: %s %s %s %s", record.agent, record.action, record.resource, record.decision)
+            return
+        self._queue.put((record, None))
+
     def _run(self) -> None:
         stop = False
         while not stop:
-            batch: list[tuple[AuditRecord, concurrent.futures.Future[int]]] = []
+            batch: list[tuple[AuditRecord, concurrent.futures.Future[int] | None]] = []
             barriers: list[threading.Event] = []
             item = self._queue.get()
             while True:
@@ -123,7 +148,7 @@ class AuditLog:
                     barriers.append(item)
                 else:
                     batch.append(item)
-                if stop or len(batch) >= 512:
+                if stop or len(batch) >= 4096:
                     break
                 try:
                     item = self._queue.get_nowait()
@@ -135,17 +160,18 @@ class AuditLog:
                 barrier.set()
         self._conn.close()
 
-    def _write(self, batch: list[tuple[AuditRecord, concurrent.futures.Future[int]]]) -> None:
+    def _write(self, batch: list[tuple[AuditRecord, concurrent.futures.Future[int] | None]]) -> None:
+        rows = json.dumps(
+            [
+                [rec.time, rec.agent, rec.group, rec.action, rec.resource, rec.decision, rec.reason, int(rec.irreversible), _detail_json(rec.detail)]
+                for rec, _ in batch
+            ],
+            ensure_ascii=False,
+        )
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            ids = []
-            for rec, _ in batch:
-                cur = self._conn.execute(
-                    "INSERT INTO audit(time, agent, grp, action, resource, decision, reason, irreversible, detail)"
-                    " VALUES (?,?,?,?,?,?,?,?,?)",
-                    (rec.time, rec.agent, rec.group, rec.action, rec.resource, rec.decision, rec.reason, int(rec.irreversible), _detail_json(rec.detail)),
-                )
-                ids.append(cur.lastrowid)
+            cur = self._conn.execute(_INSERT_BATCH, (rows,))
+            last = cur.lastrowid
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -155,10 +181,14 @@ class AuditLog:
             log.error("writing %d audit records failed: %s", len(batch), exc)
             error = StorageError(f"the audit log {self.path} could not be written: {exc}")
             for _, fut in batch:
-                fut.set_exception(error)
+                if fut is not None:
+                    fut.set_exception(error)
             return
-        for (_, fut), row_id in zip(batch, ids):
-            fut.set_result(row_id)
+        # one statement under BEGIN IMMEDIATE by the only writer: the rows got consecutive ids, in batch order
+        first = (last or 0) - len(batch) + 1
+        for i, (_, fut) in enumerate(batch):
+            if fut is not None:
+                fut.set_result(first + i)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything queued so far is committed."""

@@ -50,3 +50,31 @@ def test_many_concurrent_appends_are_group_committed(tmp_path):
 
 def test_reading_a_missing_log_is_empty(tmp_path):
     assert read_audit(tmp_path / "nope.db") == []
+
+
+def test_posted_and_appended_records_keep_their_order_and_their_ids_match_the_rows(tmp_path):
+    log = AuditLog(tmp_path / "audit.db")
+    futures = {}
+    for i in range(3000):
+        rec = AuditRecord(time.time(), f"a{i}", "default", "llm", "sim", "allow", "ok", False, {"i": i, "text": "é\u2028\"'"})
+        if i % 7 == 0:
+            futures[i] = log.append(rec)
+        else:
+            log.post(rec)
+    log.flush()
+    log.close()
+    rows = read_audit(tmp_path / "audit.db", limit=10_000)
+    assert [r.agent for r in rows] == [f"a{i}" for i in range(3000)]
+    assert rows[5].detail == {"i": 5, "text": "é\u2028\"'"} and rows[5].irreversible is False
+    by_id = {r.id: r.agent for r in rows}
+    assert all(by_id[f.result(5)] == f"a{i}" for i, f in futures.items())
+
+
+def test_a_batch_that_cannot_be_written_fails_its_waiters_and_the_log_goes_on(tmp_path):
+    log = AuditLog(tmp_path / "audit.db")
+    bad = log.append(AuditRecord(time.time(), "mallory", "default", "llm", "sim", "maybe", "r", False, {}))  # violates the CHECK
+    with pytest.raises(Exception, match="could not be written"):
+        bad.result(5)
+    assert log.append(_rec("alice")).result(5) >= 1
+    log.close()
+    assert [r.agent for r in read_audit(tmp_path / "audit.db")] == ["alice"]
