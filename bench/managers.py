@@ -36,7 +36,6 @@ from aios_core.agents import AgentRecord
 from aios_core.managers.embeddings import EmbeddingConfig, make_embedder
 from aios_core.managers.factory import ManagersConfig, build_managers
 from aios_core.syscalls import ToolCall
-from aios_core.tool import Tool
 from bench import managers_tools
 
 WORDS = (

@@ -14,7 +14,6 @@ caller in another thread) are measured too, as (d).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import threading
 import time

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import logging
 import platform
 import shutil
@@ -452,9 +451,9 @@ def options_from_args(suite: str, args: argparse.Namespace) -> Options:
 def main(suite: str, argv: list[str] | None = None, *, description: str = "", default_max_tokens: int = 384, extra: Any = None) -> int:
     from rich.console import Console
 
+    from bench.agents.base import FrameworkUnavailable
     from bench.suite_report import plot, print_report, write_json
     from bench.tasks.base import TaskSetError
-    from bench.agents.base import FrameworkUnavailable
 
     suite_obj = get_suite(suite)
     parser = argparse.ArgumentParser(prog=f"python -m bench.{suite}", description=description)

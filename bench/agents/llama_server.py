@@ -67,9 +67,8 @@ def openai_compatible_requests() -> None:
     """
     from typing import Optional
 
-    from pydantic import Field, model_validator
-
     from llama_cpp.server import types
+    from pydantic import Field, model_validator
 
     class ChatRequest(types.CreateChatCompletionRequest):  # type: ignore[misc, valid-type]
         repeat_penalty: float = Field(default=1.0, ge=0.0)

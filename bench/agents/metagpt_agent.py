@@ -126,9 +126,9 @@ class MetaGPTFramework(Framework):
     def check_available(self) -> None:
         prepare_environment()
         try:
-            import metagpt.roles  # noqa: F401  (MetaGPT's own import order: roles first)
             import metagpt.actions  # noqa: F401
             import metagpt.config2  # noqa: F401
+            import metagpt.roles  # noqa: F401  (MetaGPT's own import order: roles first)
             from metagpt.logs import define_log_level
 
             define_log_level(print_level="ERROR")  # MetaGPT logs a cost warning per call for models it has no price for

@@ -28,9 +28,9 @@ import re
 from pathlib import Path
 
 from bench.tasks import mint_check
+from bench.tasks.base import DATA_DIR, Episode, LoadOptions, StepResult, Suite, Task, TaskSet, TaskSetError, ToolBox, Verdict, is_standin
 from bench.tasks.code import fenced_blocks
 from bench.tasks.repl import repl_program
-from bench.tasks.base import DATA_DIR, Episode, is_standin, LoadOptions, StepResult, Suite, Task, TaskSet, TaskSetError, ToolBox, Verdict
 from bench.tasks.sandbox import LocalToolBox
 
 SUBSETS = ("gsm8k", "hotpotqa", "humaneval", "math", "mbpp", "mmlu", "theoremqa")

@@ -9,7 +9,6 @@ import tracemalloc
 
 import pytest
 
-from aios_core.cores.base import Chunk
 from aios_core.cores.sim import SimCore
 from aios_core.errors import (
     ContextLengthError,

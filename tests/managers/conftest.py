@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from managers_testkit import Confirmations
 
 from aios_core.managers.audit import read_audit
 from aios_core.managers.embeddings import HashingEmbedder
 from aios_core.managers.factory import ManagersConfig, build_managers
-from managers_testkit import Confirmations
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 import asyncio
 
 import pytest
+from managers_testkit import Confirmations, agent
 
 from aios_core.errors import AccessDeniedError
 from aios_core.managers.access import AccessConfig, AccessManager, Group, chain_confirmations
 from aios_core.managers.audit import AuditLog, read_audit
-from managers_testkit import Confirmations, agent
 
 
 @pytest.fixture

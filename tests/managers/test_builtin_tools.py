@@ -2,11 +2,11 @@ import http.server
 import threading
 
 import pytest
+from managers_testkit import agent
 
 from aios_core.errors import ToolError
 from aios_core.managers.builtin_tools import builtin_tools, calculator
 from aios_core.syscalls import ToolCall
-from managers_testkit import agent
 
 ALICE = agent("alice")
 BOB = agent("bob")

@@ -1,12 +1,12 @@
 import asyncio
 
 import pytest
+from managers_testkit import agent
 
 from aios_core.errors import AccessDeniedError, InvalidSyscallError, MemoryManagerError
 from aios_core.managers.memory import MEMORY_PREFIX, MemoryConfig, MemoryManager
 from aios_core.managers.storage import StorageConfig, StorageManager
 from aios_core.syscalls import MemorySyscall
-from managers_testkit import agent
 
 ALICE = agent("alice")
 BOB = agent("bob")

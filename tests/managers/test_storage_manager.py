@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from managers_testkit import agent
 
 from aios_core.errors import AccessDeniedError, InvalidSyscallError, StorageError
 from aios_core.managers.access import AccessManager
 from aios_core.managers.sandbox_paths import SandboxPathError
 from aios_core.managers.storage import StorageConfig, StorageManager
 from aios_core.syscalls import StorageSyscall
-from managers_testkit import agent
 
 ALICE = agent("alice")
 BOB = agent("bob")

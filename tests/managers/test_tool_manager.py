@@ -2,13 +2,13 @@ import asyncio
 import time
 
 import pytest
-
 import sandboxed_tool_funcs as funcs
+from managers_testkit import agent
+
 from aios_core.errors import ToolError
 from aios_core.managers.tools import ToolConfig, ToolManager, ToolResult
 from aios_core.syscalls import ToolCall, ToolSyscall
 from aios_core.tool import Tool
-from managers_testkit import agent
 
 ALICE = agent("alice")
 NUMBERS = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": False}

@@ -98,7 +98,9 @@ def test_registering_again_issues_tokens_up_to_a_bound_revoking_the_oldest(live_
 
 
 def test_registration_is_validated(server):
-    post = lambda body: server.http.post("/v1/agents", json=body, headers=server.admin_headers)
+    def post(body):
+        return server.http.post("/v1/agents", json=body, headers=server.admin_headers)
+
     assert post({"name": "bad name!"}).status_code == 400
     assert post({"name": "x", "group": "no-such-group"}).json()["error"]["message"].startswith("no access group 'no-such-group'")
     assert post({"name": "x", "priority": 1000}).status_code == 400
