@@ -474,6 +474,10 @@ class LlamaCppCore(BatchingCore):
             self._system_prefix_cache.move_to_end(system)
         return min(common_prefix(np.asarray(ptoks, dtype=np.int32), tokens), tokens.shape[0] - 1)
 
+    def prompt_tokens(self, request: LLMRequest) -> list[int]:
+        """The exact prompt tokens this core decodes for ``request`` (its chat template applied), e.g. to feed another engine the same input."""
+        return list(self._prompt(request))
+
     def count_tokens(self, request: LLMRequest) -> int:
         if not self.loaded:
             return super().count_tokens(request)
