@@ -57,6 +57,8 @@ class ProgramStats:
     #: seconds the program's calls spent queued, and running on a core
     wait_s: float = 0.0
     service_s: float = 0.0
+    #: loop time of the program's first call (program-level FCFS orders by it)
+    first_arrival: float | None = None
 
 
 class Scheduler(abc.ABC):
@@ -124,6 +126,13 @@ class Scheduler(abc.ABC):
         stats = self.program(job.program)
         stats.calls += 1
         stats.live += 1
+        if stats.first_arrival is None:
+            stats.first_arrival = job.arrival
+
+    def program_arrival(self, job: Job) -> float:
+        """When ``job``'s program made its first call (the job's own arrival if the program is unknown)."""
+        stats = self._programs.get(job.program)
+        return stats.first_arrival if stats is not None and stats.first_arrival is not None else job.arrival
 
     def on_dispatch(self, job: Job, now: float) -> None:
         job.slice_tokens = 0

@@ -113,6 +113,33 @@ def test_plas_demotes_lazily_when_a_program_gains_service_while_waiting():
     assert len(s) == 0
 
 
+def test_plas_serves_a_level_in_program_arrival_order_not_call_order():
+    # two long programs in the same (last) level: the one that started first goes first, even though its
+    # latest call was queued after the newer program's call (call order would serve the oldest program last)
+    s = PLASScheduler(base=10, levels=2, min_slice=1, max_wait=None)
+    for name, t in (("old", 0.0), ("new", 5.0)):
+        first = job(f"{name}-1", program=name, t=t)
+        s.on_arrival(first)
+        s.on_tokens(first, 100)
+    s.push(job("new-2", program="new", t=20.0), 20.0)
+    s.push(job("old-2", program="old", t=21.0), 21.0)
+    assert s.level("old") == s.level("new") == 1
+    assert [s.pop(22.0).id, s.pop(22.0).id] == ["old-2", "new-2"]
+
+
+def test_plas_serves_the_oldest_program_first_among_starving_calls():
+    s = PLASScheduler(base=10, min_slice=1, max_wait=10.0)
+    for name, t in (("old", 0.0), ("new", 1.0)):
+        first = job(f"{name}-1", program=name, t=t)
+        s.on_arrival(first)
+        s.on_tokens(first, 500)
+    s.push(job("new-2", program="new", t=2.0), 2.0)
+    s.push(job("old-2", program="old", t=3.0), 3.0)
+    s.push(job("light", program="light", t=4.0), 4.0)
+    assert s.peek(5.0).id == "light"  # nobody starves yet: least attained service
+    assert s.peek(14.0).id == "old-2"  # both long calls starve: the older program's first
+
+
 def test_plas_serves_starving_programs_first():
     s = PLASScheduler(base=1, starvation_ratio=3.0, min_service=1.0, min_slice=1)
     old = job("old", program="heavy", t=0.0)
