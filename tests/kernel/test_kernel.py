@@ -312,3 +312,17 @@ async def test_priority_and_plas_schedulers_run_through_the_kernel(make_kernel):
         async with make_kernel(scheduler=policy, cores=[SimCore(max_batch=2, t0=0.0001)]) as kernel:
             rs = await asyncio.gather(*[kernel.agent(f"a{i}").achat("x", extra={"sim_tokens": 20}, hint_tokens=20) for i in range(6)])
             assert [r.usage.completion_tokens for r in rs] == [20] * 6, policy
+
+
+def test_syscall_ids_are_unique_hex_and_a_forked_child_draws_its_own_prefix():
+    import multiprocessing
+    import re
+
+    from aios_core.syscalls import new_id
+
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply(new_id)
+    assert child[:16] != next(iter(ids))[:16]
