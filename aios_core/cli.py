@@ -62,7 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = bridge.run_sync(kernel.loop, run_job(kernel, agents=args.agents, max_tokens=args.max_tokens))
     finally:
         kernel.stop()
-    console.print(render(result))
+    # piped or logged output would wrap at rich's default of 80 columns
+    Console(width=console.width if console.is_terminal else 140).print(render(result))
     return 1 if result["failed"] else 0
 
 

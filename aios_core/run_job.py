@@ -27,6 +27,10 @@ TASKS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: one system prompt for every agent, as agents of one application share theirs: the core computes it once
+SYSTEM = "Answer each question directly and briefly, in plain English."
+
+
 @dataclass
 class AgentOutcome:
     agent: str
@@ -47,11 +51,16 @@ async def _one_agent(kernel: Kernel, name: str, task: str, max_tokens: int) -> A
     tokens = preemptions = 0
     try:
         plan_call = agent.llm_syscall(
-            f"Task: {task}\nBefore answering, list in one short line the key points you will cover.", max_tokens=max_tokens // 2
+            [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Task: {task}\nBefore answering, list in one short line the key points you will cover."},
+            ],
+            max_tokens=max_tokens // 2,
         )
         plan = await kernel.acall(plan_call)
         answer_call = agent.llm_syscall(
             [
+                {"role": "system", "content": SYSTEM},
                 {"role": "user", "content": f"Task: {task}"},
                 {"role": "assistant", "content": plan.content or ""},
                 {"role": "user", "content": "Now give the final answer, concisely."},
@@ -108,6 +117,7 @@ async def run_job(kernel: Kernel, *, agents: int = 6, max_tokens: int = 96) -> d
 def render(result: dict[str, Any]) -> Any:
     """A rich renderable of the job's outcome."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="AIOS run: agents sharing one model", show_lines=True)
@@ -122,10 +132,11 @@ def render(result: dict[str, Any]) -> Any:
     ):
         table.add_column(col, **kw)
     for o in result["outcomes"]:
-        answer = o.answer if o.error is None else f"[red]{o.error}[/red]"
+        answer = " ".join(o.answer.split())  # one line per agent: the table is for scanning
+        answer = answer if len(answer) <= 160 else answer[:160] + "..."
         table.add_row(
             o.agent,
-            answer if len(answer) <= 240 else answer[:240] + "...",
+            escape(answer) if o.error is None else f"[red]{escape(o.error)}[/red]",
             str(o.completion_tokens),
             f"{o.waiting:.2f}",
             f"{o.service:.2f}",
