@@ -22,6 +22,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,20 +110,58 @@ async def _program_via_kernel(kernel: Kernel, program: Program, rec: _Recorder) 
     kernel.end_agent(program.agent)
 
 
-async def _program_direct(core: SimCore, slots: asyncio.Semaphore, program: Program, rec: _Recorder) -> None:
-    """What a framework does without AIOS: call the engine itself, waiting for a free engine slot."""
+class _EngineGate:
+    """The engine's own admission without AIOS: first come first served, a call starts when it is first in
+    line, one of ``slots`` is free and its KV fits (as vLLM admits waiting requests)."""
+
+    def __init__(self, core: SimCore, slots: int) -> None:
+        self.core = core
+        self.slots = slots
+        self.busy = 0
+        self.waiting: deque[tuple[Generation, asyncio.Future[None]]] = deque()
+        self.granted = False  # a call was let in and has not reached the core yet
+
+    async def run(self, gen: Generation) -> float:
+        """Run ``gen`` to its end once the engine takes it; return the loop time it was taken."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append((gen, future))
+        self._admit()
+        await future
+        started = loop.time()
+        stream = self.core.generate(gen)
+        self.granted = False
+        self._admit()  # the core now counts this call: the next one can be checked against it
+        try:
+            async for chunk in stream:
+                if chunk.finish_reason is not None:
+                    break
+        finally:
+            self.busy -= 1
+            self._admit()
+        return started
+
+    def _admit(self) -> None:
+        if self.granted or not self.waiting or self.busy >= self.slots:
+            return
+        gen, future = self.waiting[0]
+        if self.core.can_admit(gen):
+            self.waiting.popleft()
+            self.busy += 1
+            self.granted = True
+            future.set_result(None)
+
+
+async def _program_direct(core: SimCore, gate: _EngineGate, program: Program, rec: _Recorder) -> None:
+    """What a framework does without AIOS: call the engine itself and wait for the engine to take the call."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(program.arrival)
     start = loop.time()
 
     async def one(i: int, j: int) -> None:
         t_call = loop.time()
-        async with slots:
-            t_run = loop.time()
-            gen = Generation(id=f"{program.agent}-{i}-{j}", request=_request(program, i), agent=program.agent)
-            async for chunk in core.generate(gen):
-                if chunk.finish_reason is not None:
-                    break
+        gen = Generation(id=f"{program.agent}-{i}-{j}", request=_request(program, i), agent=program.agent)
+        t_run = await gate.run(gen)
         rec.waiting += t_run - t_call
         rec.turnaround += loop.time() - t_call
         rec.calls += 1
@@ -142,8 +181,8 @@ async def _run_setup(setup: Setup, trace: list[Program], max_batch: int, costs: 
     wall = time.perf_counter()
     if setup.scheduler is None:
         await core.start()
-        slots = asyncio.Semaphore(setup.direct_slots)
-        await asyncio.gather(*[_program_direct(core, slots, p, rec) for p in trace])
+        gate = _EngineGate(core, setup.direct_slots)
+        await asyncio.gather(*[_program_direct(core, gate, p, rec) for p in trace])
         await core.stop()
     else:
         kernel = Kernel(cores=[core], scheduler=setup.scheduler, data_dir=data_dir, entry_point_plugins=False, max_queued=1_000_000)
@@ -284,6 +323,36 @@ def print_report(result: dict[str, Any]) -> None:
     )
 
 
+def markdown(result: dict[str, Any], command: str = "") -> str:
+    """The study as Markdown tables (for docs/benchmarks.md)."""
+    cfg, trace, lb, ratios = result["config"], result["trace"], result["lower_bound"], result["ratios"]
+    lines = [
+        f"**{trace['programs']} agents, {trace['calls']} LLM calls, {trace['output_tokens']} output tokens; "
+        f"seed {cfg['seed']}, {cfg['max_batch']} engine slots, {cfg['arrival_rate']} agents/s arriving; virtual time**",
+        "",
+    ]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [
+        "| setup | makespan s | agents/s | completion mean s | p50 s | p99 s | queue-wait share | mean slowdown | Jain | mean batch | prefix hit | efficiency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| ({r['setup']}) {r['label']} | {r['makespan']:.0f} | {r['agents_per_s']:.3f} | {r['completion_mean']:.1f} | "
+            f"{r['completion_p50']:.1f} | {r['completion_p99']:.0f} | {100 * r['queue_wait_share']:.0f}% | {r['slowdown_mean']:.1f} | "
+            f"{r['jain_fairness']:.2f} | {r['mean_batch']:.2f} | {100 * r['prefix_hit_rate']:.0f}% | {r['efficiency']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Lower bound {lb['bound']:.0f} s (slowest program alone {lb['critical_path']:.0f} s; all work at peak rates {lb['work']:.0f} s). "
+        f"PLAS vs FIFO (FIFO / PLAS, above 1: PLAS faster): mean **{ratios['plas_vs_fifo_mean']:.2f}x**, "
+        f"p50 {ratios['plas_vs_fifo_p50']:.2f}x, p99 **{ratios['plas_vs_fifo_p99']:.2f}x**. Best AIOS setup vs framework-native: "
+        f"makespan {ratios['aios_best_vs_native_makespan']:.2f}x, mean completion {ratios['aios_best_vs_native_mean']:.2f}x.",
+    ]
+    return "\n".join(lines)
+
+
 def plot(result: dict[str, Any], path: Path) -> Path | None:
     try:
         import matplotlib
@@ -325,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=8, help="engine slots (the embedded core default)")
     parser.add_argument("--arrival-rate", type=float, default=0.3, help="agents arriving per second (Poisson)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print an earlier result file as Markdown tables and exit")
     args = parser.parse_args(argv)
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="aios-study-") as tmp:

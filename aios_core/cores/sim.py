@@ -119,7 +119,12 @@ class SimCore(BatchingCore):
             )
 
     def can_admit(self, gen: Any) -> bool:
-        return self.running() < self._max_batch and self._kv_used + self._reserve(gen.request) <= self.kv_capacity
+        if self.running() >= self._max_batch:
+            return False
+        # sequences handed over but not stepped yet hold no KV yet; count their reservations too, or a
+        # burst of admissions between two steps would overcommit the cache
+        pending = sum(self._reserve(s.gen.request) for s in self._seqs.values() if s.state is None and not s.done)
+        return self._kv_used + pending + self._reserve(gen.request) <= self.kv_capacity
 
     def prefix_affinity(self, request: LLMRequest) -> int:
         key = self._prefix_key(request)
