@@ -128,6 +128,12 @@ class AIOSMode(Mode):
     def begin(self) -> None:
         import aios
 
+        from aios_core import bridge
+
+        # every round starts with a cold prefix cache: a round must not reuse the KV of the previous one's
+        # identical prompts (the server without AIOS keeps only its last request's)
+        for core in self.kernel.cores.values():
+            bridge.run_sync(self.kernel.loop, core.clear_cache())
         self.recorder.take()
         self._stats_before = self._core_counters()
         if self.framework.adapter:

@@ -176,6 +176,13 @@ class LLMCore(abc.ABC):
     def discard(self, snapshot: Snapshot) -> None:
         """Free a snapshot that will never be resumed (its agent ended or was cancelled)."""
 
+    async def clear_cache(self) -> int:
+        """Drop reusable cached state nobody is using (prefix caches); return how many entries went.
+
+        For measurements that must start cold, e.g. each round of a benchmark.
+        """
+        return 0
+
     def prefix_affinity(self, request: LLMRequest) -> int:
         """Prompt tokens this core could reuse from its cache for ``request`` (routing prefers higher)."""
         return 0

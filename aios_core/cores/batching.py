@@ -46,6 +46,8 @@ class EngineSeq:
     want_preempt: bool = False
     want_cancel: bool = False
     done: bool = False
+    #: how it ended (set just before the engine releases it): lets an engine keep the KV of a completed answer
+    finish: str | None = None
     state: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -190,6 +192,7 @@ class BatchingCore(LLMCore):
         if seq.done:
             return
         seq.done = True
+        seq.finish = chunk.finish_reason
         if self._seqs.pop(seq.id, None) is not None and chunk.finish_reason != "preempted":
             try:
                 self._release(seq)

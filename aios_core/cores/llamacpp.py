@@ -24,6 +24,13 @@ How the engine maps onto llama.cpp:
   shares cells, it does not copy them). A later request whose tokens start
   with that prefix gets it the same way and prefills only the rest; the
   shared length is reported as ``cached_tokens`` and by :meth:`prefix_affinity`.
+* **Conversations kept across turns.** When a generation completes, its
+  cells (prompt and answer) are kept the same way (``retain_finished``), as
+  InferCept/Continuum keep KV across an agent's tool calls: the agent's next
+  turn (the same conversation plus a tool result) prefills only what is new,
+  and other agents whose prompts start the same way (shared instructions,
+  few-shot examples) reuse the common part. Kept entries cost nothing until
+  the cells are needed; then the least recently used ones go first.
 * **KV admission.** A sequence is admitted when its prompt plus
   ``decode_reserve`` cells fit; while it decodes its reservation grows in
   steps of ``decode_reserve`` up to ``prompt + max_tokens``. Reserving all of
@@ -80,6 +87,8 @@ _ggml_log = logging.getLogger(__name__ + ".ggml")
 
 #: llama.cpp's LLAMA_MAX_SEQ
 MAX_SEQ_IDS = 256
+#: completed sequences shorter than this are not kept (a new prompt would rarely gain from them)
+MIN_RETAINED = 32
 
 # --------------------------------------------------------------------------- process-wide llama.cpp setup
 
@@ -202,9 +211,10 @@ class LlamaCppCore(BatchingCore):
         n_batch: int = 512,
         n_ubatch: int | None = None,
         seed: int | None = None,
-        prefix_slots: int = 4,
+        prefix_slots: int = 16,
         decode_reserve: int = 256,
         chat_template: str | None = None,
+        retain_finished: bool = True,
     ) -> None:
         """
         Args:
@@ -219,9 +229,10 @@ class LlamaCppCore(BatchingCore):
                 at near-ties) between running alone and batched; ``n_ubatch=1`` makes every sequence's
                 numbers independent of the batch (bit-exact reproducibility) at the cost of batching speed.
             seed: sampling seed of requests that give none (None: a random seed per request).
-            prefix_slots: system prompts whose KV is kept for reuse.
+            prefix_slots: cached prefixes (system prompts, finished conversations) whose KV is kept for reuse.
             decode_reserve: KV cells promised to a sequence for generated tokens at a time (see "KV admission").
             chat_template: Jinja chat template overriding the GGUF's own.
+            retain_finished: keep the KV of completed generations in the prefix cache (see "Conversations kept").
         """
         problems = []
         if n_ctx < 64:
@@ -253,6 +264,7 @@ class LlamaCppCore(BatchingCore):
         self.n_threads = n_threads or physical_cores()
         self.seed = seed
         self.prefix_slots = prefix_slots
+        self.retain_finished = retain_finished
         self._template_override = chat_template
 
         # llama.cpp handles, set by _load
@@ -783,12 +795,44 @@ class LlamaCppCore(BatchingCore):
             # only while stopping: a step still runs in the engine thread; the context is freed after it
             self._orphans.append(st)
             return
+        if self.retain_finished and seq.finish in ("stop", "length", "tool_calls"):
+            self._retain(st)
         L.llama_memory_seq_rm(self._mem, st.slot, -1, -1)
         st.chooser.free()
         self._free_slots.append(st.slot)
 
+    def _retain(self, st: _SeqState) -> None:
+        """Keep a completed sequence's computed cells as a prefix entry (its agent's next turn starts with them)."""
+        n = st.n_past
+        if n < MIN_RETAINED or not self.prefix_slots:
+            return
+        tokens = np.asarray(st.tokens[:n], dtype=np.int32)
+        if self._prefix.covers(tokens):
+            return
+        # entries this one contains (the same conversation's earlier turn) add nothing once it exists
+        for entry in list(self._prefix.entries.values()):
+            k = entry.tokens.shape[0]
+            if entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
+                self._prefix.evict(entry, self._mem)
+        entry = self._prefix.reserve(tokens, self._mem)
+        if entry is None:
+            return
+        L.llama_memory_seq_cp(self._mem, st.slot, entry.slot, 0, n)
+        entry.ready = True
+
     def discard(self, snapshot: Snapshot) -> None:
         self._paused.pop(snapshot.gen_id, None)
+
+    async def clear_cache(self) -> int:
+        if not self.loaded:
+            return 0
+        # KV memory is only touched between steps: wait until no decode is in flight, then evict without yielding
+        while self._inflight is not None and not self._inflight.done():
+            await asyncio.wrap_future(self._inflight)
+        n = 0
+        while self._prefix.evict_unused(self._mem):
+            n += 1
+        return n
 
     async def _reset(self) -> None:
         loop = asyncio.get_running_loop()

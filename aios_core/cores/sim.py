@@ -126,6 +126,11 @@ class SimCore(BatchingCore):
         pending = sum(self._reserve(s.gen.request) for s in self._seqs.values() if s.state is None and not s.done)
         return self._kv_used + pending + self._reserve(gen.request) <= self.kv_capacity
 
+    async def clear_cache(self) -> int:
+        n = len(self._prefixes)
+        self._prefixes.clear()
+        return n
+
     def prefix_affinity(self, request: LLMRequest) -> int:
         key = self._prefix_key(request)
         return self._prefixes.get(key, 0) if key else 0

@@ -257,15 +257,66 @@ async def test_shared_system_prefix_is_reused_and_changes_nothing(exact):
     assert core.prefix_affinity(request) == 0
     computed, chunks = await run(core, gen(request))
     assert chunks[0].cached_tokens == 0
-    reusable = core.prefix_affinity(request)
-    assert reusable >= 16
-    shared, chunks = await run(core, gen(request))
-    assert chunks[0].cached_tokens == reusable
-    assert shared == computed
+    # another question under the same system prompt shares the system part (and only that)
     other = ask("Should tests mock the database?", system=system)
+    reusable = core.prefix_affinity(other)
+    assert 16 <= reusable < core.count_tokens(other) - 4
     _, chunks = await run(core, gen(other))
     assert chunks[0].cached_tokens == reusable
+    # the same request again: its whole prompt is the kept conversation's, and the answer does not change
+    again, chunks = await run(core, gen(request))
+    assert chunks[0].cached_tokens == core.count_tokens(request) - 1
+    assert again == computed
     assert core.stats().cached_tokens >= 2 * reusable
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_agents_next_turn_reuses_the_kv_of_its_previous_turn(exact):
+    core = exact
+    question = f"Count from {uuid.uuid4().int % 500} upwards, separated by commas."
+    first = ask(question, max_tokens=24)
+    answer, chunks = await run(core, gen(first))
+    assert chunks[-1].finish_reason in ("stop", "length") and answer
+    turn_one = chunks[0].prompt_tokens + sum(c.tokens for c in chunks)
+    published = core.stats().extra["prefix_published"]
+    follow_up = LLMRequest(
+        messages=[Message(role="user", content=question), Message(role="assistant", content=answer), Message(role="user", content="Go on.")],
+        max_tokens=8,
+    )
+    text, chunks = await run(core, gen(follow_up))
+    assert text
+    # everything the first turn computed (prompt and answer) is reused; only the new turn's markup and text are prefilled
+    assert chunks[0].cached_tokens >= turn_one - 2
+    assert chunks[0].prompt_tokens - chunks[0].cached_tokens < 16
+    # the second turn's conversation replaces the first turn's entry, which it contains
+    assert core.stats().extra["prefix_published"] == published + 1
+    assert core.stats().extra["prefix_entries"] <= 2
+    # a cold start on demand (benchmark rounds): nothing is reused afterwards
+    assert await core.clear_cache() >= 1
+    assert core.stats().extra["prefix_entries"] == 0 and core.prefix_affinity(follow_up) == 0
+    assert core.kv_cells_used() == 0
+
+
+@pytest.mark.model
+async def test_kept_conversations_give_way_when_their_cells_are_needed():
+    core = LlamaCppCore(n_threads=1, max_batch=2, n_ctx=512, prefix_slots=8, decode_reserve=32)
+    await core.start()
+    try:
+        for i in range(8):  # each conversation keeps ~100 cells: more than the cache holds together
+            prompt = f"Continue the list: {', '.join(str(n) for n in range(100 + 40 * i, 115 + 40 * i))},"
+            _, chunks = await run(core, gen(ask(prompt, max_tokens=40)))
+            assert chunks[-1].finish_reason in ("stop", "length")
+        stats = core.stats().extra
+        assert stats["prefix_evictions"] >= 3
+        assert stats["kv_cells_used"] <= 512 and stats["kv_cells_reserved"] == 0
+        # a request that needs most of the cache is admitted: kept entries are evicted for it
+        big = ask("Summarise: " + " ".join(f"word{n}" for n in range(110)), max_tokens=40)
+        assert core.count_tokens(big) > 300
+        _, chunks = await run(core, gen(big))
+        assert chunks[-1].finish_reason in ("stop", "length")
+    finally:
+        await core.stop()
 
 
 @pytest.mark.model
