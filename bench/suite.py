@@ -283,6 +283,8 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         s["success_rate"] = s["passed"] / s["attempts"] if s["attempts"] else 0.0
         batches = [e["mean_batch"] for r in rows for e in r["engine"].values()]
         s["mean_batch"] = statistics.median(batches) if batches else None
+        hits = [e["prefix_hit_rate"] for r in rows for e in r["engine"].values() if "prefix_hit_rate" in e]
+        s["prefix_hit_rate"] = statistics.median(hits) if hits else None
         out[setup] = s
     return out
 

@@ -68,6 +68,7 @@ def print_report(result: dict[str, Any], console: Any) -> None:
     row("generated tokens/s", "tokens_per_s")
     row("LLM calls", "llm_calls", "int")
     row("mean batch size (engine)", "mean_batch")
+    row("prompt tokens from the prefix cache (engine)", "prefix_hit_rate", "pct")
     table.add_row(
         "kernel overhead per LLM call",
         "-",
@@ -218,6 +219,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"| generated tokens/s | {cell(nat, 'tokens_per_s')} | {cell(ai, 'tokens_per_s')} | |",
         f"| LLM calls | {cell(nat, 'llm_calls', 'int')} | {cell(ai, 'llm_calls', 'int')} | |",
         f"| mean batch size (engine) | - | {cell(ai, 'mean_batch')} | |",
+        f"| prompt tokens from the prefix cache (engine) | - | {cell(ai, 'prefix_hit_rate', 'pct')} | |",
         f"| kernel overhead per LLM call | - | {cell(ai, 'overhead_us_median', 'int')} µs ({cell(ai, 'overhead_share', 'pct')} of call time) | |",
         f"| agents that errored | {cell(nat, 'errors', 'int')} | {cell(ai, 'errors', 'int')} | |",
     ]
