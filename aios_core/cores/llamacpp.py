@@ -89,6 +89,8 @@ _ggml_log = logging.getLogger(__name__ + ".ggml")
 MAX_SEQ_IDS = 256
 #: completed sequences shorter than this are not kept (a new prompt would rarely gain from them)
 MIN_RETAINED = 32
+#: a new prompt waits for (or shares at once) a running sequence's prefix only when it gains this many tokens
+MIN_PREFIX_GAIN = 32
 
 # --------------------------------------------------------------------------- process-wide llama.cpp setup
 
@@ -179,8 +181,11 @@ class _SeqState:
     #: leading cells shared with a prefix-cache entry
     shared: int = 0
     entry: PrefixEntry | None = None
-    #: length of this sequence's system prefix, to publish into the prefix cache once computed (0: nothing to publish)
+    #: length of a prefix to publish into the prefix cache once computed: its system prompt's, or the part
+    #: another waiting prompt shares with it (0: nothing to publish)
     publish: int = 0
+    #: tokens[:n_prompt] as an array, made when first compared with a new prompt
+    prompt_arr: np.ndarray | None = None
 
 
 @dataclass
@@ -582,6 +587,9 @@ class LlamaCppCore(BatchingCore):
             tokens = self._prompt(request)
             arr = np.asarray(tokens, dtype=np.int32)
             entry, shared = self._prefix.match(arr)
+            if self.prefix_slots and self._await_shared_prefix(arr, shared):
+                return
+            entry, shared = self._prefix.match(arr)  # a running sequence's prefix may have just been shared
             limit = len(tokens) + request.max_tokens
             reserve = self._first_reserve(len(tokens), limit, shared)
             if not self._make_room(reserve, entry):
@@ -612,6 +620,42 @@ class LlamaCppCore(BatchingCore):
         seq.cached_tokens = shared
         # from here on the sequence holds KV: a preemption must snapshot it and a cancel must free it
         seq.prefilled = True
+
+    def _await_shared_prefix(self, arr: np.ndarray, shared: int) -> bool:
+        """Whether a new prompt should wait for a prefix that a running sequence is computing.
+
+        Agents started together often send prompts that begin the same way
+        (instructions, few-shot examples) without a system message to mark it.
+        Prefilling that part once and sharing it beats prefilling it in every
+        sequence of the step. If the running sequence has computed the common
+        part already, it is shared at once (a new prefix entry, no waiting);
+        if not, that sequence publishes it when its prefill gets there and the
+        new one waits, which costs it at most that prefill.
+        """
+        best: _SeqState | None = None
+        best_n = 0
+        limit = arr.shape[0] - 1  # a sequence decodes at least its last prompt token itself
+        for other in self._seqs.values():
+            st = other.state
+            if not isinstance(st, _SeqState) or other.done:
+                continue
+            if st.prompt_arr is None:
+                st.prompt_arr = np.asarray(st.tokens[: st.n_prompt], dtype=np.int32)
+            n = min(common_prefix(st.prompt_arr, arr), limit)
+            if n > best_n:
+                best, best_n = st, n
+        if best is None or best_n < shared + MIN_PREFIX_GAIN:
+            return False
+        if best.n_past >= best_n:
+            prefix = arr[:best_n].copy()
+            if not self._prefix.covers(prefix):
+                entry = self._prefix.reserve(prefix, self._mem)
+                if entry is not None:
+                    L.llama_memory_seq_cp(self._mem, best.slot, entry.slot, 0, best_n)
+                    entry.ready = True
+            return False
+        best.publish = max(best.publish, best_n)
+        return True
 
     # ------------------------------------------------------------------ stepping
 

@@ -299,6 +299,25 @@ async def test_an_agents_next_turn_reuses_the_kv_of_its_previous_turn(exact):
 
 
 @pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_prompts_started_together_compute_their_common_start_once(exact):
+    core = exact
+    await core.clear_cache()
+    rules = f"Session {uuid.uuid4().hex[:8]}. " + " ".join(f"Rule {i}: answer in plain words and keep it short." for i in range(12))
+    prompts = [ask(f"{rules}\nQuestion: what is {a} plus {a}?", max_tokens=6) for a in (2, 3, 4, 5)]
+    alone = []
+    for p in prompts:
+        alone.append((await run(core, gen(p)))[0])
+        await core.clear_cache()
+    common = core.count_tokens(prompts[0]) - 12
+    results = await asyncio.gather(*(run(core, gen(p)) for p in prompts))
+    cached = sorted(chunks[0].cached_tokens for _, chunks in results)
+    # one of them computes the shared instructions; the other three take its cells
+    assert cached[0] == 0 and all(c >= common for c in cached[1:]), cached
+    assert [text for text, _ in results] == alone
+
+
+@pytest.mark.model
 async def test_kept_conversations_give_way_when_their_cells_are_needed():
     core = LlamaCppCore(n_threads=1, max_batch=2, n_ctx=512, prefix_slots=8, decode_reserve=32)
     await core.start()
