@@ -476,7 +476,7 @@ class Kernel:
         except asyncio.CancelledError as exc:
             error = exc
             raise
-        except Exception as exc:  # a manager bug: report it to this caller only
+        except (Exception, SystemExit) as exc:  # a manager bug: report it to this caller only
             log.exception("%s manager failed on %s", kind, sc.id)
             error = AIOSError(f"the {kind} manager failed: {exc!r}")
             raise error from exc

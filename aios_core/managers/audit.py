@@ -98,6 +98,17 @@ def _detail_json(detail: dict[str, Any]) -> str:
     return text if len(text) <= 4000 else json.dumps({"truncated": text[:4000]})
 
 
+def _settle(future: concurrent.futures.Future[int] | None, *, result: int = 0, error: BaseException | None = None) -> None:
+    """Resolve a waiter's future unless it is gone: a caller that timed out or was cancelled cancels it, and
+    resolving a cancelled future raises, which must never take the writer thread down."""
+    if future is None or not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class AuditLog:
     """Appends :class:`AuditRecord` rows from any thread; one background thread writes them."""
 
@@ -181,14 +192,12 @@ class AuditLog:
             log.error("writing %d audit records failed: %s", len(batch), exc)
             error = StorageError(f"the audit log {self.path} could not be written: {exc}")
             for _, fut in batch:
-                if fut is not None:
-                    fut.set_exception(error)
+                _settle(fut, error=error)
             return
         # one statement under BEGIN IMMEDIATE by the only writer: the rows got consecutive ids, in batch order
         first = (last or 0) - len(batch) + 1
         for i, (_, fut) in enumerate(batch):
-            if fut is not None:
-                fut.set_result(first + i)
+            _settle(fut, result=first + i)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything queued so far is committed."""

@@ -211,7 +211,7 @@ class ToolManager:
             if exc.details.get("reason") == "invalid_arguments":
                 self.stats["invalid"] += 1
             return ToolResult(call_id=call.id, name=call.name, ok=False, error=exc.message, error_type=exc.code, elapsed=time.monotonic() - start)
-        except Exception as exc:  # noqa: BLE001 - the tool's own exception, reported to the model
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the tool's own exception (sys.exit() too), reported to the model
             self.stats["failed"] += 1
             return ToolResult(
                 call_id=call.id, name=call.name, ok=False, error=f"{type(exc).__name__}: {exc}", error_type="tool_raised", elapsed=time.monotonic() - start

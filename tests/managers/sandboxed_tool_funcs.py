@@ -26,3 +26,10 @@ def eat_memory(mb: int = 4096) -> int:
 
 def fail() -> None:
     raise ValueError("the tool's own error")
+
+
+def grow_memory(step_mb: int = 8) -> int:
+    """Grows a little at a time, as a leaking tool does, until something stops it."""
+    chunks = []
+    while True:
+        chunks.append(bytearray(step_mb * 1024 * 1024))

@@ -78,3 +78,14 @@ def test_a_batch_that_cannot_be_written_fails_its_waiters_and_the_log_goes_on(tm
     assert log.append(_rec("alice")).result(5) >= 1
     log.close()
     assert [r.agent for r in read_audit(tmp_path / "audit.db")] == ["alice"]
+
+
+def test_a_waiter_that_gave_up_does_not_stop_the_writer(tmp_path):
+    log = AuditLog(tmp_path / "audit.db")
+    abandoned = [log.append(_rec(f"gone{i}", "deny")) for i in range(50)]
+    for f in abandoned:
+        f.cancel()  # what asyncio.wrap_future does when the awaiting syscall times out or is cancelled
+    assert log.append(_rec("alice", "deny")).result(5) >= 1
+    log.close()
+    assert read_audit(tmp_path / "audit.db", agent="alice")[0].decision == "deny"
+    assert len(read_audit(tmp_path / "audit.db", limit=100)) == 51  # the records of those who left are kept

@@ -1,4 +1,5 @@
 import asyncio
+import sys
 import time
 
 import pytest
@@ -38,6 +39,8 @@ def _tools(*extra: Tool) -> dict[str, Tool]:
         Tool("sandboxed_hang", "sleeps forever in a subprocess", NOTHING, funcs.hang, sandboxed=True, timeout=1.0),
         Tool("sandboxed_spin", "burns CPU forever in a subprocess", NOTHING, funcs.spin, sandboxed=True, timeout=1.0),
         Tool("memory_hog", "allocates 4 GiB", NOTHING, funcs.eat_memory, sandboxed=True, memory_mb=128, timeout=20),
+        Tool("memory_leak", "grows 8 MiB at a time", NOTHING, funcs.grow_memory, sandboxed=True, memory_mb=128, timeout=20),
+        Tool("quitter", "calls sys.exit", NOTHING, lambda: sys.exit(3)),
         Tool("sandboxed_fail", "raises", NOTHING, funcs.fail, sandboxed=True, timeout=20),
         Tool("dangerous", "irreversible", NOTHING, lambda: "done", side_effect="irreversible"),
     ]
@@ -94,12 +97,20 @@ async def test_hanging_sandboxed_tool_is_killed(make_managers, name):
     assert time.monotonic() - start < 5
 
 
-async def test_tool_that_eats_memory_is_stopped_and_the_kernel_lives_on(make_managers):
+@pytest.mark.parametrize("name", ["memory_hog", "memory_leak"])
+async def test_tool_that_eats_memory_is_stopped_and_the_kernel_lives_on(make_managers, name):
     tm = make_managers(plugin_tools=_tools()).tools
-    [res] = await tm.run_calls(ALICE, [call("memory_hog")])
+    [res] = await tm.run_calls(ALICE, [call(name)])
     assert not res.ok and "exceeded its memory limit of 128 MiB" in res.error
     [ok] = await tm.run_calls(ALICE, [call("sandboxed_add", a=20, b=22)])
     assert ok.ok and ok.output == 42
+
+
+async def test_a_tool_that_calls_sys_exit_fails_alone(make_managers):
+    tm = make_managers(plugin_tools=_tools()).tools
+    quit_, ok = await tm.run_calls(ALICE, [call("quitter"), call("plus", a=1, b=2)])
+    assert not quit_.ok and quit_.error_type == "tool_raised" and "SystemExit" in quit_.error
+    assert ok.ok and ok.output == 3
 
 
 async def test_sandboxed_tool_errors_are_reported(make_managers):
