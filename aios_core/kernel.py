@@ -73,6 +73,10 @@ class Kernel:
         self.pools: dict[str, LLMPool] = {}
         self.cores: dict[str, LLMCore] = {}
         self.managers = managers
+        #: managers the kernel builds itself are closed at stop and rebuilt at a restart; ones passed in are the caller's
+        self._own_managers = managers is None
+        #: tasks running memory/storage/tool syscalls (cancelled at stop once the grace period is over)
+        self._managed: set[asyncio.Task[Any]] = set()
         self.confirm = confirm
         self._given_cores = cores
         self._scheduler_spec = scheduler
@@ -140,17 +144,23 @@ class Kernel:
         reason = SyscallCancelledError("the kernel is stopping; the syscall was cancelled")
         for pool in self.pools.values():
             pool.shutdown(reason)
+        managed = [t for t in self._managed if not t.done()]
+        for task in managed:
+            task.cancel()  # _execute_managed turns this into a SyscallCancelledError for its caller
+        if managed:
+            await asyncio.wait(managed, timeout=max(1.0, grace))
         await asyncio.sleep(0)
         for core in self.cores.values():
             try:
                 await core.stop()
             except Exception:  # noqa: BLE001
                 log.exception("core %s failed to stop cleanly", core.name)
-        if self.managers is not None and hasattr(self.managers, "aclose"):
+        if self._own_managers and self.managers is not None:
             try:
                 await self.managers.aclose()
             except Exception:  # noqa: BLE001
                 log.exception("closing the managers failed")
+            self.managers = None  # a restart opens them again
         self.context.close()
         self.cores.clear()
         self.pools.clear()
@@ -450,6 +460,9 @@ class Kernel:
         loop = self._loop
         assert loop is not None
         error: BaseException | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._managed.add(task)
         try:
             if manager is None:
                 raise UnknownComponentError(f"no {kind} manager is configured in this kernel", kind=kind)
@@ -474,6 +487,9 @@ class Kernel:
             error = exc
             raise
         except asyncio.CancelledError as exc:
+            if self._state == "stopping":
+                error = SyscallCancelledError(f"the kernel is stopping; the {kind} syscall was cancelled")
+                raise error from None
             error = exc
             raise
         except (Exception, SystemExit) as exc:  # a manager bug: report it to this caller only
@@ -481,6 +497,8 @@ class Kernel:
             error = AIOSError(f"the {kind} manager failed: {exc!r}")
             raise error from exc
         finally:
+            if task is not None:
+                self._managed.discard(task)
             sc.timing.finished = loop.time()
             agent.in_flight = max(0, agent.in_flight - 1)
             agent.service_time += sc.timing.service

@@ -1,11 +1,17 @@
+import asyncio
+import threading
+import time
+
 import pytest
 
 from aios_core.config import load_config
 from aios_core.cores.sim import SimCore
-from aios_core.errors import AccessDeniedError, ConfigError
+from aios_core.errors import AccessDeniedError, ConfigError, SyscallCancelledError
+from aios_core.hookspecs import hookimpl
 from aios_core.kernel import Kernel
 from aios_core.managers import ManagersConfig, build_managers, read_audit
 from aios_core.syscalls import MemorySyscall, StorageSyscall, ToolCall, ToolSyscall
+from aios_core.tool import Tool
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -53,3 +59,47 @@ async def test_kernel_serves_managed_syscalls_end_to_end(tmp_path):
     assert any(r.agent == "bob" and r.decision == "deny" and r.action == "memory.read" for r in records)
     assert any(r.agent == "alice" and r.resource == "python" and r.decision == "deny" for r in records)
     assert any(r.agent == "trusted" and r.resource == "python" and r.decision == "allow" and r.irreversible for r in records)
+
+
+async def _never_returns() -> None:
+    await asyncio.sleep(3600)
+
+
+class _HangingToolPlugin:
+    @hookimpl
+    def aios_register_tools(self):
+        return [Tool("wait_forever", "never returns", {"type": "object", "properties": {}}, _never_returns, timeout=3600)]
+
+
+def test_stop_cancels_a_hanging_tool_call_and_a_restart_opens_the_managers_again(tmp_path):
+    config = load_config(data_dir=tmp_path / "data", entry_point_plugins=False, managers={"embeddings": {"kind": "hashing"}})
+    kernel = Kernel(config, cores=[SimCore(t0=0.0005, a=0.0, b=0.0)], scheduler="fifo")
+    kernel.plugins.register(_HangingToolPlugin(), name="hanging-tool")
+    kernel.start()
+    try:
+        kernel.register_agent("alice")
+        outcome: list[BaseException | object] = []
+
+        def caller() -> None:
+            try:
+                outcome.append(kernel.call(ToolSyscall(agent="alice", calls=[ToolCall(name="wait_forever", arguments={})])))
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                outcome.append(exc)
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while kernel.managers.tools.stats["calls"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        kernel.stop(grace=0.2)
+        thread.join(10)
+        assert not thread.is_alive(), "a caller of a hanging tool was left blocked by stop()"
+        assert isinstance(outcome[0], SyscallCancelledError) and "stopping" in str(outcome[0])
+
+        kernel.start()  # managers are rebuilt, not the closed ones reused
+        [result] = kernel.call(ToolSyscall(agent="alice", calls=[ToolCall(name="calculator", arguments={"expression": "6*7"})]))
+        assert result.ok and result.output == 42
+        audit_path = kernel.managers.audit.path
+    finally:
+        kernel.stop()
+    assert any(r.resource == "calculator" and r.agent == "alice" for r in read_audit(audit_path, limit=100))
