@@ -14,9 +14,12 @@ caller in another thread) are measured too, as (d).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from aios_core import bridge
@@ -112,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls per setup per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
+    load = [round(x, 2) for x in os.getloadavg()]
     result = measure(args.calls, args.rounds)
     table = Table(title="Kernel overhead per syscall (one-token generations on a zero-cost sim core; medians)")
     table.add_column("path")
@@ -131,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in labels.items():
         value = result["median_us"][key]
         table.add_row(label, f"{value:.1f}", "-" if key == "direct" else f"{value - base:.1f}")
-    Console().print(table)
+    Console(width=100).print(table)
     print(f"samples: {result['calls_per_setup']}")
+    if args.out is not None:
+        result["load_average_at_start"] = load
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"results: {args.out}")
     return 0
 
 
