@@ -118,6 +118,22 @@ def _matches(value: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
 
+def _matches_owned(owner: str, path: str, patterns: list[str]) -> bool:
+    """Whether some 'owner-glob/path-glob' pattern, split at one of its slashes, matches ``owner`` and ``path`` apart.
+
+    A pattern without a slash (``*``) is matched against the whole ``owner/path``.
+    """
+    for pattern in patterns:
+        if "/" not in pattern:
+            if fnmatch.fnmatchcase(f"{owner}/{path}", pattern):
+                return True
+            continue
+        for i, ch in enumerate(pattern):
+            if ch == "/" and fnmatch.fnmatchcase(owner, pattern[:i]) and fnmatch.fnmatchcase(path, pattern[i + 1 :]):
+                return True
+    return False
+
+
 class AccessManager:
     def __init__(self, config: AccessConfig | None = None, audit: AuditLog | None = None, *, confirm: ConfirmFn | None = None) -> None:
         self.config = config or AccessConfig()
@@ -130,8 +146,14 @@ class AccessManager:
 
     # ------------------------------------------------------------------ policy
 
-    def policy(self, agent: AgentLike, action: str, resource: str) -> tuple[bool, str]:
-        """The group policy's answer (before any confirmation) and why."""
+    def policy(self, agent: AgentLike, action: str, resource: str, *, owner: str | None = None) -> tuple[bool, str]:
+        """The group policy's answer (before any confirmation) and why.
+
+        Storage resources are ``owner/path``; agent names may contain ``/``, so
+        the storage manager also passes ``owner`` and patterns are matched with
+        the owner part and the path part kept apart (``alice/*`` must not grant
+        agent ``alice/sub``'s files).
+        """
         group = self.group_of(agent)
         if group is None:
             return False, f"agent {agent.name!r} is in group {agent.group!r}, which is not configured (groups: {sorted(self.config.groups)})"
@@ -153,7 +175,10 @@ class AccessManager:
             patterns = _expand(group.storage_paths, me)
             if action == "storage.read":
                 patterns += _expand(group.storage_read_paths, me)
-            ok = _matches(resource, patterns)
+            if owner is not None and resource.startswith(owner + "/"):
+                ok = _matches_owned(owner, resource[len(owner) + 1 :], patterns)
+            else:
+                ok = _matches(resource, patterns)
             verb = "read" if action == "storage.read" else "write"
             return ok, (f"group grants {action} of {resource!r}" if ok else f"group {agent.group!r} may not {verb} {resource!r}")
         return False, f"unknown action {action!r} (known: {', '.join(ACTIONS)})"
@@ -168,10 +193,11 @@ class AccessManager:
         *,
         irreversible: bool = False,
         detail: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> None:
         """Allow (return) or deny (raise :class:`AccessDeniedError`) one action; every decision is audited."""
         detail = dict(detail or {})
-        allowed, reason = self.policy(agent, action, resource)
+        allowed, reason = self.policy(agent, action, resource, owner=owner)
         if allowed and irreversible:
             allowed, reason = await self._confirm(agent, action, resource, detail)
         await self._record(agent, action, resource, allowed, reason, irreversible, detail)

@@ -318,16 +318,20 @@ class StorageManager:
         except SandboxPathError as exc:
             await self.access.record_denial(agent, action, f"{owner}/{path}", exc.message)
             raise
-        if action == "storage.write" and is_under(clean, RESERVED_PREFIX):
-            reason = f"paths under {RESERVED_PREFIX}/ belong to the kernel (evicted memory); write elsewhere"
-            await self.access.record_denial(agent, action, f"{owner}/{clean}", reason)
-            raise SandboxPathError(f"{agent.name}: cannot write {clean!r}: {reason}", path=clean)
+        if is_under(clean, RESERVED_PREFIX):
+            if action == "storage.write":
+                reason = f"paths under {RESERVED_PREFIX}/ belong to the kernel (evicted memory); write elsewhere"
+                await self.access.record_denial(agent, action, f"{owner}/{clean}", reason)
+                raise SandboxPathError(f"{agent.name}: cannot write {clean!r}: {reason}", path=clean)
+            if owner != agent.name:
+                # another agent's evicted memory: reading it through storage needs the right to read that memory
+                await self.access.authorize(agent, "memory.read", owner, detail={"via": "storage", "path": clean})
         return clean
 
     async def write(self, agent: "AgentLike", path: str, data: str | bytes, *, owner: str | None = None) -> VersionInfo:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", detail={"op": "write"})
+        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, detail={"op": "write"})
         return await self.put(owner, clean, data)
 
     async def read(
@@ -335,26 +339,26 @@ class StorageManager:
     ) -> FileContent:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", detail={"op": "read"})
+        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "read"})
         return await self.get(owner, clean, version=version, timestamp=timestamp)
 
     async def list(self, agent: "AgentLike", prefix: str = "", *, owner: str | None = None) -> list[FileInfo]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", prefix, owner, allow_empty=True)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", detail={"op": "list"})
+        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "list"})
         return await self.list_files(owner, clean)
 
     async def delete(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> VersionInfo:
         """Delete by adding a tombstone: reversible with :meth:`rollback`, so no confirmation is needed."""
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", detail={"op": "delete"})
+        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, detail={"op": "delete"})
         return await self.remove(owner, clean)
 
     async def versions(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> list[VersionInfo]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", detail={"op": "versions"})
+        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "versions"})
         return await self.history(owner, clean)
 
     async def rollback(
@@ -362,26 +366,26 @@ class StorageManager:
     ) -> VersionInfo:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", detail={"op": "rollback", "version": version, "timestamp": timestamp})
+        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, detail={"op": "rollback", "version": version, "timestamp": timestamp})
         return await self.restore(owner, clean, version=version, timestamp=timestamp)
 
     async def diff(self, agent: "AgentLike", path: str, version: int, other_version: int | None = None, *, owner: str | None = None) -> DiffResult:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", detail={"op": "diff"})
+        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "diff"})
         return await self.compare(owner, clean, version, other_version)
 
     async def search(self, agent: "AgentLike", query: str, *, k: int = 5, prefix: str = "", owner: str | None = None) -> list[SearchHit]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", prefix, owner, allow_empty=True)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", detail={"op": "search"})
+        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "search"})
         return await self.search_in(owner, query, k=k, prefix=clean)
 
     async def purge(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> int:
         """Drop a file and its whole history. Irreversible: the access manager asks for confirmation."""
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", irreversible=True, detail={"op": "purge"})
+        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, irreversible=True, detail={"op": "purge"})
         return await self.drop(owner, clean)
 
     # ------------------------------------------------------------------ unchecked core (paths already clean)

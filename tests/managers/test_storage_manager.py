@@ -117,6 +117,36 @@ async def test_other_agents_files_need_a_grant(make_managers, audit_of):
     assert [r.decision for r in audit_of(m, agent="bob")] == ["deny", "deny"]
 
 
+async def test_an_agent_named_like_a_folder_gets_no_access_to_the_longer_name(make_managers, audit_of):
+    # agent names may contain "/": alice's own space ("{self}/*") must not reach agent "alice/sub"'s files
+    sub = agent("alice/sub")
+    m = make_managers()
+    await m.storage.write(sub, "diary.txt", "the sub-agent's")
+    for attempt in (m.storage.read(ALICE, "diary.txt", owner="alice/sub"), m.storage.write(ALICE, "diary.txt", "x", owner="alice/sub")):
+        with pytest.raises(AccessDeniedError):
+            await attempt
+    # and the other way round: "alice/sub" has no claim on alice's "sub/..." files
+    await m.storage.write(ALICE, "sub/notes.txt", "alice's")
+    with pytest.raises(AccessDeniedError):
+        await m.storage.read(sub, "notes.txt", owner="alice")
+    assert (await m.storage.read(sub, "diary.txt")).data == "the sub-agent's"
+    assert len(audit_of(m, agent="alice", decision="deny")) == 2
+
+
+async def test_another_agents_evicted_memory_needs_the_right_to_read_its_memory(make_managers):
+    m = make_managers(
+        memory={"per_agent_limit": 300, "k": 2},
+        access={"groups": {"default": {}, "files": {"storage_read_paths": ["*"]}, "peers": {"storage_read_paths": ["*"], "read_memory_of": ["alice"]}}},
+    )
+    for i in range(10):
+        await m.memory.add(ALICE, f"secret {i} " + "x" * 80, key=f"s{i}")
+    [evicted, *_] = await m.storage.list_files("alice", ".aios/memory")
+    with pytest.raises(AccessDeniedError, match="memory"):
+        await m.storage.read(agent("eve", "files"), evicted.path, owner="alice")  # a file grant is not a memory grant
+    assert "secret" in (await m.storage.read(agent("pat", "peers"), evicted.path, owner="alice")).data
+    assert "secret" in (await m.storage.read(ALICE, evicted.path)).data  # one's own, always
+
+
 async def test_the_kernel_namespace_is_read_only_for_agents(make_managers):
     st = make_managers().storage
     with pytest.raises(SandboxPathError, match="belong to the kernel"):
