@@ -16,9 +16,12 @@ import json
 import logging
 import runpy
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from aios_core import bridge
 from aios_core.errors import AIOSError
@@ -38,6 +41,17 @@ BENCHES = {
 }
 
 
+def _confirm_hook(args: argparse.Namespace, config: Any) -> Any:
+    """Ask at the terminal before irreversible actions, when there is a terminal (and --no-confirm was not given)."""
+    if getattr(args, "no_confirm", False):
+        return None
+    from aios_core.terminal_confirm import terminal_confirm_if_interactive
+
+    timeout = float(config.managers.get("access", {}).get("confirm_timeout", 60.0))
+    # answer before the access manager's own deadline, so the refusal is reported at the terminal too
+    return terminal_confirm_if_interactive(timeout=max(1.0, timeout - 1.0))
+
+
 def _kernel_from_args(args: argparse.Namespace) -> Any:
     from aios_core.config import load_config
     from aios_core.kernel import Kernel
@@ -47,7 +61,8 @@ def _kernel_from_args(args: argparse.Namespace) -> Any:
         overrides["scheduler"] = args.scheduler
     if getattr(args, "core", None):
         overrides["cores"] = [{"kind": args.core}]
-    return Kernel(load_config(getattr(args, "config", None), **overrides))
+    config = load_config(getattr(args, "config", None), **overrides)
+    return Kernel(config, confirm=_confirm_hook(args, config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -119,9 +134,11 @@ def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from aios_core.config import load_config
+    from aios_core.kernel import Kernel
     from aios_core.server.app import serve
 
-    serve(load_config(args.config), host=args.host, port=args.port)
+    config = load_config(args.config)
+    serve(config, host=args.host, port=args.port, kernel=Kernel(config, confirm=_confirm_hook(args, config)))
     return 0
 
 
@@ -146,18 +163,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from aios_core.managers.audit import read_audit
 
     config = load_config(getattr(args, "config", None))
-    entries = read_audit(config.data_dir / "audit.db", agent=args.agent, limit=args.limit)
+    path = Path(str(config.managers.get("access", {}).get("audit_file", "audit.db"))).expanduser()
+    if not path.is_absolute():
+        path = config.data_dir / path
+    entries = read_audit(path, agent=args.agent, limit=args.limit, decision=args.decision)
     if args.json:
-        print(json.dumps([e if isinstance(e, dict) else e.__dict__ for e in entries], indent=2, default=str))
+        print(json.dumps([e.as_dict() for e in entries], indent=2, default=str))
         return 0
-    table = Table(title=f"AIOS audit log ({config.data_dir / 'audit.db'})")
-    rows = [e if isinstance(e, dict) else e.__dict__ for e in entries]
-    columns = list(rows[0]) if rows else ["time", "agent", "action", "resource", "decision", "reason"]
+    table = Table(title=f"AIOS audit log ({path})")
+    columns = ["id", "time", "agent", "group", "action", "resource", "decision", "reason"]
     for c in columns:
         table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*[str(r.get(c, "")) for c in columns])
-    console.print(table)
+    for e in entries:
+        row = e.as_dict()
+        row["time"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"]))
+        if row["irreversible"]:
+            row["action"] += " (irreversible)"
+        style = "red" if row["decision"] == "deny" else None
+        table.add_row(*[escape(str(row[c])) for c in columns], style=style)
+    if not entries:
+        console.print(f"no audit records in {path}" + (" (no such file yet: no kernel has run with this data dir)" if not path.exists() else ""))
+        return 0
+    Console(width=console.width if console.is_terminal else 160).print(table)
     return 0
 
 
@@ -179,12 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="fifo | rr | priority | plas (default from config: plas)")
     p.add_argument("--core", help="core kind to run on instead of the configured ones, e.g. sim")
     p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--no-confirm", action="store_true", help="never ask at the terminal: irreversible actions are denied")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("serve", help="serve the kernel over HTTP (syscalls, OpenAI-compatible /v1)")
+    p = sub.add_parser(
+        "serve",
+        help="serve the kernel over HTTP (syscalls, OpenAI-compatible /v1)",
+        description="Serve the kernel over HTTP. In a terminal, irreversible actions of agents (running code, the shell, "
+        "purging history) are asked about here first (y/N); without a terminal, or with --no-confirm, they are denied "
+        "unless a group pre-approves them.",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--no-confirm", action="store_true", help="never ask at the terminal: irreversible actions are denied")
     p.set_defaults(func=cmd_serve)
 
     for name, func, text in (("ps", cmd_ps, "list agents, programs and states of a running kernel"), ("top", cmd_top, "live view of a running kernel")):
@@ -200,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="show the access manager's audit log")
     p.add_argument("--agent", help="only this agent's entries")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--decision", choices=["allow", "deny"], help="only allowed or only denied actions")
+    p.add_argument("--limit", type=int, default=50, help="the newest N records (default 50)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", help="TOML configuration file")
     p.set_defaults(func=cmd_audit)
