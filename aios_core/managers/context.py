@@ -74,16 +74,17 @@ class ContextManager:
                 return
             if snap.data is None:
                 continue
-            path = self._dir() / f"{gen_id}.kv"
             try:
+                path = self._dir() / f"{gen_id}.kv"
                 tmp = path.with_suffix(".tmp")
                 tmp.write_bytes(snap.data)
                 os.replace(tmp, path)
-            except OSError as exc:  # disk full: keep it in memory, over budget, rather than lose it
-                log.warning("could not spill snapshot %s to %s: %s; keeping it in memory", gen_id, path, exc)
+            except OSError as exc:  # disk full, no spill directory: keep it in memory, over budget, rather than lose it
+                log.warning("could not spill snapshot %s to %s: %s; keeping it in memory", gen_id, self._spill_dir, exc)
                 return
             self.stats.bytes_in_memory -= len(snap.data)
-            self.stats.bytes_on_disk += len(snap.data)
+            snap.nbytes = len(snap.data)
+            self.stats.bytes_on_disk += snap.nbytes
             snap.data, snap.path = None, str(path)
             self.stats.spilled += 1
 
@@ -94,19 +95,19 @@ class ContextManager:
             return None
         t0 = time.perf_counter()
         snap = entry[1]
+        self.stats.held = len(self._held)
         if snap.path is not None:
             try:
                 snap.data = Path(snap.path).read_bytes()
             except OSError as exc:
                 raise CoreError(f"the spilled snapshot of {gen_id} could not be read back: {exc}") from exc
             finally:
+                self.stats.bytes_on_disk -= snap.nbytes
                 self._unlink(snap)
-            self.stats.bytes_on_disk -= len(snap.data or b"")
         elif snap.data is not None:
             self.stats.bytes_in_memory -= len(snap.data)
         self.stats.restored += 1
         self.stats.restore_seconds += time.perf_counter() - t0
-        self.stats.held = len(self._held)
         return snap
 
     def discard(self, gen_id: str) -> Snapshot | None:
