@@ -35,9 +35,11 @@ class Patcher:
     def replace(self, owner: Any, name: str, new: Any) -> Any:
         """Set ``owner.name = new``; returns the original (as found in ``owner.__dict__`` when it has one there)."""
         original = owner.__dict__.get(name, _MISSING) if hasattr(owner, "__dict__") else getattr(owner, name, _MISSING)
+        # inherited (not in owner.__dict__): what callers saw before, read before it is shadowed
+        inherited = getattr(owner, name, None) if original is _MISSING else original
         self._saved.append((owner, name, original))
         setattr(owner, name, new)
-        return getattr(owner, name) if original is _MISSING else original
+        return inherited
 
     def restore(self) -> None:
         while self._saved:

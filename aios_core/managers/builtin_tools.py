@@ -70,6 +70,9 @@ def _evaluate(node: ast.AST) -> Any:
         args = [_evaluate(a) for a in node.args]
         if node.func.id == "factorial" and args and isinstance(args[0], int) and args[0] > 1000:
             raise ToolError("factorial argument too large for the calculator (> 1000)")
+        # comb/perm of huge arguments run for minutes in a thread nobody can stop
+        if node.func.id in ("comb", "perm") and any(isinstance(a, int) and abs(a) > 10_000 for a in args):
+            raise ToolError(f"{node.func.id} arguments too large for the calculator (> 10000); use the python tool")
         return _check_size(_FUNCTIONS[node.func.id](*args))
     raise ToolError(
         f"unsupported expression element {ast.dump(node)[:60]}; use numbers, + - * / // % **, parentheses, "

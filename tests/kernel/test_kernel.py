@@ -326,3 +326,23 @@ def test_syscall_ids_are_unique_hex_and_a_forked_child_draws_its_own_prefix():
     with ctx.Pool(1) as pool:
         child = pool.apply(new_id)
     assert child[:16] != next(iter(ids))[:16]
+
+
+def test_patcher_hands_back_what_was_there_and_restores_it_exactly():
+    from aios_core.patching import Patcher
+
+    class Base:
+        def greet(self):
+            return "base"
+
+    class Child(Base):
+        def own(self):
+            return "own"
+
+    own, inherited = Child.__dict__["own"], Base.__dict__["greet"]
+    p = Patcher()
+    assert p.replace(Child, "own", lambda self: "patched") is own
+    assert p.replace(Child, "greet", lambda self: "patched") is inherited  # found on Base, not the replacement
+    assert Child().greet() == "patched" == Child().own()
+    p.restore()
+    assert Child.__dict__["own"] is own and "greet" not in Child.__dict__ and Child().greet() == "base"
