@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,11 +27,33 @@ class CoreFactory:
 
 @dataclass(frozen=True)
 class BackendFactory:
-    """Builds a memory or storage backend from its configuration table (keyword options)."""
+    """Builds the memory or the storage manager the configuration selects (``managers.<kind>.backend``).
+
+    ``create(config, context)`` gets the validated ``[managers.memory]`` /
+    ``[managers.storage]`` table (its ``options`` table holds the backend's own
+    settings) and a :class:`BackendContext`, and returns the manager: an object
+    with the built-in manager's methods (``handle(syscall, agent)``,
+    ``aclose()``, and what the other managers call on it); subclassing the
+    built-in :class:`~aios_core.managers.memory.MemoryManager` /
+    :class:`~aios_core.managers.storage.StorageManager` is the easy way.
+    """
 
     name: str
     create: Callable[..., Any]
     description: str = ""
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a manager backend is built with: where data lives and the managers it works with."""
+
+    data_dir: Path
+    #: the access manager every agent-facing operation must ask (and that audits)
+    access: Any
+    #: the embedder for similarity search (``embed(texts) -> list[vector]``)
+    embedder: Any
+    #: the storage manager (given to memory backends, which evict into it; None for storage backends)
+    storage: Any = None
 
 
 class Adapter(abc.ABC):

@@ -186,60 +186,82 @@ def aios_register_tools() -> "list[Tool]":
 
 @hookspec
 def aios_register_memory_backends() -> "list[BackendFactory]":
-    """Backends for the memory manager's long-term tier.
+    """Memory managers the configuration can select with ``[managers.memory] backend = "<name>"``.
 
-    **When:** when the registries are read; ``aios plugins`` lists them.
-    Reserved: the built-in memory manager always evicts into the storage manager
-    and does not select a registered backend yet.
+    **When:** when the registries are read; ``aios plugins`` lists them. At
+    kernel start the configured backend's ``create`` is called once (the
+    built-in ``lru-k`` is registered through this same hook by ``plugins.managers``).
+    An unknown name, or a ``create`` that raises, stops the start with a
+    ConfigError naming ``managers.memory.backend``: the kernel does not silently
+    keep agents' memory somewhere other than asked.
 
     **Arguments:** none.
 
-    **Returns:** :class:`~aios_core.components.BackendFactory` objects (name, create
-    callable, description); ``create`` receives the backend's options as keywords.
+    **Returns:** :class:`~aios_core.components.BackendFactory` objects (name,
+    ``create(config, context)``, description). ``config`` is the validated
+    ``[managers.memory]`` table (a plugin's own settings are in ``config.options``);
+    ``context`` is a :class:`~aios_core.components.BackendContext` with the data
+    directory, the access manager, the embedder and the storage manager to evict
+    into. ``create`` returns the manager; subclassing
+    :class:`~aios_core.managers.memory.MemoryManager` keeps every syscall, access
+    check and audit record of the built-in one.
 
     Example::
 
         from aios_core.components import BackendFactory
         from aios_core.hookspecs import hookimpl
+        from aios_core.managers.memory import MemoryManager
 
 
-        def in_process(**options):
-            return {}
+        def small(config, context):
+            # the built-in manager, with the per-agent RAM limit a plugin option says (default 4 KiB)
+            limit = int(config.options.get("per_agent_limit", 4096))
+            return MemoryManager(
+                config.model_copy(update={"per_agent_limit": limit}),
+                storage=context.storage, access=context.access, embedder=context.embedder,
+            )
 
 
         @hookimpl
         def aios_register_memory_backends():
-            return [BackendFactory("dict", in_process, "long-term memory in a dict (lost on exit)")]
+            return [BackendFactory("small", small, "the built-in memory with a tiny RAM budget per agent")]
     """
 
 
 @hookspec
 def aios_register_storage_backends() -> "list[BackendFactory]":
-    """Backends for the storage manager.
+    """Storage managers the configuration can select with ``[managers.storage] backend = "<name>"``.
 
-    **When:** when the registries are read; ``aios plugins`` lists them.
-    Reserved: the built-in storage manager always uses SQLite and does not select
-    a registered backend yet.
+    **When:** as for :func:`aios_register_memory_backends` (the built-in ``sqlite``
+    backend is registered through this hook too). The memory manager evicts into
+    the selected storage manager and the file tools use it.
 
     **Arguments:** none.
 
-    **Returns:** :class:`~aios_core.components.BackendFactory` objects.
+    **Returns:** :class:`~aios_core.components.BackendFactory` objects;
+    ``create(config, context)`` gets the validated ``[managers.storage]`` table and
+    a :class:`~aios_core.components.BackendContext` (``context.storage`` is None)
+    and returns the manager. Subclass :class:`~aios_core.managers.storage.StorageManager`
+    to keep its versioning, path sandboxing and access checks.
 
     Example::
 
+        import tempfile
+
         from aios_core.components import BackendFactory
         from aios_core.hookspecs import hookimpl
+        from aios_core.managers.storage import StorageManager
 
 
-        def tmp_sqlite(**options):
-            import sqlite3
-
-            return sqlite3.connect(":memory:")
+        def scratch(config, context):
+            # the built-in SQLite storage in a throw-away directory: nothing outlives the process
+            return StorageManager(config, data_dir=tempfile.mkdtemp(prefix="aios-scratch-"),
+                                  access=context.access, embedder=context.embedder)
 
 
         @hookimpl
         def aios_register_storage_backends():
-            return [BackendFactory("memory-sqlite", tmp_sqlite, "SQLite in memory (lost on exit)")]
+            return [BackendFactory("scratch", scratch, "SQLite storage in a temporary directory")]
     """
 
 

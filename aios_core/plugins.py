@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.schedulers",
     "plugins.cores",
     "plugins.tools",
+    "plugins.managers",
     "adapters.autogen.plugin",
     "adapters.langchain.plugin",
     "adapters.metagpt.plugin",

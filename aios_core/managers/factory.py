@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aios_core.components import BackendContext
 from aios_core.errors import ConfigError
 from aios_core.managers.access import AccessConfig, AccessManager, ConfirmFn, chain_confirmations
 from aios_core.managers.audit import AuditLog
@@ -90,8 +91,13 @@ def build_managers(
     plugin_tools: Mapping[str, Tool] | None = None,
     confirm: ConfirmFn | None = None,
     embedder: Embedder | None = None,
+    backends: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Managers:
     """Build all managers. Cheap and non-blocking: the database opens on first use, off the loop.
+
+    ``backends`` maps "memory" / "storage" to the registered :class:`~aios_core.components.BackendFactory`
+    objects by name (the plugin host's ``memory_backends`` / ``storage_backends``); the configuration's
+    ``backend`` key picks one. Without ``backends`` only the built-in ones are known.
 
     ``build_managers(kernel)`` is accepted too: it reads ``kernel.config.managers``,
     ``kernel.config.data_dir``, the plugin host's tools, and chains ``kernel.confirm``
@@ -108,10 +114,42 @@ def build_managers(
     audit = AuditLog(audit_path if audit_path.is_absolute() else data_dir / audit_path)
     access = AccessManager(cfg.access, audit, confirm=confirm)
     embedder = embedder or make_embedder(cfg.embeddings)
-    storage = StorageManager(cfg.storage, data_dir=data_dir, access=access, embedder=embedder)
-    memory = MemoryManager(cfg.memory, storage=storage, access=access, embedder=embedder)
+    try:
+        storage = _create("storage", cfg.storage, backends, BackendContext(data_dir, access, embedder))
+        memory = _create("memory", cfg.memory, backends, BackendContext(data_dir, access, embedder, storage=storage))
+    except BaseException:
+        audit.close()
+        raise
     tools = ToolManager(cfg.tools, tools=dict(plugin_tools or {}), access=access, storage=storage, data_dir=data_dir)
     return Managers(memory=memory, storage=storage, tools=tools, access=access, audit=audit, embedder=embedder)
+
+
+def _builtin_backends() -> dict[str, dict[str, Any]]:
+    from plugins.managers import LRU_K, SQLITE
+
+    return {"storage": {SQLITE.name: SQLITE}, "memory": {LRU_K.name: LRU_K}}
+
+
+def _create(kind: str, config: Any, backends: Mapping[str, Mapping[str, Any]] | None, context: BackendContext) -> Any:
+    """The ``kind`` manager of the configured backend, or a ConfigError naming the key and the choices."""
+    known = dict((backends or _builtin_backends()).get(kind, {}))
+    factory = known.get(config.backend)
+    if factory is None:
+        raise ConfigError(
+            f"managers.{kind}.backend: no {kind} backend named {config.backend!r}; registered: {', '.join(sorted(known)) or 'none'} "
+            "(a plugin adds one through aios_register_" + kind + "_backends; `aios plugins` lists them)",
+            key=f"managers.{kind}.backend",
+        )
+    try:
+        manager = factory.create(config, context)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a plugin's factory: name it, do not start on another backend than the one asked for
+        raise ConfigError(f"managers.{kind}.backend: the {kind} backend {config.backend!r} failed to start: {exc!r}", key=f"managers.{kind}.backend") from exc
+    missing = [m for m in ("handle", "aclose") if not callable(getattr(manager, m, None))]
+    if missing:
+        raise ConfigError(f"managers.{kind}.backend: the {kind} backend {config.backend!r} returned {type(manager).__name__}, which lacks {', '.join(missing)}")
+    return manager
 
 
 def managers_for_kernel(kernel: Any) -> Managers:
@@ -126,4 +164,5 @@ def managers_for_kernel(kernel: Any) -> Managers:
         data_dir=kernel.config.data_dir,
         plugin_tools=plugins.all("tools"),
         confirm=chain_confirmations(getattr(kernel, "confirm", None), plugin_hook),
+        backends={"memory": plugins.all("memory_backends"), "storage": plugins.all("storage_backends")},
     )

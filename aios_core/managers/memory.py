@@ -66,6 +66,8 @@ ABSENT: Any = _Absent()
 class MemoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    backend: str = Field(default="lru-k", description="memory manager to use: the built-in 'lru-k' or one a plugin registers (aios plugins)")
+    options: dict[str, Any] = Field(default_factory=dict, description="settings of a plugin backend (the built-in one has none)")
     per_agent_limit: int = Field(default=1 << 20, gt=0, description="bytes of one agent's memory kept in RAM")
     total_limit: int = Field(default=64 << 20, gt=0, description="bytes of all agents' memory kept in RAM")
     k: int = Field(default=2, ge=1, le=16, description="K of LRU-K (1 = plain LRU)")

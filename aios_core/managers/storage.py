@@ -87,6 +87,8 @@ BEGIN SELECT RAISE(ABORT, 'stored versions are immutable'); END;
 class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    backend: str = Field(default="sqlite", description="storage manager to use: the built-in 'sqlite' or one a plugin registers (aios plugins)")
+    options: dict[str, Any] = Field(default_factory=dict, description="settings of a plugin backend (the built-in one has none)")
     file: str = Field(default="storage.db", description="database file, relative to the kernel's data directory (or absolute)")
     synchronous: Synchronous = Field(default="FULL", description="SQLite synchronous mode; FULL survives power loss, NORMAL only crashes")
     max_size_mb: float | None = Field(default=None, gt=0, description="cap on the database size; writes past it fail with StorageError")

@@ -62,8 +62,8 @@ REGISTERS = {
     "aios_register_schedulers": ("schedulers", "shortest-hint"),
     "aios_register_cores": ("cores", "instant-sim"),
     "aios_register_tools": ("tools", "dice"),
-    "aios_register_memory_backends": ("memory_backends", "dict"),
-    "aios_register_storage_backends": ("storage_backends", "memory-sqlite"),
+    "aios_register_memory_backends": ("memory_backends", "small"),
+    "aios_register_storage_backends": ("storage_backends", "scratch"),
     "aios_register_adapters": ("adapters", "tinyframework"),
 }
 

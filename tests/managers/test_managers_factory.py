@@ -4,12 +4,14 @@ import time
 
 import pytest
 
+from aios_core.components import BackendFactory
 from aios_core.config import load_config
 from aios_core.cores.sim import SimCore
 from aios_core.errors import AccessDeniedError, ConfigError, SyscallCancelledError
 from aios_core.hookspecs import hookimpl
 from aios_core.kernel import Kernel
 from aios_core.managers import ManagersConfig, build_managers, read_audit
+from aios_core.managers.storage import StorageManager
 from aios_core.syscalls import MemorySyscall, StorageSyscall, ToolCall, ToolSyscall
 from aios_core.tool import Tool
 
@@ -103,3 +105,76 @@ def test_stop_cancels_a_hanging_tool_call_and_a_restart_opens_the_managers_again
     finally:
         kernel.stop()
     assert any(r.resource == "calculator" and r.agent == "alice" for r in read_audit(audit_path, limit=100))
+
+
+class _CountingStorage(StorageManager):
+    """The built-in storage, counting the versions it writes (what a third-party backend subclass would do)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.writes = 0
+
+    async def put(self, owner, path, data, **kw):
+        self.writes += 1
+        return await super().put(owner, path, data, **kw)
+
+
+class _BackendsPlugin:
+    @hookimpl
+    def aios_register_storage_backends(self):
+        def counting(config, context):
+            return _CountingStorage(config, data_dir=context.data_dir / config.options.get("subdir", "."), access=context.access,
+                                    embedder=context.embedder)
+
+        def broken(config, context):
+            raise RuntimeError("cannot reach the storage cluster")
+
+        return [BackendFactory("counting", counting, "counts writes"), BackendFactory("broken", broken, "always fails")]
+
+    @hookimpl
+    def aios_register_memory_backends(self):
+        return [BackendFactory("not-a-manager", lambda config, context: object(), "returns the wrong thing")]
+
+
+def _kernel_with_backends(tmp_path, **managers):
+    config = load_config(data_dir=tmp_path / "data", entry_point_plugins=False, managers={"embeddings": {"kind": "hashing"}, **managers})
+    kernel = Kernel(config, cores=[SimCore(t0=0.0005, a=0.0, b=0.0)], scheduler="fifo")
+    kernel.plugins.register(_BackendsPlugin(), name="backends-plugin")
+    return kernel
+
+
+async def test_a_plugin_storage_backend_serves_storage_syscalls_and_memory_evicts_into_it(tmp_path):
+    kernel = _kernel_with_backends(tmp_path, storage={"backend": "counting", "options": {"subdir": "elsewhere"}},
+                                   memory={"per_agent_limit": 300})
+    async with kernel:
+        kernel.register_agent("alice")
+        assert isinstance(kernel.managers.storage, _CountingStorage) and kernel.managers.memory.storage is kernel.managers.storage
+        await kernel.acall(StorageSyscall(agent="alice", op="write", path="a.txt", data="x"))
+        for i in range(6):
+            await kernel.acall(MemorySyscall(agent="alice", op="add", key=f"k{i}", value="v" * 100))
+        assert kernel.managers.storage.writes >= 2  # the file, and memory evicted into the plugin's storage
+        assert (tmp_path / "data" / "elsewhere" / "storage.db").exists()
+
+
+@pytest.mark.parametrize(
+    "managers, message",
+    [
+        ({"storage": {"backend": "nosuch"}}, r"managers\.storage\.backend: no storage backend named 'nosuch'; registered: broken, counting, sqlite"),
+        ({"storage": {"backend": "broken"}}, r"managers\.storage\.backend: the storage backend 'broken' failed to start: RuntimeError\('cannot reach"),
+        ({"memory": {"backend": "not-a-manager"}}, r"managers\.memory\.backend: .* lacks handle, aclose"),
+    ],
+)
+async def test_a_backend_that_is_unknown_fails_or_is_not_a_manager_stops_the_start_with_the_key_named(tmp_path, managers, message):
+    kernel = _kernel_with_backends(tmp_path, **managers)
+    with pytest.raises(ConfigError, match=message):
+        await kernel.astart()
+    assert kernel.cores == {} or all(not c.running() for c in kernel.cores.values())
+
+
+def test_the_builtin_backends_are_listed_as_plugins_like_any_other():
+    from aios_core.plugins import PluginHost
+
+    report = PluginHost(entry_point_plugins=False).report()
+    builtin = next(p for p in report["plugins"] if p["name"] == "aios.plugins.managers")
+    assert builtin["origin"] == "builtin"
+    assert builtin["contributes"] == {"memory_backends": ["lru-k"], "storage_backends": ["sqlite"]}
