@@ -528,7 +528,18 @@ class Kernel:
             "managed_waiting": dict(self._waiting),
             "agents": [a.as_dict() for a in self.agents.all()],
             "snapshots": self.context.stats.as_dict(),
+            "managers": self._manager_stats(),
         }
+
+    def _manager_stats(self) -> dict[str, Any]:
+        stats = getattr(self.managers, "stats", None)
+        if not callable(stats):
+            return {}
+        try:
+            return dict(stats())
+        except Exception:  # noqa: BLE001 - a plugin manager's counters must not break ``aios top``
+            log.exception("the managers' stats failed")
+            return {}
 
 
 def raise_invalid(message: str) -> None:

@@ -275,10 +275,25 @@ class StorageSyscall(SyscallBase):
     owner: AgentName | None = None
 
 
+class ClientTool(ToolSpec):
+    """A tool that runs in the caller's process, declared with the call that uses it.
+
+    Framework tools are functions of the agent's process; a kernel in another
+    process cannot run them. For a call of a declared client tool the kernel
+    does everything but run it: it validates the arguments against the declared
+    schema, asks the access manager (confirmation for ``irreversible``), writes
+    the audit record, and answers whether the caller may go ahead.
+    """
+
+    side_effect: Literal["none", "read", "write", "irreversible"] = "write"
+
+
 class ToolSyscall(SyscallBase):
     kind: Literal["tool"] = "tool"
     #: independent calls from one LLM turn; the tool manager runs them in parallel
     calls: Annotated[list[ToolCall], Field(min_length=1, max_length=64)]
+    #: tools of the caller's process that some of ``calls`` name (see :class:`ClientTool`)
+    client_tools: Annotated[list[ClientTool], Field(max_length=64)] = Field(default_factory=list)
 
 
 Syscall = Annotated[Union[LLMSyscall, MemorySyscall, StorageSyscall, ToolSyscall], Field(discriminator="kind")]

@@ -1,5 +1,10 @@
 """Framework tools run under the kernel's tool manager: validated, access-checked, limited, timed, audited.
 
+(Behind a remote kernel, which cannot call functions of this process, a framework tool is declared with
+each call as a :class:`~aios_core.syscalls.ClientTool`: the kernel validates the arguments against its
+schema, asks the access manager and audits the call, and only then does the adapter run the tool here,
+under the patch's ``tool_timeout`` and ``tool_concurrency``.)
+
 A framework tool (an AutoGen ``BaseTool``, a LangChain ``BaseTool``) becomes
 a :class:`~aios_core.tool.Tool` in the kernel's tool manager the first time it
 is called, under ``<framework>.<tool name>`` (access policies can name it, or
@@ -34,7 +39,7 @@ from adapters.shared.caller_loop import run_on_loop
 from adapters.shared.names import safe_tool_name
 from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity
-from aios_core.syscalls import ToolCall, ToolSyscall
+from aios_core.syscalls import ClientTool, ToolCall, ToolSyscall
 from aios_core.tool import Tool
 
 if TYPE_CHECKING:
@@ -123,6 +128,8 @@ class ToolRouter:
         self._names: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._warned = False
+        #: per-tool concurrency limits of tools run here on a remote kernel's grant
+        self._client_slots: dict[str, threading.BoundedSemaphore] = {}
 
     # ------------------------------------------------------------------ registration
 
@@ -190,6 +197,8 @@ class ToolRouter:
             return await run()
         manager = self.manager()
         if manager is None:
+            if getattr(self.route.kernel, "hosts_client_tools", False):
+                return await self._acall_client_hosted(identity, tool, arguments, run, key, error)
             self._warn_unmanaged()
             return await run()
         call = self._call(manager, tool, arguments)
@@ -218,6 +227,8 @@ class ToolRouter:
             return run()
         manager = self.manager()
         if manager is None:
+            if getattr(self.route.kernel, "hosts_client_tools", False):
+                return self._call_client_hosted(identity, tool, arguments, run, key, error)
             self._warn_unmanaged()
             return run()
         call = self._call(manager, tool, arguments)
@@ -228,6 +239,68 @@ class ToolRouter:
         finally:
             _pending.pop(call.id, None)
         return self._outcome(binding, results[0], tool, error)
+
+    # ------------------------------------------------------------------ behind a remote kernel
+
+    def _client_syscall(self, identity: AgentIdentity, tool: FrameworkTool, arguments: dict[str, Any]) -> ToolSyscall:
+        options = self.route.options
+        name = f"{self.route.framework}.{safe_tool_name(tool.name, limit=50)}"
+        spec = ClientTool(
+            name=name, description=tool.description or f"{self.route.framework} tool {tool.name}",
+            parameters=tool.parameters, side_effect=options.tool_side_effect,
+        )
+        call = ToolCall(id=f"{self.route.framework}-{uuid.uuid4().hex[:16]}", name=name, arguments=arguments)
+        self.route.ensure_agent(identity)
+        return ToolSyscall(calls=[call], client_tools=[spec], **self.route.syscall_fields(identity))
+
+    @staticmethod
+    def _granted(result: ToolResult, tool: FrameworkTool, error: ErrorFactory) -> None:
+        if not result.ok:
+            raise error(result.error_type or ToolError.code, result.error or "the kernel refused the tool call", tool.name)
+
+    def _slots(self, name: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            slot = self._client_slots.get(name)
+            if slot is None:
+                slot = self._client_slots[name] = threading.BoundedSemaphore(max(1, self.route.options.tool_concurrency))
+            return slot
+
+    async def _acall_client_hosted(
+        self, identity: AgentIdentity, tool: FrameworkTool, arguments: dict[str, Any], run: Callable[[], Awaitable[Any]], key: int,
+        error: ErrorFactory,
+    ) -> Any:
+        sc = self._client_syscall(identity, tool, arguments)
+        self._granted((await self.route.kernel.acall(sc))[0], tool, error)
+        slot = self._slots(sc.calls[0].name)
+        if not slot.acquire(blocking=False):  # other callers of this tool hold every slot: wait in a thread, not by polling
+            waiting = asyncio.get_running_loop().run_in_executor(None, slot.acquire)
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                waiting.add_done_callback(lambda _: slot.release())  # the slot it will get is given straight back
+                raise
+        token = _running.set(_running.get() | {key})
+        try:
+            async with asyncio.timeout(self.route.options.tool_timeout):
+                return await run()
+        except TimeoutError:
+            raise ToolError(f"tool {tool.name} did not finish within {self.route.options.tool_timeout:g} s", tool=tool.name, reason="timeout") from None
+        finally:
+            _running.reset(token)
+            slot.release()
+
+    def _call_client_hosted(
+        self, identity: AgentIdentity, tool: FrameworkTool, arguments: dict[str, Any], run: Callable[[], Any], key: int, error: ErrorFactory,
+    ) -> Any:
+        sc = self._client_syscall(identity, tool, arguments)
+        self._granted(self.route.kernel.call(sc)[0], tool, error)
+        # a sync tool cannot be interrupted from outside: it runs to its end in the caller's thread
+        with self._slots(sc.calls[0].name):
+            token = _running.set(_running.get() | {key})
+            try:
+                return run()
+            finally:
+                _running.reset(token)
 
     def _call(self, manager: ToolManager, tool: FrameworkTool, arguments: dict[str, Any]) -> ToolCall:
         name = self.registered_name(manager, tool)

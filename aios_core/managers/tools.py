@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aios_core.errors import AccessDeniedError, AIOSError, PluginError, ToolError
 from aios_core.managers.sandbox import SandboxLimits, call_sandboxed
-from aios_core.syscalls import TOOL_NAME_PATTERN, ToolCall, ToolSpec
+from aios_core.syscalls import TOOL_NAME_PATTERN, ClientTool, ToolCall, ToolSpec
 from aios_core.tool import Tool
 
 if TYPE_CHECKING:
@@ -124,7 +124,9 @@ class ToolManager:
         self.errors: list[PluginError] = []
         self._tools: dict[str, _Registered] = {}
         self._threads = ThreadPoolExecutor(max_workers=self.config.thread_workers, thread_name_prefix="aios-tool")
-        self.stats = {"calls": 0, "failed": 0, "timeouts": 0, "denied": 0, "invalid": 0}
+        self.stats = {"calls": 0, "failed": 0, "timeouts": 0, "denied": 0, "invalid": 0, "client_calls": 0}
+        #: schema validators of tools declared by callers (ClientTool), by name
+        self._client_validators: dict[str, Any] = {}
         items = tools.values() if isinstance(tools, dict) else (tools or [])
         for tool in items:
             try:
@@ -186,6 +188,12 @@ class ToolManager:
     # ------------------------------------------------------------------ calls
 
     async def handle(self, syscall: "ToolSyscall", agent: "AgentLike") -> list[ToolResult]:
+        if syscall.client_tools:
+            hosted = {t.name: t for t in syscall.client_tools}
+            calls = syscall.calls
+            if self.config.parallel and len(calls) > 1:
+                return list(await asyncio.gather(*(self.call(agent, c, client=hosted.get(c.name)) for c in calls)))
+            return [await self.call(agent, c, client=hosted.get(c.name)) for c in calls]
         return await self.run_calls(agent, syscall.calls)
 
     async def run_calls(self, agent: "AgentLike", calls: list[ToolCall], *, parallel: bool | None = None) -> list[ToolResult]:
@@ -195,11 +203,12 @@ class ToolManager:
             return list(await asyncio.gather(*(self.call(agent, c) for c in calls)))
         return [await self.call(agent, c) for c in calls]
 
-    async def call(self, agent: "AgentLike", call: ToolCall) -> ToolResult:
+    async def call(self, agent: "AgentLike", call: ToolCall, *, client: ClientTool | None = None) -> ToolResult:
+        """Run one call; with ``client`` (a tool of the caller's process) only check, authorize and audit it."""
         start = time.monotonic()
         self.stats["calls"] += 1
         try:
-            output = await self._call(agent, call)
+            output = await (self._authorize_client_call(agent, call, client) if client is not None else self._call(agent, call))
         except asyncio.CancelledError:
             raise
         except AIOSError as exc:
@@ -218,6 +227,37 @@ class ToolManager:
             )
         return ToolResult(call_id=call.id, name=call.name, ok=True, output=self._bounded(output), elapsed=time.monotonic() - start)
 
+    async def _authorize_client_call(self, agent: "AgentLike", call: ToolCall, spec: ClientTool) -> dict[str, Any]:
+        """Everything a kernel-hosted call goes through except running it: the caller runs its own tool."""
+        if spec.name in self._tools:
+            raise ToolError(
+                f"tool {spec.name!r} is hosted by the kernel; a caller cannot declare its own tool under that name",
+                reason="name_taken",
+            )
+        validator = self._client_validators.get(spec.name)
+        if validator is None or validator.schema != spec.parameters:
+            validator = self._client_validators[spec.name] = jsonschema.Draft202012Validator(spec.parameters)
+        arguments = dict(call.arguments)
+        self._check_arguments(spec.name, validator, arguments)
+        await self.access.authorize(
+            agent, "tool", spec.name, irreversible=spec.side_effect == "irreversible",
+            detail={"call_id": call.id, "arguments": arguments, "hosted": "caller"},
+        )
+        self.stats["client_calls"] += 1
+        return {"authorized": True, "hosted": "caller"}
+
+    @staticmethod
+    def _check_arguments(name: str, validator: Any, arguments: dict[str, Any]) -> None:
+        if "_ctx" in arguments:
+            raise ToolError("argument '_ctx' is reserved for the kernel", reason="invalid_arguments")
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+        if errors:
+            msgs = []
+            for err in errors[:3]:
+                where = "/".join(str(p) for p in err.absolute_path)
+                msgs.append(f"{where}: {err.message}" if where else err.message)
+            raise ToolError(f"invalid arguments for {name}: {'; '.join(msgs)}", reason="invalid_arguments")
+
     async def _call(self, agent: "AgentLike", call: ToolCall) -> Any:
         reg = self._tools.get(call.name)
         if reg is None or not self.is_enabled(reg.tool):
@@ -226,15 +266,7 @@ class ToolManager:
             raise ToolError(f"tool {call.name!r} {state}; available tools: {names}", reason="unknown_tool")
         tool = reg.tool
         arguments = dict(call.arguments)
-        if "_ctx" in arguments:
-            raise ToolError("argument '_ctx' is reserved for the kernel", reason="invalid_arguments")
-        errors = sorted(reg.validator.iter_errors(arguments), key=lambda e: list(e.path))
-        if errors:
-            msgs = []
-            for err in errors[:3]:
-                where = "/".join(str(p) for p in err.absolute_path)
-                msgs.append(f"{where}: {err.message}" if where else err.message)
-            raise ToolError(f"invalid arguments for {tool.name}: {'; '.join(msgs)}", reason="invalid_arguments")
+        self._check_arguments(tool.name, reg.validator, arguments)
         await self.access.authorize(
             agent, "tool", tool.name, irreversible=tool.side_effect == "irreversible", detail={"call_id": call.id, "arguments": arguments}
         )

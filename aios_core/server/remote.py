@@ -46,6 +46,10 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 class RemoteKernel:
     """The HTTP client of a kernel server; a drop-in transport for :class:`aios_core.sdk.Agent`."""
 
+    #: the kernel runs in another process: framework tools (functions of this process) are declared with each
+    #: call as client tools, which the kernel checks, authorizes and audits, and the adapter then runs here
+    hosts_client_tools = True
+
     def __init__(
         self,
         url: str | None = None,
