@@ -132,6 +132,14 @@ def patch(name: str, kernel: Any = None, **agent_options: Any) -> Adapter:
     if adapter.distribution:
         check_version(adapter.distribution, adapter.supported, name)
     if adapter.patched:
+        current = getattr(getattr(adapter, "route", None), "kernel", None)
+        if kernel is not None and current is not None and kernel is not current:
+            from aios_core.errors import ConfigError
+
+            raise ConfigError(
+                f"{name} is already patched onto another kernel; call aios.unpatch({name!r}) first to move it "
+                "(patching again with the same kernel, or with none, is harmless)"
+            )
         return adapter
     adapter.patch(kernel if kernel is not None else default_kernel(), **agent_options)
     log.info("patched %s", name)

@@ -388,6 +388,9 @@ def test_patch_twice_version_check_and_options(sim_kernel: RecordingKernel, monk
     generate = BaseChatOpenAI.__dict__["_generate"]
     try:
         assert aios.patch("langchain", sim_kernel) is first and BaseChatOpenAI.__dict__["_generate"] is generate
+        assert aios.patch("langchain") is first  # no kernel named: the patched one stays
+        with pytest.raises(AIOSError, match=r"already patched onto another kernel; call aios.unpatch\('langchain'\) first"):
+            aios.patch("langchain", object())
         chat_openai().invoke("hi")
         assert len(sim_kernel.llm_calls()) == 1
     finally:
