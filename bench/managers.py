@@ -242,7 +242,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {"memory": memory_rows, "storage": storage_rows, "tools": tool_rows, "speedups": speedups, "args": vars(args)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.managers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--agents", type=int, default=4)
@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     result = asyncio.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "managers.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"results: {args.out / 'managers.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
