@@ -518,12 +518,13 @@ class MemoryManager:
         import numpy as np
 
         resident = [e for e in mem.entries.values() if e.value is not ABSENT]
-        missing = [e for e in resident if e.vector is None]
-        texts = [_text_of(e.value) for e in missing]
+        missing = [(e, e.revision) for e in resident if e.vector is None]
+        texts = [_text_of(e.value) for e, _ in missing]
         vectors = await asyncio.to_thread(self.embedder.embed, [query, *texts])
         qvec = vectors[0]
-        for entry, vec in zip(missing, vectors[1:]):
-            entry.vector = vec
+        for (entry, revision), vec in zip(missing, vectors[1:]):
+            if entry.revision == revision:  # not changed while the embedder ran (else that vector is of the old value)
+                entry.vector = vec
         scored: dict[str, tuple[_Entry, float]] = {}
         if resident:
             matrix = np.stack([e.vector if e.vector is not None else np.zeros_like(qvec) for e in resident])
