@@ -113,14 +113,19 @@ def test_plas_demotes_lazily_when_a_program_gains_service_while_waiting():
     assert len(s) == 0
 
 
+def _served_programs(s, tokens: int, *started: tuple[str, float]) -> None:
+    """Programs that made a first call at the given times and got ``tokens`` of service each."""
+    for name, t in started:
+        first = job(f"{name}-1", program=name, t=t)
+        s.on_arrival(first)
+        s.on_tokens(first, tokens)
+
+
 def test_plas_serves_a_level_in_program_arrival_order_not_call_order():
     # two long programs in the same (last) level: the one that started first goes first, even though its
     # latest call was queued after the newer program's call (call order would serve the oldest program last)
     s = PLASScheduler(base=10, levels=2, min_slice=1, max_wait=None)
-    for name, t in (("old", 0.0), ("new", 5.0)):
-        first = job(f"{name}-1", program=name, t=t)
-        s.on_arrival(first)
-        s.on_tokens(first, 100)
+    _served_programs(s, 100, ("old", 0.0), ("new", 5.0))
     s.push(job("new-2", program="new", t=20.0), 20.0)
     s.push(job("old-2", program="old", t=21.0), 21.0)
     assert s.level("old") == s.level("new") == 1
@@ -129,10 +134,7 @@ def test_plas_serves_a_level_in_program_arrival_order_not_call_order():
 
 def test_plas_serves_the_oldest_program_first_among_starving_calls():
     s = PLASScheduler(base=10, min_slice=1, max_wait=10.0)
-    for name, t in (("old", 0.0), ("new", 1.0)):
-        first = job(f"{name}-1", program=name, t=t)
-        s.on_arrival(first)
-        s.on_tokens(first, 500)
+    _served_programs(s, 500, ("old", 0.0), ("new", 1.0))
     s.push(job("new-2", program="new", t=2.0), 2.0)
     s.push(job("old-2", program="old", t=3.0), 3.0)
     s.push(job("light", program="light", t=4.0), 4.0)
