@@ -48,19 +48,19 @@ from rich.table import Table
 from aios_core.cores.llamacpp import LlamaCppCore, engine_executor, physical_cores
 from aios_core.cores.model_files import default_model_path
 from aios_core.kernel import Kernel
-from aios_core.syscalls import LLMRequest, Message
+from aios_core.syscalls import LLMRequest
+from bench.llamacpp_engine import counting
 
 SETUPS = ("engine", "kernel", "one_llama")
 
 
-def agent_prompt(i: int) -> str:
-    """A distinct prompt per agent that a small base model continues for many tokens (no shared prefix to reuse)."""
-    start = 100 + 37 * i
-    return "Continue the list: " + ", ".join(str(n) for n in range(start, start + 6)) + ","
-
-
 def agent_request(i: int, max_tokens: int) -> LLMRequest:
-    return LLMRequest(messages=[Message(role="user", content=agent_prompt(i))], max_tokens=max_tokens)
+    """A distinct prompt per agent that a small base model continues for many tokens (the engine bench's)."""
+    return counting(i, max_tokens)
+
+
+def agent_prompt(i: int) -> str:
+    return agent_request(i, 1).messages[0].content or ""
 
 
 @dataclass

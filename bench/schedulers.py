@@ -152,7 +152,7 @@ class _EngineGate:
             future.set_result(None)
 
 
-async def _program_direct(core: SimCore, gate: _EngineGate, program: Program, rec: _Recorder) -> None:
+async def _program_direct(gate: _EngineGate, program: Program, rec: _Recorder) -> None:
     """What a framework does without AIOS: call the engine itself and wait for the engine to take the call."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(program.arrival)
@@ -182,7 +182,7 @@ async def _run_setup(setup: Setup, trace: list[Program], max_batch: int, costs: 
     if setup.scheduler is None:
         await core.start()
         gate = _EngineGate(core, setup.direct_slots)
-        await asyncio.gather(*[_program_direct(core, gate, p, rec) for p in trace])
+        await asyncio.gather(*[_program_direct(gate, p, rec) for p in trace])
         await core.stop()
     else:
         kernel = Kernel(cores=[core], scheduler=setup.scheduler, data_dir=data_dir, entry_point_plugins=False, max_queued=1_000_000)

@@ -127,7 +127,6 @@ class AIOSMode(Mode):
 
     def begin(self) -> None:
         import aios
-
         from aios_core import bridge
 
         # every round starts with a cold prefix cache: a round must not reuse the KV of the previous one's

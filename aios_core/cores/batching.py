@@ -18,7 +18,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,14 @@ class BatchingCore(LLMCore):
 
     async def _reset(self) -> None:
         """Bring the engine back to a clean state after a failed step."""
+
+    def _handed_over(self) -> Iterator[EngineSeq]:
+        """Sequences given to the core but not yet admitted into the engine (no engine state, so no KV yet).
+
+        Admission checks must count what these will need, or a burst of
+        admissions between two steps would overcommit the KV cache.
+        """
+        return (s for s in self._seqs.values() if s.state is None and not s.done)
 
     # ------------------------------------------------------------------ LLMCore
 

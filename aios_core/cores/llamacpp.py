@@ -542,7 +542,7 @@ class LlamaCppCore(BatchingCore):
             return False
         try:
             need = self._need(gen.id, gen.request, gen.resume)
-            waiting = sum(self._need(s.id, s.gen.request, s.gen.resume) for s in self._seqs.values() if s.state is None and not s.done)
+            waiting = sum(self._need(s.id, s.gen.request, s.gen.resume) for s in self._handed_over())
         except AIOSError:
             return True  # generate() will report the error to its caller
         return self._committed() + waiting + need <= self.n_ctx
@@ -647,12 +647,7 @@ class LlamaCppCore(BatchingCore):
         if best is None or best_n < shared + MIN_PREFIX_GAIN:
             return False
         if best.n_past >= best_n:
-            prefix = arr[:best_n].copy()
-            if not self._prefix.covers(prefix):
-                entry = self._prefix.reserve(prefix, self._mem)
-                if entry is not None:
-                    L.llama_memory_seq_cp(self._mem, best.slot, entry.slot, 0, best_n)
-                    entry.ready = True
+            self._prefix.adopt(arr[:best_n].copy(), best.slot, self._mem)
             return False
         best.publish = max(best.publish, best_n)
         return True
@@ -858,11 +853,7 @@ class LlamaCppCore(BatchingCore):
             k = entry.tokens.shape[0]
             if entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
                 self._prefix.evict(entry, self._mem)
-        entry = self._prefix.reserve(tokens, self._mem)
-        if entry is None:
-            return
-        L.llama_memory_seq_cp(self._mem, st.slot, entry.slot, 0, n)
-        entry.ready = True
+        self._prefix.adopt(tokens, st.slot, self._mem)
 
     def discard(self, snapshot: Snapshot) -> None:
         self._paused.pop(snapshot.gen_id, None)

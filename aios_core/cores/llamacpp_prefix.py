@@ -117,6 +117,19 @@ class PrefixCache:
         self.published += 1
         return entry
 
+    def adopt(self, tokens: np.ndarray, slot: int, mem: Any) -> PrefixEntry | None:
+        """Make the cells of ``tokens``, already computed in sequence ``slot``, a ready entry (unless one covers them).
+
+        Between steps only: the cells are tagged with the entry's slot at once.
+        """
+        if self.covers(tokens):
+            return None
+        entry = self.reserve(tokens, mem)
+        if entry is not None:
+            L.llama_memory_seq_cp(mem, slot, entry.slot, 0, tokens.shape[0])
+            entry.ready = True
+        return entry
+
     def use(self, entry: PrefixEntry) -> None:
         entry.users += 1
         entry.hits += 1

@@ -121,9 +121,7 @@ class SimCore(BatchingCore):
     def can_admit(self, gen: Any) -> bool:
         if self.running() >= self._max_batch:
             return False
-        # sequences handed over but not stepped yet hold no KV yet; count their reservations too, or a
-        # burst of admissions between two steps would overcommit the cache
-        pending = sum(self._reserve(s.gen.request) for s in self._seqs.values() if s.state is None and not s.done)
+        pending = sum(self._reserve(s.gen.request) for s in self._handed_over())
         return self._kv_used + pending + self._reserve(gen.request) <= self.kv_capacity
 
     async def clear_cache(self) -> int:

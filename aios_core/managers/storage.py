@@ -330,10 +330,14 @@ class StorageManager:
                 await self.access.authorize(agent, "memory.read", owner, detail={"via": "storage", "path": clean})
         return clean
 
+    async def _authorize(self, agent: "AgentLike", action: str, owner: str, clean: str, **options: Any) -> None:
+        """Ask the access manager about ``owner``'s path ``clean`` (owner and path kept apart: names may contain '/')."""
+        await self.access.authorize(agent, action, f"{owner}/{clean}", owner=owner, **options)
+
     async def write(self, agent: "AgentLike", path: str, data: str | bytes, *, owner: str | None = None) -> VersionInfo:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, detail={"op": "write"})
+        await self._authorize(agent, "storage.write", owner, clean, detail={"op": "write"})
         return await self.put(owner, clean, data)
 
     async def read(
@@ -341,26 +345,26 @@ class StorageManager:
     ) -> FileContent:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "read"})
+        await self._authorize(agent, "storage.read", owner, clean, detail={"op": "read"})
         return await self.get(owner, clean, version=version, timestamp=timestamp)
 
     async def list(self, agent: "AgentLike", prefix: str = "", *, owner: str | None = None) -> list[FileInfo]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", prefix, owner, allow_empty=True)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "list"})
+        await self._authorize(agent, "storage.read", owner, clean, detail={"op": "list"})
         return await self.list_files(owner, clean)
 
     async def delete(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> VersionInfo:
         """Delete by adding a tombstone: reversible with :meth:`rollback`, so no confirmation is needed."""
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, detail={"op": "delete"})
+        await self._authorize(agent, "storage.write", owner, clean, detail={"op": "delete"})
         return await self.remove(owner, clean)
 
     async def versions(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> list[VersionInfo]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "versions"})
+        await self._authorize(agent, "storage.read", owner, clean, detail={"op": "versions"})
         return await self.history(owner, clean)
 
     async def rollback(
@@ -368,26 +372,26 @@ class StorageManager:
     ) -> VersionInfo:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, detail={"op": "rollback", "version": version, "timestamp": timestamp})
+        await self._authorize(agent, "storage.write", owner, clean, detail={"op": "rollback", "version": version, "timestamp": timestamp})
         return await self.restore(owner, clean, version=version, timestamp=timestamp)
 
     async def diff(self, agent: "AgentLike", path: str, version: int, other_version: int | None = None, *, owner: str | None = None) -> DiffResult:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "diff"})
+        await self._authorize(agent, "storage.read", owner, clean, detail={"op": "diff"})
         return await self.compare(owner, clean, version, other_version)
 
     async def search(self, agent: "AgentLike", query: str, *, k: int = 5, prefix: str = "", owner: str | None = None) -> list[SearchHit]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", prefix, owner, allow_empty=True)
-        await self.access.authorize(agent, "storage.read", f"{owner}/{clean}", owner=owner, detail={"op": "search"})
+        await self._authorize(agent, "storage.read", owner, clean, detail={"op": "search"})
         return await self.search_in(owner, query, k=k, prefix=clean)
 
     async def purge(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> int:
         """Drop a file and its whole history. Irreversible: the access manager asks for confirmation."""
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
-        await self.access.authorize(agent, "storage.write", f"{owner}/{clean}", owner=owner, irreversible=True, detail={"op": "purge"})
+        await self._authorize(agent, "storage.write", owner, clean, irreversible=True, detail={"op": "purge"})
         return await self.drop(owner, clean)
 
     # ------------------------------------------------------------------ unchecked core (paths already clean)

@@ -188,20 +188,20 @@ class ToolManager:
     # ------------------------------------------------------------------ calls
 
     async def handle(self, syscall: "ToolSyscall", agent: "AgentLike") -> list[ToolResult]:
-        if syscall.client_tools:
-            hosted = {t.name: t for t in syscall.client_tools}
-            calls = syscall.calls
-            if self.config.parallel and len(calls) > 1:
-                return list(await asyncio.gather(*(self.call(agent, c, client=hosted.get(c.name)) for c in calls)))
-            return [await self.call(agent, c, client=hosted.get(c.name)) for c in calls]
-        return await self.run_calls(agent, syscall.calls)
+        return await self.run_calls(agent, syscall.calls, client_tools=syscall.client_tools)
 
-    async def run_calls(self, agent: "AgentLike", calls: list[ToolCall], *, parallel: bool | None = None) -> list[ToolResult]:
-        """Run calls (concurrently unless ``parallel`` is False); results come back in the calls' order."""
+    async def run_calls(
+        self, agent: "AgentLike", calls: list[ToolCall], *, parallel: bool | None = None, client_tools: list[ClientTool] | None = None
+    ) -> list[ToolResult]:
+        """Run calls (concurrently unless ``parallel`` is False); results come back in the calls' order.
+
+        Calls naming one of ``client_tools`` are checked, authorized and audited, not run (see :meth:`call`).
+        """
         parallel = self.config.parallel if parallel is None else parallel
+        hosted = {t.name: t for t in client_tools or ()}
         if parallel and len(calls) > 1:
-            return list(await asyncio.gather(*(self.call(agent, c) for c in calls)))
-        return [await self.call(agent, c) for c in calls]
+            return list(await asyncio.gather(*(self.call(agent, c, client=hosted.get(c.name)) for c in calls)))
+        return [await self.call(agent, c, client=hosted.get(c.name)) for c in calls]
 
     async def call(self, agent: "AgentLike", call: ToolCall, *, client: ClientTool | None = None) -> ToolResult:
         """Run one call; with ``client`` (a tool of the caller's process) only check, authorize and audit it."""
