@@ -17,7 +17,6 @@ import logging
 import runpy
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -45,9 +44,10 @@ def _confirm_hook(args: argparse.Namespace, config: Any) -> Any:
     """Ask at the terminal before irreversible actions, when there is a terminal (and --no-confirm was not given)."""
     if getattr(args, "no_confirm", False):
         return None
+    from aios_core.managers import managers_config
     from aios_core.terminal_confirm import terminal_confirm_if_interactive
 
-    timeout = float(config.managers.get("access", {}).get("confirm_timeout", 60.0))
+    timeout = managers_config(config.managers).access.confirm_timeout
     # answer before the access manager's own deadline, so the refusal is reported at the terminal too
     return terminal_confirm_if_interactive(timeout=max(1.0, timeout - 1.0))
 
@@ -163,9 +163,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from aios_core.managers.audit import read_audit
 
     config = load_config(getattr(args, "config", None))
-    path = Path(str(config.managers.get("access", {}).get("audit_file", "audit.db"))).expanduser()
-    if not path.is_absolute():
-        path = config.data_dir / path
+    from aios_core.managers import audit_file, managers_config
+
+    path = audit_file(managers_config(config.managers), config.data_dir)
     entries = read_audit(path, agent=args.agent, limit=args.limit, decision=args.decision)
     if args.json:
         print(json.dumps([e.as_dict() for e in entries], indent=2, default=str))

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_managers", "Managers", "ManagersConfig", "read_audit"]
+__all__ = ["build_managers", "Managers", "ManagersConfig", "audit_file", "managers_config", "read_audit"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("build_managers", "Managers", "ManagersConfig", "managers_for_kernel"):
+    if name in ("build_managers", "Managers", "ManagersConfig", "managers_config", "audit_file", "managers_for_kernel"):
         from aios_core.managers import factory
 
         return getattr(factory, name)

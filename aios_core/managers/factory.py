@@ -74,7 +74,14 @@ class Managers:
             self.audit.close()
 
 
-def _config(config: ManagersConfig | Mapping[str, Any] | None) -> ManagersConfig:
+def audit_file(config: ManagersConfig, data_dir: str | Path) -> Path:
+    """Where the audit log is: ``managers.access.audit_file``, relative to the data directory unless absolute."""
+    path = Path(config.access.audit_file)
+    return path if path.is_absolute() else Path(data_dir) / path
+
+
+def managers_config(config: ManagersConfig | Mapping[str, Any] | None) -> ManagersConfig:
+    """The validated ``[managers]`` tables (defaults filled in); a ConfigError names each offending key."""
     if isinstance(config, ManagersConfig):
         return config
     try:
@@ -107,11 +114,10 @@ def build_managers(
         return managers_for_kernel(config)
     if data_dir is None:
         raise ConfigError("build_managers needs data_dir (where storage, memory and the audit log live)")
-    cfg = _config(config)
+    cfg = managers_config(config)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    audit_path = Path(cfg.access.audit_file)
-    audit = AuditLog(audit_path if audit_path.is_absolute() else data_dir / audit_path)
+    audit = AuditLog(audit_file(cfg, data_dir))
     access = AccessManager(cfg.access, audit, confirm=confirm)
     embedder = embedder or make_embedder(cfg.embeddings)
     try:
