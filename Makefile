@@ -13,4 +13,4 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 bench: setup
-	.venv/bin/python -m bench.schedulers
+	.venv/bin/python -m aios.bench.studies.schedulers

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import runpy
 import sys
 import time
 from typing import Any
@@ -27,17 +26,8 @@ from aios_core.errors import AIOSError
 
 console = Console()
 
-BENCHES = {
-    "schedulers": "bench.schedulers",
-    "overhead": "bench.overhead",
-    "cores": "bench.cores",
-    "managers": "bench.managers",
-    "server": "bench.server_load",
-    "humaneval": "bench.humaneval",
-    "mint": "bench.mint",
-    "gaia": "bench.gaia",
-    "swebench": "bench.swebench",
-}
+#: the entry-point group benchmarks register under: name -> callable main(argv) -> exit status
+BENCH_GROUP = "aios.bench"
 
 
 def _confirm_hook(args: argparse.Namespace, config: Any) -> Any:
@@ -114,22 +104,52 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
-    module = BENCHES.get(args.study)
-    if module is None:
-        console.print(f"[red]unknown study {args.study!r}[/red]; choose one of: {', '.join(BENCHES)}")
+def bench_studies() -> dict[str, Any]:
+    """The installed benchmarks, found through their entry points (the CLI names none of them)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in sorted(entry_points(group=BENCH_GROUP), key=lambda ep: ep.name)}
+
+
+def _summary(obj: Any) -> str:
+    """The first line of a study's docstring (its module's when the callable has none)."""
+    import inspect
+
+    doc = inspect.getdoc(obj) or inspect.getdoc(sys.modules.get(getattr(obj, "__module__", ""), None)) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def print_bench_help(studies: dict[str, Any]) -> None:
+    console.print("usage: aios bench <study> [options]   (aios bench <study> --help shows the study's options)\n")
+    width = max((len(name) for name in studies), default=0)
+    for name, ep in studies.items():
+        try:
+            line = _summary(ep.load())
+        except Exception as exc:  # noqa: BLE001 - a study whose extra is not installed is still listed
+            line = f"(not available: {exc})"
+        console.print(f"  {name:<{width}}  {escape(line)}")
+    console.print("\nexample: aios bench schedulers --agents 240 --seed 0")
+
+
+def cmd_bench(rest: list[str]) -> int:
+    studies = bench_studies()
+    if not rest or rest[0] in ("-h", "--help"):
+        print_bench_help(studies)
+        return 0 if studies else 2
+    study, argv = rest[0], rest[1:]
+    ep = studies.get(study)
+    if ep is None:
+        console.print(f"[red]unknown study {study!r}[/red]; choose one of: {', '.join(studies) or 'none installed'}")
         return 2
-    sys.argv = [f"aios bench {args.study}", *rest]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        run = ep.load()
     except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            console.print(f"[red]the {args.study} benchmark is not available in this installation ({exc})[/red]")
-            return 2
-        raise
+        console.print(f"[red]the {study} benchmark is not available in this installation ({exc})[/red]")
+        return 2
+    try:
+        return int(run(argv) or 0)
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -241,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHES)} (options after the study name)")
-    p.add_argument("study", help="which benchmark")
-    p.set_defaults(func=cmd_bench)
+    sub.add_parser("bench", help="run a benchmark study (aios bench --help lists them)", add_help=False)
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")
@@ -252,17 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # each study owns its options (and its --help): everything after `bench` is the study's
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return cmd_bench(argv[1:])
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
-    if rest and args.command != "bench":
+    if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.command == "bench":
-            return cmd_bench(args, rest)
         return int(args.func(args))
     except AIOSError as exc:
         console.print(f"[red]error:[/red] {exc.message}")

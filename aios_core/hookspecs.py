@@ -190,7 +190,7 @@ def aios_register_memory_backends() -> "list[BackendFactory]":
 
     **When:** when the registries are read; ``aios plugins`` lists them. At
     kernel start the configured backend's ``create`` is called once (the
-    built-in ``lru-k`` is registered through this same hook by ``plugins.managers``).
+    built-in ``lru-k`` is registered through this same hook by ``aios.plugins.managers``).
     An unknown name, or a ``create`` that raises, stops the start with a
     ConfigError naming ``managers.memory.backend``: the kernel does not silently
     keep agents' memory somewhere other than asked.

@@ -1,7 +1,9 @@
 """Finding, loading and calling plugins, with every failure contained and attributed.
 
-Built-ins are registered first (by module name, from ``plugins/`` and
-``adapters/``), then third-party modules from the ``aios`` entry-point group.
+Every plugin is found through the ``aios`` entry-point group, built-ins
+included: the kernel names none of them. Those of this distribution (the
+built-in schedulers, cores, tools, managers and adapters) are registered
+first, so they win name clashes; then every other distribution's.
 Each hook implementation is called on its own, so one plugin that raises costs
 only its own contribution: the failure is recorded as a :class:`PluginError`
 naming the plugin and its distribution, logged, and shown by ``aios plugins``.
@@ -15,10 +17,11 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
+from packaging.utils import canonicalize_name
 from pydantic import ValidationError
 
 from aios_core import hookspecs
@@ -32,17 +35,8 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "aios"
 
-#: modules registered before any entry point; each is a plugin like a third party's
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "plugins.schedulers",
-    "plugins.cores",
-    "plugins.tools",
-    "plugins.managers",
-    "adapters.autogen.plugin",
-    "adapters.langchain.plugin",
-    "adapters.metagpt.plugin",
-    "adapters.open_interpreter.plugin",
-)
+#: the distribution whose entry points are the built-ins (registered first, origin "builtin")
+BUILTIN_DISTRIBUTION = "aios-python"
 
 #: registration hooks and what they contribute
 KINDS: dict[str, str] = {
@@ -99,6 +93,22 @@ class Registered:
     plugin: str
 
 
+def _is_builtin(ep: EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    return dist is not None and canonicalize_name(dist.name) == BUILTIN_DISTRIBUTION
+
+
+def _entry_points() -> tuple[list[EntryPoint], list[EntryPoint]]:
+    """The group's entry points split into (built-in, third-party), each in installation order."""
+    eps = list(entry_points(group=ENTRY_POINT_GROUP))
+    return [ep for ep in eps if _is_builtin(ep)], [ep for ep in eps if not _is_builtin(ep)]
+
+
+def _origin_of(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"entry point {dist.name} {dist.version}" if dist is not None else "entry point"
+
+
 class PluginHost:
     """The kernel's plugin manager: hookspecs, loading, registries per kind, contained calls."""
 
@@ -109,36 +119,32 @@ class PluginHost:
         self.errors: list[PluginError] = []
         self.disabled = set(disabled)
         self._registries: dict[str, dict[str, Registered]] | None = None
-        if builtins:
-            for module in BUILTIN_PLUGINS:
-                self._load_module(module, name=f"aios.{module}", origin="builtin")
+        builtin, third_party = _entry_points()
+        if not builtins:
+            builtin = []
+        elif not builtin:
+            self._fail(
+                BUILTIN_DISTRIBUTION,
+                f"no built-in plugins found: the {BUILTIN_DISTRIBUTION} distribution is not installed "
+                "(pip install -e . in a checkout), so no scheduler, core, tool or adapter is registered",
+            )
+        self._load_entry_points(builtin, origin=lambda ep: "builtin")
         if entry_point_plugins:
-            self._load_entry_points()
+            self._load_entry_points(third_party, origin=_origin_of)
 
     # ------------------------------------------------------------------ loading
 
-    def _load_module(self, module: str, *, name: str, origin: str) -> None:
-        if name in self.disabled:
-            return
-        try:
-            obj = importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, not ours
-            self._fail(name, f"plugin {name} ({origin}) failed to import: {exc!r}", origin=origin)
-            return
-        self.register(obj, name=name, origin=origin)
-
-    def _load_entry_points(self) -> None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            dist = getattr(ep, "dist", None)
-            origin = f"entry point {dist.name} {dist.version}" if dist is not None else "entry point"
+    def _load_entry_points(self, eps: list[EntryPoint], *, origin: Callable[[EntryPoint], str]) -> None:
+        for ep in eps:
             if ep.name in self.disabled:
                 continue
+            where = origin(ep)
             try:
                 obj = ep.load()
-            except Exception as exc:  # noqa: BLE001
-                self._fail(ep.name, f"plugin {ep.name} from {origin} failed to import: {exc!r}", origin=origin)
+            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, not ours
+                self._fail(ep.name, f"plugin {ep.name} ({where}) failed to import: {exc!r}", origin=where)
                 continue
-            self.register(obj, name=ep.name, origin=origin)
+            self.register(obj, name=ep.name, origin=where)
 
     def register(self, obj: Any, *, name: str | None = None, origin: str = "registered at runtime") -> str | None:
         """Register a plugin object or module; returns its name, or None if it was refused."""

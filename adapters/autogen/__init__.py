@@ -6,6 +6,6 @@ call) a tool syscall under the tool manager, and each AgentChat agent's turn
 runs as that agent (its name) within its team run (the program).
 """
 
-from adapters.autogen.adapter import AutoGenAdapter
+from aios.adapters.autogen.adapter import AutoGenAdapter
 
 __all__ = ["AutoGenAdapter"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from adapters.shared.route import Route, RouteOptions
+from aios.adapters.shared.route import Route, RouteOptions
 from aios_core.components import Adapter
 from aios_core.patching import Patcher, check_version
 
@@ -36,7 +36,7 @@ class AutoGenAdapter(Adapter):
                 return
             options = RouteOptions.parse(self.name, agent_options)
             check_version("autogen-core", self.supported, self.name)
-            from adapters.autogen import agents, model_clients, tools
+            from aios.adapters.autogen import agents, model_clients, tools
 
             route = Route(kernel, self.name, options)
             patcher = Patcher()

@@ -17,10 +17,10 @@ from typing import Any
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.teams import BaseGroupChat
 
-from adapters.shared.class_tree import ClassTreePatch
-from adapters.shared.names import safe_agent_name
-from adapters.shared.route import Route
-from adapters.shared.scopes import iterate_as, run_as
+from aios.adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.shared.names import safe_agent_name
+from aios.adapters.shared.route import Route
+from aios.adapters.shared.scopes import iterate_as, run_as
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 

@@ -18,8 +18,8 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel
 
-from adapters.shared.names import safe_tool_name
-from adapters.shared.schemas import inline_local_refs
+from aios.adapters.shared.names import safe_tool_name
+from aios.adapters.shared.schemas import inline_local_refs
 from aios_core.syscalls import LLMResponse, Message, ResponseFormat, ToolCall, ToolSpec
 
 #: AutoGen create args that map onto LLMRequest fields

@@ -17,7 +17,7 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage
 
-from adapters.autogen.messages import (
+from aios.adapters.autogen.messages import (
     generation_fields,
     to_create_result,
     to_messages,
@@ -25,9 +25,9 @@ from adapters.autogen.messages import (
     to_tool_choice,
     to_tool_specs,
 )
-from adapters.shared.class_tree import ClassTreePatch
-from adapters.shared.names import InstanceNames
-from adapters.shared.route import Route
+from aios.adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.shared.names import InstanceNames
+from aios.adapters.shared.route import Route
 from aios_core.errors import CoreError
 from aios_core.patching import Patcher
 from aios_core.syscalls import LLMRequest, ResponseFormat

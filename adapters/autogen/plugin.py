@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.autogen.adapter import ADAPTER
+from aios.adapters.autogen.adapter import ADAPTER
 from aios_core.components import Adapter
 from aios_core.hookspecs import hookimpl
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from autogen_core.tools import BaseStreamTool, BaseTool
 
-from adapters.shared.class_tree import ClassTreePatch
-from adapters.shared.route import Route
-from adapters.shared.tool_routing import FrameworkTool
+from aios.adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.shared.route import Route
+from aios.adapters.shared.tool_routing import FrameworkTool
 from aios_core.patching import Patcher
 
 DEFAULT_TOOL_AGENT = "autogen.tools"

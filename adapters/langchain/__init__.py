@@ -7,6 +7,6 @@ machinery (callbacks, caching, tracing, output parsers, LangGraph's message
 streaming) keeps working because only the innermost model call is replaced.
 """
 
-from adapters.langchain.adapter import LangChainAdapter
+from aios.adapters.langchain.adapter import LangChainAdapter
 
 __all__ = ["LangChainAdapter"]

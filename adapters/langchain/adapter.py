@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from adapters.shared.route import Route, RouteOptions
+from aios.adapters.shared.route import Route, RouteOptions
 from aios_core.components import Adapter
 from aios_core.patching import Patcher
 
@@ -35,7 +35,7 @@ class LangChainAdapter(Adapter):
             if self._patcher is not None:
                 return
             options = RouteOptions.parse(self.name, agent_options)
-            from adapters.langchain import calls, chat_models, tools
+            from aios.adapters.langchain import calls, chat_models, tools
 
             route = Route(kernel, self.name, options)
             patcher = Patcher()

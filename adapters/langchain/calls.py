@@ -23,8 +23,8 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.runnables.config import ensure_config
 
-from adapters.shared.names import InstanceNames, safe_agent_name
-from adapters.shared.route import Route
+from aios.adapters.shared.names import InstanceNames, safe_agent_name
+from aios.adapters.shared.route import Route
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 

@@ -27,8 +27,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from adapters.langchain.calls import identity_for
-from adapters.langchain.messages import (
+from aios.adapters.langchain.calls import identity_for
+from aios.adapters.langchain.messages import (
     delta_chunk,
     final_chunk,
     parse_target,
@@ -38,8 +38,8 @@ from adapters.langchain.messages import (
     to_tool_choice,
     to_tool_specs,
 )
-from adapters.shared.class_tree import ClassTreePatch
-from adapters.shared.route import Route
+from aios.adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.shared.route import Route
 from aios_core.errors import CoreError
 from aios_core.patching import Patcher
 from aios_core.syscalls import LLMRequest, LLMResponse

@@ -24,9 +24,9 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic_core import PydanticCustomError, ValidationError
 
-from adapters.langchain.calls import hint_from, identity_for
-from adapters.shared.route import Route
-from adapters.shared.tool_routing import FrameworkTool, default_error
+from aios.adapters.langchain.calls import hint_from, identity_for
+from aios.adapters.shared.route import Route
+from aios.adapters.shared.tool_routing import FrameworkTool, default_error
 from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity
 from aios_core.patching import Patcher

@@ -5,6 +5,6 @@ Every model provider's calls (``aask`` -> ``acompletion_text``, ``acompletion``,
 Team or Environment run is the program those syscalls belong to.
 """
 
-from adapters.metagpt.adapter import MetaGPTAdapter
+from aios.adapters.metagpt.adapter import MetaGPTAdapter
 
 __all__ = ["MetaGPTAdapter"]

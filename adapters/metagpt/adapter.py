@@ -23,7 +23,7 @@ import importlib
 import logging
 from typing import Any
 
-from adapters.shared.route import Route, RouteOptions
+from aios.adapters.shared.route import Route, RouteOptions
 from aios_core.components import Adapter
 from aios_core.errors import AIOSError
 from aios_core.patching import Patcher
@@ -83,9 +83,9 @@ class MetaGPTAdapter(Adapter):
             return
         options = RouteOptions.parse(self.name, agent_options)
         import_metagpt()
-        from adapters.metagpt import llm_patch
-        from adapters.metagpt.llm_calls import Calls
-        from adapters.metagpt.scopes import Scopes
+        from aios.adapters.metagpt import llm_patch
+        from aios.adapters.metagpt.llm_calls import Calls
+        from aios.adapters.metagpt.scopes import Scopes
 
         route = Route(kernel, self.name, options)
         try:

@@ -15,8 +15,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from adapters.metagpt.llm_calls import Calls, code_arguments, is_chat_completion, to_chat_completion, to_tool_choice, to_tool_specs
-from adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.metagpt.llm_calls import Calls, code_arguments, is_chat_completion, to_chat_completion, to_tool_choice, to_tool_specs
+from aios.adapters.shared.class_tree import ClassTreePatch
 from aios_core.patching import Patcher
 
 #: the methods that reach a provider's API, and the two that read its response objects

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.metagpt.adapter import ADAPTER
+from aios.adapters.metagpt.adapter import ADAPTER
 from aios_core.components import Adapter
 from aios_core.hookspecs import hookimpl
 

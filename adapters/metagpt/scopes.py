@@ -27,9 +27,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from adapters.shared.class_tree import ClassTreePatch
-from adapters.shared.names import InstanceNames, safe_agent_name
-from adapters.shared.route import RouteOptions
+from aios.adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.shared.names import InstanceNames, safe_agent_name
+from aios.adapters.shared.route import RouteOptions
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 

@@ -5,6 +5,6 @@ the model writes runs as tool syscalls in the kernel's sandbox, after the access
 manager confirmed it (running code is irreversible).
 """
 
-from adapters.open_interpreter.adapter import OpenInterpreterAdapter
+from aios.adapters.open_interpreter.adapter import OpenInterpreterAdapter
 
 __all__ = ["OpenInterpreterAdapter"]

@@ -27,8 +27,8 @@ import functools
 import logging
 from typing import Any
 
-from adapters.shared.names import InstanceNames, safe_agent_name
-from adapters.shared.route import Route, RouteOptions
+from aios.adapters.shared.names import InstanceNames, safe_agent_name
+from aios.adapters.shared.route import Route, RouteOptions
 from aios_core.components import Adapter
 from aios_core.errors import AIOSError
 from aios_core.identity import AgentIdentity, current_agent
@@ -102,8 +102,8 @@ class OpenInterpreterAdapter(Adapter):
             return
         options = RouteOptions.parse(self.name, agent_options)
         core, llm_module, Terminal = _import_open_interpreter()
-        from adapters.open_interpreter.completions import Completions
-        from adapters.open_interpreter.execution import Execution
+        from aios.adapters.open_interpreter.completions import Completions
+        from aios.adapters.open_interpreter.execution import Execution
 
         route = Route(kernel, self.name, options)
         identities = Identities(options)

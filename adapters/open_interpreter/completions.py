@@ -23,7 +23,7 @@ from aios_core.identity import AgentIdentity
 from aios_core.syscalls import LLMRequest, LLMResponse, Message, ToolCall, ToolSpec
 
 if TYPE_CHECKING:
-    from adapters.shared.route import Route
+    from aios.adapters.shared.route import Route
 
 log = logging.getLogger(__name__)
 

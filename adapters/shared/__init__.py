@@ -6,10 +6,10 @@ under the tool manager, how methods are replaced on every class of a
 hierarchy, including classes defined after patching) lives here once.
 """
 
-from adapters.shared.class_tree import ClassTreePatch
-from adapters.shared.names import InstanceNames, safe_agent_name, safe_tool_name
-from adapters.shared.route import Route, RouteOptions
-from adapters.shared.tool_routing import FrameworkTool, ToolRouter
+from aios.adapters.shared.class_tree import ClassTreePatch
+from aios.adapters.shared.names import InstanceNames, safe_agent_name, safe_tool_name
+from aios.adapters.shared.route import Route, RouteOptions
+from aios.adapters.shared.tool_routing import FrameworkTool, ToolRouter
 
 __all__ = [
     "ClassTreePatch",

@@ -61,7 +61,7 @@ class Route:
     """Sends one framework's calls to ``kernel`` under ``options``."""
 
     def __init__(self, kernel: Any, framework: str, options: RouteOptions) -> None:
-        from adapters.shared.tool_routing import ToolRouter
+        from aios.adapters.shared.tool_routing import ToolRouter
 
         self.kernel = kernel
         self.framework = framework

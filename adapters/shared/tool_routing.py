@@ -35,15 +35,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from adapters.shared.caller_loop import run_on_loop
-from adapters.shared.names import safe_tool_name
+from aios.adapters.shared.caller_loop import run_on_loop
+from aios.adapters.shared.names import safe_tool_name
 from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity
 from aios_core.syscalls import ClientTool, ToolCall, ToolSyscall
 from aios_core.tool import Tool
 
 if TYPE_CHECKING:
-    from adapters.shared.route import Route
+    from aios.adapters.shared.route import Route
     from aios_core.managers.tools import ToolContext, ToolManager, ToolResult
 
 log = logging.getLogger(__name__)

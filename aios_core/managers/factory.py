@@ -131,7 +131,7 @@ def build_managers(
 
 
 def _builtin_backends() -> dict[str, dict[str, Any]]:
-    from plugins.managers import LRU_K, SQLITE
+    from aios_core.managers.backends import LRU_K, SQLITE
 
     return {"storage": {SQLITE.name: SQLITE}, "memory": {LRU_K.name: LRU_K}}
 

@@ -38,7 +38,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel
 
 import aios
-from adapters.autogen.adapter import ADAPTER
+from aios.adapters.autogen.adapter import ADAPTER
 from aios_core.errors import AIOSError, ConfigError, ToolError
 from aios_core.syscalls import LLMSyscall, ToolSyscall
 

@@ -32,8 +32,8 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 import aios
-from adapters.langchain.adapter import ADAPTER
-from adapters.langchain.tools import KernelToolError
+from aios.adapters.langchain.adapter import ADAPTER
+from aios.adapters.langchain.tools import KernelToolError
 from aios_core.errors import AIOSError, ToolError
 
 pytestmark = pytest.mark.frameworks

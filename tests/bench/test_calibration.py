@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aios_core.cores.sim import SimCore
-from bench.calibration import calibrate, small_trace
+from aios.bench.studies.calibration import calibrate, small_trace
 
 TRUE = {"t0": 0.004, "a": 0.00002, "b": 0.001}
 

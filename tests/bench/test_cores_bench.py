@@ -1,4 +1,4 @@
-"""bench.cores on the embedded model: its three setups do the same work, and a tiny run reports every column."""
+"""aios.bench.studies.cores on the embedded model: its three setups do the same work, and a tiny run reports every column."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from bench.cores import Bench, agent_prompt, run  # noqa: E402
+from aios.bench.studies.cores import Bench, agent_prompt, run  # noqa: E402
 
 pytestmark = pytest.mark.model
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.agents import get_framework
-from bench.agents.base import FrameworkUnavailable
-from bench.agents.interpreter_agent import messages_as_text
-from bench.suite import Options, compare
+from aios.bench.suites.agents import get_framework
+from aios.bench.suites.agents.base import FrameworkUnavailable
+from aios.bench.suites.agents.interpreter_agent import messages_as_text
+from aios.bench.suites.run import Options, compare
 
 pytestmark = pytest.mark.frameworks
 

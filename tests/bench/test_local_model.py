@@ -7,8 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from bench.agents.backends import LocalBackend
-from bench.suite import Options, compare
+from aios.bench.suites.agents.backends import LocalBackend
+from aios.bench.suites.run import Options, compare
 
 pytestmark = pytest.mark.model
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.schedulers import GEMMA_COSTS, main, study
+from aios.bench.studies.schedulers import GEMMA_COSTS, main, study
 
 
 @pytest.fixture(scope="module")

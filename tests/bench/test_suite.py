@@ -11,9 +11,9 @@ import httpx
 import pytest
 from rich.console import Console
 
-from bench.suite import Options, compare, main
-from bench.suite_calls import CallRecord, HttpCallRecorder
-from bench.suite_report import plot, print_report, write_json
+from aios.bench.suites.run import Options, compare, main
+from aios.bench.suites.calls import CallRecord, HttpCallRecorder
+from aios.bench.suites.report import plot, print_report, write_json
 
 SUITE_NAMES = {"humaneval": "HumanEval", "mint": "MINT", "gaia": "GAIA", "swebench": "SWE-bench"}
 
@@ -85,8 +85,8 @@ def test_command_line_writes_results_and_reports_bad_data(tmp_path, capsys):
 
 
 def test_unknown_framework_is_refused():
-    from bench.agents import get_framework
-    from bench.agents.base import FrameworkUnavailable
+    from aios.bench.suites.agents import get_framework
+    from aios.bench.suites.agents.base import FrameworkUnavailable
 
     with pytest.raises(FrameworkUnavailable, match="unknown framework"):
         get_framework("crewai")
@@ -96,7 +96,7 @@ async def test_http_recorder_derives_queue_wait_for_a_serial_server():
     """Three requests sent together to a server answering one at a time: waits 0, 1 and 2 service times."""
     import asyncio
 
-    from bench.agents.backends import SimBackend
+    from aios.bench.suites.agents.backends import SimBackend
 
     backend = SimBackend(max_batch=1, seed=0, costs={"t0": 0.02, "a": 0.0, "b": 0.0})
     endpoint = backend.start_native()

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.tasks import get_suite
-from bench.tasks.base import DATA_DIR, LoadOptions, TaskSetError
-from bench.tasks.gaia import gaia_score
-from bench.tasks.humaneval import check_program, completion_from_reply
-from bench.tasks.mint_check import multiple_choice_success, reasoning_success, theoremqa_prediction, theoremqa_success
-from bench.tasks.sandbox import LocalToolBox
-from bench.tasks.swebench import extract_patch
+from aios.bench.suites.tasks import get_suite
+from aios.bench.suites.tasks.base import DATA_DIR, LoadOptions, TaskSetError
+from aios.bench.suites.tasks.gaia import gaia_score
+from aios.bench.suites.tasks.humaneval import check_program, completion_from_reply
+from aios.bench.suites.tasks.mint_check import multiple_choice_success, reasoning_success, theoremqa_prediction, theoremqa_success
+from aios.bench.suites.tasks.sandbox import LocalToolBox
+from aios.bench.suites.tasks.swebench import extract_patch
 
 
 def test_humaneval_loads_the_official_problems():

@@ -1,0 +1,171 @@
+"""The two setups every comparison alternates: without AIOS and with AIOS.
+
+Without AIOS (``native``): the framework's own concurrency; each agent calls
+the backend's server itself; the environment's code runs in a sandboxed
+subprocess started by the agent's program.
+
+With AIOS (``aios``): the same agent code, with the framework patched
+(``aios.patch(adapter, kernel)``) so its LLM calls are kernel syscalls,
+scheduled onto the kernel's core; the environment's code runs through the
+kernel's tool manager (``python`` tool: validated, access-checked,
+concurrency-limited, sandboxed). Each agent runs inside ``aios.agent_scope``
+so its syscalls carry its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from aios_core.identity import agent_scope
+from aios_core.syscalls import ToolCall, ToolSyscall
+from aios.bench.suites.agents.base import AgentSpec, Endpoint, Framework, Sampling
+from aios.bench.suites.calls import CallRecord, HttpCallRecorder, KernelCallRecorder
+from aios.bench.suites.tasks.base import ExecResult, ToolBox
+from aios.bench.suites.tasks.sandbox import LocalToolBox
+
+
+class KernelToolBox:
+    """Runs an episode's code as the agent's ``python`` tool syscall."""
+
+    def __init__(self, kernel: Any, agent: str) -> None:
+        self.kernel, self.agent = kernel, agent
+
+    async def run_python(self, code: str, *, timeout: float) -> ExecResult:
+        sc = ToolSyscall(agent=self.agent, calls=[ToolCall(name="python", arguments={"code": code, "timeout": timeout})])
+        result = (await self.kernel.acall(sc))[0]
+        if not result.ok:
+            return ExecResult(ok=False, stdout="", stderr="", error=f"{result.error_type}: {result.error}")
+        out = result.output if isinstance(result.output, dict) else {}
+        ok = out.get("returncode") == 0 and not out.get("timed_out")
+        return ExecResult(
+            ok=ok, stdout=out.get("stdout", ""), stderr=out.get("stderr", ""), timed_out=bool(out.get("timed_out")),
+            error=out.get("error"),
+        )
+
+
+class Mode:
+    key: str
+    label: str
+
+    def __init__(self, framework: Framework, endpoint: Endpoint, sampling: Sampling) -> None:
+        self.framework, self.endpoint, self.sampling = framework, endpoint, sampling
+
+    def spec(self, name: str, system: str | None) -> AgentSpec:
+        return AgentSpec(name=name, system=system, endpoint=self.endpoint, sampling=self.sampling)
+
+    def toolbox(self, agent: str) -> ToolBox:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def agent(self, name: str) -> Iterator[None]:
+        yield
+
+    def begin(self) -> None:
+        self.framework.begin_round()
+
+    def end(self) -> None:
+        """Undo :meth:`begin` (runs even when the round failed)."""
+
+    def take_calls(self) -> list[CallRecord]:
+        raise NotImplementedError
+
+    def engine_stats(self) -> dict[str, Any]:
+        return {}
+
+
+class NativeMode(Mode):
+    key = "native"
+    label = "without AIOS"
+
+    def __init__(self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, tool_parallel: int) -> None:
+        super().__init__(framework, endpoint, sampling)
+        self.recorder = HttpCallRecorder(endpoint.base_url)
+        # each agent program starts its own subprocesses: no limit beyond the machine's
+        self._tools = LocalToolBox(parallel=tool_parallel)
+
+    def toolbox(self, agent: str) -> ToolBox:
+        return self._tools
+
+    def begin(self) -> None:
+        self.recorder.take()
+        self.recorder.install()
+        super().begin()
+
+    def end(self) -> None:
+        self.recorder.uninstall()
+
+    def take_calls(self) -> list[CallRecord]:
+        return self.recorder.take()
+
+
+class AIOSMode(Mode):
+    key = "aios"
+    label = "with AIOS"
+
+    def __init__(self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, kernel: Any, recorder: KernelCallRecorder) -> None:
+        super().__init__(framework, endpoint, sampling)
+        self.kernel, self.recorder = kernel, recorder
+        self._stats_before: dict[str, Any] = {}
+
+    def spec(self, name: str, system: str | None) -> AgentSpec:
+        return AgentSpec(name=name, system=system, endpoint=self.endpoint, sampling=self.sampling, kernel=self.kernel)
+
+    def toolbox(self, agent: str) -> ToolBox:
+        return KernelToolBox(self.kernel, agent)
+
+    @contextlib.contextmanager
+    def agent(self, name: str) -> Iterator[None]:
+        self.kernel.register_agent(name, framework=self.framework.name)
+        try:
+            with agent_scope(name, framework=self.framework.name):
+                yield
+        finally:
+            self.kernel.end_agent(name)
+
+    def begin(self) -> None:
+        import aios
+        from aios_core import bridge
+
+        # every round starts with a cold prefix cache: a round must not reuse the KV of the previous one's
+        # identical prompts (the server without AIOS keeps only its last request's)
+        for core in self.kernel.cores.values():
+            bridge.run_sync(self.kernel.loop, core.clear_cache())
+        self.recorder.take()
+        self._stats_before = self._core_counters()
+        if self.framework.adapter:
+            aios.patch(self.framework.adapter, self.kernel)
+        super().begin()
+
+    def end(self) -> None:
+        import aios
+
+        if self.framework.adapter:
+            aios.unpatch(self.framework.adapter)
+
+    def take_calls(self) -> list[CallRecord]:
+        return self.recorder.take()
+
+    def _core_counters(self) -> dict[str, Any]:
+        # stats() returns the core's live counters: copy them
+        return {name: dataclasses.replace(core.stats(), extra={}) for name, core in self.kernel.cores.items()}
+
+    def engine_stats(self) -> dict[str, Any]:
+        """Batching, prefix reuse and snapshots during the round (differences of the core's counters)."""
+        out: dict[str, Any] = {}
+        for name, after in self._core_counters().items():
+            before = self._stats_before.get(name)
+            steps = after.steps - (before.steps if before else 0)
+            batch = after.batch_size_sum - (before.batch_size_sum if before else 0)
+            prompt = after.prompt_tokens - (before.prompt_tokens if before else 0)
+            cached = after.cached_tokens - (before.cached_tokens if before else 0)
+            out[name] = {
+                "steps": steps,
+                "mean_batch": batch / steps if steps else 0.0,
+                "prefix_hit_rate": cached / prompt if prompt else 0.0,
+                "snapshots": after.snapshots - (before.snapshots if before else 0),
+                "generated_tokens": after.generated_tokens - (before.generated_tokens if before else 0),
+            }
+        return out
