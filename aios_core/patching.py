@@ -94,7 +94,7 @@ def default_kernel() -> Any:
             else:
                 from aios_core.kernel import Kernel
 
-                _default_kernel = Kernel(auto_register_agents=True).start()
+                _default_kernel = Kernel(auto_register_agents=True, plugins=_host()).start()
         return _default_kernel
 
 
@@ -114,16 +114,11 @@ def _adapter(name: str) -> Adapter:
         ) from None
 
 
-_plugin_host: Any = None
-
-
 def _host() -> Any:
-    global _plugin_host
-    if _plugin_host is None:
-        from aios_core.plugins import PluginHost
+    """The process's one plugin host, shared with the default kernel, so adapters honour ``disabled_plugins``."""
+    from aios_core.plugins import process_host
 
-        _plugin_host = PluginHost()
-    return _plugin_host
+    return process_host()
 
 
 def patch(name: str, kernel: Any = None, **agent_options: Any) -> Adapter:

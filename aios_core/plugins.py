@@ -4,18 +4,30 @@ Every plugin is found through the ``aios`` entry-point group, built-ins
 included: the kernel names none of them. Those of this distribution (the
 built-in schedulers, cores, tools, managers and adapters) are registered
 first, so they win name clashes; then every other distribution's.
-Each hook implementation is called on its own, so one plugin that raises costs
-only its own contribution: the failure is recorded as a :class:`PluginError`
-naming the plugin and its distribution, logged, and shown by ``aios plugins``.
+
+Hooks are called as pluggy documents (``tryfirst`` implementations first,
+``trylast`` ones last, a later-registered plugin before an earlier one among
+equals, ``firstresult`` hooks stop at the first answer, ``wrapper=True``
+implementations run around all the others and may change the result), but the
+host runs pluggy's call loop itself so that each implementation is contained:
+one that raises costs only its own contribution, and the failure is recorded as
+a :class:`PluginError` naming the plugin and its distribution, logged, and shown
+by ``aios plugins``. Old-style ``hookwrapper=True`` implementations are refused
+at registration with a message pointing to ``wrapper=True``.
+
+One host serves the process unless a caller builds its own:
+:func:`process_host` is built once from the configuration (its
+``entry_point_plugins`` and ``disabled_plugins``) and shared by ``aios.patch``
+and the default kernel.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -152,6 +164,16 @@ class PluginHost:
         if name in self.plugins:
             self._fail(name, f"a plugin named {name!r} is already registered ({self.plugins[name].origin}); {origin} ignored", origin=origin)
             return None
+        old_style = self._old_style_wrappers(obj)
+        if old_style:
+            self._fail(
+                name,
+                f"plugin {name} ({origin}) could not be registered: {', '.join(old_style)} use(s) hookwrapper=True, "
+                "pluggy's old-style wrapper, which AIOS does not run; write it as @hookimpl(wrapper=True) "
+                "(result = yield; return result)",
+                origin=origin,
+            )
+            return None
         try:
             self.pm.register(obj, name=name)
         except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with a misspelled hook name
@@ -161,6 +183,18 @@ class PluginHost:
         self._check_hook_names(obj, name)
         self._registries = None
         return name
+
+    def _old_style_wrappers(self, obj: Any) -> list[str]:
+        """Hook implementations of ``obj`` declared ``hookwrapper=True`` (refused: see :meth:`call`)."""
+        found = []
+        for attr in dir(obj):
+            try:
+                opts = self.pm.parse_hookimpl_opts(obj, attr)
+            except Exception:  # noqa: BLE001 - an attribute that cannot be inspected is not a hook implementation
+                continue
+            if opts and opts.get("hookwrapper"):
+                found.append(attr)
+        return found
 
     def _check_hook_names(self, obj: Any, name: str) -> None:
         """pluggy accepts implementations of hooks nobody specified; for us that is a typo worth reporting."""
@@ -193,17 +227,20 @@ class PluginHost:
         registries: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
         for info in self.plugins.values():
             info.contributes = {}
+        order = {name: i for i, name in enumerate(self.plugins)}
         for kind, hook_name in KINDS.items():
-            hook = getattr(self.pm.hook, hook_name)
-            # get_hookimpls() lists in registration order: builtins first, so they win name clashes
-            for impl in hook.get_hookimpls():
-                plugin = impl.plugin_name
+            answers, owners = self._call(hook_name, {}, firstresult=False, consequence=f"its {kind} are not available")
+            if not isinstance(answers, list):
+                self._fail(self._wrappers_of(hook_name), f"the wrappers of {hook_name} returned {answers!r} instead of a list of lists; no {kind} are available", hook=hook_name)
+                continue
+            # pluggy's call order decides what wrappers see; a name belongs to the plugin registered first
+            # (the built-ins), so a later plugin cannot silently take it over
+            contributions = sorted(
+                ((owners.get(id(items), self._wrappers_of(hook_name)), items) for items in answers),
+                key=lambda pair: order.get(pair[0], len(order)),
+            )
+            for plugin, items in contributions:
                 who = self.describe(plugin)
-                try:
-                    items = impl.function() or []
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(plugin, f"plugin {who} raised in {hook_name}: {exc!r}; its {kind} are not available", hook=hook_name)
-                    continue
                 if not isinstance(items, (list, tuple)):
                     self._fail(plugin, f"plugin {who}: {hook_name} must return a list of {kind}, got {items!r}; ignored", hook=hook_name)
                     continue
@@ -229,6 +266,10 @@ class PluginHost:
                         self.plugins[plugin].contributes.setdefault(kind, []).append(item_name)
         return registries
 
+    def _wrappers_of(self, hook_name: str) -> str:
+        names = [impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls() if impl.wrapper]
+        return ", ".join(names) or hook_name
+
     @property
     def registries(self) -> dict[str, dict[str, Registered]]:
         if self._registries is None:
@@ -250,29 +291,91 @@ class PluginHost:
     def all(self, kind: str) -> dict[str, Any]:
         return {name: reg.component for name, reg in self.registries[kind].items()}
 
-    # ------------------------------------------------------------------ calling observers
+    # ------------------------------------------------------------------ calling hooks
+
+    def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call a hook as pluggy would (same order, wrappers, firstresult), each implementation's failure contained.
+
+        Returns what ``pm.hook.<hook_name>(**kwargs)`` returns: the list of
+        non-None answers, or for a ``firstresult`` hook the first one (None if
+        none), as changed by any ``wrapper=True`` implementations.
+        """
+        spec = getattr(self.pm.hook, hook_name).spec
+        firstresult = bool(spec is not None and spec.opts.get("firstresult"))
+        return self._call(hook_name, kwargs, firstresult=firstresult)[0]
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of an observer hook; a failing one is logged and recorded, never raised."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
-            except Exception as exc:  # noqa: BLE001
-                self._fail(impl.plugin_name, f"plugin {self.describe(impl.plugin_name)} raised in {hook_name}: {exc!r}", hook=hook_name)
+        self._call(hook_name, kwargs, firstresult=False)
 
     def first_answer(self, hook_name: str, **kwargs: Any) -> Any:
         """The first non-None answer of a firstresult hook; a plugin that raises is skipped (and recorded)."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        return self._call(hook_name, kwargs, firstresult=True)[0]
+
+    def _call(self, hook_name: str, kwargs: dict[str, Any], *, firstresult: bool, consequence: str = "") -> tuple[Any, dict[int, str]]:
+        """pluggy's call loop (``pluggy._callers._multicall``) with every implementation contained.
+
+        Implementations run in reverse of ``get_hookimpls()`` (that list ends
+        with the wrappers and, within each group, the ``tryfirst`` ones); each
+        wrapper runs to its ``yield`` on the way in and gets the result on the
+        way out, innermost first. A wrapper that raises, does not yield or
+        yields twice leaves the result as it found it. Besides the result,
+        returns who produced each answer (``id(answer) -> plugin``), so that
+        registries can attribute what they collect.
+        """
+        owners: dict[int, str] = {}
+        keep: list[Any] = []  # answers whose id is in owners stay alive until the caller is done with them
+        results: list[Any] = []
+        teardowns: list[tuple[pluggy.HookImpl, Generator[None, Any, Any]]] = []
+        suffix = f"; {consequence}" if consequence else ""
+
+        def failed(impl: pluggy.HookImpl, what: str) -> None:
+            self._fail(impl.plugin_name, f"plugin {self.describe(impl.plugin_name)} {what}{suffix}", hook=hook_name)
+
+        try:
+            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+                try:
+                    args = [kwargs[a] for a in impl.argnames]
+                    extra = {a: kwargs[a] for a in impl.kwargnames if a in kwargs}
+                    answer = impl.function(*args, **extra)
+                    if impl.wrapper:
+                        next(answer)  # run the wrapper up to its yield
+                except StopIteration:
+                    failed(impl, f"did not yield in {hook_name} (a wrapper=True implementation must yield once)")
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a plugin's failure costs only its own contribution
+                    failed(impl, f"raised in {hook_name}: {exc!r}")
+                    continue
+                if impl.wrapper:
+                    teardowns.append((impl, answer))
+                elif answer is not None:
+                    results.append(answer)
+                    owners[id(answer)] = impl.plugin_name
+                    keep.append(answer)
+                    if firstresult:
+                        break
+        except BaseException:
+            for _, gen in teardowns:
+                gen.close()
+            raise
+        result: Any = (results[0] if results else None) if firstresult else results
+        for impl, gen in reversed(teardowns):
             try:
-                answer = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
-            except Exception as exc:  # noqa: BLE001
-                self._fail(impl.plugin_name, f"plugin {self.describe(impl.plugin_name)} raised in {hook_name}: {exc!r}", hook=hook_name)
+                gen.send(result)
+            except StopIteration as stop:
+                if isinstance(stop.value, list):
+                    for answer in stop.value:
+                        if id(answer) not in owners:
+                            owners[id(answer)] = impl.plugin_name
+                            keep.append(answer)
+                result = stop.value
                 continue
-            if answer is not None:
-                return answer
-        return None
+            except Exception as exc:  # noqa: BLE001
+                failed(impl, f"raised in {hook_name} after its yield: {exc!r}")
+                continue
+            gen.close()
+            failed(impl, f"yielded more than once in {hook_name} (a wrapper=True implementation must yield once)")
+        return result, owners
 
     def _origin(self, plugin: str) -> str:
         info = self.plugins.get(plugin)
@@ -289,3 +392,25 @@ class PluginHost:
                 {"plugin": e.plugin, "origin": e.details.get("origin") or self._origin(e.plugin), "message": e.message} for e in self.errors
             ],
         }
+
+
+_process_host: PluginHost | None = None
+_process_host_lock = threading.Lock()
+
+
+def process_host() -> PluginHost:
+    """The process's one plugin host, built on first use from the configuration and shared from then on.
+
+    ``aios.patch`` looks adapters up here and the default kernel is built on it,
+    so both honour the same ``entry_point_plugins`` and ``disabled_plugins``
+    (a second host would load what the configuration disabled). A kernel built
+    with its own configuration builds its own host.
+    """
+    global _process_host
+    with _process_host_lock:
+        if _process_host is None:
+            from aios_core.config import load_config
+
+            config = load_config()
+            _process_host = PluginHost(entry_point_plugins=config.entry_point_plugins, disabled=set(config.disabled_plugins))
+        return _process_host
