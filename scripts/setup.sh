@@ -7,13 +7,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${AIOS_VENV:-.venv}
 
-# llama.cpp must be built without CPU-specific instructions: a native build uses AMX/AVX-512 when the
-# build machine reports them, and faults on CPUs (or VMs) that do not execute them.
-export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-LLAMA_VERSION=0.3.36
+# CMAKE_ARGS (portable CPU flags) and LLAMA_VERSION: shared with scripts/build_llama_server.sh
+source scripts/llama_flags.sh
 
-inputs_hash=$(cat pyproject.toml requirements/*.txt scripts/setup.sh scripts/install_frameworks.sh 2>/dev/null | sha256sum | cut -c1-16)
+inputs_hash=$(cat pyproject.toml requirements/*.txt scripts/setup.sh scripts/llama_flags.sh scripts/install_frameworks.sh 2>/dev/null | sha256sum | cut -c1-16)
 stamp="$VENV/.aios-setup-$inputs_hash"
 if [ -f "$stamp" ]; then
     exit 0

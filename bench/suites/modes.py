@@ -1,6 +1,7 @@
-"""The two setups every comparison alternates: without AIOS and with AIOS.
+"""The three setups every comparison alternates: two without AIOS, one with AIOS.
 
-Without AIOS (``native``): the framework's own concurrency; each agent calls
+Without AIOS (``native``: the serial llama-cpp-python server; ``llama_server``:
+llama.cpp's batching server): the framework's own concurrency; each agent calls
 the backend's server itself; the environment's code runs in a sandboxed
 subprocess started by the agent's program.
 
@@ -16,15 +17,35 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from aios_core.identity import agent_scope
-from aios_core.syscalls import ToolCall, ToolSyscall
 from aios.bench.suites.agents.base import AgentSpec, Endpoint, Framework, Sampling
 from aios.bench.suites.calls import CallRecord, HttpCallRecorder, KernelCallRecorder
 from aios.bench.suites.tasks.base import ExecResult, ToolBox
 from aios.bench.suites.tasks.sandbox import LocalToolBox
+
+from aios_core.identity import agent_scope
+from aios_core.syscalls import ToolCall, ToolSyscall
+
+#: every setup a comparison knows, in the order a first round runs them
+SETUPS = ("native", "llama_server", "aios")
+SETUP_LABELS = {"native": "serial server", "llama_server": "llama-server", "aios": "AIOS"}
+#: the setups without AIOS, each a baseline the AIOS setup is compared with (the one that counts first)
+BASELINES = ("llama_server", "native")
+
+
+def round_order(setups: Sequence[str], index: int) -> tuple[str, ...]:
+    """The order of the setups in round ``index`` (0-based): rotated by one each round.
+
+    Over ``len(setups)`` rounds every setup runs once in every position, so slow
+    drifts of a shared machine (and the warmth of caches) hit them alike; with two
+    setups this is plain alternation (A, B / B, A).
+    """
+    if not setups:
+        raise ValueError("no setups to order")
+    k = index % len(setups)
+    return tuple(setups[k:]) + tuple(setups[:k])
 
 
 class KernelToolBox:
@@ -77,11 +98,16 @@ class Mode:
 
 
 class NativeMode(Mode):
-    key = "native"
-    label = "without AIOS"
+    """A framework on its own against an OpenAI-compatible server: the serial one (``native``) or llama-server."""
 
-    def __init__(self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, tool_parallel: int) -> None:
+    key = "native"
+    label = "serial server"
+
+    def __init__(
+        self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, tool_parallel: int, key: str = "native",
+    ) -> None:
         super().__init__(framework, endpoint, sampling)
+        self.key, self.label = key, SETUP_LABELS[key]
         self.recorder = HttpCallRecorder(endpoint.base_url)
         # each agent program starts its own subprocesses: no limit beyond the machine's
         self._tools = LocalToolBox(parallel=tool_parallel)
@@ -103,7 +129,7 @@ class NativeMode(Mode):
 
 class AIOSMode(Mode):
     key = "aios"
-    label = "with AIOS"
+    label = "AIOS"
 
     def __init__(self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, kernel: Any, recorder: KernelCallRecorder) -> None:
         super().__init__(framework, endpoint, sampling)

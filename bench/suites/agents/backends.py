@@ -1,14 +1,21 @@
-"""The model behind both setups: one server for "without AIOS", one kernel core for "with AIOS".
+"""The model behind the three setups: two servers "without AIOS", one kernel core "with AIOS".
 
 ``--model local``: the embedded Gemma 3 270M GGUF. Without AIOS it is served
-by llama-cpp-python's OpenAI-compatible server (a separate process, one
-request at a time; see :mod:`aios.bench.suites.agents.llama_server`); with AIOS by the
-kernel's llamacpp core (continuous batching). Both get the same GGUF, the
-same context size, the same threads and the same chat template.
+by llama-cpp-python's OpenAI-compatible server (``native``: a separate
+process, one request at a time; see :mod:`aios.bench.suites.agents.llama_server`)
+and by llama.cpp's own ``llama-server`` (``llama_server``: ``-np`` slots,
+continuous batching, its prompt caches as shipped; see
+:mod:`aios.bench.suites.agents.llama_cpp_server`), the baseline that counts;
+with AIOS by the kernel's llamacpp core (continuous batching). All get the
+same GGUF, the same context size, the same threads and the same chat template.
 
 ``--model sim``: the sim core on real time, served without AIOS by
-:class:`~bench.agents.sim_server.SimServer` (serial) and with AIOS by the
-kernel (batched). Seconds instead of minutes: for tests and dry runs.
+:class:`~bench.agents.sim_server.SimServer` (serial, and batched with a
+prefix cache as the stand-in for llama-server) and with AIOS by the kernel
+(batched). Seconds instead of minutes: for tests and dry runs.
+
+:class:`AIOSServe` runs ``aios serve`` as its own process (what a user
+deploys), for studies whose clients speak HTTP to every setup alike.
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from aios_core.cores.base import LLMCore
 from aios.bench.suites.agents.base import Endpoint
 from aios.bench.suites.agents.sim_server import SimServer, free_port
+
+from aios_core.cores.base import LLMCore
 
 #: sim costs for real-time runs: fast enough for CI, slow enough that queueing shows
 SIM_REALTIME_COSTS = {"t0": 0.002, "a": 0.00002, "b": 0.0006}
@@ -40,6 +47,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stop_native(self) -> None: ...
+
+    @abc.abstractmethod
+    def start_batched(self, slots: int) -> Endpoint:
+        """Start the batching engine an expert runs without AIOS (llama-server, ``slots`` at once)."""
+
+    @abc.abstractmethod
+    def stop_batched(self) -> None: ...
 
     @abc.abstractmethod
     def make_core(self) -> LLMCore:
@@ -61,6 +75,21 @@ class LocalBackend(Backend):
         self.log_dir = log_dir
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._llama_server: Any = None
+
+    def start_batched(self, slots: int) -> Endpoint:
+        from aios.bench.suites.agents.llama_cpp_server import LlamaServer, ServerConfig
+
+        config = ServerConfig(
+            model_path=self.model_path, slots=slots, n_ctx=self.n_ctx, threads=self.n_threads, seed=self.seed, alias=self.model_name,
+        )
+        self._llama_server = LlamaServer(config, log_dir=self.log_dir)
+        return Endpoint(base_url=self._llama_server.start(), model=self.model_name)
+
+    def stop_batched(self) -> None:
+        if self._llama_server is not None:
+            self._llama_server.stop()
+            self._llama_server = None
 
     def start_native(self, timeout: float = 300.0) -> Endpoint:
         port = free_port()
@@ -120,6 +149,7 @@ class LocalBackend(Backend):
             "n_threads": self.n_threads,
             "aios_max_batch": self.max_batch,
             "native_server": "llama-cpp-python server (python -m llama_cpp.server), one request at a time",
+            "batched_server": self._llama_server.describe() if self._llama_server is not None else "llama.cpp llama-server",
         }
 
 
@@ -130,11 +160,22 @@ class SimBackend(Backend):
         self.max_batch, self.seed = max_batch, seed
         self.costs = dict(costs or SIM_REALTIME_COSTS)
         self._server: SimServer | None = None
+        self._batched: SimServer | None = None
 
-    def _core(self, max_batch: int) -> Any:
+    def _core(self, max_batch: int, prefix_cache: int = 0) -> Any:
         from aios_core.cores.sim import SimCore
 
-        return SimCore(max_batch=max_batch, seed=self.seed, prefix_cache=0, **self.costs)
+        return SimCore(max_batch=max_batch, seed=self.seed, prefix_cache=prefix_cache, **self.costs)
+
+    def start_batched(self, slots: int) -> Endpoint:
+        # the stand-in for llama-server: the same engine batching up to `slots` requests, with a prefix cache
+        self._batched = SimServer(self._core(slots, prefix_cache=max(1, slots)), model="sim", serial=False)
+        return Endpoint(base_url=self._batched.start(), model="sim")
+
+    def stop_batched(self) -> None:
+        if self._batched is not None:
+            self._batched.stop()
+            self._batched = None
 
     def start_native(self) -> Endpoint:
         self._server = SimServer(self._core(1), model="sim")
@@ -154,4 +195,99 @@ class SimBackend(Backend):
             "costs": self.costs,
             "aios_max_batch": self.max_batch,
             "native_server": "bench sim server (OpenAI-compatible), one request at a time",
+            "batched_server": "bench sim server batching every request it has (stand-in for llama-server), with a prefix cache",
         }
+
+
+class AIOSServe:
+    """``aios serve`` in its own process with a given kernel configuration; agents are registered over HTTP.
+
+    The admin token is fixed through ``AIOS_SERVER_ADMIN_TOKEN`` (a fresh random
+    one per start) so the harness can register agents; the per-agent rate limit
+    is off (a benchmark's agents are not abusive clients).
+    """
+
+    def __init__(self, config: dict[str, Any], *, work_dir: Path, label: str = "aios serve") -> None:
+        self.config, self.work_dir, self.label = config, work_dir, label
+        self.port = free_port()
+        self.admin_token = "aios-bench-" + os.urandom(16).hex()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+    def _toml(self) -> str:
+        import json as _json
+
+        def value(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (int, float)):
+                return repr(v)
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return _json.dumps(str(v))  # a TOML basic string is a JSON string
+
+        lines = [f"{k} = {value(v)}" for k, v in self.config.items() if k != "cores"]
+        for core in self.config.get("cores", []):
+            lines.append("[[cores]]")
+            lines += [f"{k} = {value(v)}" for k, v in core.items()]
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 300.0) -> str:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.work_dir / f"aios-{self.port}.toml"
+        config_path.write_text(self._toml())
+        self.log_path = self.work_dir / f"aios-serve-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIOS_")}
+        env.update(AIOS_SERVER_ADMIN_TOKEN=self.admin_token, AIOS_SERVER_RATE_PER_AGENT="0", AIOS_SERVER_MAX_CONCURRENT_PER_AGENT="0", PYTHONUNBUFFERED="1")
+        argv = [sys.executable, "-m", "aios_core.cli", "serve", "--config", str(config_path), "--port", str(self.port), "--no-confirm"]
+        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.work_dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"aios serve exited with {self._proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.root}/readyz", timeout=2.0).status_code == 200:
+                    return self.base_url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"aios serve did not become ready within {timeout:g} s; see {self.log_path}")
+
+    async def register(self, client: httpx.AsyncClient, names: list[str]) -> dict[str, str]:
+        """Register the agents; returns each one's token (its API key)."""
+        tokens: dict[str, str] = {}
+        for name in names:
+            r = await client.post(f"{self.root}/v1/agents", json={"name": name}, headers={"Authorization": f"Bearer {self.admin_token}"})
+            r.raise_for_status()
+            tokens[name] = r.json()["token"]
+        return tokens
+
+    def stats(self) -> dict[str, Any]:
+        r = httpx.get(f"{self.root}/v1/kernel/stats", headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10.0)
+        return r.json() if r.status_code == 200 else {}
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"server": "aios serve", "config": self.config}

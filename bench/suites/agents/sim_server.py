@@ -11,6 +11,7 @@ streamed) and ``/v1/models``; nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -61,8 +62,10 @@ def to_request(body: dict[str, Any]) -> LLMRequest:
 class SimServer:
     """Start with :meth:`start` (returns the base URL), stop with :meth:`stop`."""
 
-    def __init__(self, core: SimCore, *, model: str = "sim") -> None:
+    def __init__(self, core: SimCore, *, model: str = "sim", serial: bool = True) -> None:
         self.core = core
+        #: False: requests reach the core at once and it batches them (the stand-in for llama-server's slots)
+        self.serial = serial
         self.model = model
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -106,7 +109,7 @@ class SimServer:
 
     async def _pieces(self, request: LLMRequest) -> Any:
         assert self._lock is not None
-        async with self._lock:  # one request at a time, as llama-cpp-python's server
+        async with self._lock if self.serial else contextlib.nullcontext():  # serial: as llama-cpp-python's server
             gen = Generation(id=uuid.uuid4().hex, request=request)
             async for chunk in self.core.generate(gen):
                 yield chunk

@@ -1,0 +1,129 @@
+"""aios bench agents: the synthetic multi-turn workload, its metrics, and a whole run on the sim core through ``aios serve``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from aios.bench.studies.agents import WorkloadSpec, agreement, main, make_workload, markdown, ratios, summarize
+
+
+def test_workload_is_deterministic_per_seed_and_differs_across_seeds():
+    spec = WorkloadSpec(agents=8, turns=4, seed=3)
+    assert make_workload(spec, tag="t") == make_workload(spec, tag="t")
+    other = make_workload(WorkloadSpec(agents=8, turns=4, seed=4), tag="t")
+    assert [t.max_tokens for p in other for t in p.turns] != [t.max_tokens for p in make_workload(spec, tag="t") for t in p.turns]
+
+
+def test_output_lengths_are_heavy_tailed_and_within_bounds():
+    plans = make_workload(WorkloadSpec(agents=400, turns=4, mean_tokens=64, min_tokens=8, max_tokens=2048, seed=0))
+    per_agent = sorted(p.output_tokens for p in plans)
+    assert all(8 <= t.max_tokens <= 2048 for p in plans for t in p.turns)
+    median, top = statistics.median(per_agent), per_agent[-1]
+    # a Pareto(1.5) tail: the longest program is many times the median one, and the mean sits above the median
+    assert top > 8 * median
+    assert statistics.fmean(per_agent) > 1.1 * median
+
+
+def test_shared_and_unshared_system_prompts():
+    shared = make_workload(WorkloadSpec(agents=5, shared=True, system_words=50), tag="round 1")
+    assert len({p.system for p in shared}) == 1
+    unshared = make_workload(WorkloadSpec(agents=5, shared=False, system_words=50), tag="round 1")
+    systems = [p.system for p in unshared]
+    assert len(set(systems)) == 5
+    assert len({len(s.split()) for s in systems}) <= 2  # same length, give or take the agent number
+    # the round tag opens every prompt: no round reuses the KV of another
+    assert make_workload(WorkloadSpec(agents=1), tag="round 2")[0].system != make_workload(WorkloadSpec(agents=1), tag="round 1")[0].system
+
+
+def test_tool_delays_sit_between_turns_only():
+    plans = make_workload(WorkloadSpec(agents=6, turns=3, tool_delay=0.5))
+    assert all(p.turns[-1].tool_delay == 0 for p in plans)
+    assert all(t.tool_delay >= 0 for p in plans for t in p.turns) and any(t.tool_delay > 0 for p in plans for t in p.turns)
+    assert all(t.tool_delay == 0 for p in make_workload(WorkloadSpec(agents=3, tool_delay=0)) for t in p.turns)
+
+
+@pytest.mark.parametrize("kw", [{"agents": 0}, {"turns": 0}, {"min_tokens": 9, "max_tokens": 8}, {"alpha": 1.0}])
+def test_bad_workloads_are_refused(kw):
+    with pytest.raises(ValueError):
+        make_workload(WorkloadSpec(**{"agents": 2, **kw}))
+
+
+def _round(setup: str, index: int, texts: dict[tuple[str, int], str], makespan: float = 10.0) -> dict:
+    agents: dict[str, list] = {}
+    for (agent, turn), text in texts.items():
+        agents.setdefault(agent, []).append({"agent": agent, "turn": turn, "text": text, "error": None})
+    return {
+        "round": index, "setup": setup, "makespan": makespan, "completion_mean": makespan / 2, "completion_p50": makespan / 2,
+        "completion_p99": makespan, "completion_tokens": 100, "prompt_tokens": 10, "cached_prompt_share": None,
+        "tokens_per_s": 1.0, "errors": 0, "agents": [{"agent": a, "calls": c} for a, c in agents.items()],
+    }
+
+
+def test_agreement_counts_identical_calls_within_each_round():
+    a = {("a0", 0): "1, 2", ("a0", 1): "3, 4", ("a1", 0): "x", ("a1", 1): "y"}
+    rounds = [
+        _round("llama_server", 1, a),
+        _round("aios", 1, {**a, ("a1", 1): "z"}),  # one call differs
+        _round("native", 1, {k: v for k, v in a.items() if k != ("a0", 1)}),  # one call missing
+    ]
+    result = agreement(rounds, ["native", "llama_server", "aios"])
+    assert result["calls"] == 4
+    assert result["identical_all"] == pytest.approx(2 / 4)
+    assert result["identical_vs_aios"]["llama_server"] == pytest.approx(3 / 4)
+    assert result["identical_vs_aios"]["native"] == pytest.approx(2 / 4)
+    # texts of different rounds are never compared with each other
+    r2 = [_round("llama_server", 2, {("a0", 0): "q"}), _round("aios", 2, {("a0", 0): "q"})]
+    assert agreement(r2, ["llama_server", "aios"])["identical_all"] == 1.0
+
+
+def test_ratios_are_baseline_over_aios_from_medians_and_per_round():
+    rounds = [
+        _round("llama_server", 1, {}, makespan=30), _round("aios", 1, {}, makespan=10),
+        _round("aios", 2, {}, makespan=20), _round("llama_server", 2, {}, makespan=30),
+    ]
+    summary = summarize(rounds, ["llama_server", "aios"])
+    r = ratios(rounds, summary)["llama_server"]
+    assert r["makespan"] == pytest.approx(30 / 15) and r["makespan_per_round"] == [3.0, 1.5]
+    assert r["same_completion_tokens"] is True
+
+
+def test_the_study_runs_three_setups_on_the_sim_core_through_aios_serve(tmp_path, capsys):
+    """The whole harness: serial and batching stand-in servers and ``aios serve`` (a separate process), rotated per round."""
+    code = main([
+        "--model", "sim", "--agents", "3", "--shared", "yes", "--setups", "native,llama_server,aios", "--turns", "2",
+        "--rounds", "3", "--mean-tokens", "6", "--max-tokens", "12", "--tool-delay", "0.02", "--system-words", "30",
+        "--out", str(tmp_path),
+    ])
+    assert code == 0
+    [path] = tmp_path.glob("agents-sim-*.json")
+    assert path.with_suffix(".png").stat().st_size > 10_000
+    result = json.loads(path.read_text())
+    [level] = result["levels"]
+    assert level["agents"] == 3 and level["slots"] == 3 and level["shared"] is True
+    assert [(r["round"], r["setup"]) for r in level["rounds"]] == [
+        (1, "native"), (1, "llama_server"), (1, "aios"),
+        (2, "llama_server"), (2, "aios"), (2, "native"),
+        (3, "aios"), (3, "native"), (3, "llama_server"),
+    ]
+    for r in level["rounds"]:
+        assert r["errors"] == 0 and len(r["agents"]) == 3
+        assert all(len(a["calls"]) == 2 and a["end"] >= a["start"] for a in r["agents"])
+        # every call generated exactly its budget: the same tokens on every side
+        assert r["completion_tokens"] == level["planned_output_tokens"]
+    for b in ("llama_server", "native"):
+        assert level["ratios"][b]["makespan"] > 0 and len(level["ratios"][b]["makespan_per_round"]) == 3
+        assert level["ratios"][b]["same_completion_tokens"] is True
+    assert level["agreement"]["calls"] == 3 * 3 * 2
+    assert 0.0 <= level["agreement"]["identical_all"] <= 1.0
+    text = markdown(result)
+    assert "llama-server / AIOS makespan" in text and "| 3 | 3 | yes |" in text
+    assert "results:" in capsys.readouterr().out
+
+
+def test_missing_llama_server_is_reported_with_the_build_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AIOS_LLAMA_SERVER_CACHE", str(tmp_path))
+    monkeypatch.delenv("AIOS_LLAMA_SERVER", raising=False)
+    assert main(["--model", "local", "--agents", "1", "--out", str(tmp_path)]) == 2
+    assert "build_llama_server.sh" in capsys.readouterr().err
