@@ -22,7 +22,19 @@ action              resource                                    group field that
 ==================  ==========================================  ==============================
 
 Patterns are shell globs (``fnmatch``; ``*`` also crosses ``/``) in which
-``{self}`` stands for the calling agent's name. An allowed action that is
+``{self}`` stands for the calling agent's name.
+
+Storage patterns name an owner and a path apart, by one rule: **the owner part
+ends at the pattern's first ``/`` that is outside ``{self}`` and outside a
+``[...]`` class**, and the owner part must match the owner's whole name. Agent
+names may contain ``/`` (``team/alice``), so ``{self}/*`` for agent
+``alice/x`` means owner ``alice/x`` exactly, never owner ``alice`` with path
+``x/...``; a literal ``/`` inside an owner name is written ``[/]``
+(``team[/]alice/*``). A pattern with no such ``/`` is an owner glob and grants
+all of that owner's files (``*``: everyone's). Matching the owner exactly was
+chosen over forbidding ``/`` in names: hierarchical names stay usable, and the
+pattern language stays what operators already wrote (``{self}/*``,
+``*/reports/*``, ``shared/*`` mean what they meant for names without ``/``). An allowed action that is
 ``irreversible`` (shell, code execution, network, purging history) then needs a
 confirmation: patterns in the group's ``preapproved`` list (``"tool:python"``)
 allow it outright; otherwise the confirmation callback is asked (an interactive
@@ -41,6 +53,7 @@ import concurrent.futures
 import fnmatch
 import inspect
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -54,6 +67,9 @@ log = logging.getLogger(__name__)
 
 #: ``confirm(agent_name, action, detail) -> True (allow) | False (deny) | None (no opinion)``; may be async
 ConfirmFn = Callable[[str, str, dict[str, Any]], "bool | None | Awaitable[bool | None]"]
+
+#: stands for the calling agent's name in every pattern
+SELF = "{self}"
 
 ACTIONS = ("llm", "tool", "memory.read", "memory.write", "storage.read", "storage.write")
 
@@ -118,19 +134,50 @@ def _matches(value: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
 
-def _matches_owned(owner: str, path: str, patterns: list[str]) -> bool:
-    """Whether some 'owner-glob/path-glob' pattern, split at one of its slashes, matches ``owner`` and ``path`` apart.
+def _glob_literal(text: str) -> str:
+    """``text`` as a glob that matches only itself (agent names have no glob characters, but a plugin's might)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
-    A pattern without a slash (``*``) is matched against the whole ``owner/path``.
+
+def split_owner(pattern: str) -> tuple[str, str | None]:
+    """Split a storage pattern into its owner part and its path part (None: no path part, all the owner's files).
+
+    The owner part ends at the first ``/`` outside ``{self}`` and outside a
+    ``[...]`` character class, so an agent name substituted for ``{self}`` can
+    never move the split (the bug this replaces: ``{self}/*`` for ``alice/x``
+    was tried as owner ``alice``, path ``x/*``).
     """
-    for pattern in patterns:
-        if "/" not in pattern:
-            if fnmatch.fnmatchcase(f"{owner}/{path}", pattern):
-                return True
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern.startswith(SELF, i):
+            i += len(SELF)
             continue
-        for i, ch in enumerate(pattern):
-            if ch == "/" and fnmatch.fnmatchcase(owner, pattern[:i]) and fnmatch.fnmatchcase(path, pattern[i + 1 :]):
-                return True
+        ch = pattern[i]
+        if ch == "[":
+            # fnmatch's class syntax: a ']' right after '[' or '[!' is literal; an unclosed '[' is a literal '['
+            j = i + 1
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            i = j + 1 if j < n else i + 1
+            continue
+        if ch == "/":
+            return pattern[:i], pattern[i + 1 :]
+        i += 1
+    return pattern, None
+
+
+def owned_match(owner: str, path: str, patterns: list[str], agent: str) -> bool:
+    """Whether some storage pattern grants ``agent`` the file ``path`` of ``owner`` (see the module docstring's rule)."""
+    for pattern in patterns:
+        owner_part, path_part = split_owner(pattern)
+        if not fnmatch.fnmatchcase(owner, owner_part.replace(SELF, _glob_literal(agent))):
+            continue
+        if path_part is None or fnmatch.fnmatchcase(path, path_part.replace(SELF, _glob_literal(agent))):
+            return True
     return False
 
 
@@ -150,9 +197,8 @@ class AccessManager:
         """The group policy's answer (before any confirmation) and why.
 
         Storage resources are ``owner/path``; agent names may contain ``/``, so
-        the storage manager also passes ``owner`` and patterns are matched with
-        the owner part and the path part kept apart (``alice/*`` must not grant
-        agent ``alice/sub``'s files).
+        the storage manager also passes ``owner``, and the owner must match a
+        pattern's owner part as a whole (see :func:`split_owner`).
         """
         group = self.group_of(agent)
         if group is None:
@@ -172,13 +218,16 @@ class AccessManager:
             verb = "read" if action == "memory.read" else "change"
             return ok, (f"group grants {action} of {resource!r}" if ok else f"group {agent.group!r} may not {verb} the memory of agent {resource!r}")
         if action in ("storage.read", "storage.write"):
-            patterns = _expand(group.storage_paths, me)
+            patterns = list(group.storage_paths)
             if action == "storage.read":
-                patterns += _expand(group.storage_read_paths, me)
-            if owner is not None and resource.startswith(owner + "/"):
-                ok = _matches_owned(owner, resource[len(owner) + 1 :], patterns)
+                patterns += group.storage_read_paths
+            if owner is None or not resource.startswith(owner + "/"):
+                # no owner given: the owner is the text before the first '/' (an agent whose name contains '/'
+                # is then never matched by {self}, which fails closed); the storage manager always passes it
+                owner, _, path = resource.partition("/")
             else:
-                ok = _matches(resource, patterns)
+                path = resource[len(owner) + 1 :]
+            ok = owned_match(owner, path, patterns, me)
             verb = "read" if action == "storage.read" else "write"
             return ok, (f"group grants {action} of {resource!r}" if ok else f"group {agent.group!r} may not {verb} {resource!r}")
         return False, f"unknown action {action!r} (known: {', '.join(ACTIONS)})"

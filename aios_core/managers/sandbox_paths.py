@@ -3,7 +3,8 @@
 Two kinds of path reach the managers. *Virtual* paths name files in the
 storage manager (``notes/today.md``): they are normalised to a relative POSIX
 path, and anything that could mean "somewhere else" (an absolute path, a
-drive letter, a ``..`` component, a backslash, a control character) is
+drive letter, a ``..`` component, a backslash, a control or bidi character,
+a component longer than 255 bytes) is
 refused rather than silently cleaned, so an agent that tries to escape learns
 it was refused and the attempt is audited. *Real* paths name files in a
 workspace directory on disk (where sandboxed code runs); they are resolved with
@@ -20,7 +21,11 @@ from aios_core.errors import AccessDeniedError
 
 #: longest virtual path accepted (bytes of UTF-8); SQLite keys and file systems both stay happy below it
 MAX_PATH_BYTES = 1024
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: longest path component accepted (bytes of UTF-8), as on every common file system (NAME_MAX)
+MAX_COMPONENT_BYTES = 255
+#: C0 and C1 controls, DEL, bidi embedding/override/isolate marks (they make a name print as another:
+#: "txt.exe" shown as "exe.txt") and lone surrogates (not encodable, so not storable)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -38,8 +43,12 @@ def normalize_path(path: str, *, allow_empty: bool = False) -> str:
     """
     if not isinstance(path, str):
         raise SandboxPathError(f"a path must be a string, got {type(path).__name__}")
-    if _CONTROL.search(path):
-        raise SandboxPathError(f"path {path!r} contains control characters; use printable names")
+    bad = _CONTROL.search(path)
+    if bad:
+        raise SandboxPathError(
+            f"path {path.encode('ascii', 'backslashreplace').decode()!r} contains a control, bidi or surrogate character "
+            f"(U+{ord(bad.group()):04X}); use printable names"
+        )
     if "\\" in path:
         raise SandboxPathError(f"path {path!r} contains a backslash; use '/' to separate folders")
     if path.startswith("/") or _DRIVE.match(path):
@@ -49,6 +58,9 @@ def normalize_path(path: str, *, allow_empty: bool = False) -> str:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise SandboxPathError(f"path {path!r} contains '..'; paths may not leave the agent's own space")
+    for part in parts:
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise SandboxPathError(f"path component {part[:40]!r}... is longer than {MAX_COMPONENT_BYTES} bytes; use shorter names")
     clean = "/".join(parts)
     if not clean and not allow_empty:
         raise SandboxPathError(f"path {path!r} names no file")
