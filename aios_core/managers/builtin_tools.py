@@ -4,20 +4,26 @@ Each is a plain :class:`~aios_core.tool.Tool`, registered by ``plugins/tools.py`
 through the same hook a third-party plugin uses. File tools go through the
 storage manager with the calling agent's identity, so every read and write is
 access-checked, sandboxed to the agent's paths and versioned. Code execution
-runs in a subprocess (see :mod:`sandbox`), never in the kernel; it, the shell
-and web fetch are ``irreversible`` (they can touch the host or the network), so
-access control asks for confirmation. Shell and web fetch are also off unless
-the configuration switches them on.
+runs in a confined subprocess (see :mod:`sandbox` and :mod:`isolation`), never
+in the kernel; it sees only its own working folder, and only the files it
+names in ``outputs`` come back, each a plain regular file (no symbolic link
+out, no hard link, no FIFO, device or socket). Code execution, the shell and
+web fetch are ``irreversible``, so access control asks for confirmation. Shell
+and web fetch are also off unless the configuration switches them on.
 """
 
 from __future__ import annotations
 
 import ast
+import errno
 import math
 import operator
+import os
+import stat
 from typing import Any
 
 from aios_core.errors import AccessDeniedError, StorageError, ToolError
+from aios_core.managers.isolation import is_plain_file
 from aios_core.managers.sandbox import SandboxLimits, Workspace, run_python, run_shell
 from aios_core.managers.sandbox_paths import resolve_in
 from aios_core.managers.tools import NETWORK_TAG, SHELL_TAG, ToolContext
@@ -145,16 +151,43 @@ async def _stage_inputs(ctx: ToolContext, ws: Workspace, inputs: list[str]) -> N
             target.write_bytes(content.data)  # type: ignore[arg-type]
 
 
+def _read_output(real: os.PathLike[str], limit: int) -> bytes:
+    """The bytes of one output file, refusing anything but a plain regular file of at most ``limit`` bytes.
+
+    Opened without following a final symbolic link and without blocking (a FIFO
+    would hang the kernel), then checked on the open descriptor, so the check
+    and the read see the same file: a hard link (``st_nlink > 1``) could name a
+    file the code must not hand over, and a device, FIFO or socket is not a file.
+    """
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StorageError("the code did not create this file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError("refused: the output is a symbolic link") from None
+        raise StorageError(f"cannot open the output: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not is_plain_file(st):
+            kind = "a hard link (it has other names)" if st.st_nlink > 1 and stat.S_ISREG(st.st_mode) else "not a regular file"
+            raise StorageError(f"refused: the output is {kind}; save plain files only")
+        if st.st_size > limit:
+            raise StorageError(f"refused: the output has {st.st_size} bytes, more than the {limit} a file may have")
+        return fh.read(limit + 1)
+
+
 async def _collect_outputs(ctx: ToolContext, ws: Workspace, outputs: list[str]) -> dict[str, Any]:
-    """Store the files the code produced; a missing file or a link out of the workspace is reported per file."""
+    """Store the files the code produced; a missing file, a link or a special file is reported per file."""
     collected: dict[str, Any] = {}
+    limit = ctx.limits.max_file_mb * 1024 * 1024
     for path in outputs:
         try:
             real = resolve_in(ws.work, path)
-            if not real.is_file():
-                collected[path] = {"error": "the code did not create this file"}
+            if real.is_dir():
+                collected[path] = {"error": "the code did not create this file (it is a folder)"}
                 continue
-            blob = real.read_bytes()
+            blob = _read_output(real, limit)
             try:
                 data: str | bytes = blob.decode("utf-8")
             except UnicodeDecodeError:
@@ -169,11 +202,11 @@ async def _collect_outputs(ctx: ToolContext, ws: Workspace, outputs: list[str]) 
 async def python(
     code: str, inputs: list[str] | None = None, outputs: list[str] | None = None, timeout: float | None = None, *, _ctx: ToolContext
 ) -> dict[str, Any]:
-    """Run Python in a fresh subprocess workspace; ``inputs`` are copied from storage, ``outputs`` stored back."""
+    """Run Python in a fresh confined workspace; ``inputs`` are copied from storage, ``outputs`` stored back."""
     limits = _limits(_ctx, timeout)
     with Workspace(_ctx.sandbox_dir, prefix=f"py-{_ctx.call_id[:24]}-") as ws:
         await _stage_inputs(_ctx, ws, inputs or [])
-        result = await run_python(code, workspace=ws, limits=limits)
+        result = await run_python(code, workspace=ws, limits=limits, confinement=_ctx.confinement)
         report = result.as_dict()
         if not result.ok and (result.timed_out or result.memory_exceeded or result.signal):
             report["error"] = f"the code {result.describe_failure(limits)}"
@@ -186,7 +219,7 @@ async def shell(command: str, timeout: float | None = None, *, _ctx: ToolContext
     """Run a shell command in a fresh, limited workspace (off unless tools.shell_enabled)."""
     limits = _limits(_ctx, timeout)
     with Workspace(_ctx.sandbox_dir, prefix=f"sh-{_ctx.call_id[:24]}-") as ws:
-        result = await run_shell(command, workspace=ws, limits=limits)
+        result = await run_shell(command, workspace=ws, limits=limits, confinement=_ctx.confinement)
     report = result.as_dict()
     if not result.ok and (result.timed_out or result.memory_exceeded or result.signal):
         report["error"] = f"the command {result.describe_failure(limits)}"

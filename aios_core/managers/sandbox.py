@@ -1,22 +1,21 @@
-"""Running untrusted work in a subprocess with a time limit, a memory limit and bounded output.
+"""Running untrusted work in a confined subprocess with a time limit, a memory limit and bounded output.
 
 Code execution never happens in the kernel process: a hung or memory-hungry
 tool would take every agent down with it. Each run gets:
 
-- its own session (process group), killed whole with SIGKILL at the deadline,
-  so children a shell command left in the background die too;
+- confinement (see :mod:`isolation`): by default bubblewrap namespaces, so the
+  code sees only the Python runtime and its own working folder, has no network
+  (unless its agent's group is listed in ``network_groups``), and dies with the
+  call; or, if the operator named it, a plain process (the weaker mode);
+- its own session (process group), killed whole with SIGKILL at the deadline;
 - ``RLIMIT_AS`` (memory), ``RLIMIT_CPU`` (a backstop to the wall-clock
-  deadline), ``RLIMIT_FSIZE`` and no core dumps, applied by
-  :mod:`sandbox_child` before anything untrusted runs;
+  deadline), ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``, ``RLIMIT_NPROC`` (processes,
+  under bubblewrap, where it counts only the sandbox's own) and no core dumps,
+  applied by :mod:`sandbox_child` before anything untrusted runs;
 - a scrubbed environment (no kernel secrets), ``HOME`` and ``TMPDIR`` set to
   its own working directory;
 - stdout and stderr kept up to ``max_output_bytes`` each, the rest drained and
   counted, so a chatty process cannot fill the kernel's memory.
-
-This is resource isolation, not a security boundary against a determined
-attacker: the process runs as the kernel's user and can reach the file system
-and network. That is why the tools built on it are classed ``irreversible`` and
-need confirmation (see :mod:`access`).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aios_core.errors import ToolError
 from aios_core.managers import sandbox_child
+from aios_core.managers.isolation import (
+    CHILD_PATH,
+    CONTROL_DIR,
+    WORK_DIR,
+    BwrapPlan,
+    Isolation,
+    chown_tree,
+    module_roots,
+    python_runtime,
+    require_bwrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,15 @@ class SandboxLimits(BaseModel):
     max_output_bytes: int = Field(default=64 * 1024, ge=1024, description="bytes of stdout and of stderr kept")
     max_file_mb: int = Field(default=64, ge=1, description="largest file the process may write (RLIMIT_FSIZE)")
     open_files: int = Field(default=256, ge=16, description="file descriptors the process may hold")
+    processes: int = Field(default=64, ge=4, description="processes and threads the sandbox may run at once (RLIMIT_NPROC, bwrap only)")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How one run is confined: the isolation mode, and whether it shares the host's network (bwrap only)."""
+
+    isolation: Isolation = Isolation.BWRAP
+    network: bool = False
 
 
 @dataclass
@@ -96,14 +116,13 @@ class ProcessResult:
         }
 
 
-def _environment(cwd: Path, extra: dict[str, str] | None) -> dict[str, str]:
-    pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+def _environment(home: str, pythonpath: str, extra: dict[str, str] | None) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "HOME": str(cwd),
-        "TMPDIR": str(cwd),
+        "HOME": home,
+        "TMPDIR": home,
         "PYTHONPATH": pythonpath,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
@@ -136,48 +155,92 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-async def run_child(payload: dict[str, Any], *, cwd: Path, limits: SandboxLimits, env: dict[str, str] | None = None) -> ProcessResult:
-    """Start :mod:`sandbox_child` with ``payload`` in ``cwd`` under ``limits`` and wait for it (or kill it)."""
-    payload = {
-        **payload,
-        "limits": {
-            "memory_bytes": limits.memory_mb * 1024 * 1024,
-            "cpu_seconds": int(limits.timeout) + 2,
-            "file_bytes": limits.max_file_mb * 1024 * 1024,
-            "open_files": limits.open_files,
-        },
+def _limits_payload(limits: SandboxLimits, confinement: Confinement) -> dict[str, int | None]:
+    return {
+        "memory_bytes": limits.memory_mb * 1024 * 1024,
+        "cpu_seconds": int(limits.timeout) + 2,
+        "file_bytes": limits.max_file_mb * 1024 * 1024,
+        "open_files": limits.open_files,
+        # outside a user namespace RLIMIT_NPROC counts every process of the kernel's user: only set it in a sandbox
+        "processes": limits.processes if confinement.isolation is Isolation.BWRAP else None,
     }
+
+
+async def run_child(
+    payload: dict[str, Any],
+    *,
+    workspace: "Workspace",
+    limits: SandboxLimits,
+    confinement: Confinement | None = None,
+    env: dict[str, str] | None = None,
+    import_target: str | None = None,
+) -> ProcessResult:
+    """Start :mod:`sandbox_child` with ``payload`` in ``workspace`` under ``limits`` and wait for it (or kill it).
+
+    Paths in ``payload`` (``script``, ``result``) are relative to the workspace's control folder.
+    ``import_target`` names the module a ``call`` job imports, so a sandbox can mount just its package.
+    """
+    confinement = confinement or Confinement()
+    payload = {**payload, "limits": _limits_payload(limits, confinement)}
     start = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-P",
-        "-X",
-        "utf8",
-        str(CHILD),
-        cwd=str(cwd),
-        env=_environment(cwd, env),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
+    common = dict(stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    interpreter = [sys.executable, "-P", "-X", "utf8"]
+    launch = None
+    with ExitStack() as stack:
+        if confinement.isolation is Isolation.BWRAP:
+            binary = require_bwrap()
+            binds, path_entries = module_roots(import_target) if import_target else ((), ())
+            plan = BwrapPlan(
+                binary=binary,
+                binds=python_runtime() + binds,
+                work=workspace.work,
+                control=workspace.control,
+                control_writable=payload.get("mode") == "call",
+                child=CHILD,
+                network=confinement.network,
+                tmp_bytes=limits.max_file_mb * 1024 * 1024,
+            )
+            chown_tree(workspace.work, plan.drop_to)
+            chown_tree(workspace.control, plan.drop_to)
+            payload.update(control=CONTROL_DIR, drop_to=plan.drop_to)
+            launch = stack.enter_context(plan.command([*interpreter, CHILD_PATH]))
+            environment = _environment(WORK_DIR, os.pathsep.join(map(str, path_entries)), env)
+            proc = await asyncio.create_subprocess_exec(*launch.argv, env=environment, pass_fds=launch.pass_fds, **common)
+            launch.started()
+        else:
+            payload.update(control=str(workspace.control))
+            pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+            proc = await asyncio.create_subprocess_exec(
+                *interpreter, str(CHILD), cwd=str(workspace.work), env=_environment(str(workspace.work), pythonpath, env), **common
+            )
+        return await _supervise(proc, payload, limits, start, launch)
+    raise AssertionError("unreachable")  # pragma: no cover - the with block returns
+
+
+async def _supervise(proc: asyncio.subprocess.Process, payload: dict[str, Any], limits: SandboxLimits, start: float, launch: Any) -> ProcessResult:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     readers = asyncio.gather(_drain(proc.stdout, limits.max_output_bytes), _drain(proc.stderr, limits.max_output_bytes))
     timed_out = False
     try:
-        proc.stdin.write((json.dumps(payload) + "\n").encode())
-        try:
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        proc.stdin.close()
         try:
             async with asyncio.timeout(limits.timeout):
+                if launch is not None:
+                    try:
+                        await asyncio.to_thread(launch.map_user_namespace)
+                    except OSError as exc:  # bwrap died first: its stderr says why
+                        log.debug("sandbox start-up: %s", exc)
+                proc.stdin.write((json.dumps(payload) + "\n").encode())
+                try:
+                    await proc.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                proc.stdin.close()
                 await proc.wait()
         except TimeoutError:
             timed_out = True
     finally:
-        # the whole group: also what a shell left running in the background, and on cancellation
+        # the whole group: also what a shell left running in the background, and on cancellation;
+        # under bubblewrap the sandbox's init dies with bwrap (--die-with-parent) and takes its PID namespace along
         _kill_group(proc.pid)
         if proc.returncode is None:
             await proc.wait()
@@ -188,6 +251,8 @@ async def run_child(payload: dict[str, Any], *, cwd: Path, limits: SandboxLimits
         readers.cancel()
         out, out_dropped, err, err_dropped = b"", 0, b"(output unavailable: a process kept the pipe open)", 0
     rc = proc.returncode
+    if launch is not None and rc is not None and rc > 128 and (rc - 128) in signal.Signals._value2member_map_:
+        rc = -(rc - 128)  # bwrap reports a child killed by signal N as 128 + N
     sig = -rc if rc is not None and rc < 0 and not timed_out else None
     stderr = err.decode("utf-8", "replace")
     memory = rc == sandbox_child.MEMORY_EXIT or (rc == 1 and stderr.rstrip().endswith("MemoryError"))
@@ -226,15 +291,14 @@ class Workspace:
         self.cleanup()
 
 
-async def run_python(code: str, *, workspace: Workspace, limits: SandboxLimits) -> ProcessResult:
-    script = workspace.control / "main.py"
-    script.write_text(code, encoding="utf-8")
-    return await run_child({"mode": "script", "script": str(script)}, cwd=workspace.work, limits=limits)
+async def run_python(code: str, *, workspace: Workspace, limits: SandboxLimits, confinement: Confinement | None = None) -> ProcessResult:
+    (workspace.control / "main.py").write_text(code, encoding="utf-8")
+    return await run_child({"mode": "script", "script": "main.py"}, workspace=workspace, limits=limits, confinement=confinement)
 
 
-async def run_shell(command: str, *, workspace: Workspace, limits: SandboxLimits) -> ProcessResult:
+async def run_shell(command: str, *, workspace: Workspace, limits: SandboxLimits, confinement: Confinement | None = None) -> ProcessResult:
     shell = shutil.which("bash") or "/bin/sh"
-    return await run_child({"mode": "exec", "argv": [shell, "-c", command]}, cwd=workspace.work, limits=limits)
+    return await run_child({"mode": "exec", "argv": [shell, "-c", command]}, workspace=workspace, limits=limits, confinement=confinement)
 
 
 def import_target(func: Callable[..., Any]) -> str:
@@ -250,13 +314,21 @@ def import_target(func: Callable[..., Any]) -> str:
 
 
 async def call_sandboxed(
-    func: Callable[..., Any], kwargs: dict[str, Any], *, limits: SandboxLimits, root: str | os.PathLike[str] | None = None
+    func: Callable[..., Any],
+    kwargs: dict[str, Any],
+    *,
+    limits: SandboxLimits,
+    root: str | os.PathLike[str] | None = None,
+    confinement: Confinement | None = None,
 ) -> Any:
-    """Call ``func(**kwargs)`` in a subprocess; its JSON result, or a :class:`ToolError` saying what went wrong."""
+    """Call ``func(**kwargs)`` in a confined subprocess; its JSON result, or a :class:`ToolError` saying what went wrong."""
     target = import_target(func)
     with Workspace(root, prefix="call-") as ws:
         result_path = ws.control / "result.json"
-        proc = await run_child({"mode": "call", "target": target, "kwargs": kwargs, "result": str(result_path)}, cwd=ws.work, limits=limits)
+        proc = await run_child(
+            {"mode": "call", "target": target, "kwargs": kwargs, "result": "result.json"},
+            workspace=ws, limits=limits, confinement=confinement, import_target=target.partition(":")[0],
+        )
         if not proc.ok or not result_path.exists():
             detail = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else []
             raise ToolError(

@@ -10,6 +10,11 @@ they survive ``exec`` for shell commands. Jobs:
   write a JSON result file (sandboxed plugin tools);
 - ``exec``: replace this process with a command (the shell tool).
 
+Under bubblewrap with a root kernel, the payload's ``drop_to`` names the uid
+(``nobody``) to switch to first: the sandbox starts as a namespace root that
+maps to the host's root, which Linux exempts from ``RLIMIT_NPROC``; after the
+switch the process holds no capability and the process limit holds.
+
 A Python ``MemoryError`` under the address-space limit exits with
 :data:`MEMORY_EXIT` so the parent can say "memory limit" instead of "crashed".
 """
@@ -42,6 +47,18 @@ def apply_limits(limits: dict[str, int | None]) -> None:
     cap(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
     cap(resource.RLIMIT_CORE, 0)
     cap(resource.RLIMIT_NOFILE, limits.get("open_files"))
+    cap(resource.RLIMIT_NPROC, limits.get("processes"))
+
+
+def drop_privileges(uid: int | None) -> None:
+    """Become ``uid`` (group too, no supplementary groups); setuid away from root clears every capability."""
+    if uid is None:
+        return
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        os._exit(126)
 
 
 def _out_of_memory() -> None:
@@ -91,15 +108,17 @@ def _call(target: str, kwargs: dict, result_path: str) -> None:
 
 def main() -> None:
     payload = json.loads(sys.stdin.readline())
+    drop_privileges(payload.get("drop_to"))
     apply_limits(payload.get("limits", {}))
+    control = payload.get("control", "")
     mode = payload["mode"]
     if mode == "exec":
         argv = payload["argv"]
         os.execvp(argv[0], argv)
     elif mode == "script":
-        _run_script(payload["script"])
+        _run_script(os.path.join(control, payload["script"]))
     elif mode == "call":
-        _call(payload["target"], payload.get("kwargs", {}), payload["result"])
+        _call(payload["target"], payload.get("kwargs", {}), os.path.join(control, payload["result"]))
     else:
         sys.exit(f"unknown sandbox mode {mode!r}")
 

@@ -13,6 +13,10 @@ run on the loop and are cancelled at the deadline; sync callables run in a
 bounded thread pool (a thread cannot be killed, so a sync tool that may hang
 should be ``sandboxed``); ``sandboxed`` tools run in a subprocess with time and
 memory limits (see :mod:`sandbox`) and are killed at the deadline.
+
+Code tools and ``sandboxed`` tools are confined as ``isolation`` says (see
+:mod:`isolation`): under bubblewrap by default, refused if it cannot start,
+and as a plain process only when the operator names that weaker mode.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios_core.errors import AccessDeniedError, AIOSError, PluginError, ToolError
-from aios_core.managers.sandbox import SandboxLimits, call_sandboxed
+from aios_core.managers.isolation import Isolation, probe
+from aios_core.managers.sandbox import Confinement, SandboxLimits, call_sandboxed
 from aios_core.syscalls import TOOL_NAME_PATTERN, ClientTool, ToolCall, ToolSpec
 from aios_core.tool import Tool
 
@@ -64,6 +69,25 @@ class ToolConfig(BaseModel):
     max_output_bytes: int = Field(default=256 * 1024, ge=1024, description="JSON size of a result beyond which it is truncated")
     python_memory_mb: int = Field(default=512, ge=64, description="memory limit of code-execution tools")
     sandbox_dir: str = Field(default="sandbox", description="workspaces of sandboxed runs, relative to the data directory")
+    isolation: Isolation = Field(
+        default=Isolation.BWRAP,
+        description="how code tools are confined: 'bwrap' (namespaces; code tools refused if bubblewrap cannot start) "
+        "or 'process' (a plain subprocess as the kernel's user, seeing its files and network: the weaker mode, by name only)",
+    )
+    network_groups: list[str] = Field(
+        default_factory=list, description="access groups whose code tools share the host's network (bwrap; others have none)"
+    )
+    max_processes: int = Field(default=64, ge=4, description="processes and threads one code-tool run may have at once (bwrap)")
+
+
+def isolation_status(config: ToolConfig) -> str:
+    """One line for the startup log and ``aios config``: the configured mode and whether it can run here."""
+    if config.isolation is Isolation.PROCESS:
+        return "isolation=process: code tools run as plain processes with the kernel's user, files and network (the weaker mode, named in the config)"
+    found = probe()
+    if found.available:
+        return f"isolation=bwrap: code tools run in bubblewrap namespaces ({found.binary})"
+    return f"isolation=bwrap unavailable: code tools are refused ({found.detail}); set [managers.tools] isolation = \"process\" to accept the weaker mode"
 
 
 class ToolResult(BaseModel):
@@ -97,6 +121,8 @@ class ToolContext:
     sandbox_dir: Path | None
     config: ToolConfig
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how code this call runs is confined (the isolation mode and, per the agent's group, the network)
+    confinement: Confinement = field(default_factory=Confinement)
 
 
 @dataclass
@@ -121,6 +147,7 @@ class ToolManager:
         self.access = access
         self.storage = storage
         self.sandbox_dir = None if data_dir is None else Path(data_dir) / self.config.sandbox_dir
+        log.info("tools: %s", isolation_status(self.config))
         self.errors: list[PluginError] = []
         self._tools: dict[str, _Registered] = {}
         self._threads = ThreadPoolExecutor(max_workers=self.config.thread_workers, thread_name_prefix="aios-tool")
@@ -275,12 +302,13 @@ class ToolManager:
 
     async def _run(self, agent: "AgentLike", call: ToolCall, reg: _Registered, arguments: dict[str, Any]) -> Any:
         tool = reg.tool
+        confinement = self.confinement(agent)
         if tool.sandboxed:
-            limits = SandboxLimits(timeout=reg.timeout, memory_mb=tool.memory_mb)
-            return await call_sandboxed(tool.func, arguments, limits=limits, root=self.sandbox_dir)
+            limits = SandboxLimits(timeout=reg.timeout, memory_mb=tool.memory_mb, processes=self.config.max_processes)
+            return await call_sandboxed(tool.func, arguments, limits=limits, root=self.sandbox_dir, confinement=confinement)
         if tool.wants_context:
-            limits = SandboxLimits(timeout=max(1.0, reg.timeout - 1.0), memory_mb=self.config.python_memory_mb)
-            arguments["_ctx"] = ToolContext(agent, call.id, self.storage, limits, self.sandbox_dir, self.config)
+            limits = SandboxLimits(timeout=max(1.0, reg.timeout - 1.0), memory_mb=self.config.python_memory_mb, processes=self.config.max_processes)
+            arguments["_ctx"] = ToolContext(agent, call.id, self.storage, limits, self.sandbox_dir, self.config, confinement=confinement)
         try:
             async with asyncio.timeout(reg.timeout):
                 if inspect.iscoroutinefunction(tool.func):
@@ -292,6 +320,10 @@ class ToolManager:
                 return result
         except TimeoutError:
             raise ToolError(f"tool {tool.name} did not finish within {reg.timeout:g} s and was abandoned", reason="timeout") from None
+
+    def confinement(self, agent: "AgentLike") -> Confinement:
+        """How code run for ``agent`` is confined: the configured mode; the network only if its group is listed."""
+        return Confinement(isolation=self.config.isolation, network=agent.group in self.config.network_groups)
 
     def _bounded(self, output: Any) -> Any:
         if isinstance(output, BaseModel):
