@@ -180,17 +180,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from aios_core.config import load_config
-    from aios_core.managers.audit import read_audit
+    from aios_core.managers.audit import printable, read_audit, verify_audit
 
     config = load_config(getattr(args, "config", None))
     from aios_core.managers import audit_file, managers_config
 
     path = audit_file(managers_config(config.managers), config.data_dir)
+    if args.verify:
+        report = verify_audit(path)
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2))
+        elif report.ok:
+            unchained = f" ({report.unchained} older records written before chaining are not covered)" if report.unchained else ""
+            console.print(f"audit log {escape(str(path))}: {report.records} records, chain intact{unchained}; head {report.head}")
+        else:
+            console.print(f"[red]audit log {escape(str(path))}: chain broken at record {report.broken_at}:[/red] {escape(printable(report.problem or ''))}")
+        return 0 if report.ok else 1
     entries = read_audit(path, agent=args.agent, limit=args.limit, decision=args.decision)
     if args.json:
-        print(json.dumps([e.as_dict() for e in entries], indent=2, default=str))
+        # ensure_ascii: control and bidi characters an agent put in a resource reach the terminal as \u escapes
+        print(json.dumps([e.as_dict() for e in entries], indent=2, default=str, ensure_ascii=True))
         return 0
-    table = Table(title=f"AIOS audit log ({path})")
+    table = Table(title=f"AIOS audit log ({escape(printable(str(path)))})")
     columns = ["id", "time", "agent", "group", "action", "resource", "decision", "reason"]
     for c in columns:
         table.add_column(c, overflow="fold")
@@ -200,7 +211,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if row["irreversible"]:
             row["action"] += " (irreversible)"
         style = "red" if row["decision"] == "deny" else None
-        table.add_row(*[escape(str(row[c])) for c in columns], style=style)
+        # every cell escaped twice over: rich markup, and characters that would drive the terminal
+        table.add_row(*[escape(printable(str(row[c]))) for c in columns], style=style)
     if not entries:
         console.print(f"no audit records in {path}" + (" (no such file yet: no kernel has run with this data dir)" if not path.exists() else ""))
         return 0
@@ -257,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", help="only this agent's entries")
     p.add_argument("--decision", choices=["allow", "deny"], help="only allowed or only denied actions")
     p.add_argument("--limit", type=int, default=50, help="the newest N records (default 50)")
+    p.add_argument("--verify", action="store_true", help="check the hash chain; report the first broken link (exit 1 if broken)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", help="TOML configuration file")
     p.set_defaults(func=cmd_audit)
