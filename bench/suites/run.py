@@ -1,18 +1,24 @@
-"""The with/without harness: the same agents on the same tasks, without AIOS and with AIOS, alternating.
+"""The with/without harness: the same agents on the same tasks, on two servers without AIOS and with AIOS, rotating.
 
     aios bench humaneval --framework langchain --agents 16 --model local [--full] [--limit N]
     python -m aios.bench.suites humaneval ...     (the same; also mint, gaia, swebench)
 
-One process runs both setups on the same task selection with the same seed,
-the same prompts and the same sampling (greedy, one max_tokens), in rounds
-that alternate the order (round 1: without, with; round 2: with, without; ...)
-so that slow drifts of a shared machine hit both alike. Reported values are
-medians over rounds; ratios are "without / with" (above 1: AIOS is faster).
+One process runs the setups (``--setups``, all three by default) on the same
+task selection with the same seed, the same prompts and the same sampling
+(greedy, one max_tokens), in rounds that rotate the order (round 1: serial,
+llama-server, AIOS; round 2: llama-server, AIOS, serial; ...) so that slow
+drifts of a shared machine hit them alike. Reported values are medians over
+rounds; ratios are "baseline / AIOS" (above 1: AIOS is faster), against
+llama-server first. Agreement: the share of agent replies whose text is the
+same in every setup (greedy decoding; with a model that solves few tasks, the
+correctness check).
 
-* without AIOS: the framework's own concurrency (``--agents`` at once), each
-  agent calling the backend's OpenAI-compatible server itself (for the
-  embedded model, llama-cpp-python's server, which serves one request at a
-  time); tools run in a sandboxed subprocess the agent starts.
+* without AIOS, ``llama_server``: the framework's own concurrency (``--agents``
+  at once), each agent calling llama.cpp's ``llama-server`` (``-np`` = agents,
+  continuous batching, its prompt caches as shipped): the baseline that counts;
+* without AIOS, ``native``: the same against llama-cpp-python's server, which
+  serves one request at a time (context: what the first numbers compared with);
+  tools run in a sandboxed subprocess the agent starts.
 * with AIOS: the framework patched with ``aios.patch``; its calls become
   syscalls scheduled (``--scheduler``, PLAS by default) onto the kernel's core
   (the llamacpp core, continuous batching); tools run through the tool manager.
@@ -38,19 +44,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aios.bench.metrics import percentile
 from aios.bench.suites.agents import FRAMEWORKS, get_framework
 from aios.bench.suites.agents.backends import Backend, LocalBackend, SimBackend
-from aios.bench.suites.agents.base import Framework, Sampling
-from aios.bench.metrics import percentile
+from aios.bench.suites.agents.base import Endpoint, Framework, Sampling
 from aios.bench.suites.calls import KernelCallRecorder, summarize_calls
-from aios.bench.suites.modes import AIOSMode, Mode, NativeMode
+from aios.bench.suites.modes import BASELINES, SETUP_LABELS, SETUPS, AIOSMode, Mode, NativeMode, round_order
 from aios.bench.suites.tasks import get_suite
 from aios.bench.suites.tasks.base import Episode, LoadOptions, Suite, Task, TaskSet
 from aios.bench.suites.tasks.sandbox import LocalToolBox
 
 log = logging.getLogger(__name__)
-
-SETUP_LABELS = {"native": "without AIOS", "aios": "with AIOS"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Options:
     model_path: str | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    setups: tuple[str, ...] = SETUPS
 
     @property
     def batch(self) -> int:
@@ -91,6 +96,8 @@ class AgentRun:
     start: float
     end: float = 0.0
     replies: int = 0
+    #: the agent's replies in order: compared across setups (agreement)
+    texts: list[str] = field(default_factory=list)
     error: str | None = None
     passed: bool = False
     detail: str = ""
@@ -140,6 +147,7 @@ async def _run_agent(mode: Mode, suite: Suite, framework: Framework, task: Task,
             for _ in range(episode.max_replies):
                 reply = await _send(framework, agent, text)
                 run.replies += 1
+                run.texts.append(reply if isinstance(reply, str) else str(reply))
                 step = await episode.step(reply)
                 if step.done or step.observation is None:
                     break
@@ -270,7 +278,7 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_per_s", "llm_calls", "completion_tokens", "mean_call_latency", "overhead_us_median", "overhead_share", "errors",
     ]
     out: dict[str, Any] = {}
-    for setup in ("native", "aios"):
+    for setup in SETUPS:
         rows = [r for r in rounds if r["setup"] == setup]
         if not rows:
             continue
@@ -290,38 +298,73 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _ratios(rounds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    if "native" not in summary or "aios" not in summary:
+    """Per baseline (llama-server first): baseline / AIOS from the medians, and the makespan ratio of every round."""
+    if "aios" not in summary:
         return {}
-    per_round = []
-    n = max(r["round"] for r in rounds)
-    for i in range(1, n + 1):
-        a = next((r for r in rounds if r["round"] == i and r["setup"] == "native"), None)
-        b = next((r for r in rounds if r["round"] == i and r["setup"] == "aios"), None)
-        if a and b and b["makespan"] > 0:
-            per_round.append(a["makespan"] / b["makespan"])
-    nat, ai = summary["native"], summary["aios"]
+    ai = summary["aios"]
+    out: dict[str, Any] = {}
+    for baseline in BASELINES:
+        if baseline not in summary:
+            continue
+        nat = summary[baseline]
+        per_round = []
+        for i in sorted({r["round"] for r in rounds}):
+            a = next((r for r in rounds if r["round"] == i and r["setup"] == baseline), None)
+            b = next((r for r in rounds if r["round"] == i and r["setup"] == "aios"), None)
+            if a and b and b["makespan"] > 0:
+                per_round.append(a["makespan"] / b["makespan"])
 
-    def ratio(key: str) -> float | None:
-        return nat[key] / ai[key] if nat.get(key) and ai.get(key) else None
+        def ratio(key: str, nat: dict[str, Any] = nat) -> float | None:
+            return nat[key] / ai[key] if nat.get(key) and ai.get(key) else None
 
-    return {
-        "makespan_without_over_with": ratio("makespan"),
-        "makespan_per_round": per_round,
-        "completion_mean_without_over_with": ratio("completion_mean"),
-        "completion_p99_without_over_with": ratio("completion_p99"),
-        "throughput_with_over_without": (ai["agents_per_min"] / nat["agents_per_min"]) if nat["agents_per_min"] else None,
-        "success_not_lower_with_aios": ai["success_rate"] >= nat["success_rate"],
-    }
+        out[baseline] = {
+            "makespan": ratio("makespan"),
+            "makespan_per_round": per_round,
+            "completion_mean": ratio("completion_mean"),
+            "completion_p99": ratio("completion_p99"),
+            "throughput_aios_over_baseline": (ai["agents_per_min"] / nat["agents_per_min"]) if nat["agents_per_min"] else None,
+            "success_not_lower_with_aios": ai["success_rate"] >= nat["success_rate"],
+        }
+    return out
 
 
 def _verdict_agreement(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Tasks whose verdict differs between the setups (greedy decoding is deterministic up to batching numerics)."""
-    by_setup: dict[str, dict[str, list[bool]]] = {"native": {}, "aios": {}}
+    """Verdicts and reply texts compared across setups, within each round (greedy decoding: they should match).
+
+    ``replies_identical_all``: the share of (round, task, reply index) whose text is
+    the same in every setup; ``replies_identical_vs_aios``: the same per baseline
+    against AIOS. A reply one setup never gave counts as different.
+    """
+    setups = [s for s in SETUPS if any(r["setup"] == s for r in rounds)]
+    by_setup: dict[str, dict[str, list[bool]]] = {s: {} for s in setups}
+    texts: dict[int, dict[str, dict[tuple[str, int], str]]] = {}
     for r in rounds:
         for a in r["agents"]:
             by_setup[r["setup"]].setdefault(a["task_id"], []).append(a["passed"])
-    differ = [t for t in by_setup["native"] if t in by_setup["aios"] and any(by_setup["native"][t]) != any(by_setup["aios"][t])]
-    return {"tasks_with_different_verdicts": differ}
+            for k, text in enumerate(a.get("texts", [])):
+                texts.setdefault(r["round"], {}).setdefault(r["setup"], {})[(a["task_id"], k)] = text
+    differ = sorted({
+        t for s in setups if s != "aios" and "aios" in by_setup for t in by_setup[s]
+        if t in by_setup["aios"] and any(by_setup[s][t]) != any(by_setup["aios"][t])
+    })
+    same_all = total = 0
+    pairs = {b: [0, 0] for b in setups if b != "aios"}
+    for per_setup in texts.values():
+        if len(per_setup) < len(setups):
+            continue
+        for key in set().union(*(set(t) for t in per_setup.values())):
+            values = [per_setup[s].get(key) for s in setups]
+            total += 1
+            same_all += all(v is not None and v == values[0] for v in values)
+            for b in pairs:
+                pairs[b][1] += 1
+                pairs[b][0] += per_setup[b].get(key) is not None and per_setup[b].get(key) == per_setup.get("aios", {}).get(key)
+    return {
+        "tasks_with_different_verdicts": differ,
+        "replies_compared": total,
+        "replies_identical_all": same_all / total if total else None,
+        "replies_identical_vs_aios": {b: (s / n if n else None) for b, (s, n) in pairs.items()} if "aios" in setups else {},
+    }
 
 
 def _environment(options: Options, backend: Backend) -> dict[str, Any]:
@@ -354,22 +397,31 @@ async def compare(options: Options, *, console: Any = None) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     kernel = None
     started = time.time()
+    setups = tuple(s for s in SETUPS if s in options.setups)
     try:
-        endpoint = await asyncio.to_thread(backend.start_native)
-        kernel = _kernel(backend, options, work / "kernel", recorder)
-        await asyncio.to_thread(kernel.start)
-        recorder.wrap(kernel)
-        modes: dict[str, Mode] = {
-            "native": NativeMode(framework, endpoint, sampling, tool_parallel=max(2, options.agents)),
-            "aios": AIOSMode(framework, endpoint, sampling, kernel=kernel, recorder=recorder),
-        }
+        modes: dict[str, Mode] = {}
+        tools = max(2, options.agents)
+        endpoint = None
+        if "native" in setups:
+            endpoint = await asyncio.to_thread(backend.start_native)
+            modes["native"] = NativeMode(framework, endpoint, sampling, tool_parallel=tools)
+        if "llama_server" in setups:
+            batched = await asyncio.to_thread(backend.start_batched, options.agents)
+            modes["llama_server"] = NativeMode(framework, batched, sampling, tool_parallel=tools, key="llama_server")
+            endpoint = endpoint or batched
+        if "aios" in setups:
+            kernel = _kernel(backend, options, work / "kernel", recorder)
+            await asyncio.to_thread(kernel.start)
+            recorder.wrap(kernel)
+            # the endpoint the (patched) agents are configured with; with AIOS their calls never reach it
+            modes["aios"] = AIOSMode(framework, endpoint or Endpoint(base_url="http://127.0.0.1:9/v1", model="unused"), sampling,
+                                     kernel=kernel, recorder=recorder)
         progress = _progress(console) if options.progress else None
         with progress if progress is not None else _null():
-            for key in ("native", "aios"):
+            for key in setups:
                 await warm_up(modes[key], framework, taskset.tasks[0], suite)
             for i in range(options.rounds):
-                order = ("native", "aios") if i % 2 == 0 else ("aios", "native")
-                for key in order:
+                for key in round_order(setups, i):
                     rounds.append(await run_round(i, modes[key], suite, taskset, framework, options, progress))
                     if console is not None:
                         r = rounds[-1]
@@ -381,6 +433,7 @@ async def compare(options: Options, *, console: Any = None) -> dict[str, Any]:
         if kernel is not None:
             await asyncio.to_thread(kernel.stop)
         await asyncio.to_thread(backend.stop_native)
+        await asyncio.to_thread(backend.stop_batched)
         shutil.rmtree(work, ignore_errors=True)
     summary = _summary(rounds)
     return {
@@ -435,6 +488,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_max_tokens: int, d
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where the JSON and PNG go")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--setups", default=",".join(SETUPS),
+        help="comma list of native (serial llama-cpp-python server), llama_server (llama.cpp's batching server), aios",
+    )
+    parser.add_argument("--build", action="store_true", help="build llama-server first if it is missing (15-25 minutes)")
 
 
 def options_from_args(suite: str, args: argparse.Namespace) -> Options:
@@ -442,11 +500,14 @@ def options_from_args(suite: str, args: argparse.Namespace) -> Options:
         raise SystemExit("--agents must be at least 1")
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
+    setups = tuple(s.strip() for s in args.setups.split(",") if s.strip())
+    if not setups or set(setups) - set(SETUPS):
+        raise SystemExit(f"--setups takes a comma list of {', '.join(SETUPS)}, not {args.setups!r}")
     return Options(
         suite=suite, framework=args.framework, agents=args.agents, model=args.model, rounds=args.rounds, seed=args.seed,
         max_tokens=args.max_tokens, n_ctx=args.n_ctx, threads=args.threads, max_batch=args.max_batch, scheduler=args.scheduler,
         full=args.full, limit=args.limit, data=args.data, subsets=tuple(s for s in (getattr(args, "subsets", "") or "").split(",") if s),
-        out=args.out, plots=not args.no_plots, model_path=args.model_path, progress=not args.no_progress,
+        out=args.out, plots=not args.no_plots, model_path=args.model_path, progress=not args.no_progress, setups=setups,
     )
 
 
@@ -470,14 +531,23 @@ def main(suite: str, argv: list[str] | None = None, *, prog: str | None = None) 
     import shlex
     import sys
 
-    from rich.console import Console
-
     from aios.bench.suites.agents.base import FrameworkUnavailable
     from aios.bench.suites.report import plot, print_report, write_json
     from aios.bench.suites.tasks.base import TaskSetError
+    from rich.console import Console
 
     args = build_parser(suite, prog=prog).parse_args(argv)
     options = options_from_args(suite, args)
+    if options.model == "local" and "llama_server" in options.setups:
+        from aios.bench.suites.agents.llama_cpp_server import LlamaServerMissing, build, find_binary
+
+        try:
+            find_binary("llama-server")
+        except LlamaServerMissing as exc:
+            if not args.build:
+                print(exc, file=sys.stderr)
+                return 2
+            build()
     console = Console(width=max(120, Console().width))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,5 +1,5 @@
-"""The with/without harness on the sim core: both setups run, the result document, table and plots are produced,
-and only the suite that ran is reported (no score for a set that was not run)."""
+"""The with/without harness on the sim core: the three setups run (serial server, llama-server's stand-in, AIOS), the
+result document, table and plots are produced, and only the suite that ran is reported (no score for a set that was not run)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import time
 
 import httpx
 import pytest
-from rich.console import Console
-
-from aios.bench.suites.run import Options, compare, main
 from aios.bench.suites.calls import CallRecord, HttpCallRecorder
 from aios.bench.suites.report import plot, print_report, write_json
+from aios.bench.suites.run import Options, compare, main
+from rich.console import Console
 
 SUITE_NAMES = {"humaneval": "HumanEval", "mint": "MINT", "gaia": "GAIA", "swebench": "SWE-bench"}
 
@@ -31,20 +30,22 @@ def _report(result) -> str:
 
 
 @pytest.mark.parametrize("suite", ["humaneval", "mint", "gaia", "swebench"])
-async def test_each_suite_runs_both_setups_on_the_sim_core(suite, tmp_path):
+async def test_each_suite_runs_three_setups_on_the_sim_core(suite, tmp_path):
     result = await compare(_options(suite))
-    assert [r["setup"] for r in result["rounds"]] == ["native", "aios"]
+    assert [r["setup"] for r in result["rounds"]] == ["native", "llama_server", "aios"]
     for r in result["rounds"]:
         assert r["tasks"] == 2 and len(r["agents"]) == 2 and r["errors"] == 0
         assert r["llm_calls"] >= 2 and r["makespan"] > 0 and 0.0 <= r["queue_wait_share"] <= 1.0
         assert all(a["end"] >= a["start"] and a["replies"] >= 1 for a in r["agents"])
     aios = next(r for r in result["rounds"] if r["setup"] == "aios")
     assert aios["overhead_us_median"] is not None and aios["engine"]["sim"]["steps"] > 0
-    assert set(result["summary"]) == {"native", "aios"}
-    assert result["ratios"]["makespan_without_over_with"] > 0
+    assert set(result["summary"]) == {"native", "llama_server", "aios"}
+    assert list(result["ratios"]) == ["llama_server", "native"]  # llama-server is the baseline reported first
+    assert all(r["makespan"] > 0 for r in result["ratios"].values())
+    assert result["agreement"]["replies_compared"] >= 2 and 0 <= result["agreement"]["replies_identical_all"] <= 1
     json.dumps(result)  # the document is plain JSON
     text = _report(result)
-    assert SUITE_NAMES[suite] in text
+    assert SUITE_NAMES[suite] in text and "llama-server / AIOS" in text and "serial server / AIOS" in text
     for other, name in SUITE_NAMES.items():
         if other != suite:
             assert name not in text, f"the {suite} report names {name}, which did not run"
@@ -52,11 +53,35 @@ async def test_each_suite_runs_both_setups_on_the_sim_core(suite, tmp_path):
         assert "NOT a score on the official benchmark" in text
 
 
-async def test_alternating_order_and_medians_over_rounds():
+async def test_rotating_order_and_medians_over_rounds():
     result = await compare(_options("humaneval", rounds=2))
-    assert [(r["round"], r["setup"]) for r in result["rounds"]] == [(1, "native"), (1, "aios"), (2, "aios"), (2, "native")]
-    assert len(result["ratios"]["makespan_per_round"]) == 2
+    assert [(r["round"], r["setup"]) for r in result["rounds"]] == [
+        (1, "native"), (1, "llama_server"), (1, "aios"), (2, "llama_server"), (2, "aios"), (2, "native"),
+    ]
+    assert len(result["ratios"]["llama_server"]["makespan_per_round"]) == 2
     assert result["summary"]["aios"]["attempts"] == 4
+
+
+async def test_two_setups_alternate_and_agreement_compares_reply_texts():
+    result = await compare(_options("humaneval", rounds=2, setups=("llama_server", "aios")))
+    assert [(r["round"], r["setup"]) for r in result["rounds"]] == [(1, "llama_server"), (1, "aios"), (2, "aios"), (2, "llama_server")]
+    assert list(result["ratios"]) == ["llama_server"]
+    # the sim's text is a function of the request: the same conversation gets the same replies on both servers
+    assert result["agreement"]["replies_identical_vs_aios"]["llama_server"] is not None
+    assert all(a["texts"] and len(a["texts"]) == a["replies"] for r in result["rounds"] for a in r["agents"])
+
+
+def test_agreement_counts_differing_and_missing_replies():
+    from aios.bench.suites.run import _verdict_agreement
+
+    def rnd(setup, texts, passed=False):
+        return {"round": 1, "setup": setup, "agents": [{"task_id": "t1", "passed": passed, "texts": texts}]}
+
+    ag = _verdict_agreement([rnd("native", ["a", "b"]), rnd("llama_server", ["a", "c"]), rnd("aios", ["a", "b", "d"], passed=True)])
+    assert ag["replies_compared"] == 3
+    assert ag["replies_identical_all"] == pytest.approx(1 / 3)
+    assert ag["replies_identical_vs_aios"] == {"native": pytest.approx(2 / 3), "llama_server": pytest.approx(1 / 3)}
+    assert ag["tasks_with_different_verdicts"] == ["t1"]
 
 
 async def test_aios_batches_and_native_queues_on_the_sim_core():
@@ -64,6 +89,7 @@ async def test_aios_batches_and_native_queues_on_the_sim_core():
     nat, ai = result["summary"]["native"], result["summary"]["aios"]
     assert ai["mean_batch"] > 1.5  # four agents' calls decoded together
     assert nat["queue_wait_share"] > ai["queue_wait_share"]  # the serial server makes agents wait
+    assert result["summary"]["llama_server"]["errors"] == 0
 
 
 async def test_json_and_png_are_written(tmp_path):
