@@ -18,6 +18,21 @@ from aios_core.syscalls import NAME_PATTERN
 _NAME = re.compile(NAME_PATTERN)
 
 
+def program_key(agent: str, program: str | None) -> str:
+    """The scheduler's name for ``agent``'s program ``program``: programs are per agent.
+
+    Program-level policies (PLAS) rank a call by the service its program has
+    attained, so a program id an agent chooses freely (the ``program`` field,
+    ``X-AIOS-Program``) must not name another agent's program: labelling calls
+    ``program='bob'`` would otherwise charge them to bob. The key is the agent
+    name for its default program and ``"agent program"`` otherwise; names
+    never contain a space, so no two (agent, program) pairs share a key.
+    """
+    if not program or program == agent:
+        return agent
+    return f"{agent} {program}"
+
+
 @dataclass(eq=False)
 class AgentRecord:
     name: str

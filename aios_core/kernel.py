@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from aios_core import bridge
-from aios_core.agents import AgentRecord, AgentTable
+from aios_core.agents import AgentRecord, AgentTable, program_key
 from aios_core.config import KernelConfig, load_config
 from aios_core.cores.base import LLMCore
 from aios_core.errors import (
@@ -300,7 +300,7 @@ class Kernel:
             return
         self.context.drop_agent(name)
         for pool in self.pools.values():
-            pool.scheduler.forget_program(record.program)
+            pool.scheduler.forget_program(program_key(name, record.program))
 
     # ------------------------------------------------------------------ syscalls (async face)
 

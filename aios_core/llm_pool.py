@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aios_core.agents import AgentRecord
+from aios_core.agents import AgentRecord, program_key
 from aios_core.cores.base import Chunk, Generation, LLMCore
 from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancelledError
 from aios_core.managers.context import ContextManager
@@ -142,7 +142,7 @@ class LLMPool:
         job = Job(
             id=syscall.id,
             agent=agent.name,
-            program=syscall.program or agent.name,
+            program=program_key(agent.name, syscall.program),
             priority=syscall.priority,
             arrival=now,
             enqueued_at=now,

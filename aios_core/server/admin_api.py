@@ -113,7 +113,7 @@ def kernel_stats(state: ServerState) -> dict[str, Any]:
                     "id": flight.id,
                     "model": model,
                     "agent": flight.agent.name,
-                    "program": flight.job.program,
+                    "program": (flight.syscall.program or flight.agent.name),
                     "state": flight.state,
                     "core": flight.core.name if flight.core is not None else flight.snapshot_core,
                     "completion_tokens": flight.completion_tokens,
@@ -132,7 +132,7 @@ def ps_rows(state: ServerState) -> list[dict[str, Any]]:
     live: dict[str, dict[str, dict[str, int]]] = {}
     for pool in kernel.pools.values():
         for flight in pool.flights():
-            per_program = live.setdefault(flight.agent.name, {}).setdefault(flight.job.program, {})
+            per_program = live.setdefault(flight.agent.name, {}).setdefault((flight.syscall.program or flight.agent.name), {})
             per_program[flight.state] = per_program.get(flight.state, 0) + 1
     rows = []
     for record in kernel.agents.all():
