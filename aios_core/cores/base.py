@@ -14,13 +14,39 @@ exactly where it stopped, without recomputing what was already generated
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aios_core.syscalls import LLMRequest, ToolCall
 
+#: the finish reasons as the strings a core may also write (a Chunk turns them into :class:`Finish`)
 ChunkFinish = Literal["stop", "length", "tool_calls", "preempted", "cancelled", "error"]
+
+
+class Finish(enum.StrEnum):
+    """How a generation's stream ended (its last chunk's ``finish_reason``).
+
+    A ``StrEnum``: a member equals its string, so ``chunk.finish_reason == "stop"``
+    and the wire format (the OpenAI-style strings) are unchanged.
+    """
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    #: paused at a step boundary; the chunk carries the snapshot to resume from
+    PREEMPTED = "preempted"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @property
+    def completed(self) -> bool:
+        """The model finished its answer (as opposed to being paused, cancelled or failing)."""
+        return self in _COMPLETED
+
+
+_COMPLETED = frozenset({Finish.STOP, Finish.LENGTH, Finish.TOOL_CALLS})
 
 
 @dataclass(slots=True)
@@ -63,7 +89,7 @@ class Chunk:
 
     text: str = ""
     tokens: int = 0
-    finish_reason: ChunkFinish | None = None
+    finish_reason: Finish | ChunkFinish | None = None
     tool_calls: list[ToolCall] | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -71,6 +97,11 @@ class Chunk:
     error: BaseException | None = None
     #: the final chunk carries the cleaned message content (tool-call markup removed) when it differs from the streamed text
     content: str | None = None
+
+    def __post_init__(self) -> None:
+        # cores may write the reason as a plain string; an unknown one fails here, where the core made it
+        if self.finish_reason is not None and not isinstance(self.finish_reason, Finish):
+            self.finish_reason = Finish(self.finish_reason)
 
 
 @dataclass(slots=True)

@@ -16,17 +16,37 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aios_core.cores.base import Chunk, CoreStats, Generation, LLMCore, Snapshot
+from aios_core.cores.base import Chunk, CoreStats, Finish, Generation, LLMCore, Snapshot
 from aios_core.cores.tool_format import may_be_tool_call, parse_tool_calls
 from aios_core.errors import CoreError
 
 log = logging.getLogger(__name__)
+
+
+class SeqPhase(enum.Enum):
+    """Where a sequence is in the engine: WAITING -> HOLDING -> DONE (HOLDING -> WAITING after an engine reset)."""
+
+    #: handed to the core; the engine holds nothing for it yet (a preemption just hands the job back)
+    WAITING = "waiting"
+    #: the engine holds state for it (KV cells, a slot): a preemption snapshots it, a cancel frees it
+    HOLDING = "holding"
+    #: its stream has its last chunk (finished, preempted, cancelled or failed)
+    DONE = "done"
+
+
+class SeqAsk(enum.Enum):
+    """What the kernel asked of a running sequence, applied at the next step boundary (a cancel overrides a preemption)."""
+
+    NONE = "none"
+    PREEMPT = "preempt"
+    CANCEL = "cancel"
 
 
 @dataclass(eq=False, slots=True)
@@ -38,22 +58,69 @@ class EngineSeq:
     text: str = ""
     emitted: int = 0
     n_generated: int = 0
-    prefilled: bool = False
-    resumed: bool = False
+    phase: SeqPhase = SeqPhase.WAITING
+    ask: SeqAsk = SeqAsk.NONE
+    #: the prompt usage went out in a chunk already (a resumed sequence reported it before it was paused)
     reported_prompt: bool = False
     prompt_tokens: int = 0
     cached_tokens: int = 0
-    want_preempt: bool = False
-    want_cancel: bool = False
-    done: bool = False
     #: how it ended (set just before the engine releases it): lets an engine keep the KV of a completed answer
-    finish: str | None = None
+    finish: Finish | None = None
     state: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return self.gen.id
+
+    @property
+    def prefilled(self) -> bool:
+        """Whether the engine holds state for it (engines set it True once they do, False when that state is gone)."""
+        return self.phase is SeqPhase.HOLDING
+
+    @prefilled.setter
+    def prefilled(self, holding: bool) -> None:
+        if self.phase is SeqPhase.DONE:
+            return
+        self.phase = SeqPhase.HOLDING if holding else SeqPhase.WAITING
+
+    @property
+    def done(self) -> bool:
+        return self.phase is SeqPhase.DONE
+
+    @property
+    def want_preempt(self) -> bool:
+        return self.ask is SeqAsk.PREEMPT
+
+    @property
+    def want_cancel(self) -> bool:
+        return self.ask is SeqAsk.CANCEL
+
+    def ask_preempt(self) -> None:
+        """Pause at the next step boundary (unless it ended or a cancel was asked)."""
+        if self.phase is not SeqPhase.DONE and self.ask is SeqAsk.NONE:
+            self.ask = SeqAsk.PREEMPT
+
+    def ask_cancel(self) -> None:
+        if self.phase is not SeqPhase.DONE:
+            self.ask = SeqAsk.CANCEL
+
+    def end(self, finish: Finish | None = None) -> None:
+        self.phase = SeqPhase.DONE
+        if finish is not None:
+            self.finish = finish
+
+
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    """One engine step as a step observer sees it (see :meth:`BatchingCore.observe_steps`)."""
+
+    #: wall time of the step, awaited from the loop (the engine's compute plus its planning)
+    seconds: float
+    #: sequences in the step
+    batch: int
+    #: whether some sequence of the step was still processing its prompt
+    prefill: bool
 
 
 @dataclass(slots=True)
@@ -79,6 +146,7 @@ class BatchingCore(LLMCore):
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stats = CoreStats(name=name, model=model, max_batch=max_batch)
+        self._step_observers: list[Callable[[StepTiming], None]] = []
 
     # ------------------------------------------------------------------ engine hooks
 
@@ -111,6 +179,23 @@ class BatchingCore(LLMCore):
 
     async def _reset(self) -> None:
         """Bring the engine back to a clean state after a failed step."""
+
+    def _prefilling(self, seq: EngineSeq) -> bool:
+        """Whether ``seq`` still has prompt tokens to process (for step observers); engines that know better override it."""
+        return not seq.prefilled
+
+    def observe_steps(self, observer: Callable[[StepTiming], None]) -> Callable[[], None]:
+        """Call ``observer`` after every engine step (e.g. to fit a cost model); returns the function that stops it.
+
+        The observer runs on the core's loop between two steps: it must be quick and must not raise.
+        """
+        self._step_observers.append(observer)
+
+        def stop() -> None:
+            if observer in self._step_observers:
+                self._step_observers.remove(observer)
+
+        return stop
 
     def _handed_over(self) -> Iterator[EngineSeq]:
         """Sequences given to the core but not yet admitted into the engine (no engine state, so no KV yet).
@@ -160,7 +245,6 @@ class BatchingCore(LLMCore):
             seq.emitted = state.get("emitted", 0)
             seq.n_generated = state.get("n_generated", 0)
             seq.prompt_tokens = state.get("prompt_tokens", 0)
-            seq.resumed = True
             seq.reported_prompt = True
         self._seqs[gen.id] = seq
         self._wake.set()
@@ -168,13 +252,13 @@ class BatchingCore(LLMCore):
 
     def preempt(self, gen_id: str) -> None:
         seq = self._seqs.get(gen_id)
-        if seq is not None and not seq.done:
-            seq.want_preempt = True
+        if seq is not None:
+            seq.ask_preempt()
 
     def cancel(self, gen_id: str) -> None:
         seq = self._seqs.get(gen_id)
         if seq is not None and not seq.done:
-            seq.want_cancel = True
+            seq.ask_cancel()
             if self._wake is not None:
                 self._wake.set()
 
@@ -199,9 +283,8 @@ class BatchingCore(LLMCore):
     def _finish(self, seq: EngineSeq, chunk: Chunk) -> None:
         if seq.done:
             return
-        seq.done = True
-        seq.finish = chunk.finish_reason
-        if self._seqs.pop(seq.id, None) is not None and chunk.finish_reason != "preempted":
+        seq.end(Finish(chunk.finish_reason) if chunk.finish_reason is not None else None)
+        if self._seqs.pop(seq.id, None) is not None and chunk.finish_reason != Finish.PREEMPTED:
             try:
                 self._release(seq)
             except Exception:  # noqa: BLE001 - freeing must never take the engine down
@@ -211,23 +294,23 @@ class BatchingCore(LLMCore):
     def _settle(self) -> None:
         """Apply cancel / preempt requests; runs between steps only."""
         for seq in list(self._seqs.values()):
-            if seq.want_cancel:
-                self._finish(seq, Chunk(finish_reason="cancelled"))
-            elif seq.want_preempt:
-                if not seq.prefilled:
+            if seq.ask is SeqAsk.CANCEL:
+                self._finish(seq, Chunk(finish_reason=Finish.CANCELLED))
+            elif seq.ask is SeqAsk.PREEMPT:
+                if seq.phase is SeqPhase.WAITING:
                     # nothing computed yet: resuming means starting over, which costs nothing extra
                     snap = Snapshot(gen_id=seq.id, core=self.name, state=self._base_state(seq))
                     if seq.gen.resume is not None:
                         snap = seq.gen.resume
                     self._seqs.pop(seq.id, None)
-                    seq.done = True
-                    seq.out.put_nowait(Chunk(finish_reason="preempted", snapshot=snap))
+                    seq.end(Finish.PREEMPTED)
+                    seq.out.put_nowait(Chunk(finish_reason=Finish.PREEMPTED, snapshot=snap))
                     continue
                 try:
                     snap = self._snapshot(seq)
                 except Exception as exc:  # noqa: BLE001
                     log.exception("core %s: snapshot of %s failed; it keeps running", self.name, seq.id)
-                    seq.want_preempt = False
+                    seq.ask = SeqAsk.NONE
                     seq.extra["snapshot_error"] = repr(exc)
                     continue
                 snap.state.update(self._base_state(seq))
@@ -237,8 +320,8 @@ class BatchingCore(LLMCore):
                     self._release(seq)
                 except Exception:  # noqa: BLE001
                     log.exception("core %s: releasing %s after snapshot failed", self.name, seq.id)
-                seq.done = True
-                seq.out.put_nowait(Chunk(finish_reason="preempted", snapshot=snap))
+                seq.end(Finish.PREEMPTED)
+                seq.out.put_nowait(Chunk(finish_reason=Finish.PREEMPTED, snapshot=snap))
 
     @staticmethod
     def _base_state(seq: EngineSeq) -> dict[str, Any]:
@@ -260,10 +343,11 @@ class BatchingCore(LLMCore):
                         self._stats.restores += 1
                     except Exception as exc:  # noqa: BLE001
                         log.exception("core %s: restore of %s failed", self.name, seq.id)
-                        self._finish(seq, Chunk(finish_reason="error", error=CoreError(f"restoring a snapshot failed: {exc}", retryable=False)))
+                        self._finish(seq, Chunk(finish_reason=Finish.ERROR, error=CoreError(f"restoring a snapshot failed: {exc}", retryable=False)))
             batch = [s for s in batch if not s.done]
             if not batch:
                 continue
+            prefill = any(self._prefilling(s) for s in batch) if self._step_observers else False
             t0 = time.perf_counter()
             try:
                 outputs = await self._step(batch)
@@ -272,15 +356,24 @@ class BatchingCore(LLMCore):
             except Exception as exc:  # noqa: BLE001 - an engine failure fails this batch, not the kernel
                 log.exception("core %s: engine step failed", self.name)
                 for seq in batch:
-                    self._finish(seq, Chunk(finish_reason="error", error=CoreError(f"core {self.name} failed mid-request: {exc}", retryable=True)))
+                    self._finish(seq, Chunk(finish_reason=Finish.ERROR, error=CoreError(f"core {self.name} failed mid-request: {exc}", retryable=True)))
                 try:
                     await self._reset()
                 except Exception:  # noqa: BLE001
                     log.exception("core %s: reset after failure failed", self.name)
                 continue
-            self._stats.busy_seconds += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            self._stats.busy_seconds += elapsed
             self._stats.steps += 1
             self._stats.batch_size_sum += len(batch)
+            if self._step_observers:
+                timing = StepTiming(seconds=elapsed, batch=len(batch), prefill=prefill)
+                for observer in list(self._step_observers):
+                    try:
+                        observer(timing)
+                    except Exception:  # noqa: BLE001 - an observer must not stop the engine
+                        log.exception("core %s: a step observer failed; it is removed", self.name)
+                        self._step_observers.remove(observer)
             for out in outputs:
                 self._advance(out)
             # let consumers see this step's tokens (and ask for preemption) before the next step
@@ -300,16 +393,16 @@ class BatchingCore(LLMCore):
         seq.n_generated += out.tokens
         self._stats.generated_tokens += out.tokens
         request = seq.gen.request
-        finish: str | None = None
+        finish: Finish | None = None
         if request.stop:
             cut = min((i for i in (seq.text.find(s, max(0, seq.emitted - len(s))) for s in request.stop) if i >= 0), default=-1)
             if cut >= 0:
                 seq.text = seq.text[:cut]
-                finish = "stop"
+                finish = Finish.STOP
         if finish is None and out.eos:
-            finish = "stop"
+            finish = Finish.STOP
         if finish is None and seq.n_generated >= request.max_tokens:
-            finish = "length"
+            finish = Finish.LENGTH
         chunk = Chunk(tokens=out.tokens)
         if first:
             chunk.prompt_tokens, chunk.cached_tokens = seq.prompt_tokens, seq.cached_tokens
@@ -317,12 +410,12 @@ class BatchingCore(LLMCore):
             chunk.text = self._releasable(seq)
             seq.out.put_nowait(chunk)
             return
-        chunk.finish_reason = finish  # type: ignore[assignment]
+        chunk.finish_reason = finish
         if request.tools and request.tool_choice != "none":
             calls = parse_tool_calls(seq.text, request.tools)
             if calls:
                 chunk.tool_calls = calls
-                chunk.finish_reason = "tool_calls"
+                chunk.finish_reason = Finish.TOOL_CALLS
                 chunk.content = ""
         if chunk.tool_calls is None:
             chunk.text = seq.text[seq.emitted :]

@@ -52,6 +52,15 @@ the cost of batching speed.
 Structured output: tool calls and JSON formats are enforced with a llama.cpp
 grammar (see :mod:`aios_core.cores.llamacpp_sampling`); the chat template is
 the model's own (see :mod:`aios_core.cores.chat_template`).
+
+Where each concern lives: this module plans and runs the steps (and takes and
+restores snapshots); the KV books (admission, growth, making room, paused
+needs) are :class:`~aios_core.cores.kv_ledger.KVLedger`, which imports no
+llama.cpp; which prefixes are kept, shared, published or awaited is
+:mod:`aios_core.cores.llamacpp_prefix`; the process-wide setup (backend, log
+routing, the one engine thread, model loading) is
+:mod:`aios_core.cores.llamacpp_runtime`. The engine's counters are a typed
+record, :class:`LlamaCppMetrics`, read with :meth:`LlamaCppCore.metrics`.
 """
 
 from __future__ import annotations
@@ -61,12 +70,10 @@ import ctypes
 import logging
 import os
 import random
-import threading
 import time
-from collections import OrderedDict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, fields
 from typing import Any
 
 import llama_cpp as L
@@ -75,89 +82,48 @@ import numpy as np
 from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
-from aios_core.cores.llamacpp_prefix import MIN_SHARED_PREFIX, PrefixCache, PrefixEntry, common_prefix
+from aios_core.cores.kv_ledger import KVGrant, KVLedger
+from aios_core.cores.llamacpp_prefix import PrefixCache, PrefixEntry, StartPlan, common_prefix, plan_shared_start
+from aios_core.cores.llamacpp_runtime import (
+    LlamaMemory,
+    engine_executor,
+    load_model,
+    model_meta,
+    physical_cores,
+    special_text,
+)
 from aios_core.cores.llamacpp_sampling import Detokenizer, TokenChooser, grammar_for
 from aios_core.cores.model_files import DEFAULT_MODEL_NAME, check_gguf, default_model_path
 from aios_core.cores.tool_format import with_tool_instructions
 from aios_core.errors import AIOSError, ConfigError, ContextLengthError, CoreError
 from aios_core.syscalls import LLMRequest, Message
 
+__all__ = ["LlamaCppCore", "LlamaCppMetrics", "engine_executor", "physical_cores"]
+
 log = logging.getLogger(__name__)
-_ggml_log = logging.getLogger(__name__ + ".ggml")
 
 #: llama.cpp's LLAMA_MAX_SEQ
 MAX_SEQ_IDS = 256
-#: completed sequences shorter than this are not kept (a new prompt would rarely gain from them)
-MIN_RETAINED = 32
-#: a new prompt waits for (or shares at once) a running sequence's prefix only when it gains this many tokens
-MIN_PREFIX_GAIN = 32
-
-# --------------------------------------------------------------------------- process-wide llama.cpp setup
-
-# ggml log levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line.
-# Loading a model logs ~100 info lines and a few harmless warnings; keep them below INFO.
-_GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO, 4: logging.WARNING}
-_last_ggml_level = [logging.DEBUG]
-#: llama.cpp's latest error lines, quoted in the exception when a load fails
-_recent_ggml_errors: deque[str] = deque(maxlen=4)
 
 
-@L.llama_log_callback
-def _ggml_log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    py_level = _GGML_LEVELS.get(level, _last_ggml_level[0])
-    _last_ggml_level[0] = py_level
-    if py_level >= logging.WARNING or _ggml_log.isEnabledFor(py_level):
-        message = text.decode("utf-8", errors="replace").rstrip()
-        if not message:
-            return
-        if py_level >= logging.WARNING:
-            _recent_ggml_errors.append(message)
-            py_level = logging.INFO  # the caller gets these in a typed error; keep them out of WARNING logs
-        _ggml_log.log(py_level, "%s", message)
+@dataclass
+class LlamaCppMetrics:
+    """What the llama.cpp engine measured since the core was made (read with :meth:`LlamaCppCore.metrics`)."""
 
+    #: bytes of KV state copied out by snapshots
+    snapshot_bytes: int = 0
+    snapshot_seconds: float = 0.0
+    restore_seconds: float = 0.0
+    #: snapshots llama.cpp could not place back (the sequence was recomputed from its tokens)
+    restore_fallbacks: int = 0
+    #: sequences paused because the KV cache was full when they had to grow
+    kv_pauses: int = 0
+    #: time inside ``llama_decode`` and the tokens it computed there
+    decode_seconds: float = 0.0
+    decoded_tokens: int = 0
 
-_setup_lock = threading.Lock()
-_backend_ready = False
-_executor: ThreadPoolExecutor | None = None
-
-
-def _init_backend() -> None:
-    global _backend_ready
-    with _setup_lock:
-        if not _backend_ready:
-            L.llama_log_set(_ggml_log_callback, ctypes.c_void_p(0))
-            L.llama_backend_init()
-            _backend_ready = True
-
-
-def engine_executor() -> ThreadPoolExecutor:
-    """The single thread that runs every llama.cpp compute call in this process.
-
-    ggml's worker threads spin while they wait for work; two engines stepping
-    at once on the same cores slow each other down by far more than 2x, so all
-    llama.cpp cores of a process share this one thread and take turns.
-    """
-    global _executor
-    with _setup_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp-engine")
-        return _executor
-
-
-def physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on (hyper-threads of one core count once)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-    cores: set[tuple[str, str]] = set()
-    for cpu in cpus:
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    return max(1, len(cores))
+    def copy(self) -> "LlamaCppMetrics":
+        return LlamaCppMetrics(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 # --------------------------------------------------------------------------- engine-side state
@@ -174,18 +140,24 @@ class _SeqState:
     n_past: int
     chooser: TokenChooser
     detok: Detokenizer
-    #: most tokens it may reach: prompt + max_tokens (check_request keeps this within the context)
-    limit: int
-    #: KV cells promised to it so far (its own cells, not the shared prefix); grows while it decodes
-    reserve: int
-    #: leading cells shared with a prefix-cache entry
-    shared: int = 0
+    #: KV cells promised to it (its own, beyond the shared prefix); grows while it decodes
+    grant: KVGrant
+    #: the prefix-cache entry whose cells it shares (grant.shared of them)
     entry: PrefixEntry | None = None
     #: length of a prefix to publish into the prefix cache once computed: its system prompt's, or the part
     #: another waiting prompt shares with it (0: nothing to publish)
     publish: int = 0
     #: tokens[:n_prompt] as an array, made when first compared with a new prompt
     prompt_arr: np.ndarray | None = None
+
+    @property
+    def shared(self) -> int:
+        return self.grant.shared
+
+    def prompt_array(self) -> np.ndarray:
+        if self.prompt_arr is None:
+            self.prompt_arr = np.asarray(self.tokens[: self.n_prompt], dtype=np.int32)
+        return self.prompt_arr
 
 
 @dataclass
@@ -275,7 +247,6 @@ class LlamaCppCore(BatchingCore):
         # llama.cpp handles, set by _load
         self._model: Any = None
         self._ctx: Any = None
-        self._mem: Any = None
         self._vocab: Any = None
         self._batch: Any = None
         self._template: ChatTemplate | None = None
@@ -285,25 +256,20 @@ class LlamaCppCore(BatchingCore):
         self._bos_text = ""
         self._turn_markers: frozenset[int] = frozenset()
 
-        self._free_slots: list[int] = list(reversed(range(max_batch)))
-        self._prefix = PrefixCache(list(range(max_batch, max_batch + prefix_slots)))
-        self._reserved = 0
-        #: cells a sequence paused by this core needs to resume (gen id -> cells), for can_admit
-        self._paused: OrderedDict[str, int] = OrderedDict()
+        #: KV cells of the loaded context (the handle is set by _open)
+        self._kv = LlamaMemory()
+        self._prefix = PrefixCache(list(range(max_batch, max_batch + prefix_slots)), self._kv)
+        self._ledger = KVLedger(n_ctx, list(range(max_batch)), decode_reserve, self._prefix)
         self._inflight: Future[Any] | None = None
         self._orphans: list[_SeqState] = []
         self._prompt_cache: OrderedDict[int, tuple[LLMRequest, list[int]]] = OrderedDict()
         self._system_prefix_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._checked_grammars: set[str] = set()
-        self._counters = {
-            "snapshot_bytes": 0,
-            "snapshot_seconds": 0.0,
-            "restore_seconds": 0.0,
-            "restore_fallbacks": 0,
-            "kv_pauses": 0,
-            "decode_seconds": 0.0,
-            "decoded_tokens": 0,
-        }
+        self._metrics = LlamaCppMetrics()
+
+    def metrics(self) -> LlamaCppMetrics:
+        """A copy of the engine's counters (time in ``llama_decode``, snapshot costs, KV pauses), e.g. for a benchmark."""
+        return self._metrics.copy()
 
     # ------------------------------------------------------------------ loading
 
@@ -318,17 +284,7 @@ class LlamaCppCore(BatchingCore):
     def _open(self) -> None:
         path = self.model_path or default_model_path()
         check_gguf(path)
-        _init_backend()
-        params = L.llama_model_default_params()
-        _recent_ggml_errors.clear()
-        model = L.llama_model_load_from_file(str(path).encode(), params)
-        if not model:
-            reason = "; ".join(_recent_ggml_errors) or "no reason logged"
-            raise ConfigError(
-                f"llama.cpp could not load {str(path)!r} (llama.cpp: {reason}); "
-                "give model_path= a complete GGUF file of an architecture this llama.cpp supports",
-                model_path=str(path),
-            )
+        model = load_model(path)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
@@ -346,15 +302,15 @@ class LlamaCppCore(BatchingCore):
         vocab = L.llama_model_get_vocab(model)
         try:
             template_src = L.llama_model_chat_template(model, None)
-            arch = self._meta(model, "general.architecture") or ""
+            arch = model_meta(model, "general.architecture") or ""
             bos = L.llama_vocab_bos(vocab)
             eos = L.llama_vocab_eos(vocab)
-            self._bos_text = self._special_text(vocab, bos) if bos >= 0 else ""
+            self._bos_text = special_text(vocab, bos) if bos >= 0 else ""
             template = template_for_model(
                 template_src.decode("utf-8", errors="replace") if template_src else None,
                 arch,
                 bos_token=self._bos_text,
-                eos_token=self._special_text(vocab, eos) if eos >= 0 else "",
+                eos_token=special_text(vocab, eos) if eos >= 0 else "",
                 override=self._template_override,
             )
         except BaseException:
@@ -362,10 +318,11 @@ class LlamaCppCore(BatchingCore):
             L.llama_model_free(model)
             raise
         self._model, self._ctx, self._vocab, self._template = model, ctx, vocab, template
-        self._mem = L.llama_get_memory(ctx)
+        self._kv.handle = L.llama_get_memory(ctx)
         self._n_vocab = L.llama_vocab_n_tokens(vocab)
         self._add_bos = bool(L.llama_vocab_get_add_bos(vocab))
         self.n_ctx = L.llama_n_ctx(ctx)
+        self._ledger.capacity = self.n_ctx
         self._ctx_limit = min(L.llama_n_ctx_seq(ctx), L.llama_model_n_ctx_train(model))
         self._turn_markers = self._find_turn_markers()
         self._batch = L.llama_batch_init(self.n_batch, 0, 1)
@@ -397,23 +354,6 @@ class LlamaCppCore(BatchingCore):
             return frozenset()
         return frozenset(t for t in tokens if L.llama_vocab_is_control(self._vocab, t))
 
-    @staticmethod
-    def _meta(model: Any, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(256)
-        n = L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
-        if n < 0:
-            return None
-        if n >= len(buf):
-            buf = ctypes.create_string_buffer(n + 1)
-            L.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace")
-
-    @staticmethod
-    def _special_text(vocab: Any, token: int) -> str:
-        buf = ctypes.create_string_buffer(64)
-        n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
-        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
-
     async def _unload(self) -> None:
         if self._ctx is None:
             return
@@ -434,9 +374,10 @@ class LlamaCppCore(BatchingCore):
             self._batch = None
         L.llama_free(self._ctx)
         L.llama_model_free(self._model)
-        self._ctx = self._model = self._mem = self._vocab = None
+        self._ctx = self._model = self._vocab = None
+        self._kv.handle = None
         self._clear_books()
-        self._paused.clear()
+        self._ledger.clear(paused=True)
         self._prompt_cache.clear()
 
     # ------------------------------------------------------------------ prompts
@@ -520,22 +461,16 @@ class LlamaCppCore(BatchingCore):
             TokenChooser(self._vocab, self._n_vocab, temperature=0.0, top_p=1.0, seed=0, grammar=grammar).free()
             self._checked_grammars.add(grammar)
 
-    def _first_reserve(self, n_tokens: int, limit: int, shared: int = 0) -> int:
-        """Cells to promise a sequence of ``n_tokens`` (at most ``limit``) that shares ``shared`` of them."""
-        return min(limit, n_tokens + self.decode_reserve) - shared
-
     def _need(self, gen_id: str, request: LLMRequest, resume: Snapshot | None) -> int:
+        """KV cells the generation needs to start (or resume)."""
         if resume is not None and "tokens" in resume.state:
-            return self._first_reserve(len(resume.state["tokens"]), int(resume.state["n_prompt"]) + request.max_tokens)
-        if gen_id in self._paused:
-            return self._paused[gen_id]
+            return self._ledger.first_reserve(len(resume.state["tokens"]), int(resume.state["n_prompt"]) + request.max_tokens)
+        paused = self._ledger.paused_need(gen_id)
+        if paused is not None:
+            return paused
         tokens = np.asarray(self._prompt(request), dtype=np.int32)
         _, shared = self._prefix.match(tokens)
-        return self._first_reserve(tokens.shape[0], tokens.shape[0] + request.max_tokens, shared)
-
-    def _committed(self) -> int:
-        """KV cells promised to admitted sequences and held by prefix entries nobody could give back."""
-        return self._reserved + self._prefix.cells() - self._prefix.evictable_cells()
+        return self._ledger.first_reserve(tokens.shape[0], tokens.shape[0] + request.max_tokens, shared)
 
     def can_admit(self, gen: Generation) -> bool:
         if not self.loaded or self.running() >= self._max_batch:
@@ -545,7 +480,7 @@ class LlamaCppCore(BatchingCore):
             waiting = sum(self._need(s.id, s.gen.request, s.gen.resume) for s in self._handed_over())
         except AIOSError:
             return True  # generate() will report the error to its caller
-        return self._committed() + waiting + need <= self.n_ctx
+        return self._ledger.fits(waiting + need)
 
     def prefix_affinity(self, request: LLMRequest) -> int:
         if not self.loaded:
@@ -556,21 +491,6 @@ class LlamaCppCore(BatchingCore):
             return 0
         return self._prefix.match(tokens)[1]
 
-    def _make_room(self, need: int, keep: PrefixEntry | None) -> bool:
-        while self._reserved + self._prefix.cells() + need > self.n_ctx:
-            if not self._prefix.evict_unused(self._mem, keep=keep):
-                return False
-        return True
-
-    def _grow(self, st: _SeqState) -> bool:
-        """Promise ``st`` up to ``decode_reserve`` more cells; False when the cache has no room."""
-        grow = min(self.decode_reserve, st.limit - st.shared - st.reserve)
-        if grow <= 0 or not self._make_room(grow, None):
-            return False
-        st.reserve += grow
-        self._reserved += grow
-        return True
-
     def _seed(self, request: LLMRequest) -> int:
         if request.seed is not None:
             return request.seed & 0xFFFFFFFF
@@ -578,21 +498,23 @@ class LlamaCppCore(BatchingCore):
             return self.seed & 0xFFFFFFFF
         return random.getrandbits(32)
 
+    def _running_prompts(self) -> list[_SeqState]:
+        return [s.state for s in self._seqs.values() if isinstance(s.state, _SeqState) and not s.done]
+
     def _admit(self, seq: EngineSeq) -> None:
         """Give a new sequence a slot, its shared prefix (if cached) and its sampler; leave it waiting if nothing is free."""
-        if not self._free_slots:
+        if not self._ledger.has_slot():
             return
         request = seq.gen.request
         try:
             tokens = self._prompt(request)
             arr = np.asarray(tokens, dtype=np.int32)
             entry, shared = self._prefix.match(arr)
-            if self.prefix_slots and self._await_shared_prefix(arr, shared):
+            if self._prefix.enabled and plan_shared_start(self._prefix, arr, shared, self._running_prompts()) is StartPlan.WAIT:
                 return
             entry, shared = self._prefix.match(arr)  # a running sequence's prefix may have just been shared
             limit = len(tokens) + request.max_tokens
-            reserve = self._first_reserve(len(tokens), limit, shared)
-            if not self._make_room(reserve, entry):
+            if not self._ledger.make_room(self._ledger.first_reserve(len(tokens), limit, shared), entry):
                 return
             chooser = TokenChooser(
                 self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
@@ -601,56 +523,22 @@ class LlamaCppCore(BatchingCore):
         except AIOSError as exc:
             self._finish(seq, Chunk(finish_reason="error", error=exc))
             return
-        slot = self._free_slots.pop()
-        L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        slot, grant = self._ledger.claim(len(tokens), limit, shared)
+        self._kv.drop(slot)
         if entry is not None:
-            L.llama_memory_seq_cp(self._mem, entry.slot, slot, 0, shared)
+            self._kv.share(entry.slot, slot, shared)
             self._prefix.use(entry)
         st = _SeqState(
             slot=slot, tokens=list(tokens), n_prompt=len(tokens), n_past=shared, chooser=chooser,
-            detok=Detokenizer(self._vocab), limit=limit, reserve=reserve, shared=shared, entry=entry,
+            detok=Detokenizer(self._vocab), grant=grant, entry=entry,
         )
-        if self.prefix_slots:
-            p = self._system_prefix_len(request, arr)
-            if p >= MIN_SHARED_PREFIX and p > shared and not self._prefix.covers(arr[:p]):
-                st.publish = p
-        self._reserved += reserve
+        if self._prefix.enabled:
+            st.publish = self._prefix.publish_length(arr, self._system_prefix_len(request, arr), shared)
         seq.state = st
         seq.prompt_tokens = len(tokens)
         seq.cached_tokens = shared
         # from here on the sequence holds KV: a preemption must snapshot it and a cancel must free it
         seq.prefilled = True
-
-    def _await_shared_prefix(self, arr: np.ndarray, shared: int) -> bool:
-        """Whether a new prompt should wait for a prefix that a running sequence is computing.
-
-        Agents started together often send prompts that begin the same way
-        (instructions, few-shot examples) without a system message to mark it.
-        Prefilling that part once and sharing it beats prefilling it in every
-        sequence of the step. If the running sequence has computed the common
-        part already, it is shared at once (a new prefix entry, no waiting);
-        if not, that sequence publishes it when its prefill gets there and the
-        new one waits, which costs it at most that prefill.
-        """
-        best: _SeqState | None = None
-        best_n = 0
-        limit = arr.shape[0] - 1  # a sequence decodes at least its last prompt token itself
-        for other in self._seqs.values():
-            st = other.state
-            if not isinstance(st, _SeqState) or other.done:
-                continue
-            if st.prompt_arr is None:
-                st.prompt_arr = np.asarray(st.tokens[: st.n_prompt], dtype=np.int32)
-            n = min(common_prefix(st.prompt_arr, arr), limit)
-            if n > best_n:
-                best, best_n = st, n
-        if best is None or best_n < shared + MIN_PREFIX_GAIN:
-            return False
-        if best.n_past >= best_n:
-            self._prefix.adopt(arr[:best_n].copy(), best.slot, self._mem)
-            return False
-        best.publish = max(best.publish, best_n)
-        return True
 
     # ------------------------------------------------------------------ stepping
 
@@ -663,11 +551,11 @@ class LlamaCppCore(BatchingCore):
         for seq in seqs:
             st = seq.state
             if isinstance(st, _SeqState) and not seq.done and not seq.want_preempt and len(st.tokens) - st.n_past == 1:
-                if st.n_past + 1 - st.shared > st.reserve and not self._grow(st):
+                if not st.grant.covers(st.n_past + 1) and not self._ledger.grow(st.grant):
                     # the cache is full: pause it (KV snapshot at the next step boundary); the kernel requeues it
                     log.info("core %s: KV cache full, pausing %s at %d tokens", self.name, seq.id, st.n_past)
-                    seq.want_preempt = True
-                    self._counters["kv_pauses"] += 1
+                    seq.ask_preempt()
+                    self._metrics.kv_pauses += 1
                     continue
                 items.append((seq, st.n_past, 1))
                 budget -= 1
@@ -682,7 +570,7 @@ class LlamaCppCore(BatchingCore):
                 items.append((seq, st.n_past, n))
                 budget -= n
                 if st.publish and st.n_past + n >= st.publish:
-                    entry = self._prefix.reserve(np.asarray(st.tokens[: st.publish], dtype=np.int32), self._mem)
+                    entry = self._prefix.reserve(np.asarray(st.tokens[: st.publish], dtype=np.int32))
                     if entry is not None:
                         publishes.append((st, entry, st.publish))
                     st.publish = 0
@@ -709,12 +597,12 @@ class LlamaCppCore(BatchingCore):
         rc = L.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
-        self._counters["decode_seconds"] += time.perf_counter() - t0
-        self._counters["decoded_tokens"] += k
+        self._metrics.decode_seconds += time.perf_counter() - t0
+        self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:
             seq.state.n_past = start + n
         for st, entry, n in plan.publishes:
-            L.llama_memory_seq_cp(self._mem, st.slot, entry.slot, 0, n)
+            self._kv.share(st.slot, entry.slot, n)
             entry.ready = True
         chosen = []
         for seq, i in outputs:
@@ -722,6 +610,10 @@ class LlamaCppCore(BatchingCore):
             logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, i), shape=(self._n_vocab,))
             chosen.append((seq, st.chooser.choose(logits, len(st.tokens) - st.n_prompt)))
         return chosen
+
+    def _prefilling(self, seq: EngineSeq) -> bool:
+        st = seq.state
+        return not seq.prefilled or (isinstance(st, _SeqState) and len(st.tokens) - st.n_past > 1)
 
     async def _step(self, seqs: list[EngineSeq]) -> list[StepOutput]:
         plan = self._plan(seqs)
@@ -763,11 +655,9 @@ class LlamaCppCore(BatchingCore):
                 raise CoreError(f"llama.cpp could not copy the state of sequence slot {st.slot}")
             del data[n:]
         elapsed = time.perf_counter() - t0
-        self._counters["snapshot_bytes"] += len(data or b"")
-        self._counters["snapshot_seconds"] += elapsed
-        self._paused[seq.id] = self._first_reserve(len(st.tokens), st.limit)
-        while len(self._paused) > 10_000:
-            self._paused.popitem(last=False)
+        self._metrics.snapshot_bytes += len(data or b"")
+        self._metrics.snapshot_seconds += elapsed
+        self._ledger.pause(seq.id, len(st.tokens), st.grant.limit)
         state = {
             "engine": "llamacpp",
             "model": self.model,
@@ -788,17 +678,16 @@ class LlamaCppCore(BatchingCore):
         tokens = [int(t) for t in state["tokens"]]
         n_prompt = int(state["n_prompt"])
         limit = n_prompt + request.max_tokens
-        reserve = self._first_reserve(len(tokens), limit)
-        if not self._free_slots or not self._make_room(reserve, None):
+        if not self._ledger.has_slot() or not self._ledger.make_room(self._ledger.first_reserve(len(tokens), limit)):
             return  # stays unrestored; the engine loop asks again before the next step
-        self._paused.pop(seq.id, None)
+        self._ledger.forget_paused(seq.id)
         chooser = TokenChooser(
             self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
             seed=int(state["seed"]), grammar=grammar_for(request),
         )
         chooser.replay(tokens[n_prompt:])
-        slot = self._free_slots.pop()
-        L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        slot, grant = self._ledger.claim(len(tokens), limit)
+        self._kv.drop(slot)
         n_past = int(state["n_past"])
         data = snapshot.data
         t0 = time.perf_counter()
@@ -809,17 +698,16 @@ class LlamaCppCore(BatchingCore):
                 src = (ctypes.c_uint8 * len(data)).from_buffer(data)
             if L.llama_state_seq_set_data(self._ctx, src, len(data), slot) == 0:
                 log.warning("core %s: llama.cpp could not place the snapshot of %s (%d cells); recomputing it", self.name, seq.id, n_past)
-                L.llama_memory_seq_rm(self._mem, slot, -1, -1)
-                self._counters["restore_fallbacks"] += 1
+                self._kv.drop(slot)
+                self._metrics.restore_fallbacks += 1
                 n_past = 0
         else:
             n_past = 0
-        self._counters["restore_seconds"] += time.perf_counter() - t0
+        self._metrics.restore_seconds += time.perf_counter() - t0
         seq.state = _SeqState(
             slot=slot, tokens=tokens, n_prompt=n_prompt, n_past=n_past, chooser=chooser,
-            detok=Detokenizer(self._vocab, state.get("utf8_pending", b"")), limit=limit, reserve=reserve,
+            detok=Detokenizer(self._vocab, state.get("utf8_pending", b"")), grant=grant,
         )
-        self._reserved += reserve
         seq.prefilled = True
 
     def _release(self, seq: EngineSeq) -> None:
@@ -827,36 +715,21 @@ class LlamaCppCore(BatchingCore):
         if not isinstance(st, _SeqState):
             return
         seq.state = None
-        self._reserved -= st.reserve
+        self._ledger.give_back(st.grant)
         if st.entry is not None:
             self._prefix.unuse(st.entry)
         if self._inflight is not None and not self._inflight.done():
             # only while stopping: a step still runs in the engine thread; the context is freed after it
             self._orphans.append(st)
             return
-        if self.retain_finished and seq.finish in ("stop", "length", "tool_calls"):
-            self._retain(st)
-        L.llama_memory_seq_rm(self._mem, st.slot, -1, -1)
+        if self.retain_finished and seq.finish is not None and seq.finish.completed:
+            self._prefix.retain(np.asarray(st.tokens[: st.n_past], dtype=np.int32), st.slot)
+        self._kv.drop(st.slot)
         st.chooser.free()
-        self._free_slots.append(st.slot)
-
-    def _retain(self, st: _SeqState) -> None:
-        """Keep a completed sequence's computed cells as a prefix entry (its agent's next turn starts with them)."""
-        n = st.n_past
-        if n < MIN_RETAINED or not self.prefix_slots:
-            return
-        tokens = np.asarray(st.tokens[:n], dtype=np.int32)
-        if self._prefix.covers(tokens):
-            return
-        # entries this one contains (the same conversation's earlier turn) add nothing once it exists
-        for entry in list(self._prefix.entries.values()):
-            k = entry.tokens.shape[0]
-            if entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
-                self._prefix.evict(entry, self._mem)
-        self._prefix.adopt(tokens, st.slot, self._mem)
+        self._ledger.free_slot(st.slot)
 
     def discard(self, snapshot: Snapshot) -> None:
-        self._paused.pop(snapshot.gen_id, None)
+        self._ledger.forget_paused(snapshot.gen_id)
 
     async def clear_cache(self) -> int:
         if not self.loaded:
@@ -865,13 +738,13 @@ class LlamaCppCore(BatchingCore):
         while self._inflight is not None and not self._inflight.done():
             await asyncio.wrap_future(self._inflight)
         n = 0
-        while self._prefix.evict_unused(self._mem):
+        while self._prefix.evict_unused():
             n += 1
         return n
 
     async def _reset(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(engine_executor(), L.llama_memory_clear, self._mem, True)
+        await loop.run_in_executor(engine_executor(), self._kv.clear)
         for seq in self._seqs.values():
             if isinstance(seq.state, _SeqState):
                 seq.state.chooser.free()
@@ -882,9 +755,8 @@ class LlamaCppCore(BatchingCore):
 
     def _clear_books(self) -> None:
         """Forget every slot, reservation and prefix entry (the KV memory is empty or gone)."""
-        self._free_slots = list(reversed(range(self._max_batch)))
-        self._prefix.clear(list(range(self._max_batch, self._max_batch + self.prefix_slots)))
-        self._reserved = 0
+        self._prefix.clear()
+        self._ledger.clear()
 
     # ------------------------------------------------------------------ stats
 
@@ -894,24 +766,24 @@ class LlamaCppCore(BatchingCore):
 
     def stats(self) -> CoreStats:
         s = super().stats()
-        c = self._counters
+        m = self._metrics
         s.extra.update(
             {
                 "kv_cells_total": self.n_ctx,
                 "kv_cells_used": self.kv_cells_used(),
-                "kv_cells_reserved": self._committed(),
+                "kv_cells_reserved": self._ledger.committed(),
                 "context_per_sequence": self._ctx_limit,
-                "slots_free": len(self._free_slots),
+                "slots_free": self._ledger.free_slots,
                 "prefix_entries": len(self._prefix.entries),
                 "prefix_hits": self._prefix.hits,
                 "prefix_published": self._prefix.published,
                 "prefix_evictions": self._prefix.evictions,
-                "snapshot_bytes": c["snapshot_bytes"],
-                "snapshot_ms_mean": round(1000 * c["snapshot_seconds"] / s.snapshots, 3) if s.snapshots else 0.0,
-                "restore_ms_mean": round(1000 * c["restore_seconds"] / s.restores, 3) if s.restores else 0.0,
-                "restore_fallbacks": c["restore_fallbacks"],
-                "kv_pauses": c["kv_pauses"],
-                "decode_tokens_per_s": round(c["decoded_tokens"] / c["decode_seconds"], 1) if c["decode_seconds"] else 0.0,
+                "snapshot_bytes": m.snapshot_bytes,
+                "snapshot_ms_mean": round(1000 * m.snapshot_seconds / s.snapshots, 3) if s.snapshots else 0.0,
+                "restore_ms_mean": round(1000 * m.restore_seconds / s.restores, 3) if s.restores else 0.0,
+                "restore_fallbacks": m.restore_fallbacks,
+                "kv_pauses": m.kv_pauses,
+                "decode_tokens_per_s": round(m.decoded_tokens / m.decode_seconds, 1) if m.decode_seconds else 0.0,
                 "n_threads": self.n_threads,
             }
         )

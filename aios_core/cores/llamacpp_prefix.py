@@ -1,38 +1,70 @@
-"""The llama.cpp core's cache of system-prompt prefixes.
+"""The llama.cpp core's prefix-sharing policy: which prompt prefixes are kept, shared, published or awaited.
 
 Agents of one kind send the same (often long) system prompt with every call.
 After one request has computed it, its KV cells are also tagged with a
-reserved sequence slot; ``llama_memory_seq_cp`` in a unified KV cache shares
-cells instead of copying them, so holding a prefix costs nothing while a
-sequence that computed it is alive, and a later request that starts with the
-same tokens gets them for free. Matching is token-exact (the longest common
-prefix), so it works for any chat template.
+reserved sequence slot; in a unified KV cache this shares cells instead of
+copying them, so holding a prefix costs nothing while a sequence that
+computed it is alive, and a later request that starts with the same tokens
+gets them for free. Matching is token-exact (the longest common prefix), so it
+works for any chat template.
+
+Three sources feed the cache:
+
+* a request's **system prompt**, published once its prefill has computed it
+  (:meth:`PrefixCache.publish_length`);
+* the **common start of prompts running together** (instructions, few-shot
+  examples without a system message): a new prompt shares it at once when the
+  running sequence has computed it, or waits for that sequence to publish it
+  (:func:`plan_shared_start`);
+* **finished conversations** (:meth:`PrefixCache.retain`), as
+  InferCept/Continuum keep KV across an agent's tool calls.
 
 Entries are evicted least-recently-used when their slots are needed or the
 cells are needed for admission; an entry evicted while running sequences
 still share its cells stays counted (as a "ghost") until the last of them ends.
+
+Nothing here calls llama.cpp: cell operations go through a :class:`KVCells`
+(the core passes :class:`~aios_core.cores.llamacpp_runtime.LlamaMemory`), so
+the policy is tested without a model.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import llama_cpp as L
 import numpy as np
 
 #: shorter shared prefixes are not worth a cache entry (every Gemma prompt shares its first 4 tokens)
 MIN_SHARED_PREFIX = 16
+#: completed sequences shorter than this are not kept (a new prompt would rarely gain from them)
+MIN_RETAINED = 32
+#: a new prompt waits for (or shares at once) a running sequence's prefix only when it gains this many tokens
+MIN_PREFIX_GAIN = 32
+
+
+class KVCells(Protocol):
+    """The KV-cell operations the cache applies (between engine steps)."""
+
+    def drop(self, slot: int) -> None:
+        """Forget every cell tagged with ``slot``."""
+        ...
+
+    def share(self, src: int, dst: int, n: int) -> None:
+        """Tag the first ``n`` cells of ``src`` with ``dst`` too."""
+        ...
 
 
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """Length of the longest common prefix of two token arrays."""
     m = min(a.shape[0], b.shape[0])
     if m == 0:
         return 0
     diff = np.flatnonzero(a[:m] != b[:m])
     return int(diff[0]) if diff.size else m
-
 
 
 @dataclass(eq=False)
@@ -47,9 +79,11 @@ class PrefixEntry:
 
 
 class PrefixCache:
-    """Recent system prompts whose KV stays tagged with reserved sequence slots (LRU)."""
+    """Recent prefixes whose KV stays tagged with reserved sequence slots (LRU); a :class:`~aios_core.cores.kv_ledger.CellHolder`."""
 
-    def __init__(self, slots: list[int]) -> None:
+    def __init__(self, slots: list[int], cells: KVCells) -> None:
+        self._slots = list(slots)
+        self.kv = cells
         self.free = list(reversed(slots))
         self.entries: OrderedDict[int, PrefixEntry] = OrderedDict()
         #: evicted entries whose cells are still shared by running sequences
@@ -57,6 +91,11 @@ class PrefixCache:
         self.hits = 0
         self.published = 0
         self.evictions = 0
+
+    @property
+    def enabled(self) -> bool:
+        """False when the core was given no prefix slots (nothing is ever cached)."""
+        return bool(self._slots)
 
     def match(self, tokens: np.ndarray) -> tuple[PrefixEntry | None, int]:
         """The entry sharing the longest prefix with ``tokens`` (leaving at least one token to decode)."""
@@ -83,24 +122,24 @@ class PrefixCache:
     def evictable_cells(self) -> int:
         return sum(e.tokens.shape[0] for e in self.entries.values() if e.users == 0)
 
-    def evict(self, entry: PrefixEntry, mem: Any) -> None:
+    def evict(self, entry: PrefixEntry) -> None:
         del self.entries[entry.slot]
-        L.llama_memory_seq_rm(mem, entry.slot, -1, -1)
+        self.kv.drop(entry.slot)
         entry.evicted = True
         if entry.users > 0:
             self.ghosts.append(entry)
         self.free.append(entry.slot)
         self.evictions += 1
 
-    def evict_unused(self, mem: Any, *, keep: PrefixEntry | None = None) -> bool:
+    def evict_unused(self, *, keep: Any = None) -> bool:
         """Evict the least recently used entry nobody shares; False when there is none."""
         for entry in self.entries.values():
             if entry.users == 0 and entry is not keep:
-                self.evict(entry, mem)
+                self.evict(entry)
                 return True
         return False
 
-    def reserve(self, tokens: np.ndarray, mem: Any) -> PrefixEntry | None:
+    def reserve(self, tokens: np.ndarray) -> PrefixEntry | None:
         """A new (not yet ready) entry for ``tokens``, evicting the least recently used one if all slots are taken.
 
         Entries still being published are never evicted (their slot is about
@@ -111,24 +150,49 @@ class PrefixCache:
             victim = next((e for e in ready if e.users == 0), None) or (ready[0] if ready else None)
             if victim is None:
                 return None
-            self.evict(victim, mem)
+            self.evict(victim)
         entry = PrefixEntry(slot=self.free.pop(), tokens=tokens)
         self.entries[entry.slot] = entry
         self.published += 1
         return entry
 
-    def adopt(self, tokens: np.ndarray, slot: int, mem: Any) -> PrefixEntry | None:
+    def adopt(self, tokens: np.ndarray, slot: int) -> PrefixEntry | None:
         """Make the cells of ``tokens``, already computed in sequence ``slot``, a ready entry (unless one covers them).
 
         Between steps only: the cells are tagged with the entry's slot at once.
         """
         if self.covers(tokens):
             return None
-        entry = self.reserve(tokens, mem)
+        entry = self.reserve(tokens)
         if entry is not None:
-            L.llama_memory_seq_cp(mem, slot, entry.slot, 0, tokens.shape[0])
+            self.kv.share(slot, entry.slot, tokens.shape[0])
             entry.ready = True
         return entry
+
+    def retain(self, tokens: np.ndarray, slot: int) -> PrefixEntry | None:
+        """Keep a completed sequence's computed cells (``tokens``, in ``slot``) as an entry: its agent's next turn starts with them.
+
+        Entries it contains (the same conversation's earlier turn) add nothing
+        once it exists and are evicted; too short a sequence is not kept.
+        """
+        n = tokens.shape[0]
+        if n < MIN_RETAINED or not self.enabled or self.covers(tokens):
+            return None
+        for entry in list(self.entries.values()):
+            k = entry.tokens.shape[0]
+            if entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
+                self.evict(entry)
+        return self.adopt(tokens, slot)
+
+    def publish_length(self, prompt: np.ndarray, system_len: int, shared: int) -> int:
+        """How much of a new prompt to publish once computed: its system prompt's ``system_len`` tokens, or 0.
+
+        Worth it only when it is long enough, longer than what the prompt
+        already shares, and no entry covers it yet.
+        """
+        if not self.enabled or system_len < MIN_SHARED_PREFIX or system_len <= shared or self.covers(prompt[:system_len]):
+            return 0
+        return system_len
 
     def use(self, entry: PrefixEntry) -> None:
         entry.users += 1
@@ -141,7 +205,61 @@ class PrefixCache:
         if entry.evicted and entry.users == 0 and entry in self.ghosts:
             self.ghosts.remove(entry)
 
-    def clear(self, slots: list[int]) -> None:
+    def clear(self) -> None:
+        """Forget every entry (the KV memory was emptied)."""
         self.entries.clear()
         self.ghosts.clear()
-        self.free = list(reversed(slots))
+        self.free = list(reversed(self._slots))
+
+
+class RunningPrompt(Protocol):
+    """What :func:`plan_shared_start` reads of a running sequence."""
+
+    slot: int
+    #: tokens of it already in the KV cache
+    n_past: int
+    #: length of a prefix it publishes once computed (0: none)
+    publish: int
+
+    def prompt_array(self) -> np.ndarray:
+        """Its prompt tokens."""
+        ...
+
+
+class StartPlan(enum.Enum):
+    """What a new prompt does about a running sequence that began the same way."""
+
+    #: nothing worth sharing: admit it as it is
+    ALONE = "alone"
+    #: the running sequence has computed the common start: it became a cache entry, share it now
+    SHARED_NOW = "shared_now"
+    #: the running sequence will publish the common start when its prefill gets there: wait for it
+    WAIT = "wait"
+
+
+def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, shared: int, running: Iterable[RunningPrompt]) -> StartPlan:
+    """Whether a new prompt should share (now or after waiting) the start of a running sequence's prompt.
+
+    Agents started together often send prompts that begin the same way
+    (instructions, few-shot examples) without a system message to mark it.
+    Prefilling that part once and sharing it beats prefilling it in every
+    sequence of the step. If the running sequence has computed the common
+    part already, it is shared at once (a new prefix entry, no waiting); if
+    not, that sequence publishes it when its prefill gets there and the new
+    one waits, which costs it at most that prefill. ``shared`` is what the
+    prompt already gets from the cache.
+    """
+    best: RunningPrompt | None = None
+    best_n = 0
+    limit = prompt.shape[0] - 1  # a sequence decodes at least its last prompt token itself
+    for other in running:
+        n = min(common_prefix(other.prompt_array(), prompt), limit)
+        if n > best_n:
+            best, best_n = other, n
+    if best is None or best_n < shared + MIN_PREFIX_GAIN:
+        return StartPlan.ALONE
+    if best.n_past >= best_n:
+        cache.adopt(prompt[:best_n].copy(), best.slot)
+        return StartPlan.SHARED_NOW
+    best.publish = max(best.publish, best_n)
+    return StartPlan.WAIT

@@ -1,0 +1,281 @@
+"""The llama.cpp core's KV books and prefix policy, without a model.
+
+Mutations each test catches (checked by hand on the code):
+- make_room that stops one eviction early, or evicts the entry it was told to keep -> test_make_room_*
+- a grant that does not grow in decode_reserve steps, or grows past its limit -> test_grow_*
+- claim that hands out a slot twice or forgets to count the promise -> test_claim_*, the random walk
+- give_back that leaves the cells counted (the cache would fill with ghosts of ended sequences) -> test_pause_*
+- PrefixCache.reserve that evicts an entry still being published -> test_reserve_never_evicts_*
+- plan_shared_start that waits for a prefix already computed, or shares one too short to pay -> test_plan_*
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from aios_core.cores.kv_ledger import MAX_PAUSED, KVLedger
+from aios_core.cores.llamacpp_prefix import (
+    MIN_PREFIX_GAIN,
+    MIN_RETAINED,
+    MIN_SHARED_PREFIX,
+    PrefixCache,
+    StartPlan,
+    common_prefix,
+    plan_shared_start,
+)
+
+
+class FakeCells:
+    """Records the KV-cell operations the cache asks for (instead of llama.cpp)."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple] = []
+
+    def drop(self, slot: int) -> None:
+        self.ops.append(("drop", slot))
+
+    def share(self, src: int, dst: int, n: int) -> None:
+        self.ops.append(("share", src, dst, n))
+
+
+def toks(*parts: int | range) -> np.ndarray:
+    out: list[int] = []
+    for p in parts:
+        out.extend(p if isinstance(p, range) else [p])
+    return np.asarray(out, dtype=np.int32)
+
+
+def make(capacity: int = 1000, slots: int = 4, reserve: int = 100, prefix_slots: int = 4) -> tuple[KVLedger, PrefixCache, FakeCells]:
+    cells = FakeCells()
+    cache = PrefixCache(list(range(slots, slots + prefix_slots)), cells)
+    return KVLedger(capacity, list(range(slots)), reserve, cache), cache, cells
+
+
+def test_first_promise_is_prompt_plus_decode_reserve_capped_at_the_limit_minus_what_is_shared():
+    ledger, _, _ = make(reserve=100)
+    assert ledger.first_reserve(50, limit=1000) == 150
+    assert ledger.first_reserve(50, limit=80) == 80
+    assert ledger.first_reserve(50, limit=1000, shared=20) == 130
+
+
+def test_claim_takes_distinct_slots_and_counts_the_promise():
+    ledger, _, _ = make(slots=2)
+    s1, g1 = ledger.claim(10, limit=500)
+    s2, g2 = ledger.claim(20, limit=500)
+    assert s1 != s2 and {s1, s2} == {0, 1}
+    assert ledger.reserved == g1.cells + g2.cells == 110 + 120
+    assert not ledger.has_slot()
+    with pytest.raises(RuntimeError, match="no free slot"):
+        ledger.claim(1, limit=10)
+
+
+def test_a_promise_beyond_capacity_is_refused_when_nothing_can_be_evicted():
+    ledger, _, _ = make(capacity=300, reserve=100)
+    assert ledger.make_room(ledger.first_reserve(150, limit=1000))  # 250 fits
+    ledger.claim(150, limit=1000)
+    assert not ledger.fits(100) and ledger.fits(50)
+    assert not ledger.make_room(ledger.first_reserve(10, limit=1000))  # 110 more would be 360 > 300
+
+
+def test_make_room_evicts_least_recently_used_unused_prefixes_first_and_never_the_kept_one():
+    ledger, cache, cells = make(capacity=400, reserve=10)
+    a = cache.adopt(toks(range(100)), slot=0)
+    b = cache.adopt(toks(range(1000, 1100)), slot=1)
+    c = cache.adopt(toks(range(2000, 2100)), slot=2)
+    assert a and b and c and cache.cells() == 300
+    cache.use(a)  # a becomes most recently used (and is in use: not evictable)
+    cache.unuse(a)
+    # 100 promised + 300 cached + 150 asked = 550 > 400: b goes first (least recent), c is kept, so a goes next
+    ledger.claim(90, limit=1000)
+    assert ledger.make_room(150, keep=c)
+    assert [e.slot for e in cache.entries.values()] == [c.slot]
+    assert [op for op in cells.ops if op[0] == "drop"] == [("drop", b.slot), ("drop", a.slot)]
+    assert not ledger.make_room(250 + 1, keep=c)  # only c is left and it is kept
+    assert ledger.make_room(250)  # without keep, c goes: 100 + 250 fits
+    assert not cache.entries
+
+
+def test_an_entry_in_use_is_not_evicted_and_its_cells_stay_counted_after_a_forced_eviction():
+    ledger, cache, _ = make(capacity=300, reserve=10, prefix_slots=1)
+    a = cache.adopt(toks(range(100)), slot=0)
+    cache.use(a)
+    assert ledger.committed() == 100  # held and not evictable
+    assert not ledger.make_room(250)
+    # a new prefix needs the only prefix slot: the entry in use goes, but its cells stay as a ghost
+    b = cache.reserve(toks(range(500, 520)))
+    assert b is not None and a.evicted and cache.cells() == 120
+    cache.unuse(a)
+    assert cache.cells() == 20
+
+
+def test_grow_adds_decode_reserve_steps_up_to_the_limit():
+    ledger, _, _ = make(capacity=1000, reserve=100)
+    _, grant = ledger.claim(50, limit=320, shared=0)
+    assert grant.cells == 150 and grant.covers(150) and not grant.covers(151)
+    assert ledger.grow(grant) and grant.cells == 250
+    assert ledger.grow(grant) and grant.cells == 320  # capped at the limit
+    assert not ledger.grow(grant) and grant.cells == 320
+    assert ledger.reserved == 320
+
+
+def test_grow_is_refused_when_the_cache_is_full_and_evicts_unused_prefixes_when_that_helps():
+    ledger, cache, _ = make(capacity=300, reserve=100)
+    _, grant = ledger.claim(50, limit=1000)  # 150
+    cache.adopt(toks(range(100)), slot=0)  # 250 in all
+    assert ledger.grow(grant)  # 100 more: the prefix goes
+    assert not cache.entries and ledger.reserved == 250
+    assert not ledger.grow(grant) and grant.cells == 250
+
+
+def test_pause_gives_the_cells_back_and_remembers_what_resuming_needs():
+    ledger, _, _ = make(capacity=1000, reserve=100)
+    slot, grant = ledger.claim(300, limit=900)
+    ledger.grow(grant)
+    ledger.pause("g1", n_tokens=420, limit=900)
+    ledger.give_back(grant)
+    ledger.free_slot(slot)
+    assert ledger.reserved == 0 and ledger.free_slots == 4
+    assert ledger.paused_need("g1") == 520
+    ledger.forget_paused("g1")
+    assert ledger.paused_need("g1") is None
+
+
+def test_paused_needs_are_bounded():
+    ledger, _, _ = make()
+    for i in range(MAX_PAUSED + 5):
+        ledger.pause(f"g{i}", 10, 100)
+    assert ledger.paused_need("g0") is None and ledger.paused_need(f"g{MAX_PAUSED + 4}") == 100
+
+
+def test_a_slot_cannot_be_freed_twice_or_be_foreign():
+    ledger, _, _ = make(slots=2)
+    slot, _ = ledger.claim(1, limit=10)
+    ledger.free_slot(slot)
+    with pytest.raises(ValueError):
+        ledger.free_slot(slot)
+    with pytest.raises(ValueError):
+        ledger.free_slot(99)
+
+
+def test_clear_frees_everything():
+    ledger, _, _ = make(slots=3)
+    ledger.claim(10, limit=100)
+    ledger.pause("g", 10, 100)
+    ledger.clear()
+    assert ledger.reserved == 0 and ledger.free_slots == 3 and ledger.paused_need("g") == 100
+    ledger.clear(paused=True)
+    assert ledger.paused_need("g") is None
+
+
+def test_random_walk_keeps_the_books_consistent():
+    """Admit, grow, pause, finish and cache prefixes in random order; the invariants hold after every step."""
+    rng = random.Random(7)
+    ledger, cache, _ = make(capacity=2000, slots=6, reserve=64, prefix_slots=5)
+    live: dict[int, object] = {}
+    for step in range(3000):
+        op = rng.random()
+        if op < 0.35 and ledger.has_slot():
+            n = rng.randint(1, 400)
+            limit = n + rng.randint(1, 600)
+            if ledger.make_room(ledger.first_reserve(n, limit)):
+                slot, grant = ledger.claim(n, limit)
+                assert slot not in live
+                live[slot] = grant
+        elif op < 0.6 and live:
+            ledger.grow(rng.choice(list(live.values())))  # type: ignore[arg-type]
+        elif op < 0.85 and live:
+            slot = rng.choice(list(live))
+            ledger.give_back(live.pop(slot))  # type: ignore[arg-type]
+            ledger.free_slot(slot)
+        else:
+            start = rng.randint(0, 50) * 1000
+            cache.adopt(toks(range(start, start + rng.randint(MIN_SHARED_PREFIX, 200))), slot=0)
+            ledger.make_room(0)
+        promised = sum(g.cells for g in live.values())  # type: ignore[attr-defined]
+        assert ledger.reserved == promised, step
+        assert ledger.free_slots + len(live) == 6, step
+        assert all(g.cells <= g.limit - g.shared for g in live.values()), step  # type: ignore[attr-defined]
+        # what was promised always fits; cached prefixes may overflow only until the next make_room
+        assert ledger.reserved <= ledger.capacity, step
+        if ledger.make_room(0):
+            assert ledger.reserved + cache.cells() <= ledger.capacity, step
+
+
+# --------------------------------------------------------------------------- the prefix policy
+
+
+def test_match_needs_a_long_enough_common_start_and_leaves_one_token_to_decode():
+    cache = PrefixCache([10, 11], FakeCells())
+    entry = cache.adopt(toks(range(40)), slot=0)
+    assert cache.match(toks(range(40))) == (entry, 39)
+    assert cache.match(toks(range(MIN_SHARED_PREFIX - 1), 999)) == (None, 0)
+    assert cache.match(toks(range(20), 999)) == (entry, 20)
+    assert common_prefix(toks(1, 2, 3), toks(1, 2, 4)) == 2 and common_prefix(toks(), toks(1)) == 0
+
+
+def test_reserve_never_evicts_an_entry_still_being_published():
+    cells = FakeCells()
+    cache = PrefixCache([10], cells)
+    publishing = cache.reserve(toks(range(30)))
+    assert publishing is not None and not publishing.ready
+    assert cache.reserve(toks(range(100, 130))) is None
+    assert cache.entries[10] is publishing
+
+
+def test_retain_keeps_a_finished_conversation_and_drops_the_earlier_turn_it_contains():
+    cells = FakeCells()
+    cache = PrefixCache([10, 11, 12], cells)
+    assert cache.retain(toks(range(MIN_RETAINED - 1)), slot=0) is None  # too short to pay
+    turn1 = cache.retain(toks(range(40)), slot=0)
+    assert turn1 is not None
+    turn2 = cache.retain(toks(range(60)), slot=1)
+    assert turn2 is not None and turn1.evicted and list(cache.entries.values()) == [turn2]
+    assert cache.retain(toks(range(50)), slot=2) is None  # already covered
+    assert ("share", 1, turn2.slot, 60) in cells.ops
+
+
+def test_publish_length_only_for_a_long_uncovered_system_prompt():
+    cache = PrefixCache([10], FakeCells())
+    prompt = toks(range(100))
+    assert cache.publish_length(prompt, system_len=40, shared=0) == 40
+    assert cache.publish_length(prompt, system_len=MIN_SHARED_PREFIX - 1, shared=0) == 0
+    assert cache.publish_length(prompt, system_len=40, shared=40) == 0
+    cache.adopt(toks(range(50)), slot=0)
+    assert cache.publish_length(prompt, system_len=40, shared=0) == 0
+    assert PrefixCache([], FakeCells()).publish_length(prompt, system_len=40, shared=0) == 0
+
+
+class Running:
+    def __init__(self, slot: int, prompt: np.ndarray, n_past: int) -> None:
+        self.slot, self._prompt, self.n_past, self.publish = slot, prompt, n_past, 0
+
+    def prompt_array(self) -> np.ndarray:
+        return self._prompt
+
+
+def test_plan_shares_a_computed_common_start_at_once():
+    cache = PrefixCache([10, 11], FakeCells())
+    common = MIN_PREFIX_GAIN + 10
+    other = Running(0, toks(range(common), 500, 501), n_past=common + 2)
+    assert plan_shared_start(cache, toks(range(common), 900, 901), 0, [other]) is StartPlan.SHARED_NOW
+    assert cache.match(toks(range(common), 900, 901))[1] == common
+
+
+def test_plan_waits_for_a_common_start_still_being_prefilled_and_asks_for_it_to_be_published():
+    cache = PrefixCache([10, 11], FakeCells())
+    common = MIN_PREFIX_GAIN + 10
+    other = Running(0, toks(range(common), 500), n_past=5)
+    assert plan_shared_start(cache, toks(range(common), 900), 0, [other]) is StartPlan.WAIT
+    assert other.publish == common and not cache.entries
+
+
+def test_plan_goes_alone_when_the_gain_is_too_small():
+    cache = PrefixCache([10, 11], FakeCells())
+    other = Running(0, toks(range(MIN_PREFIX_GAIN + 10), 500), n_past=100)
+    assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN - 1), 900), 0, [other]) is StartPlan.ALONE
+    # already sharing most of it from the cache: the rest gains too little
+    assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN + 10), 900), 20, [other]) is StartPlan.ALONE
+    assert plan_shared_start(cache, toks(range(50)), 0, []) is StartPlan.ALONE
