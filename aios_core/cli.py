@@ -100,7 +100,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from aios_core.config import load_config
 
-    print(load_config(getattr(args, "config", None)).model_dump_json(indent=2))
+    from aios_core.managers import managers_config
+    from aios_core.managers.tools import isolation_status
+
+    config = load_config(getattr(args, "config", None))
+    print(config.model_dump_json(indent=2))
+    # which confinement code tools get here, and whether it can run (stderr: stdout stays the JSON)
+    print(isolation_status(managers_config(config.managers).tools), file=sys.stderr)
     return 0
 
 
