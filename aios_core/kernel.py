@@ -35,11 +35,12 @@ from aios_core.errors import (
     SyscallTimeoutError,
     UnknownComponentError,
 )
-from aios_core.llm_pool import Flight, LLMPool, StreamPiece
+from aios_core.llm_pool import Flight, LLMPool
 from aios_core.managers.context import ContextManager
 from aios_core.plugins import PluginHost
+from aios_core.port import ToolRegistry
 from aios_core.scheduler.base import Scheduler
-from aios_core.syscalls import AnySyscall, LLMSyscall, SyscallBase, parse_syscall
+from aios_core.syscalls import AnySyscall, LLMSyscall, StreamPiece, SyscallBase, parse_syscall
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,21 @@ class Kernel:
     ) -> AgentRecord:
         now = self._loop.time() if self._loop is not None else 0.0
         return self.agents.register(name, group=group, program=program, priority=priority, framework=framework, now=now)
+
+    def has_agent(self, name: str) -> bool:
+        return name in self.agents
+
+    # ------------------------------------------------------------------ the adapters' port (aios_core.port.KernelPort)
+
+    #: framework tools are registered in this kernel's own tool manager and run as kernel functions
+    hosts_client_tools = False
+
+    def served_models(self) -> list[str]:
+        """Model names, then core names, that LLM syscalls may name (empty before the kernel has started)."""
+        return list(self.pools) + [name for name in self.cores if name not in self.pools]
+
+    def tool_registry(self) -> ToolRegistry | None:
+        return self.managers.tools if self.managers is not None else None
 
     def agent(self, name: str, **options: Any) -> Any:
         """Register ``name`` (if needed) and return an SDK handle whose methods issue its syscalls."""

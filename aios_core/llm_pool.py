@@ -25,22 +25,9 @@ from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancel
 from aios_core.managers.context import ContextManager
 from aios_core.scheduler.base import Job, Scheduler
 from aios_core.scheduler.fifo import FifoScheduler
-from aios_core.syscalls import LLMResponse, LLMSyscall, Usage
+from aios_core.syscalls import LLMResponse, LLMSyscall, StreamPiece, Usage
 
 log = logging.getLogger(__name__)
-
-
-class StreamPiece:
-    """What a streaming caller receives: text deltas, then one last piece carrying the full response."""
-
-    __slots__ = ("delta", "response")
-
-    def __init__(self, delta: str = "", response: LLMResponse | None = None) -> None:
-        self.delta = delta
-        self.response = response
-
-    def __repr__(self) -> str:
-        return f"StreamPiece(delta={self.delta!r}, final={self.response is not None})"
 
 
 class Flight:

@@ -38,18 +38,6 @@ SUPPORTED = ">=0.8,<0.9"
 _IMPORT_ORDER = ("metagpt.roles", "metagpt.actions", "metagpt.provider", "metagpt.team", "metagpt.environment.base_env")
 
 
-def kernel_model_lookup(kernel: Any) -> Any:
-    """A function naming the kernel model (or core) called ``name``, or None when the kernel has none by that name."""
-
-    def lookup(name: str | None) -> str | None:
-        if not name:
-            return None
-        served = set(getattr(kernel, "pools", None) or ()) | set(getattr(kernel, "cores", None) or ())
-        return name if name in served else None
-
-    return lookup
-
-
 def import_metagpt() -> None:
     """Import what the adapter patches, turning MetaGPT's configuration failures into an actionable error."""
     try:
@@ -89,8 +77,8 @@ class MetaGPTAdapter(Adapter):
 
         route = Route(kernel, self.name, options)
         try:
-            llm_patch.install(self._patcher, Calls(route, kernel_model=kernel_model_lookup(kernel)))
-            Scopes(options).install(self._patcher)
+            llm_patch.install(self._patcher, Calls(route, kernel_model=route.kernel_model))
+            Scopes(route).install(self._patcher)
         except BaseException:
             self._patcher.restore()
             raise

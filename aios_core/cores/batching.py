@@ -121,6 +121,8 @@ class StepTiming:
     batch: int
     #: whether some sequence of the step was still processing its prompt
     prefill: bool
+    #: tokens of context the step's sequences attend to (prompt + generated so far, summed, as of the step's start)
+    context: int = 0
 
 
 @dataclass(slots=True)
@@ -347,7 +349,10 @@ class BatchingCore(LLMCore):
             batch = [s for s in batch if not s.done]
             if not batch:
                 continue
-            prefill = any(self._prefilling(s) for s in batch) if self._step_observers else False
+            observers = list(self._step_observers)
+            if observers:
+                prefill = any(self._prefilling(s) for s in batch)
+                context = sum(s.prompt_tokens + s.n_generated for s in batch)
             t0 = time.perf_counter()
             try:
                 outputs = await self._step(batch)
@@ -366,14 +371,15 @@ class BatchingCore(LLMCore):
             self._stats.busy_seconds += elapsed
             self._stats.steps += 1
             self._stats.batch_size_sum += len(batch)
-            if self._step_observers:
-                timing = StepTiming(seconds=elapsed, batch=len(batch), prefill=prefill)
-                for observer in list(self._step_observers):
+            if observers:
+                timing = StepTiming(seconds=elapsed, batch=len(batch), prefill=prefill, context=context)
+                for observer in observers:
                     try:
                         observer(timing)
                     except Exception:  # noqa: BLE001 - an observer must not stop the engine
                         log.exception("core %s: a step observer failed; it is removed", self.name)
-                        self._step_observers.remove(observer)
+                        if observer in self._step_observers:
+                            self._step_observers.remove(observer)
             for out in outputs:
                 self._advance(out)
             # let consumers see this step's tokens (and ask for preemption) before the next step
