@@ -33,7 +33,6 @@ from aios_core.errors import (
 from aios_core.hookspecs import hookimpl
 from aios_core.identity import AgentIdentity, agent_scope, current_agent
 from aios_core.kernel import Kernel
-from aios_core.llm_pool import StreamPiece
 from aios_core.patching import default_kernel, patch, patched, set_default_kernel, unpatch
 from aios_core.scheduler.base import Job, Scheduler
 from aios_core.sdk import Agent
@@ -44,6 +43,7 @@ from aios_core.syscalls import (
     MemorySyscall,
     Message,
     StorageSyscall,
+    StreamPiece,
     ToolCall,
     ToolSpec,
     ToolSyscall,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Protocol
 
-from aios_core.llm_pool import StreamPiece
 from aios_core.syscalls import (
     LLMRequest,
     LLMResponse,
@@ -19,6 +18,7 @@ from aios_core.syscalls import (
     MemorySyscall,
     Message,
     StorageSyscall,
+    StreamPiece,
     ToolCall,
     ToolSyscall,
     validate_model,

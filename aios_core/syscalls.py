@@ -331,3 +331,16 @@ def validate_model(model: type[_Model] | type[BaseModel], data: Any, what: str) 
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidSyscallError(f"invalid {what}: {_describe(exc)}", errors=exc.errors(include_url=False, include_context=False)) from None
+
+
+class StreamPiece:
+    """What a streaming caller receives: text deltas, then one last piece carrying the full response."""
+
+    __slots__ = ("delta", "response")
+
+    def __init__(self, delta: str = "", response: LLMResponse | None = None) -> None:
+        self.delta = delta
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"StreamPiece(delta={self.delta!r}, final={self.response is not None})"

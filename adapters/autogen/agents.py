@@ -14,39 +14,27 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from autogen_agentchat.agents import BaseChatAgent
-from autogen_agentchat.teams import BaseGroupChat
-
 from aios.adapters.shared.class_tree import ClassTreePatch
 from aios.adapters.shared.names import safe_agent_name
 from aios.adapters.shared.route import Route
 from aios.adapters.shared.scopes import iterate_as, run_as
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.teams import BaseGroupChat
+
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 
 
 def agent_identity(route: Route, agent: Any) -> AgentIdentity:
-    outer = current_agent.get()
-    return AgentIdentity(
-        name=safe_agent_name(agent.name),
-        program=outer.program if outer is not None else None,
-        group=(outer.group if outer is not None else None) or route.options.group,
-        priority=(outer.priority if outer is not None else 0) or route.options.priority,
-        framework="autogen",
-    )
+    return route.own_identity(safe_agent_name(agent.name))
 
 
 def team_identity(route: Route, team: Any) -> AgentIdentity:
-    outer = current_agent.get()
+    """A team run is a program of its own, unless it runs inside one (a team used as an agent of a team)."""
     name = safe_agent_name(team.name, "team")
-    program = outer.program if outer is not None and outer.program else safe_agent_name(f"{name}-{uuid.uuid4().hex[:8]}")
-    return AgentIdentity(
-        name=name,
-        program=program,
-        group=(outer.group if outer is not None else None) or route.options.group,
-        priority=(outer.priority if outer is not None else 0) or route.options.priority,
-        framework="autogen",
-    )
+    outer = current_agent.get()
+    fresh = None if outer is not None and outer.program else safe_agent_name(f"{name}-{uuid.uuid4().hex[:8]}")
+    return route.own_identity(name, program=fresh)
 
 
 def _wrap_coroutine(route: Route, original: Any) -> Any:

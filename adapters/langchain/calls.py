@@ -20,11 +20,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from aios.adapters.shared.names import InstanceNames, safe_agent_name
+from aios.adapters.shared.route import Route
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.runnables.config import ensure_config
 
-from aios.adapters.shared.names import InstanceNames, safe_agent_name
-from aios.adapters.shared.route import Route
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 
@@ -54,18 +54,11 @@ def hint_from(metadata: Mapping[str, Any] | None, run_name: str | None) -> CallH
 
 def identity_for(route: Route, obj: Any, hint: CallHint | None = None, default: str | None = None) -> AgentIdentity:
     """The agent of a call made by ``obj`` (a model or tool), see the module docstring for the order."""
-    scoped = current_agent.get()
-    if scoped is not None:
-        return scoped
+    if current_agent.get() is not None:
+        return route.identity("")  # the agent in scope is the caller
     hint = hint if hint is not None else _call_hint.get()
     name = hint.agent if hint is not None and hint.agent else default or _names.name_of(obj)
-    return AgentIdentity(
-        name=safe_agent_name(name),
-        program=safe_agent_name(hint.program) if hint is not None and hint.program else None,
-        group=route.options.group,
-        priority=route.options.priority,
-        framework="langchain",
-    )
+    return route.identity(safe_agent_name(name), program=safe_agent_name(hint.program) if hint is not None and hint.program else None)
 
 
 def _wrap_generate(original: Any) -> Any:

@@ -29,7 +29,8 @@ from typing import Any
 
 from aios.adapters.shared.class_tree import ClassTreePatch
 from aios.adapters.shared.names import InstanceNames, safe_agent_name
-from aios.adapters.shared.route import RouteOptions
+from aios.adapters.shared.route import Route
+
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 
@@ -73,8 +74,8 @@ def _scoped(original: Callable[..., Any], enter: Callable[[Any], Callable[[], No
 class Scopes:
     """Builds the identities and programs of MetaGPT's roles, actions and runs under one patch's options."""
 
-    def __init__(self, options: RouteOptions) -> None:
-        self.options = options
+    def __init__(self, route: Route) -> None:
+        self.route = route
 
     # ------------------------------------------------------------------ identities
 
@@ -83,21 +84,13 @@ class Scopes:
         outer = current_agent.get()
         if outer is not None and outer.name == name and outer.framework == FRAMEWORK:
             return None  # already running as this role (run -> react -> _act)
-        return AgentIdentity(
-            name=name,
-            program=current_program.get() or (outer.program if outer is not None else None),
-            group=(outer.group if outer is not None else None) or self.options.group,
-            priority=(outer.priority if outer is not None else 0) or self.options.priority,
-            framework=FRAMEWORK,
-        )
+        return self.route.own_identity(name, program=current_program.get())
 
     def action_identity(self, action: Any) -> AgentIdentity | None:
         if current_agent.get() is not None:
             return None  # the action acts for the role (or agent) in scope
         name = safe_agent_name(getattr(action, "name", "") or type(action).__name__, FRAMEWORK)
-        return AgentIdentity(
-            name=name, program=current_program.get(), group=self.options.group, priority=self.options.priority, framework=FRAMEWORK
-        )
+        return self.route.identity(name, program=current_program.get())
 
     @staticmethod
     def _set(identity: AgentIdentity | None) -> Callable[[], None] | None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from aios.adapters.shared.names import InstanceNames, safe_agent_name
 from aios.adapters.shared.route import Route, RouteOptions
+
 from aios_core.components import Adapter
 from aios_core.errors import AIOSError
 from aios_core.identity import AgentIdentity, current_agent
@@ -40,32 +41,20 @@ FRAMEWORK = "open-interpreter"
 SUPPORTED = ">=0.4,<0.5"
 
 
-def kernel_model_lookup(kernel: Any) -> Any:
-    """A function naming the kernel model (or core) called ``name``, or None when the kernel has none by that name."""
-
-    def lookup(name: str | None) -> str | None:
-        if not name:
-            return None
-        served = set(getattr(kernel, "pools", None) or ()) | set(getattr(kernel, "cores", None) or ())
-        return name if name in served else None
-
-    return lookup
-
-
 class Identities:
     """Which agent an interpreter instance is."""
 
-    def __init__(self, options: RouteOptions) -> None:
-        self.options = options
+    def __init__(self, route: Route) -> None:
+        self.route = route
         self._names = InstanceNames(FRAMEWORK)
 
     def __call__(self, interpreter: Any) -> AgentIdentity:
-        scoped = current_agent.get()
-        if scoped is not None:
-            return scoped
-        own = getattr(interpreter, "name", None)
-        name = safe_agent_name(own, FRAMEWORK) if isinstance(own, str) and own else self._names.name_of(interpreter)
-        return AgentIdentity(name=name, group=self.options.group, priority=self.options.priority, framework=FRAMEWORK)
+        if current_agent.get() is None:
+            own = getattr(interpreter, "name", None)
+            name = safe_agent_name(own, FRAMEWORK) if isinstance(own, str) and own else self._names.name_of(interpreter)
+        else:
+            name = ""  # the agent in scope is the caller
+        return self.route.identity(name)
 
 
 def _import_open_interpreter() -> Any:
@@ -106,8 +95,8 @@ class OpenInterpreterAdapter(Adapter):
         from aios.adapters.open_interpreter.execution import Execution
 
         route = Route(kernel, self.name, options)
-        identities = Identities(options)
-        completions = Completions(route, identities, kernel_model_lookup(kernel))
+        identities = Identities(route)
+        completions = Completions(route, identities, route.kernel_model)
         execution = Execution(route, identities)
         try:
             self._route_completions(llm_module, completions)

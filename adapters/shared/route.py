@@ -3,7 +3,9 @@
 Framework adapters translate their request types into an :class:`LLMRequest`
 and their agent identity into an :class:`AgentIdentity`; the :class:`Route`
 does the rest the same way for every framework, against an embedded kernel
-or a remote one (anything with ``call``/``acall``/``stream``/``astream``).
+or a remote one: both implement :class:`~aios_core.port.KernelPort`, the only
+way an adapter reaches a kernel. Agent identities are derived here, once, for
+every framework (:meth:`Route.identity` and :meth:`Route.own_identity`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, get_args
 
 from aios_core.errors import ConfigError
 from aios_core.identity import AgentIdentity, current_agent
-from aios_core.llm_pool import StreamPiece
-from aios_core.syscalls import LLMRequest, LLMResponse, LLMSyscall
+from aios_core.port import KernelPort
+from aios_core.syscalls import LLMRequest, LLMResponse, LLMSyscall, StreamPiece
 from aios_core.tool import SideEffect
 
 log = logging.getLogger(__name__)
@@ -60,36 +62,53 @@ class RouteOptions:
 class Route:
     """Sends one framework's calls to ``kernel`` under ``options``."""
 
-    def __init__(self, kernel: Any, framework: str, options: RouteOptions) -> None:
+    def __init__(self, kernel: KernelPort, framework: str, options: RouteOptions) -> None:
         from aios.adapters.shared.tool_routing import ToolRouter
 
         self.kernel = kernel
         self.framework = framework
         self.options = options
         self.tools = ToolRouter(self)
-        self._registered: set[str] = set()
 
     # ------------------------------------------------------------------ identity
 
-    def identity(self, default_name: str) -> AgentIdentity:
-        """The agent in scope (``aios.agent_scope`` or the adapter's own scope), else ``default_name``."""
+    def identity(self, default_name: str, *, program: str | None = None) -> AgentIdentity:
+        """The agent in scope (``aios.agent_scope`` or the adapter's own scope), else ``default_name``.
+
+        For calls made by an object that is not itself an agent (a model client, an interpreter, a tool):
+        whoever is in scope is the caller.
+        """
         identity = current_agent.get()
         if identity is not None:
             return identity
-        return AgentIdentity(name=default_name, group=self.options.group, priority=self.options.priority, framework=self.framework)
+        return AgentIdentity(name=default_name, program=program, group=self.options.group, priority=self.options.priority, framework=self.framework)
+
+    def own_identity(self, name: str, *, program: str | None = None) -> AgentIdentity:
+        """The identity of a framework agent named ``name`` (an AutoGen agent, a MetaGPT role) running inside ``scope``.
+
+        The agent keeps its own name; program, group and priority come from the scope around it (a team run,
+        ``aios.agent_scope``), else from the patch options. ``program`` overrides the scope's program.
+        """
+        outer = current_agent.get()
+        return AgentIdentity(
+            name=name,
+            program=program or (outer.program if outer is not None else None),
+            group=(outer.group if outer is not None else None) or self.options.group,
+            priority=(outer.priority if outer is not None else 0) or self.options.priority,
+            framework=self.framework,
+        )
+
+    def kernel_model(self, name: str | None) -> str | None:
+        """``name`` when the kernel serves a model (or core) by that name, else None (the route's model is used)."""
+        if not name:
+            return None
+        return name if name in self.kernel.served_models() else None
 
     def ensure_agent(self, identity: AgentIdentity) -> None:
         """Register the agent (with its framework and group) the first time it calls."""
-        agents = getattr(self.kernel, "agents", None)
-        if agents is not None:
-            if identity.name in agents:
-                return
-        elif identity.name in self._registered:
+        if self.kernel.has_agent(identity.name):
             return
-        register = getattr(self.kernel, "register_agent", None)
-        if register is None:
-            return
-        register(
+        self.kernel.register_agent(
             identity.name,
             group=identity.group or self.options.group,
             program=identity.program,
@@ -97,7 +116,6 @@ class Route:
             # a user's aios.agent_scope() says "sdk" unless told otherwise: the calls come through this framework
             framework=self.framework if identity.framework in ("", "sdk") else identity.framework,
         )
-        self._registered.add(identity.name)
 
     def syscall_fields(self, identity: AgentIdentity) -> dict[str, Any]:
         return {

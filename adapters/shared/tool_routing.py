@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aios.adapters.shared.caller_loop import run_on_loop
 from aios.adapters.shared.names import safe_tool_name
+
 from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity
 from aios_core.syscalls import ClientTool, ToolCall, ToolSyscall
@@ -44,7 +45,9 @@ from aios_core.tool import Tool
 
 if TYPE_CHECKING:
     from aios.adapters.shared.route import Route
-    from aios_core.managers.tools import ToolContext, ToolManager, ToolResult
+
+    from aios_core.managers.tools import ToolContext, ToolResult
+    from aios_core.port import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +136,10 @@ class ToolRouter:
 
     # ------------------------------------------------------------------ registration
 
-    def manager(self) -> ToolManager | None:
-        managers = getattr(self.route.kernel, "managers", None)
-        return getattr(managers, "tools", None)
+    def manager(self) -> ToolRegistry | None:
+        return self.route.kernel.tool_registry()
 
-    def registered_name(self, manager: ToolManager, tool: FrameworkTool) -> str:
+    def registered_name(self, manager: ToolRegistry, tool: FrameworkTool) -> str:
         """The manager's name for ``tool``; registers it on first use (one registration per name and schema)."""
         key = (tool.name, json.dumps(tool.parameters, sort_keys=True, default=str))
         name = self._names.get(key)
@@ -197,7 +199,7 @@ class ToolRouter:
             return await run()
         manager = self.manager()
         if manager is None:
-            if getattr(self.route.kernel, "hosts_client_tools", False):
+            if self.route.kernel.hosts_client_tools:
                 return await self._acall_client_hosted(identity, tool, arguments, run, key, error)
             self._warn_unmanaged()
             return await run()
@@ -227,7 +229,7 @@ class ToolRouter:
             return run()
         manager = self.manager()
         if manager is None:
-            if getattr(self.route.kernel, "hosts_client_tools", False):
+            if self.route.kernel.hosts_client_tools:
                 return self._call_client_hosted(identity, tool, arguments, run, key, error)
             self._warn_unmanaged()
             return run()
@@ -302,7 +304,7 @@ class ToolRouter:
             finally:
                 _running.reset(token)
 
-    def _call(self, manager: ToolManager, tool: FrameworkTool, arguments: dict[str, Any]) -> ToolCall:
+    def _call(self, manager: ToolRegistry, tool: FrameworkTool, arguments: dict[str, Any]) -> ToolCall:
         name = self.registered_name(manager, tool)
         return ToolCall(id=f"{self.route.framework}-{uuid.uuid4().hex[:16]}", name=name, arguments=arguments)
 

@@ -27,11 +27,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios_core.errors import AIOSError, InvalidSyscallError
-from aios_core.llm_pool import StreamPiece
 from aios_core.server.deps import Admission, agent_record, header_priority, header_program, json_body, principal, server_state
 from aios_core.server.errors import NotFoundError, error_body
 from aios_core.server.lifecycle import ClientGone, ClosingStreamingResponse, ServerState, run_watched
-from aios_core.syscalls import LLMRequest, LLMResponse, LLMSyscall, Message, ToolCall, validate_model
+from aios_core.syscalls import LLMRequest, LLMResponse, LLMSyscall, Message, StreamPiece, ToolCall, validate_model
 
 router = APIRouter()
 

@@ -35,10 +35,9 @@ import httpx
 from aios_core.agents import AgentRecord
 from aios_core.errors import AccessDeniedError, AIOSError, InvalidSyscallError, KernelNotRunningError, SyscallTimeoutError
 from aios_core.identity import current_agent
-from aios_core.llm_pool import StreamPiece
 from aios_core.server.errors import AuthenticationError, error_from_body
 from aios_core.server.wire import decode, syscall_to_wire
-from aios_core.syscalls import AnySyscall, SyscallBase, Timing, parse_syscall
+from aios_core.syscalls import AnySyscall, StreamPiece, SyscallBase, Timing, parse_syscall
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -272,6 +271,17 @@ class RemoteKernel:
 
     def ps(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/kernel/ps")["agents"]  # type: ignore[no-any-return]
+
+    def has_agent(self, name: str) -> bool:
+        """Whether this client already acts for ``name``: registered through it (admin token), or the token's own agent."""
+        return name in self._registered or (self._identity is not None and self._identity.get("agent") == name)
+
+    def served_models(self) -> list[str]:
+        return [str(m["id"]) for m in self.models()]
+
+    def tool_registry(self) -> None:
+        """None: the kernel is in another process, so framework tools are declared per call (``hosts_client_tools``)."""
+        return None
 
     def models(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/models")["data"]  # type: ignore[no-any-return]

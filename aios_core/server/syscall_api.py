@@ -26,12 +26,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from aios_core.errors import AIOSError, InvalidSyscallError
-from aios_core.llm_pool import StreamPiece
 from aios_core.server.deps import Admission, agent_record, clamp_priority, principal, server_state
 from aios_core.server.errors import error_body
 from aios_core.server.lifecycle import ClientGone, ClosingStreamingResponse, ServerState, run_watched
 from aios_core.server.wire import encode, syscall_from_wire, syscall_receipt
-from aios_core.syscalls import AnySyscall, LLMSyscall
+from aios_core.syscalls import AnySyscall, LLMSyscall, StreamPiece
 
 router = APIRouter()
 

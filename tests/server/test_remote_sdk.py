@@ -15,10 +15,9 @@ import pytest
 import aios
 from aios_core.errors import AccessDeniedError, InvalidSyscallError, KernelNotRunningError, UnknownComponentError
 from aios_core.identity import agent_scope
-from aios_core.llm_pool import StreamPiece
 from aios_core.sdk import Agent
 from aios_core.server.remote import RemoteKernel, connect
-from aios_core.syscalls import LLMResponse
+from aios_core.syscalls import LLMResponse, StreamPiece
 
 
 def test_agent_token_sync_and_async_faces(server):
