@@ -41,6 +41,7 @@ from aios_core.plugins import PluginHost
 from aios_core.port import ToolRegistry
 from aios_core.scheduler.base import Scheduler
 from aios_core.syscalls import AnySyscall, LLMSyscall, StreamPiece, SyscallBase, parse_syscall
+from aios_core.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Kernel:
         self.context = ContextManager(
             memory_budget=self.config.snapshot_budget_mb * 1024 * 1024, spill_dir=self.config.data_dir / "snapshots"
         )
+        #: recent phases of every syscall (the dashboard's timeline); survives restarts
+        self.timeline = Timeline()
         self.pools: dict[str, LLMPool] = {}
         self.cores: dict[str, LLMCore] = {}
         self.managers = managers
@@ -255,6 +258,7 @@ class Kernel:
                 preemption=self.config.preemption,
                 on_finish=self._llm_finished,
                 on_scheduler_error=self._scheduler_failed,
+                timeline=self.timeline,
             )
             self._routes[model] = model
             for core in cores:
@@ -521,6 +525,7 @@ class Kernel:
             agent.waiting_time += sc.timing.waiting or 0.0
             if error is not None:
                 agent.failed += 1
+            self.timeline.managed(sc, error)
             if self._observed:
                 self.plugins.notify("aios_syscall_finished", syscall=sc, error=error)
 

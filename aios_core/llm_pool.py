@@ -26,6 +26,7 @@ from aios_core.managers.context import ContextManager
 from aios_core.scheduler.base import Job, Scheduler
 from aios_core.scheduler.fifo import FifoScheduler
 from aios_core.syscalls import LLMResponse, LLMSyscall, StreamPiece, Usage
+from aios_core.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class LLMPool:
         preemption: bool = True,
         on_finish: Callable[[Flight, BaseException | None], None] | None = None,
         on_scheduler_error: Callable[[Scheduler, BaseException], None] | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         if not cores:
             raise ValueError(f"pool {name} has no cores")
@@ -95,6 +97,8 @@ class LLMPool:
         self.preemption = preemption
         self._on_finish = on_finish
         self._on_scheduler_error = on_scheduler_error
+        #: recent phases of every call, for the dashboard (one tuple appended per phase change)
+        self.timeline = timeline if timeline is not None else Timeline()
         self._queued: dict[str, Flight] = {}
         self._running: dict[str, Flight] = {}
         #: preemptions asked of cores and not yet done: one per waiting job at most
@@ -243,6 +247,7 @@ class LLMPool:
         if timing.started is None:
             timing.started = now
         flight.run_started = now
+        self.timeline.waited(flight, now)
         try:
             stream = core.generate(gen)
         except AIOSError as exc:
@@ -304,6 +309,7 @@ class LLMPool:
         self._running.pop(flight.id, None)
         flight.core = None
         flight.syscall.timing.service += now - flight.run_started
+        self.timeline.ran(flight, core.name, now, last.finish_reason)
         self._outcome(flight, core, last, now)
         self._fill()
 

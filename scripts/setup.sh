@@ -10,6 +10,17 @@ VENV=${AIOS_VENV:-.venv}
 # CMAKE_ARGS (portable CPU flags) and LLAMA_VERSION: shared with scripts/build_llama_server.sh
 source scripts/llama_flags.sh
 
+# tests/dashboard drive a real headless browser: Debian's chromium (Playwright cannot download one offline).
+# Checked on every run, before the up-to-date check, so a venv set up earlier still gets it.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium for the dashboard's browser tests..." >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >&2
+    else
+        echo "note: the dashboard's browser tests need chromium; install it with: sudo apt-get install -y chromium" >&2
+    fi
+fi
+
 inputs_hash=$(cat pyproject.toml requirements/*.txt scripts/setup.sh scripts/llama_flags.sh scripts/install_frameworks.sh 2>/dev/null | sha256sum | cut -c1-16)
 stamp="$VENV/.aios-setup-$inputs_hash"
 if [ -f "$stamp" ]; then

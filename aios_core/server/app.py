@@ -42,7 +42,7 @@ from aios_core import __version__
 from aios_core.config import KernelConfig
 from aios_core.errors import AIOSError, InvalidSyscallError
 from aios_core.kernel import Kernel
-from aios_core.server import admin_api, openai_api, syscall_api
+from aios_core.server import admin_api, dashboard, openai_api, syscall_api
 from aios_core.server.auth import TokenStore
 from aios_core.server.errors import NotFoundError, RateLimitedError, error_body
 from aios_core.server.lifecycle import RequestTracker, ServerState
@@ -94,6 +94,7 @@ def create_app(kernel: Kernel, settings: ServerSettings | None = None) -> FastAP
     app.include_router(openai_api.router)
     app.include_router(syscall_api.router)
     app.include_router(admin_api.router)
+    app.include_router(dashboard.router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTracker, state_of=lambda: app.state.server)

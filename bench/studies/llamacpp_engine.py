@@ -56,13 +56,13 @@ async def aggregate(threads: int, tokens: int, levels: list[int]) -> None:
     for n_seq in levels:
         s0 = core.stats()
         steps0, sum0 = s0.steps, s0.batch_size_sum
-        decode0 = core._counters["decode_seconds"]
+        decode0 = core.metrics().decode_seconds
         t0 = time.perf_counter()
         counts = await asyncio.gather(*(stream(core, Generation(id=f"c{n_seq}-{i}", request=counting(i, tokens))) for i in range(n_seq)))
         elapsed = time.perf_counter() - t0
         s1 = core.stats()
         mean_batch = (s1.batch_size_sum - sum0) / max(1, s1.steps - steps0)
-        in_decode = core._counters["decode_seconds"] - decode0
+        in_decode = core.metrics().decode_seconds - decode0
         print(
             f"{n_seq:2d} concurrent: {sum(counts)} tokens in {elapsed:.2f}s = {sum(counts) / elapsed:.1f} tok/s aggregate "
             f"(mean batch {mean_batch:.1f}; {100 * in_decode / elapsed:.0f}% of the time inside llama_decode)"

@@ -84,7 +84,7 @@ class _Tap:
         self.record.latency = self.record.end - self.record.start
         prompt, completion = _usage(bytes(self.body), self.sse)
         self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
-        self.recorder._done(self.record)
+        self.recorder.finished(self.record)
 
 
 def _usage(body: bytes, sse: bool) -> tuple[int, int]:
@@ -152,11 +152,13 @@ class HttpCallRecorder:
         self._lock = threading.Lock()
         self._saved: tuple[Any, Any] | None = None
 
-    def _matches(self, request: httpx.Request) -> bool:
+    def matches(self, request: httpx.Request) -> bool:
+        """Whether ``request`` is a completion call to the server this recorder watches."""
         url = str(request.url)
         return url.startswith(self.base_url) and url.rstrip("/").endswith("completions")
 
-    def _done(self, record: CallRecord) -> None:
+    def finished(self, record: CallRecord) -> None:
+        """Keep a call whose response has been read to its end."""
         with self._lock:
             self.calls.append(record)
 
@@ -168,7 +170,7 @@ class HttpCallRecorder:
         recorder = self
 
         async def handle_async_request(transport: Any, request: httpx.Request) -> httpx.Response:
-            if not recorder._matches(request):
+            if not recorder.matches(request):
                 return await async_orig(transport, request)
             record = CallRecord(start=time.perf_counter())
             try:
@@ -183,7 +185,7 @@ class HttpCallRecorder:
             return response
 
         def handle_request(transport: Any, request: httpx.Request) -> httpx.Response:
-            if not recorder._matches(request):
+            if not recorder.matches(request):
                 return sync_orig(transport, request)
             record = CallRecord(start=time.perf_counter())
             try:
@@ -256,7 +258,8 @@ class KernelCallRecorder:
                 agent=syscall.agent, ok=error is None,
             )
 
-    def _client(self, syscall_id: str, latency: float, response: Any) -> None:
+    def client_saw(self, syscall_id: str, latency: float, response: Any) -> None:
+        """Keep the latency the calling agent saw for a syscall, with the token counts of its response."""
         usage = getattr(response, "usage", None)
         with self._lock:
             self._client_side.append((syscall_id, latency, getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0)))
@@ -270,28 +273,28 @@ class KernelCallRecorder:
             t = time.perf_counter()
             result = await acall(syscall)
             if getattr(result, "syscall_id", None):
-                rec._client(result.syscall_id, time.perf_counter() - t, result)
+                rec.client_saw(result.syscall_id, time.perf_counter() - t, result)
             return result
 
         def timed_call(syscall: Any) -> Any:
             t = time.perf_counter()
             result = call(syscall)
             if getattr(result, "syscall_id", None):
-                rec._client(result.syscall_id, time.perf_counter() - t, result)
+                rec.client_saw(result.syscall_id, time.perf_counter() - t, result)
             return result
 
         async def timed_astream(syscall: Any) -> Any:
             t = time.perf_counter()
             async for piece in astream(syscall):
                 if piece.response is not None:
-                    rec._client(piece.response.syscall_id, time.perf_counter() - t, piece.response)
+                    rec.client_saw(piece.response.syscall_id, time.perf_counter() - t, piece.response)
                 yield piece
 
         def timed_stream(syscall: Any) -> Any:
             t = time.perf_counter()
             for piece in stream(syscall):
                 if piece.response is not None:
-                    rec._client(piece.response.syscall_id, time.perf_counter() - t, piece.response)
+                    rec.client_saw(piece.response.syscall_id, time.perf_counter() - t, piece.response)
                 yield piece
 
         kernel.acall, kernel.call, kernel.astream, kernel.stream = timed_acall, timed_call, timed_astream, timed_stream
