@@ -16,7 +16,13 @@ lifespan), so a request reaches the scheduler without a thread hop. Endpoints:
 ``/v1/kernel/ps``           GET     agents, their programs and states (admin)
 ``/healthz`` ``/readyz``    GET     liveness; readiness (503 while draining)
 ``/metrics``                GET     Prometheus text (admin unless metrics_public)
+``/docs`` ``/openapi.json`` GET     the API's documentation (any token unless docs_public)
 ==========================  ======  =====================================================
+
+Every endpoint but the probes checks the token from the headers before any
+body is read, and the server sheds slow or piled-up connections before they
+cost memory (:mod:`aios_core.server.shedding`, "Security settings" in
+docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from aios_core.server.errors import NotFoundError, RateLimitedError, error_body
 from aios_core.server.lifecycle import RequestTracker, ServerState
 from aios_core.server.limits import BodyLimitMiddleware, retry_after_header
 from aios_core.server.settings import ServerSettings
+from aios_core.server.shedding import AuthGate, guarded_protocol, public_paths
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +103,9 @@ def create_app(kernel: Kernel, settings: ServerSettings | None = None) -> FastAP
     app.include_router(admin_api.router)
     app.include_router(dashboard.router)
     _install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout, max_json_depth=settings.max_json_depth)
+    # outside the body reader: a request without a valid token is refused before its body is read
+    app.add_middleware(AuthGate, tokens=tokens, public=public_paths(settings) | dashboard.STATIC_PATHS, routes=lambda: app.router.routes)
     app.add_middleware(RequestTracker, state_of=lambda: app.state.server)
     return app
 
@@ -194,8 +203,12 @@ def make_server(
         lifespan="on",
         # the kernel's grace applies first (KernelServer.shutdown); this is uvicorn's last-resort bound
         timeout_graceful_shutdown=ABORT_FLUSH_SECONDS + 1,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]  # uvicorn hands it to call_later
         backlog=4096,
+        # abuse shedding below HTTP (see aios_core.server.shedding): request-head deadline, connection caps, head size
+        http=guarded_protocol(settings),
+        limit_concurrency=settings.max_connections + 1,  # the protocol refuses connection max+1; uvicorn's 503 is a backstop
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return KernelServer(config, app)
 

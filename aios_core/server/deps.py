@@ -12,6 +12,7 @@ from aios_core.agents import AgentRecord
 from aios_core.errors import InvalidSyscallError
 from aios_core.server.auth import Principal
 from aios_core.server.lifecycle import ServerState
+from aios_core.server.shedding import PRINCIPAL_KEY
 from aios_core.syscalls import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
@@ -22,7 +23,14 @@ def server_state(request: Request) -> ServerState:
 
 
 def principal(request: Request) -> Principal:
-    """The caller, from ``Authorization: Bearer <token>``; 401 without a valid token."""
+    """The caller, from ``Authorization: Bearer <token>``; 401 without a valid token.
+
+    The gate in front of the body reader already authenticated it (see
+    :class:`~aios_core.server.shedding.AuthGate`); its answer is reused.
+    """
+    checked = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    if isinstance(checked, Principal):
+        return checked
     return server_state(request).tokens.authenticate(request.headers.get("authorization"))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aios_core.errors import AccessDeniedError, AIOSError, CoreError, KernelNotRunningError
+from aios_core.errors import AccessDeniedError, AIOSError, CoreError, InvalidSyscallError, KernelNotRunningError
 
 
 class AuthenticationError(AIOSError):
@@ -32,6 +32,27 @@ class RequestTooLargeError(AIOSError):
 
     code = "request_too_large"
     http_status = 413
+
+
+class RequestTimeoutError(AIOSError):
+    """The client did not send its request (head or body) within the server's read timeout."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class JSONTooDeepError(InvalidSyscallError):
+    """The request body nests JSON deeper than the server accepts (parsing it could exhaust the stack)."""
+
+    code = "json_too_deep"
+    http_status = 400
+
+
+class ServerOverloadedError(AIOSError):
+    """Too many connections: from this client, or in total."""
+
+    code = "too_many_connections"
+    http_status = 503
 
 
 class ServerShuttingDownError(KernelNotRunningError):
@@ -90,7 +111,10 @@ def error_from_body(status: int, body: Any) -> AIOSError:
 
 
 def _status_class(status: int) -> type[AIOSError]:
-    return {401: AuthenticationError, 403: AccessDeniedError, 413: RequestTooLargeError, 429: RateLimitedError, 503: KernelNotRunningError}.get(
+    return {
+        401: AuthenticationError, 403: AccessDeniedError, 408: RequestTimeoutError, 413: RequestTooLargeError, 429: RateLimitedError,
+        503: KernelNotRunningError,
+    }.get(
         status, AIOSError
     )
 

@@ -1,9 +1,14 @@
-"""Request size limits (413) and per-agent rate limits (429).
+"""Request size, read-time and JSON-depth limits (413, 408, 400) and per-agent rate limits (429).
 
 The size limit is enforced before any endpoint runs: a declared
 ``Content-Length`` over the limit is refused without reading the body, and a
-chunked body is read only up to the limit. The body is then replayed to the
-application, so endpoints never see a partial body.
+chunked body is read only up to the limit, and only for ``body_timeout``
+seconds (a client trickling its body is answered 408). JSON nested deeper
+than ``max_json_depth`` is refused with 400 before any endpoint parses it
+(deep enough nesting makes a recursive parser raise RecursionError). The body
+is then replayed to the application, so endpoints never see a partial body.
+This middleware runs after :class:`~aios_core.server.shedding.AuthGate`, so
+no body is read for a caller without a valid token.
 
 The rate limit is a token bucket per agent (``rate`` requests per second,
 bursts of ``burst``), refilled lazily when a request arrives, so no timer
@@ -14,6 +19,7 @@ others' admission.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -22,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aios_core.server.errors import RateLimitedError, RequestTooLargeError, error_body
+from aios_core.server.errors import JSONTooDeepError, RateLimitedError, RequestTimeoutError, RequestTooLargeError, error_body
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -44,11 +50,14 @@ async def send_json_error(send: Send, status: int, body: dict[str, Any], headers
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413; hand the application the complete body, then the live channel."""
+    """Refuse bodies over ``max_bytes`` (413), too slow (408) or too deeply nested (400); hand the application
+    the complete body, then the live channel."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, *, body_timeout: float = 30.0, max_json_depth: int = 64) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -60,19 +69,37 @@ class BodyLimitMiddleware:
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left before sending its body: nothing to answer
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send, size, partial=True)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left before sending its body: nothing to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await self._refuse(send, size, partial=True)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            slow = RequestTimeoutError(
+                f"the request body did not arrive within {self.body_timeout:g} s ({size} bytes received); send it at once "
+                "(or raise AIOS_SERVER_BODY_TIMEOUT)",
+                timeout=self.body_timeout,
+            )
+            await send_json_error(send, slow.http_status, error_body(slow), [(b"connection", b"close")])
+            return
         body = b"".join(chunks)
+        if json_nesting_exceeds(body, self.max_json_depth):
+            deep = JSONTooDeepError(
+                f"the JSON body nests arrays/objects deeper than {self.max_json_depth} levels; flatten it "
+                "(or raise AIOS_SERVER_MAX_JSON_DEPTH)",
+                limit=self.max_json_depth,
+            )
+            await send_json_error(send, deep.http_status, error_body(deep))
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -94,6 +121,37 @@ class BodyLimitMiddleware:
         )
         # the rest of an oversized body is not read: close the connection rather than leave it unusable
         await send_json_error(send, error.http_status, error_body(error), [(b"connection", b"close")])
+
+
+def json_nesting_exceeds(body: bytes, limit: int) -> bool:
+    """Whether ``body``, read as JSON, nests arrays/objects more than ``limit`` deep.
+
+    Counting brackets (at C speed) settles almost every body: fewer than
+    ``limit`` of them cannot nest that deep. Otherwise the body is parsed and
+    walked without recursion. A body that is not JSON is not this check's
+    business (the endpoint answers it).
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:  # includes UnicodeDecodeError
+        return False
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:
