@@ -269,13 +269,28 @@ class BwrapPlan:
                     args += ["--symlink", os.readlink(host), d]
                 elif host.is_dir():
                     args += ["--ro-bind-fd", fd_of(host), d]
+            def data_file(text: str, dest: str) -> None:
+                read_end, write_end = os.pipe()
+                keep(read_end)
+                try:
+                    os.write(write_end, text.encode())  # a few hundred bytes: fits the pipe's buffer
+                finally:
+                    os.close(write_end)
+                fds.append(read_end)
+                args.extend(["--perms", "0644", "--ro-bind-data", str(read_end), dest])
+
+            # /etc holds only what is bound below, plus user and group files naming the sandbox's own ids
+            # (programs such as git ask who they run as; the host's accounts stay unseen)
+            args += ["--perms", "0755", "--dir", "/etc"]
+            data_file(_passwd(self.drop_to), "/etc/passwd")
+            data_file(_group(self.drop_to), "/etc/group")
             etc = ETC_BASE + (ETC_NETWORK if self.network else ())
             for name in etc:
                 host = Path("/etc") / name
                 if host.exists():
                     args += ["--ro-bind-fd", fd_of(host.resolve()), str(host)]
-            args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
-            made: set[str] = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
+            args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
+            made: set[str] = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev", SANDBOX_ROOT}
             for path in _outermost(self.binds):
                 if not path.exists():
                     continue
@@ -298,6 +313,18 @@ class BwrapPlan:
                 yield launch
             finally:
                 launch.started()  # closes the child's pipe ends if the process never started
+
+
+def _passwd(drop_to: int | None) -> str:
+    uid = os.getuid() if drop_to is None else drop_to
+    lines = {0: f"root:x:0:0:root:{WORK_DIR}:/bin/sh", uid: f"sandbox:x:{uid}:{uid}:sandbox:{WORK_DIR}:/bin/sh"}
+    return "".join(line + "\n" for line in lines.values())
+
+
+def _group(drop_to: int | None) -> str:
+    gid = os.getgid() if drop_to is None else drop_to
+    lines = {0: "root:x:0:", gid: f"sandbox:x:{gid}:"}
+    return "".join(line + "\n" for line in lines.values())
 
 
 def _close_quietly(fd: int) -> None:

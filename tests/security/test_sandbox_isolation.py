@@ -6,6 +6,9 @@ Every attack runs through the production path (a kernel on the sim core, a
 meaningful if it works without isolation, the same code is also run in the
 weaker ``process`` mode and shown to succeed there: that is the old behaviour,
 and it proves the attack code is real, so the bwrap assertion can fail.
+
+Nothing here skips when bubblewrap cannot start: it is a dependency of the
+kernel, and a machine where it fails must fail these tests, loudly.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ import pytest
 
 from aios_core.config import load_config
 from aios_core.cores.sim import SimCore
+from aios_core.errors import ConfigError
 from aios_core.kernel import Kernel
-from aios_core.managers import isolation
-from aios_core.managers.isolation import Probe
+from aios_core.managers import isolation, managers_config
+from aios_core.managers.isolation import Isolation, Probe
 from aios_core.syscalls import StorageSyscall, ToolCall, ToolSyscall
 from aios_core.tool import Tool
-
-pytestmark = pytest.mark.skipif(not isolation.probe().available, reason=f"bubblewrap cannot start here: {isolation.probe().detail}")
 
 SECRET = "alice-secret-" + uuid.uuid4().hex
 TOKEN = "admin-token-" + uuid.uuid4().hex
@@ -313,3 +315,26 @@ async def test_shell_runs_confined_too(tmp_path):
         [res] = await kernel.acall(ToolSyscall(agent="mallory", calls=[ToolCall(name="shell", arguments={"command": f"pwd; ls {data} || echo refused"})]))
     assert res.ok, res.error
     assert res.output["stdout"].startswith(isolation.WORK_DIR) and "refused" in res.output["stdout"], res.output
+
+
+async def test_code_writes_only_its_own_folder_and_tmp(tmp_path):
+    code = """
+    import os
+    for where in ("/sandbox/work/ok.txt", "/tmp/ok.txt", "/usr/evil.txt", "/etc/evil.txt", "/evil.txt"):
+        try:
+            open(where, "w").write("x")
+            print(where, "written")
+        except OSError as exc:
+            print(where, "refused", type(exc).__name__)
+    """
+    async with kernel_for(tmp_path) as (kernel, _):
+        out = await run(kernel, "mallory", code)
+    lines = dict(line.split(" ", 1) for line in out["stdout"].splitlines())
+    assert lines["/sandbox/work/ok.txt"] == "written" and lines["/tmp/ok.txt"] == "written", out
+    assert all(lines[p].startswith("refused") for p in ("/usr/evil.txt", "/etc/evil.txt", "/evil.txt")), out
+
+
+def test_isolation_mode_is_a_closed_choice():
+    with pytest.raises(ConfigError, match="managers.tools.isolation"):
+        managers_config({"tools": {"isolation": "none"}})
+    assert managers_config({"tools": {"isolation": "process"}}).tools.isolation is Isolation.PROCESS
