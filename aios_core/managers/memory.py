@@ -26,7 +26,6 @@ stays readable from RAM until its write has committed.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import json
 import logging
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios_core.errors import AIOSError, InvalidSyscallError, MemoryManagerError, StorageError
+from aios_core.keyed_heap import KeyedHeap
 from aios_core.managers.sandbox_paths import SandboxPathError, normalize_path
 
 if TYPE_CHECKING:
@@ -101,7 +101,6 @@ class _Entry:
     dirty: bool = False
     #: logical times of the last K accesses, oldest first
     history: deque[int] = field(default_factory=deque)
-    stamp: int = 0
     #: bumped whenever the value changes (a finished write clears ``dirty`` only if nothing changed meanwhile)
     revision: int = 0
     vector: "np.ndarray | None" = None
@@ -114,12 +113,17 @@ class _Entry:
         return (kth, last)
 
 
+def _entry_key(entry: _Entry) -> str:
+    return entry.key
+
+
 @dataclass
 class _AgentMemory:
     owner: str
     entries: dict[str, _Entry] = field(default_factory=dict)
     resident_bytes: int = 0
-    heap: list[tuple[tuple[int, int], int, str]] = field(default_factory=list)
+    #: resident entries by LRU-K priority (the eviction order); an entry leaves it when evicted or deleted
+    heap: KeyedHeap[_Entry] = field(default_factory=lambda: KeyedHeap(_entry_key))
     loaded: "asyncio.Future[None] | None" = None
 
 
@@ -360,14 +364,7 @@ class MemoryManager:
         entry.history.append(next(self._clock))
         while len(entry.history) > self.config.k:
             entry.history.popleft()
-        entry.stamp += 1
-        heapq.heappush(mem.heap, (entry.priority(self.config.k), entry.stamp, entry.key))
-        if len(mem.heap) > 4 * len(mem.entries) + 64:
-            self._compact(mem)
-
-    def _compact(self, mem: _AgentMemory) -> None:
-        mem.heap = [(e.priority(self.config.k), e.stamp, e.key) for e in mem.entries.values() if e.resident]
-        heapq.heapify(mem.heap)
+        mem.heap.push(entry, entry.priority(self.config.k))
 
     def _make_resident(self, mem: _AgentMemory, entry: _Entry) -> None:
         if not entry.resident:
@@ -407,37 +404,16 @@ class MemoryManager:
         self.stats.reloads += 1
 
     def _pop_victim(self, mem: _AgentMemory, protect: _Entry | None) -> _Entry | None:
-        held = []
-        victim = None
-        while mem.heap:
-            item = heapq.heappop(mem.heap)
-            _, stamp, key = item
-            entry = mem.entries.get(key)
-            if entry is None or not entry.resident or entry.stamp != stamp:
-                continue  # stale heap record
-            if entry is protect:
-                held.append(item)
-                continue
-            victim = entry
-            break
-        for item in held:
-            heapq.heappush(mem.heap, item)
-        return victim
+        return mem.heap.pop(skip=protect)
 
     def _global_victim(self, protect: _Entry | None) -> tuple[_AgentMemory, _Entry] | None:
         best: tuple[tuple[int, int], _AgentMemory] | None = None
         for mem in self._agents.values():
             if mem.resident_bytes == 0:
                 continue
-            while mem.heap:
-                prio, stamp, key = mem.heap[0]
-                entry = mem.entries.get(key)
-                if entry is None or not entry.resident or entry.stamp != stamp:
-                    heapq.heappop(mem.heap)
-                    continue
-                break
-            if mem.heap and (best is None or mem.heap[0][0] < best[0]):
-                best = (mem.heap[0][0], mem)
+            prio = mem.heap.peek_key()
+            if prio is not None and (best is None or prio < best[0]):
+                best = (prio, mem)
         if best is None:
             return None
         victim = self._pop_victim(best[1], protect)
@@ -483,8 +459,7 @@ class MemoryManager:
             log.warning("evicting memory %s/%s to storage failed (%s); it stays in RAM", mem.owner, entry.key, exc.message)
             if mem.entries.get(entry.key) is entry:
                 self._make_resident(mem, entry)
-                entry.stamp += 1
-                heapq.heappush(mem.heap, (entry.priority(self.config.k), entry.stamp, entry.key))
+                mem.heap.push(entry, entry.priority(self.config.k))
             return
         finally:
             entry.writing = None
@@ -502,6 +477,7 @@ class MemoryManager:
             raise MemoryManagerError(f"memory item {entry.key!r} was already deleted", reason="not_found")
         item = self._item(mem.owner, entry)
         del mem.entries[entry.key]
+        mem.heap.remove(entry)
         if entry.resident:
             mem.resident_bytes -= entry.size
             self.total_resident -= entry.size
