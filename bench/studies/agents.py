@@ -186,25 +186,44 @@ class Server(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+#: sends one chat completion body (without "model") and returns the OpenAI response as a dict
+Sender = Any
+
+
+def http_sender(client: httpx.AsyncClient, base_url: str, model: str, api_key: str) -> Sender:
+    """The OpenAI wire format over HTTP: what every setup's clients speak."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    async def send(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = await client.post(f"{base_url}/chat/completions", json={"model": model, **body}, headers=headers)
+            r.raise_for_status()
+            return r.json()  # type: ignore[no-any-return]
+        except httpx.HTTPStatusError as exc:
+            raise RuntimeError(f"HTTP {exc.response.status_code}: {exc.response.text[:300]}") from exc
+
+    return send
+
+
 async def run_agent(
-    client: httpx.AsyncClient, base_url: str, model: str, api_key: str, plan: AgentPlan, t0: float, seed: int,
+    client: httpx.AsyncClient | None, base_url: str, model: str, api_key: str, plan: AgentPlan, t0: float, seed: int,
+    *, send: Sender | None = None,
 ) -> AgentResult:
     """One agent's conversation, as an OpenAI-client loop: the reply joins the history, then the tool's delay."""
+    if send is None:
+        assert client is not None
+        send = http_sender(client, base_url, model, api_key)
     result = AgentResult(agent=plan.name, start=time.perf_counter() - t0)
     messages: list[dict[str, str]] = [{"role": "system", "content": plan.system}]
-    headers = {"Authorization": f"Bearer {api_key}"}
     for k, turn in enumerate(plan.turns):
         messages.append({"role": "user", "content": turn.user})
-        body = {"model": model, "messages": messages, "max_tokens": turn.max_tokens, "temperature": 0.0, "seed": seed}
+        body = {"messages": list(messages), "max_tokens": turn.max_tokens, "temperature": 0.0, "seed": seed}
         call = Call(agent=plan.name, turn=k, start=time.perf_counter() - t0)
         try:
-            r = await client.post(f"{base_url}/chat/completions", json=body, headers=headers)
-            r.raise_for_status()
-            data = r.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            data = await send(body)
+        except Exception as exc:  # noqa: BLE001 - the call failed; the agent stops and the failure is counted
             call.end = time.perf_counter() - t0
-            detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else ""
-            call.error = f"{type(exc).__name__}: {exc} {detail}".strip()
+            call.error = f"{type(exc).__name__}: {str(exc)[:300]}"
             result.calls.append(call)
             result.error = call.error
             break

@@ -29,9 +29,16 @@ async def test_engine_kernel_and_one_llama_decode_the_same_greedy_text():
 
 
 async def test_a_small_run_reports_rates_and_efficiency_for_each_level():
-    result = await run([1, 2], tokens=6, threads=1, rounds=1, n_ctx=1024, progress=False)
+    result = await run([1, 2], tokens=6, threads=1, rounds=1, n_ctx=1024, progress=False, batched_bench=False)
     rows = {r["agents"]: r for r in result["rows"]}
     assert set(rows) == {1, 2}
+    # per-round raw data: every measurement with its position in the round; the kernel's decode window opens at the
+    # batch's first token and counts every token after it
+    raw = [x for x in result["raw"] if x["setup"] == "kernel" and x["agents"] == 2]
+    assert len(raw) == 1 and raw[0]["round"] == 1 and raw[0]["decode_tokens"] == 12 - 1
+    assert len(raw[0]["first_tokens"]) == 2 and raw[0]["decode_seconds"] <= raw[0]["seconds"]
+    assert raw[0]["seconds"] - raw[0]["decode_seconds"] == pytest.approx(min(raw[0]["first_tokens"]), abs=0.05)
+    assert {x["setup"] for x in result["raw"]} == {"engine", "kernel", "one_llama"} and result["ceiling"].startswith("engine")
     for n, r in rows.items():
         assert r["engine_tokens"] == 6 * n and r["kernel_tokens"] == [6 * n] and r["one_llama_tokens"] == [6 * n]
         assert r["engine_decode_peak_tok_s"] > 0 and r["kernel_decode_tok_s"] > 0 and r["one_llama_tok_s"] > 0

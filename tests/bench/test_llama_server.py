@@ -165,3 +165,19 @@ def test_llama_server_sees_the_same_prompt_tokens_and_text_as_the_core(tmp_path)
     assert reply["usage"]["prompt_tokens"] == mine.usage.prompt_tokens
     assert reply["usage"]["completion_tokens"] == mine.usage.completion_tokens == 12
     assert reply["choices"][0]["message"]["content"] == mine.content
+
+
+def test_batched_bench_command_and_output():
+    from aios.bench.studies.cores import batched_bench_argv, parse_batched_bench
+
+    argv = batched_bench_argv("/b/llama-batched-bench", Path("/m.gguf"), n_ctx=4096, prompt_tokens=30, tokens=64, levels=[1, 8], threads=1)
+    assert _value(argv, "-npp") == "30" and _value(argv, "-ntg") == "64" and _value(argv, "-npl") == "1,8"
+    assert _value(argv, "-t") == "1" and _value(argv, "--output-format") == "jsonl" and _value(argv, "-c") == "4096"
+    output = "\n".join([
+        "llama_model_loader: loaded meta data",
+        '{"n_kv_max": 4096, "pp": 30, "tg": 64, "pl": 1, "n_kv": 94, "t_pp": 0.1, "speed_pp": 300.0, "t_tg": 1.2, "speed_tg": 53.3, "t": 1.3, "speed": 72.3}',
+        '{"n_kv_max": 4096, "pp": 30, "tg": 64, "pl": 8, "n_kv": 752, "t_pp": 0.8, "speed_pp": 300.0, "t_tg": 5.4, "speed_tg": 94.8, "t": 6.2, "speed": 121.3}',
+        "{not json",
+    ])
+    rows = parse_batched_bench(output)
+    assert set(rows) == {1, 8} and rows[8]["speed_tg"] == 94.8 and rows[1]["t_tg"] == 1.2

@@ -1,0 +1,37 @@
+"""aios bench scaleout: the multi-application workload, and AIOS vs LiteLLM's Router over two sim engines, one killed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aios.bench.studies.scaleout import ScaleoutOptions, markdown, multi_app_workload, run_variant
+
+
+def test_applications_have_their_own_shared_prompt():
+    plans = multi_app_workload(10, 3, turns=2, seed=0, system_words=20, mean_tokens=8, max_tokens=16, tool_delay=0.1, tag="r1")
+    assert len(plans) == 10 and len({p.name for p in plans}) == 10
+    by_app: dict[str, set[str]] = {}
+    for p in plans:
+        by_app.setdefault(p.name.split("-")[0], set()).add(p.system)
+    assert sorted(len(plans_of) for plans_of in by_app.values()) == [1, 1, 1]  # one prompt per application
+    assert len(set().union(*by_app.values())) == 3  # and the applications' prompts differ
+    assert [sum(p.name.startswith(f"app{a}-") for p in plans) for a in range(3)] == [4, 3, 3]
+    with pytest.raises(ValueError, match="at least one agent per application"):
+        multi_app_workload(2, 3, turns=1, seed=0, system_words=5, mean_tokens=4, max_tokens=4, tool_delay=0, tag="x")
+
+
+@pytest.mark.frameworks  # imports LiteLLM (installed with Open-Interpreter), which is slow to import
+def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
+    options = ScaleoutOptions(agents=4, apps=2, turns=2, rounds=1, model="sim", system_words=20, mean_tokens=6, max_tokens=10,
+                              tool_delay=0.02, kill_after=0.05)
+    killed = asyncio.run(run_variant(options, options.kill_after, tmp_path))
+    assert killed["variant"] == "one engine killed"
+    assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm"]
+    for s in ("aios", "litellm"):
+        assert killed["summary"][s]["planned_calls"] == 4 * 2
+        assert killed["summary"][s]["lost_calls"] >= 0 and killed["summary"][s]["makespan"] > 0
+    # with an engine gone, the kernel moves the calls to the other core: nothing lost
+    assert killed["summary"]["aios"]["lost_calls"] == 0
+    assert killed["ratios"]["makespan"] > 0
+    assert "one engine killed" in markdown({"variants": [killed]})
