@@ -22,6 +22,7 @@ def test_applications_have_their_own_shared_prompt():
 
 
 @pytest.mark.frameworks  # imports LiteLLM (installed with Open-Interpreter), which is slow to import
+@pytest.mark.timeout(900)  # two engines restarted per run, aios serve and LiteLLM: minutes on a loaded 2-core machine
 def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     options = ScaleoutOptions(agents=4, apps=2, turns=2, rounds=1, model="sim", system_words=20, mean_tokens=6, max_tokens=10,
                               tool_delay=0.02, kill_after=0.05)
