@@ -182,7 +182,7 @@ def batched_bench_argv(binary: str | Path, model: Path, *, n_ctx: int, prompt_to
     return [
         str(binary), "-m", str(model), "-c", str(n_ctx), "-b", "512", "-ub", "512",
         "-npp", str(prompt_tokens), "-ntg", str(tokens), "-npl", ",".join(str(n) for n in levels),
-        "-t", str(threads), "-tb", str(threads), "--output-format", "jsonl",
+        "-t", str(threads), "-tb", str(threads), "-kvu", "--output-format", "jsonl",  # one KV buffer, as the raw engine and the core
     ]
 
 
