@@ -10,13 +10,17 @@ woken by the producer (no polling). Cancelling the caller cancels the work.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from aios_core.errors import KernelNotRunningError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _DONE = object()
 
@@ -121,12 +125,22 @@ async def iterate_async(loop: asyncio.AbstractEventLoop | None, agen: AsyncItera
 
 
 class LoopThread:
-    """An asyncio loop running forever in a daemon thread: the home of an embedded kernel."""
+    """An asyncio loop running forever in a daemon thread: the home of an embedded kernel.
+
+    Stopping it cancels whatever tasks are still on the loop and lets them run
+    their cleanup before the loop closes. A loop thread still running when the
+    interpreter exits is stopped the same way by an exit hook: a daemon
+    thread frozen mid-loop would otherwise leave pending tasks that Python
+    reports on stderr ("Task was destroyed but it is pending!") as it tears
+    them down.
+    """
 
     def __init__(self, name: str = "aios-kernel") -> None:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        _live_threads.add(self)
+        _register_loop_threads_exit_hook()
         self._thread.start()
         self._ready.wait()
 
@@ -137,12 +151,92 @@ class LoopThread:
             self.loop.run_forever()
         finally:
             try:
+                _cancel_leftovers(self.loop)
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             finally:
                 self.loop.close()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop (its leftover tasks are cancelled and finish their cleanup) and wait for the thread."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed between the check and the call
+            return
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel every task still on ``loop`` and run the loop until they have all finished (as ``asyncio.run`` does)."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("task %s failed while the kernel loop stopped: %r", task.get_name(), task.exception())
+
+
+#: loop threads not yet stopped, for the exit hook (weak: a stopped, dropped LoopThread is forgotten)
+_live_threads: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+_exit_hook_registered = False
+
+#: seconds the exit hook waits for one loop thread to wind down (a core stuck in C code must not hang exit)
+_EXIT_JOIN_TIMEOUT = 10.0
+
+
+def _stop_loop_threads_at_exit() -> None:
+    for thread in list(_live_threads):
+        if thread.alive:
+            thread.stop(timeout=_EXIT_JOIN_TIMEOUT)
+
+
+def _register_loop_threads_exit_hook() -> None:
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        at_exit_before_executors(_stop_loop_threads_at_exit)
+
+
+def _join_program_threads() -> None:
+    """Wait for the program's non-daemon threads, as the interpreter would before exiting."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and thread is not threading.main_thread() and not thread.daemon and thread.is_alive():
+            thread.join()
+
+
+def at_exit_before_executors(func: Callable[[], None]) -> None:
+    """Run ``func`` at interpreter exit once the program's own threads are done, before thread pools shut down.
+
+    ``atexit`` is too late for a kernel: by then ``concurrent.futures`` has
+    refused new work to every thread pool (it hooks the interpreter's thread
+    shutdown, which runs first), so a core that steps its engine in a pool
+    fails on the calls still in flight. Hooks registered here run in that
+    earlier phase, last registered first, after the program's non-daemon
+    threads finished (they may still be using the kernel). Falls back to
+    ``atexit`` where the interpreter offers no such phase.
+    """
+    import concurrent.futures.thread  # noqa: F401 - its hook is registered first, so this one runs before it
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(func)
+        return
+
+    def hook() -> None:
+        _join_program_threads()
+        func()
+
+    try:
+        register(hook)
+    except RuntimeError:  # the interpreter is already shutting down
+        atexit.register(func)

@@ -51,6 +51,8 @@ def _kernel_from_args(args: argparse.Namespace) -> Any:
         overrides["scheduler"] = args.scheduler
     if getattr(args, "core", None):
         overrides["cores"] = [{"kind": args.core}]
+    if getattr(args, "model_path", None):
+        overrides["cores"] = [{"kind": "llamacpp", "model_path": args.model_path}]
     config = load_config(getattr(args, "config", None), **overrides)
     return Kernel(config, confirm=_confirm_hook(args, config))
 
@@ -233,16 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
         "memory and storage through one kernel that schedules, isolates and meters them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Start with `aios run` (agents sharing the embedded local model), then `aios serve` to share the "
-        "kernel across processes. Configuration: ./aios.toml, --config FILE, or AIOS_* variables (see `aios config`).",
+        "kernel across processes. Configuration: ./aios.toml, --config FILE, or AIOS_* variables (see `aios config`).\n\n"
+        "examples:\n  aios run\n  aios bench --help\n  aios serve --port 8765",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run several agents on the embedded model through the kernel and report")
+    p = sub.add_parser(
+        "run",
+        help="run several agents on the embedded model through the kernel and report",
+        description="Several agents answer short questions at once on one shared model; the table shows each answer "
+        "and where its time went (queued vs. generating), then batching, prefix-cache hits and scheduling totals.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aios run\n  aios run --agents 8 --scheduler rr\n"
+        "  aios run --model-path ~/models/qwen2.5-1.5b-instruct-q4_k_m.gguf   # a larger GGUF answers better",
+    )
     p.add_argument("--agents", type=int, default=6, help="concurrent agents (default 6)")
-    p.add_argument("--max-tokens", type=int, default=96, help="tokens per answer (default 96)")
+    p.add_argument("--max-tokens", type=int, default=24, help="at most this many tokens per answer (default 24; answers stop at their line's end)")
     p.add_argument("--scheduler", help="fifo | rr | priority | plas (default from config: plas)")
     p.add_argument("--core", help="core kind to run on instead of the configured ones, e.g. sim")
+    p.add_argument("--model-path", help="a GGUF file to run on the llama.cpp core instead of the embedded Gemma 3 270M")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--no-confirm", action="store_true", help="never ask at the terminal: irreversible actions are denied")
     p.set_defaults(func=cmd_run)
@@ -253,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the kernel over HTTP. In a terminal, irreversible actions of agents (running code, the shell, "
         "purging history) are asked about here first (y/N); without a terminal, or with --no-confirm, they are denied "
         "unless a group pre-approves them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aios serve --port 8765\n"
+        "  curl -s localhost:8765/v1/chat/completions -H 'Content-Type: application/json' "
+        "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -261,17 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     for name, func, text in (("ps", cmd_ps, "list agents, programs and states of a running kernel"), ("top", cmd_top, "live view of a running kernel")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(
+            name, help=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=f"example:\n  aios {name} --url http://127.0.0.1:8765   (with `aios serve` running)",
+        )
         p.add_argument("--url", default=None, help="kernel URL (default $AIOS_URL or http://127.0.0.1:8765)")
         p.add_argument("--token", default=None, help="admin token (default $AIOS_TOKEN or the token file in the data dir)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("plugins", help="list loaded plugins, where they come from and what failed")
+    p = sub.add_parser(
+        "plugins", help="list loaded plugins, where they come from and what failed",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="examples:\n  aios plugins\n  aios plugins --json",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", help="TOML configuration file")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("audit", help="show the access manager's audit log")
+    p = sub.add_parser(
+        "audit", help="show the access manager's audit log",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aios audit --decision deny\n  aios audit --agent weather_agent --limit 20 --json",
+    )
     p.add_argument("--agent", help="only this agent's entries")
     p.add_argument("--decision", choices=["allow", "deny"], help="only allowed or only denied actions")
     p.add_argument("--limit", type=int, default=50, help="the newest N records (default 50)")
@@ -282,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="run a benchmark study (aios bench --help lists them)", add_help=False)
 
-    p = sub.add_parser("config", help="print the effective configuration")
+    p = sub.add_parser(
+        "config", help="print the effective configuration",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aios config\n  AIOS_SCHEDULER=rr aios config --config ./aios.toml",
+    )
     p.add_argument("--config", help="TOML configuration file")
     p.set_defaults(func=cmd_config)
     return parser

@@ -75,14 +75,23 @@ def check_version(distribution: str, supported: str, framework: str) -> str:
 
 _lock = threading.Lock()
 _default_kernel: Any = None
+#: whether _default_kernel was started here (then it is ours to stop) or handed in by set_default_kernel
+_default_is_ours = False
+_exit_handler_registered = False
+
+#: seconds in-flight syscalls get to finish when the default kernel stops (unpatch, interpreter exit)
+STOP_GRACE = 5.0
 
 
 def default_kernel() -> Any:
     """The embedded kernel adapters use when none is given: started lazily with the default configuration.
 
     ``AIOS_URL`` set in the environment makes it a remote kernel instead (see ``aios.connect``).
+    It is stopped when the last framework patched onto it is unpatched, and at
+    interpreter exit: in-flight syscalls get :data:`STOP_GRACE` seconds to
+    finish, then their callers get a :class:`~aios_core.errors.SyscallCancelledError`.
     """
-    global _default_kernel
+    global _default_kernel, _default_is_ours, _exit_handler_registered
     with _lock:
         if _default_kernel is None:
             import os
@@ -95,13 +104,42 @@ def default_kernel() -> Any:
                 from aios_core.kernel import Kernel
 
                 _default_kernel = Kernel(auto_register_agents=True, plugins=_host()).start()
+            _default_is_ours = True
+            if not _exit_handler_registered:
+                # registered after the kernel's loop thread, so it runs first (last in, first out):
+                # the kernel stops gracefully, then its loop is torn down
+                from aios_core import bridge
+
+                bridge.at_exit_before_executors(stop_default_kernel)
+                _exit_handler_registered = True
         return _default_kernel
 
 
 def set_default_kernel(kernel: Any) -> None:
-    global _default_kernel
+    """Make ``kernel`` the one adapters use when none is given; its owner starts and stops it."""
+    global _default_kernel, _default_is_ours
     with _lock:
         _default_kernel = kernel
+        _default_is_ours = False
+
+
+def stop_default_kernel(grace: float | None = None) -> None:
+    """Stop the default kernel if this module started it; the next :func:`default_kernel` starts a fresh one.
+
+    In-flight syscalls get ``grace`` seconds (default :data:`STOP_GRACE`) to finish; the rest are cancelled
+    and their callers get a SyscallCancelledError. A kernel given to
+    :func:`set_default_kernel` is left alone: its owner stops it.
+    """
+    global _default_kernel, _default_is_ours
+    with _lock:
+        if _default_kernel is None or not _default_is_ours:
+            return
+        kernel = _default_kernel
+        _default_kernel, _default_is_ours = None, False
+    try:
+        kernel.stop(grace=STOP_GRACE if grace is None else grace)
+    except Exception:  # noqa: BLE001 - stopping must not raise out of unpatch or interpreter exit
+        log.exception("stopping the default AIOS kernel failed")
 
 
 def _adapter(name: str) -> Adapter:
@@ -141,11 +179,33 @@ def patch(name: str, kernel: Any = None, **agent_options: Any) -> Adapter:
     return adapter
 
 
-def unpatch(name: str) -> None:
-    """Restore framework ``name`` exactly as it was before :func:`patch`."""
-    adapter = _adapter(name)
-    if adapter.patched:
-        adapter.unpatch()
+def unpatch(name: str | None = None) -> None:
+    """Restore framework ``name`` (every patched framework when None) exactly as it was before :func:`patch`.
+
+    When no framework is left patched onto the default kernel, the default
+    kernel is stopped (see :func:`stop_default_kernel`).
+    """
+    host = _host()
+    adapters = [_adapter(name)] if name is not None else [host.get("adapters", n) for n in host.names("adapters")]
+    for adapter in adapters:
+        if adapter.patched:
+            adapter.unpatch()
+    if not _default_kernel_in_use(host):
+        stop_default_kernel()
+
+
+def _default_kernel_in_use(host: Any) -> bool:
+    """Whether a patched framework still routes to the default kernel (one whose kernel is unknown counts)."""
+    current = _default_kernel
+    if current is None:
+        return False
+    for adapter_name in host.names("adapters"):
+        adapter = host.get("adapters", adapter_name)
+        if adapter.patched:
+            kernel = getattr(getattr(adapter, "route", None), "kernel", None)
+            if kernel is None or kernel is current:
+                return True
+    return False
 
 
 @contextlib.contextmanager

@@ -5,8 +5,10 @@ tree that implements the methods (OpenAI, Azure OpenAI, replay, Ollama, a
 user's own client...), and on classes defined later. The client's own create
 arguments (temperature, max_tokens, seed, stop) carry over; its model name is
 kept in ``LLMRequest.extra["framework_model"]`` while the kernel serves the
-call with its default model (or ``aios.patch(..., model=...)``). Token usage
-is added to the client's own counters, so ``client.total_usage()`` stays right.
+call with its default model (or ``aios.patch(..., model=...)``, which must be
+a model the kernel serves). Token usage is added to the client's own counters,
+so ``client.total_usage()`` stays right. The OpenAI and Azure clients are
+constructed without credentials while patched (:mod:`.credentials`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
-from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage
-
+from aios.adapters.autogen import credentials
 from aios.adapters.autogen.messages import (
     generation_fields,
     to_create_result,
@@ -28,6 +29,9 @@ from aios.adapters.autogen.messages import (
 from aios.adapters.shared.class_tree import ClassTreePatch
 from aios.adapters.shared.names import InstanceNames
 from aios.adapters.shared.route import Route
+from aios.adapters.shared.served_models import require_served
+from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage
+
 from aios_core.errors import CoreError
 from aios_core.patching import Patcher
 from aios_core.syscalls import LLMRequest, ResponseFormat
@@ -149,6 +153,8 @@ def make_create_stream(route: Route) -> Any:
 
 
 def install(patcher: Patcher, route: Route) -> None:
+    require_served(route.kernel, route.options.model, route.framework)
+    credentials.install(patcher)
     replacements = {"create": make_create(route), "create_stream": make_create_stream(route)}
 
     def patch_class(cls: type) -> None:

@@ -14,7 +14,9 @@ model streams token by token from the kernel. Models that do not implement
 Generation settings carry over (call kwargs first, then the model's own
 ``temperature``, ``max_tokens``, ``top_p``, ``seed``, ``stop``); the model's
 name is kept in ``LLMRequest.extra["framework_model"]`` while the kernel serves
-the call with its default model (or ``aios.patch(..., model=...)``).
+the call with its default model (or ``aios.patch(..., model=...)``, which must
+be a model the kernel serves). langchain-openai's models are constructed
+without credentials while patched (:mod:`.credentials`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.utils.function_calling import convert_to_openai_tool
-
+from aios.adapters.langchain import call_owners, credentials
 from aios.adapters.langchain.calls import identity_for
 from aios.adapters.langchain.messages import (
     delta_chunk,
@@ -40,6 +38,12 @@ from aios.adapters.langchain.messages import (
 )
 from aios.adapters.shared.class_tree import ClassTreePatch
 from aios.adapters.shared.route import Route
+from aios.adapters.shared.served_models import require_served
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
 from aios_core.errors import CoreError
 from aios_core.patching import Patcher
 from aios_core.syscalls import LLMRequest, LLMResponse
@@ -93,7 +97,10 @@ def make_generate(route: Route) -> Any:
     def _generate(self: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         """AIOS: a kernel LLM syscall (see adapters.langchain)."""
         request = build_request(route, self, messages, stop, kwargs)
-        return to_chat_result(route.complete(identity_for(route, self), request), model_name(self), parse_target(kwargs.get("response_format")))
+        identity = identity_for(route, self)
+        response = route.complete(identity, request)
+        call_owners.remember(response.tool_calls, identity)
+        return to_chat_result(response, model_name(self), parse_target(kwargs.get("response_format")))
 
     return _mark(_generate)
 
@@ -104,7 +111,10 @@ def make_agenerate(route: Route) -> Any:
     ) -> ChatResult:
         """AIOS: a kernel LLM syscall (see adapters.langchain)."""
         request = build_request(route, self, messages, stop, kwargs)
-        return to_chat_result(await route.acomplete(identity_for(route, self), request), model_name(self), parse_target(kwargs.get("response_format")))
+        identity = identity_for(route, self)
+        response = await route.acomplete(identity, request)
+        call_owners.remember(response.tool_calls, identity)
+        return to_chat_result(response, model_name(self), parse_target(kwargs.get("response_format")))
 
     return _mark(_agenerate)
 
@@ -115,7 +125,8 @@ def make_stream(route: Route) -> Any:
     ) -> Iterator[ChatGenerationChunk]:
         """AIOS: a streamed kernel LLM syscall: text chunks, then tool calls, usage and finish reason."""
         request = build_request(route, self, messages, stop, kwargs)
-        pieces = route.stream(identity_for(route, self), request)
+        identity = identity_for(route, self)
+        pieces = route.stream(identity, request)
         response: LLMResponse | None = None
         try:
             for piece in pieces:
@@ -133,6 +144,7 @@ def make_stream(route: Route) -> Any:
                 close()
         if response is None:
             raise CoreError("the kernel's stream ended without a final response")
+        call_owners.remember(response.tool_calls, identity)
         last = final_chunk(response, model_name(self), parse_target(kwargs.get("response_format")))
         if run_manager is not None:
             run_manager.on_llm_new_token("", chunk=last)
@@ -147,7 +159,8 @@ def make_astream(route: Route) -> Any:
     ) -> AsyncIterator[ChatGenerationChunk]:
         """AIOS: a streamed kernel LLM syscall: text chunks, then tool calls, usage and finish reason."""
         request = build_request(route, self, messages, stop, kwargs)
-        pieces = route.astream(identity_for(route, self), request)
+        identity = identity_for(route, self)
+        pieces = route.astream(identity, request)
         response: LLMResponse | None = None
         try:
             async for piece in pieces:
@@ -163,6 +176,7 @@ def make_astream(route: Route) -> Any:
             await pieces.aclose()  # type: ignore[attr-defined]
         if response is None:
             raise CoreError("the kernel's stream ended without a final response")
+        call_owners.remember(response.tool_calls, identity)
         last = final_chunk(response, model_name(self), parse_target(kwargs.get("response_format")))
         if run_manager is not None:
             await run_manager.on_llm_new_token("", chunk=last)
@@ -197,7 +211,11 @@ def install(patcher: Patcher, route: Route) -> None:
     }
     base_bind_tools = BaseChatModel.__dict__["bind_tools"]
 
+    require_served(route.kernel, route.options.model, route.framework)
+
     def patch_class(cls: type) -> None:
+        if credentials.is_openai_base(cls):
+            credentials.install_on(patcher, cls)
         if not any(name in cls.__dict__ for name in GENERATION_METHODS):
             return
         for name, replacement in replacements.items():

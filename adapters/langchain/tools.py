@@ -24,11 +24,12 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic_core import PydanticCustomError, ValidationError
 
+from aios.adapters.langchain import call_owners
 from aios.adapters.langchain.calls import hint_from, identity_for
 from aios.adapters.shared.route import Route
 from aios.adapters.shared.tool_routing import FrameworkTool, default_error
 from aios_core.errors import AccessDeniedError, ToolError
-from aios_core.identity import AgentIdentity
+from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
 
 DEFAULT_TOOL_AGENT = "langchain.tools"
@@ -101,6 +102,9 @@ def _identity(route: Route, tool: BaseTool, kwargs: dict[str, Any]) -> AgentIden
     config = kwargs.get("config") or {}
     metadata = {**(config.get("metadata") or {}), **(kwargs.get("metadata") or {})}
     hint = hint_from(metadata, None)
+    owner = call_owners.owner_of(kwargs.get("tool_call_id"))  # a call a kernel-served model asked for: its agent's
+    if hint is None and owner is not None and current_agent.get() is None:
+        return owner
     return identity_for(route, tool, hint, default=DEFAULT_TOOL_AGENT)
 
 

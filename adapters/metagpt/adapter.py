@@ -70,7 +70,14 @@ class MetaGPTAdapter(Adapter):
         if self.patched:
             return
         options = RouteOptions.parse(self.name, agent_options)
-        import_metagpt()
+        from aios.adapters.metagpt import config
+
+        config.install(self._patcher, kernel, options.model)  # before the import, which needs an llm section
+        try:
+            import_metagpt()
+        except BaseException:
+            self._patcher.restore()
+            raise
         from aios.adapters.metagpt import llm_patch
         from aios.adapters.metagpt.llm_calls import Calls
         from aios.adapters.metagpt.scopes import Scopes
