@@ -22,6 +22,9 @@ Checked and reported:
 * **HTTP overhead**: the same clients against an embedded kernel (same sim
   core, same loop as the clients, ``agent.achat``), and a one-client
   sequential comparison that isolates the per-request cost of the HTTP path.
+* **a dashboard viewer** (``--viewer``): the same load with and without one
+  viewer reading the dashboard's endpoints at the page's refresh rate,
+  alternating runs, reported as a throughput ratio.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def serve_child(port: int, data_dir: str, admin_token: str, max_batch: int, rate
         data_dir=data_dir, entry_point_plugins=False, scheduler="fifo", cores=[sim_core_options(max_batch)],
         managers={"embeddings": {"kind": "hashing", "dim": 64}},
     )
-    settings = ServerSettings(admin_token=admin_token, grace_seconds=5.0, max_concurrent_per_agent=8, rate_per_agent=rate_per_agent, burst_per_agent=burst)
+    # every load client connects from 127.0.0.1: the per-address connection cap would count them all as one client
+    settings = ServerSettings(admin_token=admin_token, grace_seconds=5.0, max_concurrent_per_agent=8, rate_per_agent=rate_per_agent, burst_per_agent=burst,
+                              max_connections_per_client=ServerSettings.model_fields["max_connections"].default)
     serve(config, host=HOST, port=port, settings=settings, log_level="error", announce=lambda _: None)
 
 
@@ -344,6 +349,87 @@ async def sequential_overhead(url: str, token: str, name: str, n: int, tokens: i
     return {k: statistics.median(v) * 1000 for k, v in out.items()}
 
 
+# --------------------------------------------------------------------------- a dashboard viewer
+
+#: what one open dashboard reads per refresh, at most: every view's endpoint at once (the page reads only the one on
+#: screen plus the engine counters), so the measured cost is an upper bound for one viewer
+VIEWER_PATHS = ("/v1/dashboard/engine", "/v1/dashboard/agents", "/v1/dashboard/timeline?window=120", "/v1/dashboard/audit?limit=200")
+
+
+class Viewer:
+    """One dashboard left open: reads :data:`VIEWER_PATHS` every refresh interval of the page, in its own thread."""
+
+    def __init__(self, url: str, admin: str) -> None:
+        import threading
+
+        from aios_core.server.dashboard import UI_POLL_SECONDS
+
+        self.url, self.admin, self.interval = url, admin, UI_POLL_SECONDS
+        self.reads = 0
+        self.errors: Counter[str] = Counter()
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dashboard-viewer", daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin}"}, timeout=30.0) as http:
+            while not self._stop.is_set():
+                for path in VIEWER_PATHS:
+                    try:
+                        response = http.get(path)
+                        self.bytes += len(response.content)
+                        if response.status_code != 200:
+                            self.errors[f"{path} HTTP {response.status_code}"] += 1
+                    except httpx.HTTPError as exc:
+                        self.errors[f"{path} {type(exc).__name__}"] += 1
+                    self.reads += 1
+                self._stop.wait(self.interval)  # the page's refresh timer, not a poll of the kernel's state
+
+    def __enter__(self) -> "Viewer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def viewer_comparison(url: str, admin: str, tokens: list[str], names: list[str], duration: float, tokens_per_request: int, rounds: int) -> dict[str, Any]:
+    """The same load without and with one dashboard viewer, alternating ``rounds`` times; the throughput ratio with/without."""
+    from aios_core.server.dashboard import UI_POLL_SECONDS
+
+    runs: list[dict[str, Any]] = []
+    for i in range(rounds):
+        for watched in ((False, True) if i % 2 == 0 else (True, False)):
+            if watched:
+                with Viewer(url, admin) as viewer:
+                    tally, elapsed = asyncio.run(http_run(url, tokens, names, duration, tokens_per_request))
+                extra = {"viewer_reads": viewer.reads, "viewer_errors": dict(viewer.errors), "viewer_kib": round(viewer.bytes / 1024, 1)}
+            else:
+                tally, elapsed = asyncio.run(http_run(url, tokens, names, duration, tokens_per_request))
+                extra = {}
+            summary = summarize(tally, elapsed)
+            runs.append({"viewer": watched, "requests_per_s": summary["requests_per_s"], "lost": summary["lost"], "unclear": summary["unclear"], **extra})
+    # the server's own latency per viewer route (includes waiting behind the load, so an upper bound of the viewer's work)
+    by_route = httpx.get(url + "/v1/kernel/stats", headers={"Authorization": f"Bearer {admin}"}, timeout=30.0).json()["server"]["http"]["by_route"]
+    routes = {route: round(v["mean_seconds"] * 1000, 2) for route, v in by_route.items() if route.startswith("/v1/dashboard")}
+    without = statistics.mean(r["requests_per_s"] for r in runs if not r["viewer"])
+    with_viewer = statistics.mean(r["requests_per_s"] for r in runs if r["viewer"])
+    return {
+        "rounds": rounds,
+        "poll_interval_s": UI_POLL_SECONDS,
+        "paths_per_refresh": list(VIEWER_PATHS),
+        "runs": runs,
+        "requests_per_s_without": round(without, 1),
+        "requests_per_s_with": round(with_viewer, 1),
+        "throughput_ratio": round(with_viewer / without, 4) if without else None,
+        "pair_ratios": [round(runs[i + 1]["requests_per_s"] / runs[i]["requests_per_s"], 4) if runs[i + 1]["viewer"] else
+                        round(runs[i]["requests_per_s"] / runs[i + 1]["requests_per_s"], 4) for i in range(0, len(runs), 2)],
+        "viewer_route_mean_ms": routes,
+        "viewer_loop_share_bound": round(sum(routes.values()) / 1000 / UI_POLL_SECONDS, 4),
+    }
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -407,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the results as JSON to this file")
     parser.add_argument("--rate-per-agent", type=float, default=50.0, help="the server's per-agent rate limit (low values provoke 429s)")
     parser.add_argument("--burst-per-agent", type=int, default=100, help="the server's per-agent burst")
+    parser.add_argument("--viewer", action="store_true", help="also compare the load with and without one dashboard viewer (alternating runs)")
+    parser.add_argument("--viewer-rounds", type=int, default=2, help="pairs of runs without/with the viewer (order alternates per pair)")
     parser.add_argument("--serve-child", nargs=6, metavar=("PORT", "DATA_DIR", "ADMIN", "MAX_BATCH", "RATE", "BURST"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
@@ -451,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"embedded kernel, same clients for {args.duration:g} s")
         etally, eelapsed = asyncio.run(embedded_run(args.clients, args.duration, args.tokens, args.max_batch))
         results["embedded"] = summarize(etally, eelapsed)
+        if args.viewer:
+            console.print(f"dashboard viewer: {args.viewer_rounds} x (without, with) a viewer, {args.duration:g} s each")
+            results["viewer"] = viewer_comparison(server.url, server.admin, tokens, names, args.duration, args.tokens, args.viewer_rounds)
         results["sequential_median_ms"] = None
         if args.sequential and (args.rate_per_agent == 0 or args.rate_per_agent >= 20):
             console.print(f"one client, {args.sequential} sequential requests per path")
@@ -485,6 +576,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(+{s['http_openai'] - s['embedded']:.2f} ms), HTTP SDK {s['http_sdk']:.2f} ms (+{s['http_sdk'] - s['embedded']:.2f} ms)"
         )
     console.print(f"throughput under load: HTTP {h['requests_per_s']:.0f}/s vs embedded {e['requests_per_s']:.0f}/s")
+    if "viewer" in results:
+        v = results["viewer"]
+        console.print(
+            f"one dashboard viewer: {v['requests_per_s_with']:.0f} req/s with vs {v['requests_per_s_without']:.0f} without "
+            f"(ratio {v['throughput_ratio']}, per pair {v['pair_ratios']}); server time per refresh {sum(v['viewer_route_mean_ms'].values()):.1f} ms "
+            f"= at most {100 * v['viewer_loop_share_bound']:.1f} % of the loop; runs: " + ", ".join(f"{'with' if r['viewer'] else 'without'} {r['requests_per_s']:.0f}" for r in v["runs"])
+        )
     ok = (
         h["lost"] == 0 and not h["unclear"] and results["http_second_run"]["lost"] == 0 and not results["http_second_run"]["unclear"]
         and h["kernel_completed"] == h["ok"]  # every 200 is one completed generation, none completed unanswered
@@ -497,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = ok and flat
     if not flat:
         console.print(f"[red]memory grew by {growth:.1f} MB during a second identical run[/red]")
+    if "viewer" in results:
+        ok = ok and all(r["lost"] == 0 and not r["unclear"] and not r.get("viewer_errors") for r in results["viewer"]["runs"])
     results["passed"] = ok
     console.print(f"machine load average before/after: {results['load_average_before']} / {results['load_average_after']} on {os.cpu_count()} CPUs")
     console.print("[green]PASS[/green]: no request lost, every error a clear HTTP error, memory flat" if ok else "[red]FAIL[/red]: see above")

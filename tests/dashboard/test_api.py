@@ -24,6 +24,7 @@ DATA_ENDPOINTS = [
     "/v1/dashboard/audit/verify",
     "/v1/dashboard/plugins",
     "/v1/dashboard/agents/api-agent",
+    "/v1/dashboard/agents",
     "/v1/kernel/ps",
 ]
 

@@ -1,4 +1,4 @@
-// Agents: one sortable row per agent (from /v1/kernel/ps, what `aios ps` prints); a click opens the agent.
+// Agents: one sortable row per agent (the rows `aios ps` prints); a click opens the agent.
 
 import { getJSON } from "../api.js";
 import { clear, debounced, fmtInt, fmtSeconds, h } from "../dom.js";
@@ -83,7 +83,7 @@ export function create(root) {
 
   return {
     async refresh() {
-      rows = (await getJSON("/v1/kernel/ps")).agents;
+      rows = (await getJSON("/v1/dashboard/agents")).agents;
       render();
     },
     destroy() {},
