@@ -104,12 +104,6 @@ class PluginError(AIOSError):
         self.plugin = plugin
 
 
-class SchedulerError(AIOSError):
-    """The scheduling policy raised; the kernel fell back to FIFO order for the affected decision."""
-
-    code = "scheduler_error"
-
-
 class AccessDeniedError(AIOSError, PermissionError):
     """The agent's privilege group does not allow this action, or a required confirmation was refused."""
 
@@ -136,6 +130,18 @@ class MemoryManagerError(AIOSError):
 
     code = "memory_error"
     http_status = 422
+
+
+class MemoryItemNotFoundError(MemoryManagerError, LookupError):
+    """The memory item does not exist: never written, or deleted (possibly while it was being read).
+
+    Same code and HTTP status as :class:`MemoryManagerError` on the wire, with
+    ``details["reason"] == "not_found"`` as before; in Python it can be caught alone.
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        details.setdefault("reason", "not_found")
+        super().__init__(message, **details)
 
 
 class ConfigError(AIOSError, ValueError):

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aios_core.errors import AIOSError, InvalidSyscallError, MemoryManagerError, StorageError
+from aios_core.errors import AIOSError, InvalidSyscallError, MemoryItemNotFoundError, MemoryManagerError, StorageError
 from aios_core.keyed_heap import KeyedHeap
 from aios_core.managers.sandbox_paths import SandboxPathError, normalize_path
 
@@ -235,7 +235,7 @@ class MemoryManager:
         mem = await self._memory(owner)
         entry = mem.entries.get(key)
         if entry is None:
-            raise MemoryManagerError(f"agent {owner!r} has no memory item {key!r}", reason="not_found", key=key)
+            raise MemoryItemNotFoundError(f"agent {owner!r} has no memory item {key!r}", key=key)
         entry = await self._access(mem, entry)
         item = self._item(owner, entry)
         await self._enforce_limits(mem, protect=entry)
@@ -269,7 +269,7 @@ class MemoryManager:
         mem = await self._memory(owner)
         entry = mem.entries.get(key)
         if entry is None:
-            raise MemoryManagerError(f"agent {owner!r} has no memory item {key!r}", reason="not_found", key=key)
+            raise MemoryItemNotFoundError(f"agent {owner!r} has no memory item {key!r}", key=key)
         return await self._forget(mem, entry)
 
     async def list(self, agent: "AgentLike", *, owner: str | None = None, limit: int | None = None) -> list[MemoryItem]:
@@ -382,7 +382,7 @@ class MemoryManager:
             while entry.value is ABSENT:
                 await self._reload(mem, entry)
                 if mem.entries.get(entry.key) is not entry:
-                    raise MemoryManagerError(f"memory item {entry.key!r} was deleted while it was being read", reason="not_found")
+                    raise MemoryItemNotFoundError(f"memory item {entry.key!r} was deleted while it was being read")
             self._make_resident(mem, entry)  # no await since the value was seen: nothing can evict it in between
         self._touch(mem, entry)
         return entry
@@ -474,7 +474,7 @@ class MemoryManager:
         if entry.writing is not None:
             await asyncio.gather(entry.writing, return_exceptions=True)
         if mem.entries.get(entry.key) is not entry:
-            raise MemoryManagerError(f"memory item {entry.key!r} was already deleted", reason="not_found")
+            raise MemoryItemNotFoundError(f"memory item {entry.key!r} was already deleted")
         item = self._item(mem.owner, entry)
         del mem.entries[entry.key]
         mem.heap.remove(entry)
