@@ -50,21 +50,23 @@ TASKS: tuple[Task, ...] = (
     Task("astronomer", Question("Which planet do we live on?", ("earth",)), Question("What shines in the sky during the day?", ("sun",))),
     Task("linguist", Question("What is the opposite of hot?", ("cold",)), Question("What is the opposite of up?", ("down",))),
     Task("calendar", Question("How many days are in a week?", ("seven", "7")), Question("Which month comes after January?", ("february",))),
-    Task("cook", Question("What color is a ripe banana?", ("yellow",)), Question("What do cows drink?", ("water",))),
-    Task("counter", Question("What is two plus two?", ("four", "4")), Question("What is ten minus one?", ("nine", "9"))),
+    Task("cook", Question("What is frozen water called?", ("ice",)), Question("What do bakers bake?", ("bread", "cakes", "cake"))),
+    Task("colorist", Question("What color is snow?", ("white",)), Question("What color is coal?", ("black",))),
     Task("zoologist", Question("What animal says moo?", ("cow",)), Question("What animal barks?", ("dog",))),
 )
 
 #: the frame every agent shares (instructions, then worked examples as turns): the core's prefix cache computes it once
 SYSTEM = "Short questions, each answered with a word or a short phrase."
 EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("What is the capital of France?", "Paris"),
-    ("What color is the sky on a clear day?", "Blue"),
-    ("How many legs does a spider have?", "Eight"),
-    ("What is the opposite of night?", "Day"),
+    ("What is the capital of France?", "Paris."),
+    ("What color is the sky on a clear day?", "Blue."),
+    ("How many legs does a spider have?", "Eight."),
+    ("What is the opposite of night?", "Day."),
 )
-#: generation stops at the end of the answer's line, or where the model starts the next question of the pattern
-STOP = ["\n", "Q:"]
+#: generation stops where the examples' answers stop (a base model does not end its turn by itself: it would go on
+#: with unrelated tokens), at a line's end, or where it starts the next question of the pattern; the answers asked
+#: for are words, so a period never occurs inside one
+STOP = [".", "\n", "Q:"]
 
 _ANSWER_PREFIX = re.compile(r"^\s*(?:A|Answer)\s*:\s*", re.IGNORECASE)
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -158,7 +160,7 @@ async def _one_agent(kernel: Kernel, name: str, task: Task, max_tokens: int) -> 
             outcome.echoes.append(echo)
             outcome.correct.append(not echo and is_correct(answer, question))
             # the follow-up sees the first turn as it was answered (an echo stays out of the conversation)
-            history = (*history, (question.text, answer if not echo else "(no answer)"))
+            history = (*history, (question.text, f"{answer}." if not echo else "(no answer)."))
     except Exception as exc:  # noqa: BLE001 - reported in the table, the other agents carry on
         outcome.error = f"{type(exc).__name__}: {exc}"
     outcome.turnaround = loop.time() - start
@@ -171,9 +173,7 @@ def _model_line(kernel: Kernel) -> str:
     for core in kernel.cores.values():
         path = getattr(core, "model_path", None)
         if core.kind == "llamacpp" and path is None:
-            from aios_core.cores.model_files import DEFAULT_MODEL_NAME
-
-            parts.append(f"{core.model} ({DEFAULT_MODEL_NAME}: Gemma 3 270M Q4_K_M, a base checkpoint, embedded)")
+            parts.append(f"{core.model} (Gemma 3 270M Q4_K_M, a base checkpoint, embedded)")
         elif path is not None:
             parts.append(f"{core.model} ({path})")
         else:
