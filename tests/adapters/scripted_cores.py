@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from aios_core.cores.sim import SimCore, _pieces
 from aios_core.syscalls import LLMRequest
 
@@ -37,12 +35,14 @@ class ScriptedSimCore(SimCore):
 
 
 def gemma_core(**options: Any) -> Any:
-    """The embedded llama.cpp core on Gemma 3 270M (tests marked ``model``); skips with the reason when unavailable."""
-    try:
-        from aios_core.cores.llamacpp import LlamaCppCore
-        from aios_core.cores.model_files import default_model_path
+    """The embedded llama.cpp core on Gemma 3 270M (tests marked ``model``).
 
-        default_model_path()
-    except Exception as exc:  # noqa: BLE001 - ImportError, ConfigError (model package missing), ...
-        pytest.skip(f"the embedded llama.cpp core is not available: {exc!r}")
+    scripts/setup.sh installs llama-cpp-python and the model package, so a
+    core that cannot be imported or a model file that cannot be found fails the
+    test (it used to skip, which hid a broken install).
+    """
+    from aios_core.cores.llamacpp import LlamaCppCore
+    from aios_core.cores.model_files import default_model_path
+
+    default_model_path()
     return LlamaCppCore(**{"n_ctx": 4096, "max_batch": 4, "seed": 0, **options})
