@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from aios.adapters.shared.served_models import require_served
+
 from aios_core.identity import AgentIdentity
 from aios_core.syscalls import LLMRequest, LLMResponse, Message, ToolCall, ToolSpec
 
@@ -108,6 +110,7 @@ class Completions:
     """The kernel-routed ``completions`` of one patch (its route, options and model lookup)."""
 
     def __init__(self, route: Route, identity: Callable[[Any], AgentIdentity], kernel_model: Callable[[str | None], str | None]) -> None:
+        require_served(route.kernel, route.options.model, route.framework)  # at patch time, not at the first chat
         self.route = route
         self.identity = identity
         self.kernel_model = kernel_model

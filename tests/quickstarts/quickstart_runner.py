@@ -50,7 +50,7 @@ def _install_recorder(site: Path) -> None:
     (info / "entry_points.txt").write_text("[aios]\nquickstart_plugin = quickstart_plugin\n")
 
 
-def clean_environment(tmp_path: Path, config: str, *, core: str = "sim") -> dict[str, str]:
+def clean_environment(tmp_path: Path, config: str, *, core: str = "sim", core_options: str = "t0 = 0.001") -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
     site = tmp_path / "site"
@@ -58,7 +58,7 @@ def clean_environment(tmp_path: Path, config: str, *, core: str = "sim") -> dict
     _install_recorder(site)
     data = tmp_path / "aios-data"
     toml = tmp_path / "aios-sim.toml"
-    toml.write_text(f'data_dir = "{data}"\n\n[[cores]]\nkind = "{core}"\nt0 = 0.001\n\n{config}')
+    toml.write_text(f'data_dir = "{data}"\n\n[[cores]]\nkind = "{core}"\n{core_options}\n\n{config}')
     env = {k: v for k, v in os.environ.items() if not k.startswith(_PROVIDER_PREFIXES) and not k.endswith("_API_KEY") and k != "DISABLE_TELEMETRY"}
     env.update(
         HOME=str(home),
@@ -79,6 +79,10 @@ def run_quickstart(
     env = {**clean_environment(tmp_path, config, core=core), **(env or {})}
     proc = subprocess.run([sys.executable, script], cwd=work, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return Run(proc.stdout, proc.stderr, read_records(env), read_audit(tmp_path / "aios-data" / "audit.db", limit=10_000))
+
+
+def read_records(env: dict[str, str]) -> list[dict[str, Any]]:
+    """The syscalls the recorder plugin wrote, in the order they finished."""
     record_file = Path(env["AIOS_QUICKSTART_RECORD"])
-    records = [json.loads(line) for line in record_file.read_text().splitlines()] if record_file.exists() else []
-    return Run(proc.stdout, proc.stderr, records, read_audit(tmp_path / "aios-data" / "audit.db", limit=10_000))
+    return [json.loads(line) for line in record_file.read_text().splitlines()] if record_file.exists() else []

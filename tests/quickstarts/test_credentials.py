@@ -122,9 +122,12 @@ def test_langchain_without_the_patch_still_needs_a_key(no_keys):
         ChatOpenAI(model="gpt-4o-mini")
 
 
-@pytest.mark.parametrize("framework", ["autogen", "langchain"])
+FRAMEWORK_MODULES = {"autogen": "autogen_ext.models.openai", "langchain": "langchain_openai", "metagpt": "metagpt", "open-interpreter": "interpreter"}
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORK_MODULES))
 def test_a_model_the_kernel_does_not_serve_is_one_clear_error(kernel, framework):
-    pytest.importorskip({"autogen": "autogen_ext.models.openai", "langchain": "langchain_openai"}[framework])
+    pytest.importorskip(FRAMEWORK_MODULES[framework])
     with pytest.raises(ModelNotServedError) as error:
         aios.patch(framework, kernel, model="gpt-4o")
     message = str(error.value)

@@ -15,6 +15,7 @@ import textwrap
 import threading
 
 import pytest
+from quickstart_runner import clean_environment, read_records
 
 import aios
 from aios_core import patching
@@ -52,25 +53,26 @@ IN_FLIGHT_AT_EXIT = textwrap.dedent(
 )
 
 
-def _run(tmp_path, tokens: int, grace: float) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "aios.toml"
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\n' + SIM)
+def _run(tmp_path, tokens: int, grace: float) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """Run the program; its process and the syscalls the kernel recorded as finished (the recorder plugin's file)."""
+    env = clean_environment(tmp_path, "", core_options="t0 = 0.01\na = 0.0\nb = 0.0")
     script = tmp_path / "in_flight.py"
     script.write_text(IN_FLIGHT_AT_EXIT)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AIOS_CONFIG": str(config), "PYTHONPATH": ":".join(sys.path)}
-    return subprocess.run([sys.executable, str(script), str(tokens), str(grace)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, str(script), str(tokens), str(grace)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    return proc, read_records(env)
 
 
 def test_a_call_in_flight_at_exit_finishes_within_the_grace_period(tmp_path):
-    proc = _run(tmp_path, tokens=5, grace=60.0)
+    proc, records = _run(tmp_path, tokens=5, grace=60.0)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert proc.stdout.strip() == "finished 5"
+    assert [(r["agent"], r["error"]) for r in records] == [("alice", None)]  # the kernel let it finish before stopping
 
 
 def test_a_call_still_running_after_the_grace_period_is_cancelled_with_a_clear_error(tmp_path):
-    proc = _run(tmp_path, tokens=8000, grace=0.05)  # 8000 sim steps of 10 ms: far past the grace period
+    proc, records = _run(tmp_path, tokens=8000, grace=0.05)  # 8000 sim steps of 10 ms: far past the grace period
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert proc.stdout.startswith("cancelled SyscallCancelledError the kernel is stopping"), proc.stdout
+    assert [r["agent"] for r in records] == ["alice"]
+    assert records[0]["error"].startswith("SyscallCancelledError: the kernel is stopping"), records
 
 
 @pytest.fixture
@@ -81,7 +83,9 @@ def sim_default_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("AIOS_CONFIG", str(config))
     monkeypatch.delenv("AIOS_URL", raising=False)
     monkeypatch.setattr(patching, "STOP_GRACE", 0.05)
-    assert patching._default_kernel is None, "another test left a default kernel behind"
+    # a default kernel another test left behind is set aside, not stopped
+    monkeypatch.setattr(patching, "_default_kernel", None)
+    monkeypatch.setattr(patching, "_default_is_ours", False)
     kernel = patching.default_kernel()
     yield kernel
     patching.stop_default_kernel()
@@ -124,12 +128,13 @@ def test_the_default_kernel_runs_while_a_framework_still_uses_it(sim_default_ker
     assert not kernel.running and patching._default_kernel is None
 
 
-def test_a_kernel_given_as_default_is_left_to_its_owner(make_kernel):
+def test_a_kernel_given_as_default_is_left_to_its_owner(make_kernel, monkeypatch):
+    monkeypatch.setattr(patching, "_default_kernel", None)
+    monkeypatch.setattr(patching, "_default_is_ours", False)
     mine = make_kernel().start()
     try:
         aios.set_default_kernel(mine)
         aios.unpatch()
         assert mine.running and patching.default_kernel() is mine
     finally:
-        patching._default_kernel = None
         mine.stop()
