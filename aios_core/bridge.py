@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import contextvars
 import logging
 import queue
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from aios_core.errors import KernelNotRunningError
@@ -60,11 +62,65 @@ def run_sync(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T
         raise
 
 
-async def run_async(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro`` on ``loop`` from whatever loop the caller is on."""
+async def run_async(
+    loop: asyncio.AbstractEventLoop | None,
+    work: Coroutine[Any, Any, T] | Callable[[], Awaitable[T]],
+    *,
+    context: contextvars.Context | None = None,
+) -> T:
+    """Await ``work`` on ``loop`` from whatever loop the caller is on; cancelling the caller cancels it there.
+
+    ``work`` is a coroutine, or a function returning an awaitable that is
+    called on ``loop`` (so that the coroutine, and whatever it binds, is made
+    there). With ``context``, it runs as a task inside that context: a
+    framework's tool routed through the kernel runs on the framework's loop
+    with the caller's context variables (agent identity, tracing spans,
+    LangChain's run config), while the kernel awaits it from its own loop.
+    """
+    coro = work if asyncio.iscoroutine(work) else _awaited(work)  # type: ignore[arg-type]
     if loop is not None and on_loop(loop):
-        return await coro
-    return await asyncio.wrap_future(_submit(loop, coro))
+        if context is None:
+            return await coro
+        return await loop.create_task(coro, context=context)
+    if context is None:
+        return await asyncio.wrap_future(_submit(loop, coro))
+    return await asyncio.wrap_future(_submit_in_context(loop, coro, context))
+
+
+async def _awaited(factory: Callable[[], Awaitable[T]]) -> T:
+    return await factory()
+
+
+def _submit_in_context(
+    loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T], context: contextvars.Context
+) -> concurrent.futures.Future[T]:
+    """Like ``run_coroutine_threadsafe``, with the task made inside ``context``; cancelling the future cancels the task."""
+    if loop is None or loop.is_closed() or not loop.is_running():
+        coro.close()
+        raise KernelNotRunningError("the loop this call must run on is not running (its program stopped it)")
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def start() -> None:
+        if outcome.cancelled():
+            coro.close()  # the caller gave up before the task started
+            return
+        task = loop.create_task(coro, context=context)
+        task.add_done_callback(lambda t: _copy_outcome(t, outcome))
+        outcome.add_done_callback(lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() and not loop.is_closed() else None)
+
+    loop.call_soon_threadsafe(start)
+    return outcome
+
+
+def _copy_outcome(task: asyncio.Task[T], outcome: concurrent.futures.Future[T]) -> None:
+    if outcome.done():
+        return
+    if task.cancelled():
+        outcome.cancel()
+    elif task.exception() is not None:
+        outcome.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        outcome.set_result(task.result())
 
 
 def iterate_sync(loop: asyncio.AbstractEventLoop | None, agen: AsyncIterator[T]) -> Iterator[T]:

@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aios.adapters.shared.caller_loop import run_on_loop
 from aios.adapters.shared.names import safe_tool_name
 
+from aios_core import bridge
 from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity
 from aios_core.syscalls import ClientTool, ToolCall, ToolSyscall
@@ -102,7 +102,7 @@ async def _dispatch(_ctx: ToolContext, **arguments: Any) -> str:
         raise ToolError(f"no caller is waiting for tool call {_ctx.call_id}; it may have been cancelled")
     try:
         if binding.loop is not None:
-            value = await run_on_loop(binding.loop, binding.context, binding.run)
+            value = await bridge.run_async(binding.loop, binding.run, context=binding.context)
         else:
             loop = asyncio.get_running_loop()
             value = await loop.run_in_executor(_executor(), binding.context.run, binding.run)
