@@ -16,6 +16,7 @@ subclasses; the kernel keeps serving everyone else.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -46,6 +47,19 @@ from aios_core.timeline import Timeline
 log = logging.getLogger(__name__)
 
 MANAGED_KINDS = ("memory", "storage", "tool")
+
+
+class KernelState(enum.StrEnum):
+    """The kernel's lifecycle: NEW -> STARTING -> RUNNING -> STOPPING -> STOPPED (-> STARTING again); a failed start ends STOPPED.
+
+    A ``StrEnum``, so ``stats()["state"]`` and messages keep the plain words.
+    """
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 class Kernel:
@@ -88,7 +102,7 @@ class Kernel:
         self._default_pool: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: bridge.LoopThread | None = None
-        self._state = "new"
+        self._state = KernelState.NEW
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._waiting: dict[str, int] = {kind: 0 for kind in MANAGED_KINDS}
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -98,7 +112,7 @@ class Kernel:
 
     @property
     def running(self) -> bool:
-        return self._state == "running"
+        return self._state is KernelState.RUNNING
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -106,12 +120,12 @@ class Kernel:
 
     async def astart(self) -> "Kernel":
         """Start on the running loop: build and load cores, pools and managers."""
-        if self._state == "running":
+        if self._state is KernelState.RUNNING:
             return self
-        if self._state not in ("new", "stopped"):
+        if self._state not in (KernelState.NEW, KernelState.STOPPED):
             raise KernelNotRunningError(f"cannot start a kernel that is {self._state}")
         self._loop = asyncio.get_running_loop()
-        self._state = "starting"
+        self._state = KernelState.STARTING
         try:
             await self._start_cores()
             self._build_pools()
@@ -123,7 +137,7 @@ class Kernel:
             if self.managers is None:
                 self.managers = self._build_managers()
         except BaseException:
-            self._state = "stopped"
+            self._state = KernelState.STOPPED
             for core in self.cores.values():
                 try:
                     await core.stop()
@@ -131,16 +145,16 @@ class Kernel:
                     log.exception("stopping core %s after a failed start", core.name)
             raise
         self._observed = bool(self.plugins.pm.hook.aios_syscall_finished.get_hookimpls())
-        self._state = "running"
+        self._state = KernelState.RUNNING
         self.plugins.notify("aios_kernel_started", kernel=self)
         log.info("kernel started: cores %s, scheduler %s", list(self.cores), {p: pool.scheduler.name for p, pool in self.pools.items()})
         return self
 
     async def astop(self, *, grace: float = 5.0) -> None:
         """Stop accepting syscalls, let in-flight ones finish for ``grace`` seconds, cancel the rest."""
-        if self._state != "running":
+        if self._state is not KernelState.RUNNING:
             return
-        self._state = "stopping"
+        self._state = KernelState.STOPPING
         self.plugins.notify("aios_kernel_stopping", kernel=self)
         pending = [f for f in self._inflight if not f.done()]
         if pending and grace > 0:
@@ -169,11 +183,11 @@ class Kernel:
         self.cores.clear()
         self.pools.clear()
         self._routes.clear()
-        self._state = "stopped"
+        self._state = KernelState.STOPPED
 
     def start(self) -> "Kernel":
         """Start embedded: the kernel's loop runs in a background thread; use the sync or async API from anywhere."""
-        if self._state == "running":
+        if self._state is KernelState.RUNNING:
             return self
         self._thread = bridge.LoopThread()
         try:
@@ -185,7 +199,7 @@ class Kernel:
         return self
 
     def stop(self, *, grace: float = 5.0) -> None:
-        if self._state == "running" and self._loop is not None:
+        if self._state is KernelState.RUNNING and self._loop is not None:
             if bridge.on_loop(self._loop):
                 raise RuntimeError("kernel.stop() was called on the kernel's loop; use `await kernel.astop()`")
             bridge.run_sync(self._loop, self.astop(grace=grace))
@@ -352,7 +366,7 @@ class Kernel:
     # ------------------------------------------------------------------ on the kernel loop
 
     def _check_running(self) -> None:
-        if self._state != "running":
+        if self._state is not KernelState.RUNNING:
             raise KernelNotRunningError(f"the kernel is {self._state}; syscalls are accepted only while it runs")
 
     def _pool_for(self, model: str | None) -> LLMPool:
@@ -393,7 +407,7 @@ class Kernel:
             await self._authorize_core(agent, pool)
             flight = pool.submit(sc, agent)
         except BaseException as exc:
-            self._account_failure(agent, sc, exc)
+            self._settle(agent, sc, exc, timed=False)
             raise
         return await self._await_flight(pool, flight)
 
@@ -420,7 +434,7 @@ class Kernel:
             await self._authorize_core(agent, pool)
             flight = pool.submit(sc, agent, stream=True)
         except BaseException as exc:
-            self._account_failure(agent, sc, exc)
+            self._settle(agent, sc, exc, timed=False)
             raise
         if current is not None:
             self._inflight.add(flight.done)
@@ -454,24 +468,37 @@ class Kernel:
             await access.authorize(agent, "llm", pool.name)
 
     def _llm_finished(self, flight: Flight, error: BaseException | None) -> None:
-        agent, sc = flight.agent, flight.syscall
+        # the pool stamped timing.finished when it settled the flight
+        self._settle(flight.agent, flight.syscall, error, flight=flight, stamp_finished=False)
+
+    def _settle(
+        self,
+        agent: AgentRecord,
+        sc: AnySyscall,
+        error: BaseException | None,
+        *,
+        flight: Flight | None = None,
+        stamp_finished: bool = True,
+        timed: bool = True,
+    ) -> None:
+        """Close one syscall in its agent's books and tell the observers: the one place every syscall ends.
+
+        ``flight`` adds an LLM call's token usage; ``timed=False`` is for a
+        call refused before it was queued (no service or waiting to count).
+        """
+        if stamp_finished and self._loop is not None:
+            sc.timing.finished = self._loop.time()
         agent.in_flight = max(0, agent.in_flight - 1)
-        agent.prompt_tokens += flight.prompt_tokens
-        agent.completion_tokens += flight.completion_tokens
-        agent.service_time += sc.timing.service
-        agent.waiting_time += sc.timing.waiting or 0.0
+        if flight is not None:
+            agent.prompt_tokens += flight.prompt_tokens
+            agent.completion_tokens += flight.completion_tokens
+        if timed:
+            agent.service_time += sc.timing.service
+            agent.waiting_time += sc.timing.waiting or 0.0
         if error is not None:
             agent.failed += 1
         if self._observed:
             self.plugins.notify("aios_syscall_finished", syscall=sc, error=error)
-
-    def _account_failure(self, agent: AgentRecord, sc: AnySyscall, exc: BaseException) -> None:
-        agent.in_flight = max(0, agent.in_flight - 1)
-        agent.failed += 1
-        if self._loop is not None:
-            sc.timing.finished = self._loop.time()
-        if self._observed:
-            self.plugins.notify("aios_syscall_finished", syscall=sc, error=exc)
 
     async def _execute_managed(self, sc: AnySyscall) -> Any:
         kind = sc.kind
@@ -507,7 +534,7 @@ class Kernel:
             error = exc
             raise
         except asyncio.CancelledError as exc:
-            if self._state == "stopping":
+            if self._state is KernelState.STOPPING:
                 error = SyscallCancelledError(f"the kernel is stopping; the {kind} syscall was cancelled")
                 raise error from None
             error = exc
@@ -519,15 +546,8 @@ class Kernel:
         finally:
             if task is not None:
                 self._managed.discard(task)
-            sc.timing.finished = loop.time()
-            agent.in_flight = max(0, agent.in_flight - 1)
-            agent.service_time += sc.timing.service
-            agent.waiting_time += sc.timing.waiting or 0.0
-            if error is not None:
-                agent.failed += 1
+            self._settle(agent, sc, error)
             self.timeline.managed(sc, error)
-            if self._observed:
-                self.plugins.notify("aios_syscall_finished", syscall=sc, error=error)
 
     # ------------------------------------------------------------------ introspection
 

@@ -15,12 +15,13 @@ through ``on_scheduler_error`` and carries on with FIFO over the same queue.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from aios_core.agents import AgentRecord, program_key
-from aios_core.cores.base import Chunk, Generation, LLMCore
+from aios_core.cores.base import Chunk, Finish, Generation, LLMCore
 from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancelledError
 from aios_core.managers.context import ContextManager
 from aios_core.scheduler.base import Job, Scheduler
@@ -29,6 +30,16 @@ from aios_core.syscalls import LLMResponse, LLMSyscall, StreamPiece, Usage
 from aios_core.timeline import Timeline
 
 log = logging.getLogger(__name__)
+
+
+class FlightState(enum.StrEnum):
+    """Where an LLM syscall is: QUEUED -> RUNNING -> (PREEMPTED -> RUNNING)* -> DONE (a ``StrEnum``: ``aios ps`` shows the words)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    #: paused with its snapshot kept; queued again until it resumes on the core that holds the snapshot
+    PREEMPTED = "preempted"
+    DONE = "done"
 
 
 class Flight:
@@ -63,12 +74,12 @@ class Flight:
         return self.syscall.id
 
     @property
-    def state(self) -> str:
+    def state(self) -> FlightState:
         if self.done.done():
-            return "done"
+            return FlightState.DONE
         if self.core is not None:
-            return "running"
-        return "preempted" if self.snapshot_core else "queued"
+            return FlightState.RUNNING
+        return FlightState.PREEMPTED if self.snapshot_core else FlightState.QUEUED
 
 
 class LLMPool:
@@ -330,7 +341,7 @@ class LLMPool:
                 core.discard(last.snapshot)
             self._finish(flight, flight.cancel_reason)
             return
-        if reason == "preempted":
+        if reason == Finish.PREEMPTED:
             flight.syscall.timing.preemptions += 1
             flight.job.preemptions += 1
             flight.agent.preemptions += 1
@@ -339,7 +350,7 @@ class LLMPool:
                 flight.snapshot_core = core.name
             self._requeue(flight, now)
             return
-        if reason == "error":
+        if reason == Finish.ERROR:
             error = last.error if isinstance(last.error, AIOSError) else CoreError(f"core {core.name} failed: {last.error}", retryable=True)
             retryable = isinstance(error, CoreError) and error.retryable
             if retryable and flight.attempts < self.max_retries and not flight.parts and flight.snapshot_core is None:
@@ -351,14 +362,14 @@ class LLMPool:
                 return
             self._finish(flight, error)
             return
-        if reason == "cancelled":
+        if reason == Finish.CANCELLED:
             self._finish(flight, last.error if isinstance(last.error, AIOSError) else SyscallCancelledError(f"core {core.name} cancelled the generation"))
             return
         content = last.content if last.content is not None else "".join(flight.parts)
         response = LLMResponse(
             content=(content or None) if last.tool_calls else content,
             tool_calls=last.tool_calls or [],
-            finish_reason=reason or "stop",  # type: ignore[arg-type]
+            finish_reason=Finish(reason or Finish.STOP).value,  # type: ignore[arg-type]
             usage=Usage(prompt_tokens=flight.prompt_tokens, completion_tokens=flight.completion_tokens, cached_tokens=flight.cached_tokens),
             core=core.name,
             syscall_id=flight.id,
