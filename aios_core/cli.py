@@ -101,7 +101,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from aios_core.config import load_config
-
     from aios_core.managers import managers_config
     from aios_core.managers.tools import isolation_status
 
@@ -128,15 +127,16 @@ def _summary(obj: Any) -> str:
 
 
 def print_bench_help(studies: dict[str, Any]) -> None:
-    console.print("usage: aios bench <study> [options]   (aios bench <study> --help shows the study's options)\n")
+    # plain print: a study's line must not be wrapped at the terminal's width
+    print("usage: aios bench <study> [options]   (aios bench <study> --help shows the study's options)\n")
     width = max((len(name) for name in studies), default=0)
     for name, ep in studies.items():
         try:
             line = _summary(ep.load())
         except Exception as exc:  # noqa: BLE001 - a study whose extra is not installed is still listed
             line = f"(not available: {exc})"
-        console.print(f"  {name:<{width}}  {escape(line)}")
-    console.print("\nexample: aios bench schedulers --agents 240 --seed 0")
+        print(f"  {name:<{width}}  {line}")
+    print("\nexample: aios bench schedulers --agents 240 --seed 0")
 
 
 def cmd_bench(rest: list[str]) -> int:

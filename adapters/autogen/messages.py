@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aios.adapters.shared.names import safe_tool_name
+from aios.adapters.shared.schemas import inline_local_refs
 from autogen_core import FunctionCall
 from autogen_core.models import (
     AssistantMessage,
@@ -18,8 +20,6 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel
 
-from aios.adapters.shared.names import safe_tool_name
-from aios.adapters.shared.schemas import inline_local_refs
 from aios_core.syscalls import LLMResponse, Message, ResponseFormat, ToolCall, ToolSpec
 
 #: AutoGen create args that map onto LLMRequest fields

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aios.adapters.autogen.adapter import ADAPTER
+
 from aios_core.components import Adapter
 from aios_core.hookspecs import hookimpl
 

@@ -17,11 +17,11 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from autogen_core.tools import BaseStreamTool, BaseTool
-
 from aios.adapters.shared.class_tree import ClassTreePatch
 from aios.adapters.shared.route import Route
-from aios.adapters.shared.tool_routing import FrameworkTool
+from aios.adapters.shared.tool_routing import FrameworkTool, ToolRouter
+from autogen_core.tools import BaseStreamTool, BaseTool
+
 from aios_core.patching import Patcher
 
 DEFAULT_TOOL_AGENT = "autogen.tools"
@@ -34,10 +34,10 @@ def describe(tool: Any) -> FrameworkTool:
     return FrameworkTool(name=tool.name, description=tool.description or "", parameters=parameters)
 
 
-def make_run_json(route: Route, original: Any) -> Any:
+def make_run_json(route: Route, tools: ToolRouter, original: Any) -> Any:
     async def run_json(self: BaseTool[Any, Any], args: Mapping[str, Any], cancellation_token: Any, call_id: str | None = None) -> Any:
         """AIOS: a tool syscall of the agent in scope; the tool itself runs on the caller's loop."""
-        return await route.tools.acall(
+        return await tools.acall(
             route.identity(DEFAULT_TOOL_AGENT),
             describe(self),
             dict(args),
@@ -51,7 +51,7 @@ def make_run_json(route: Route, original: Any) -> Any:
     return run_json
 
 
-def make_run_json_stream(route: Route, original: Any) -> Any:
+def make_run_json_stream(route: Route, tools: ToolRouter, original: Any) -> Any:
     async def run_json_stream(
         self: BaseStreamTool[Any, Any, Any], args: Mapping[str, Any], cancellation_token: Any, call_id: str | None = None
     ) -> AsyncGenerator[Any, None]:
@@ -66,7 +66,7 @@ def make_run_json_stream(route: Route, original: Any) -> Any:
             return last
 
         call = asyncio.ensure_future(
-            route.tools.acall(
+            tools.acall(
                 route.identity(DEFAULT_TOOL_AGENT),
                 describe(self),
                 dict(args),
@@ -97,10 +97,11 @@ def make_run_json_stream(route: Route, original: Any) -> Any:
 
 
 def install(patcher: Patcher, route: Route) -> None:
+    tools = ToolRouter(route)
     def patch_class(cls: type) -> None:
         for name, make in (("run_json", make_run_json), ("run_json_stream", make_run_json_stream)):
             original = cls.__dict__.get(name)
             if original is not None and not getattr(original, "__isabstractmethod__", False):
-                patcher.replace(cls, name, make(route, original))
+                patcher.replace(cls, name, make(route, tools, original))
 
     ClassTreePatch(patcher, BaseTool, patch_class, include_root=True).apply()

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aios.adapters.shared.names import safe_tool_name
+from aios.adapters.shared.schemas import inline_local_refs
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -20,8 +22,6 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from aios.adapters.shared.names import safe_tool_name
-from aios.adapters.shared.schemas import inline_local_refs
 from aios_core.syscalls import LLMResponse, Message, ResponseFormat, ToolCall, ToolSpec
 
 _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "system": "system", "developer": "system"}

@@ -19,15 +19,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aios.adapters.langchain import call_owners
+from aios.adapters.langchain.calls import hint_from, identity_for
+from aios.adapters.shared.route import Route
+from aios.adapters.shared.tool_routing import FrameworkTool, ToolRouter, default_error
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic_core import PydanticCustomError, ValidationError
 
-from aios.adapters.langchain import call_owners
-from aios.adapters.langchain.calls import hint_from, identity_for
-from aios.adapters.shared.route import Route
-from aios.adapters.shared.tool_routing import FrameworkTool, default_error
 from aios_core.errors import AccessDeniedError, ToolError
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
@@ -108,12 +108,12 @@ def _identity(route: Route, tool: BaseTool, kwargs: dict[str, Any]) -> AgentIden
     return identity_for(route, tool, hint, default=DEFAULT_TOOL_AGENT)
 
 
-def make_run(route: Route, original: Any) -> Any:
+def make_run(route: Route, tools: ToolRouter, original: Any) -> Any:
     def run(self: BaseTool, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         """AIOS: a tool syscall; LangChain's run executes once the tool manager admits the call."""
         spec = describe(self)
         arguments = visible_arguments(self, spec, tool_input)
-        return route.tools.call(
+        return tools.call(
             _identity(route, self, kwargs),
             spec,
             arguments,
@@ -126,12 +126,12 @@ def make_run(route: Route, original: Any) -> Any:
     return _mark(run, original)
 
 
-def make_arun(route: Route, original: Any) -> Any:
+def make_arun(route: Route, tools: ToolRouter, original: Any) -> Any:
     async def arun(self: BaseTool, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         """AIOS: a tool syscall; LangChain's arun executes on the caller's loop once the tool manager admits the call."""
         spec = describe(self)
         arguments = visible_arguments(self, spec, tool_input)
-        return await route.tools.acall(
+        return await tools.acall(
             _identity(route, self, kwargs),
             spec,
             arguments,
@@ -153,5 +153,6 @@ def _mark(wrapper: Any, original: Any) -> Any:
 
 
 def install(patcher: Patcher, route: Route) -> None:
-    patcher.replace(BaseTool, "run", make_run(route, BaseTool.__dict__["run"]))
-    patcher.replace(BaseTool, "arun", make_arun(route, BaseTool.__dict__["arun"]))
+    tools = ToolRouter(route)
+    patcher.replace(BaseTool, "run", make_run(route, tools, BaseTool.__dict__["run"]))
+    patcher.replace(BaseTool, "arun", make_arun(route, tools, BaseTool.__dict__["arun"]))

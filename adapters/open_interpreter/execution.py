@@ -31,6 +31,7 @@ from aios_core.syscalls import ToolCall, ToolSyscall
 
 if TYPE_CHECKING:
     from aios.adapters.shared.route import Route
+
     from aios_core.managers.tools import ToolResult
 
 log = logging.getLogger(__name__)

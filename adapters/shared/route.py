@@ -63,12 +63,9 @@ class Route:
     """Sends one framework's calls to ``kernel`` under ``options``."""
 
     def __init__(self, kernel: KernelPort, framework: str, options: RouteOptions) -> None:
-        from aios.adapters.shared.tool_routing import ToolRouter
-
         self.kernel = kernel
         self.framework = framework
         self.options = options
-        self.tools = ToolRouter(self)
 
     # ------------------------------------------------------------------ identity
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aios.bench.studies import managers_tools
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +37,6 @@ from aios_core.agents import AgentRecord
 from aios_core.managers.embeddings import EmbeddingConfig, make_embedder
 from aios_core.managers.factory import ManagersConfig, build_managers
 from aios_core.syscalls import ToolCall
-from aios.bench import managers_tools
 
 WORDS = (
     "rocket orbit launch fuel engine satellite cat dog bird fish garden apple banana bread cheese river mountain forest ocean "

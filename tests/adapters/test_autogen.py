@@ -20,6 +20,7 @@ pytest.importorskip("autogen_agentchat")
 pytest.importorskip("autogen_ext.models.openai")
 
 from adapters_testkit import RecordingKernel, fast_sim_core
+from aios.adapters.autogen.adapter import ADAPTER
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import (
     ModelClientStreamingChunkEvent,
@@ -38,7 +39,6 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel
 
 import aios
-from aios.adapters.autogen.adapter import ADAPTER
 from aios_core.errors import AIOSError, ConfigError, ToolError
 from aios_core.syscalls import LLMSyscall, ToolSyscall
 

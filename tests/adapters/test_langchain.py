@@ -20,6 +20,8 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_openai")
 
 from adapters_testkit import RecordingKernel
+from aios.adapters.langchain.adapter import ADAPTER
+from aios.adapters.langchain.tools import KernelToolError
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
@@ -32,8 +34,6 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 import aios
-from aios.adapters.langchain.adapter import ADAPTER
-from aios.adapters.langchain.tools import KernelToolError
 from aios_core.errors import AIOSError, ToolError
 
 pytestmark = pytest.mark.frameworks

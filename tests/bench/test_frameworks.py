@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from aios.bench.suites.agents import get_framework
 from aios.bench.suites.agents.base import FrameworkUnavailable
 from aios.bench.suites.agents.interpreter_agent import messages_as_text

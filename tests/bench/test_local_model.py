@@ -6,7 +6,6 @@ import asyncio
 
 import httpx
 import pytest
-
 from aios.bench.suites.agents.backends import LocalBackend
 from aios.bench.suites.run import Options, compare
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aios.bench import managers, server_load
+from aios.bench.studies import managers, server_load
 
 
 def test_the_managers_benchmark_runs_and_lru_k_beats_lru(tmp_path):

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from aios.bench.suites.tasks import get_suite
 from aios.bench.suites.tasks.base import DATA_DIR, LoadOptions, TaskSetError
 from aios.bench.suites.tasks.gaia import gaia_score

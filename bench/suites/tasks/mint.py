@@ -23,14 +23,25 @@ the same schema is used and labelled as such.
 from __future__ import annotations
 
 import argparse
-
 import json
 import os
 import re
 from pathlib import Path
 
 from aios.bench.suites.tasks import mint_check
-from aios.bench.suites.tasks.base import DATA_DIR, Episode, LoadOptions, StepResult, Suite, Task, TaskSet, TaskSetError, ToolBox, Verdict, is_standin
+from aios.bench.suites.tasks.base import (
+    DATA_DIR,
+    Episode,
+    LoadOptions,
+    StepResult,
+    Suite,
+    Task,
+    TaskSet,
+    TaskSetError,
+    ToolBox,
+    Verdict,
+    is_standin,
+)
 from aios.bench.suites.tasks.code import fenced_blocks
 from aios.bench.suites.tasks.repl import repl_program
 from aios.bench.suites.tasks.sandbox import LocalToolBox

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from aios.bench.suites.tasks.base import ExecResult
+
 from aios_core.managers.sandbox import ProcessResult, SandboxLimits, Workspace, run_python, run_shell
 from aios_core.managers.sandbox_paths import resolve_in
-from aios.bench.suites.tasks.base import ExecResult
 
 
 def stage(root: Path, files: dict[str, str]) -> None:
