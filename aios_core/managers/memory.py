@@ -345,7 +345,7 @@ class MemoryManager:
         if mem.loaded is None:
             mem.loaded = asyncio.get_running_loop().create_future()
             try:
-                files = await self.storage.list_files(owner, MEMORY_PREFIX)
+                files = await self.storage.store.list(owner, MEMORY_PREFIX)
             except BaseException as exc:
                 mem.loaded.set_exception(exc)
                 mem.loaded.exception()  # mark retrieved; the next call retries
@@ -389,7 +389,7 @@ class MemoryManager:
 
     async def _reload(self, mem: _AgentMemory, entry: _Entry) -> None:
         try:
-            content = await self.storage.get(mem.owner, f"{MEMORY_PREFIX}/{entry.key}")
+            content = await self.storage.store.read(mem.owner, f"{MEMORY_PREFIX}/{entry.key}")
         except StorageError as exc:
             raise MemoryManagerError(f"memory item {entry.key!r} of {mem.owner!r} could not be reloaded: {exc.message}", reason="reload") from exc
         if entry.value is not ABSENT or mem.entries.get(entry.key) is not entry:
@@ -468,7 +468,7 @@ class MemoryManager:
 
     async def _write_out(self, owner: str, entry: _Entry) -> None:
         record = {"key": entry.key, "value": entry.value, "created": entry.created, "updated": entry.updated}
-        await self.storage.put(owner, f"{MEMORY_PREFIX}/{entry.key}", json.dumps(record, ensure_ascii=False), embed_text=_text_of(entry.value))
+        await self.storage.store.write(owner, f"{MEMORY_PREFIX}/{entry.key}", json.dumps(record, ensure_ascii=False), embed_text=_text_of(entry.value))
 
     async def _forget(self, mem: _AgentMemory, entry: _Entry) -> MemoryItem:
         if entry.writing is not None:
@@ -482,7 +482,7 @@ class MemoryManager:
             mem.resident_bytes -= entry.size
             self.total_resident -= entry.size
         try:
-            await self.storage.remove(mem.owner, f"{MEMORY_PREFIX}/{entry.key}")
+            await self.storage.store.delete(mem.owner, f"{MEMORY_PREFIX}/{entry.key}")
         except StorageError as exc:
             if exc.details.get("reason") not in ("not_found", "deleted"):
                 raise
@@ -507,7 +507,7 @@ class MemoryManager:
             for entry, score in zip(resident, matrix @ qvec):
                 scored[entry.key] = (entry, float(score))
         if any(e.value is ABSENT for e in mem.entries.values()):
-            hits = await self.storage.search_in(mem.owner, query, k=k, prefix=MEMORY_PREFIX)
+            hits = await self.storage.store.search(mem.owner, query, k=k, prefix=MEMORY_PREFIX)
             for hit in hits:
                 key = hit.path[len(MEMORY_PREFIX) + 1 :]
                 entry = mem.entries.get(key)

@@ -18,8 +18,27 @@ rebuilt from those vectors when the store opens.
 
 Every public operation checks access itself (``storage.read`` /
 ``storage.write`` on ``owner/path``), so calling the manager directly is as
-safe as going through the kernel. The ``put``/``get``/... methods without an
-agent are for other managers acting for an owner whose access they checked.
+safe as going through the kernel. Each operation has one name, on two faces:
+
+=============================  ===================================  ===========================
+operation                      an agent's call (access-checked)     for an owner (``.store``)
+=============================  ===================================  ===========================
+add a version                  ``write(agent, path, data)``         ``store.write(owner, ...)``
+read (a version, at a time)    ``read``                             ``store.read``
+list files under a prefix      ``list``                             ``store.list``
+delete (a tombstone)           ``delete``                           ``store.delete``
+version history                ``versions``                         ``store.versions``
+roll back to a version / time  ``rollback``                         ``store.rollback``
+diff two versions              ``diff``                             ``store.diff``
+search by meaning              ``search``                           ``store.search``
+drop a file and its history    ``purge`` (irreversible: confirmed)  ``store.purge``
+=============================  ===================================  ===========================
+
+``store`` is for other managers acting for an owner whose access they
+checked (memory eviction); its paths must already be clean. A storage backend
+changes how an operation is done by overriding the manager's matching
+``_owner_<operation>`` method, where both faces end. The syscall wire format
+names the same operations (``op``) and is unchanged.
 """
 
 from __future__ import annotations
@@ -180,6 +199,41 @@ def _decode(blob: bytes | None, is_text: bool) -> str | bytes:
     return blob.decode("utf-8") if is_text else blob
 
 
+class OwnerStore:
+    """The storage operations for an owner whose access the caller checked (paths already clean): ``storage.store``."""
+
+    def __init__(self, manager: "StorageManager") -> None:
+        self._m = manager
+
+    async def write(self, owner: str, path: str, data: str | bytes, *, embed_text: str | None = None) -> VersionInfo:
+        """Add a version of ``owner/path``; ``embed_text`` replaces the text that is embedded for search."""
+        return await self._m._owner_write(owner, path, data, embed_text=embed_text)
+
+    async def read(self, owner: str, path: str, *, version: int | None = None, timestamp: float | None = None) -> FileContent:
+        return await self._m._owner_read(owner, path, version=version, timestamp=timestamp)
+
+    async def list(self, owner: str, prefix: str = "") -> list[FileInfo]:
+        return await self._m._owner_list(owner, prefix)
+
+    async def delete(self, owner: str, path: str) -> VersionInfo:
+        return await self._m._owner_delete(owner, path)
+
+    async def versions(self, owner: str, path: str) -> list[VersionInfo]:
+        return await self._m._owner_versions(owner, path)
+
+    async def rollback(self, owner: str, path: str, *, version: int | None = None, timestamp: float | None = None) -> VersionInfo:
+        return await self._m._owner_rollback(owner, path, version=version, timestamp=timestamp)
+
+    async def diff(self, owner: str, path: str, version: int, other_version: int | None = None) -> DiffResult:
+        return await self._m._owner_diff(owner, path, version, other_version)
+
+    async def search(self, owner: str, query: str, *, k: int = 5, prefix: str = "") -> list[SearchHit]:
+        return await self._m._owner_search(owner, query, k=k, prefix=prefix)
+
+    async def purge(self, owner: str, path: str) -> int:
+        return await self._m._owner_purge(owner, path)
+
+
 class StorageManager:
     def __init__(
         self,
@@ -198,6 +252,8 @@ class StorageManager:
         self.db: SQLitePool | None = None
         self._open_lock = asyncio.Lock()
         self.stats = {"writes": 0, "reads": 0, "searches": 0, "full_errors": 0}
+        #: the same operations for an owner whose access the caller checked (other managers)
+        self.store = OwnerStore(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -338,7 +394,7 @@ class StorageManager:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
         await self._authorize(agent, "storage.write", owner, clean, detail={"op": "write"})
-        return await self.put(owner, clean, data)
+        return await self._owner_write(owner, clean, data)
 
     async def read(
         self, agent: "AgentLike", path: str, *, owner: str | None = None, version: int | None = None, timestamp: float | None = None
@@ -346,26 +402,26 @@ class StorageManager:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
         await self._authorize(agent, "storage.read", owner, clean, detail={"op": "read"})
-        return await self.get(owner, clean, version=version, timestamp=timestamp)
+        return await self._owner_read(owner, clean, version=version, timestamp=timestamp)
 
     async def list(self, agent: "AgentLike", prefix: str = "", *, owner: str | None = None) -> list[FileInfo]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", prefix, owner, allow_empty=True)
         await self._authorize(agent, "storage.read", owner, clean, detail={"op": "list"})
-        return await self.list_files(owner, clean)
+        return await self._owner_list(owner, clean)
 
     async def delete(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> VersionInfo:
         """Delete by adding a tombstone: reversible with :meth:`rollback`, so no confirmation is needed."""
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
         await self._authorize(agent, "storage.write", owner, clean, detail={"op": "delete"})
-        return await self.remove(owner, clean)
+        return await self._owner_delete(owner, clean)
 
     async def versions(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> list[VersionInfo]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
         await self._authorize(agent, "storage.read", owner, clean, detail={"op": "versions"})
-        return await self.history(owner, clean)
+        return await self._owner_versions(owner, clean)
 
     async def rollback(
         self, agent: "AgentLike", path: str, *, version: int | None = None, timestamp: float | None = None, owner: str | None = None
@@ -373,30 +429,30 @@ class StorageManager:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
         await self._authorize(agent, "storage.write", owner, clean, detail={"op": "rollback", "version": version, "timestamp": timestamp})
-        return await self.restore(owner, clean, version=version, timestamp=timestamp)
+        return await self._owner_rollback(owner, clean, version=version, timestamp=timestamp)
 
     async def diff(self, agent: "AgentLike", path: str, version: int, other_version: int | None = None, *, owner: str | None = None) -> DiffResult:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", path, owner)
         await self._authorize(agent, "storage.read", owner, clean, detail={"op": "diff"})
-        return await self.compare(owner, clean, version, other_version)
+        return await self._owner_diff(owner, clean, version, other_version)
 
     async def search(self, agent: "AgentLike", query: str, *, k: int = 5, prefix: str = "", owner: str | None = None) -> list[SearchHit]:
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.read", prefix, owner, allow_empty=True)
         await self._authorize(agent, "storage.read", owner, clean, detail={"op": "search"})
-        return await self.search_in(owner, query, k=k, prefix=clean)
+        return await self._owner_search(owner, query, k=k, prefix=clean)
 
     async def purge(self, agent: "AgentLike", path: str, *, owner: str | None = None) -> int:
         """Drop a file and its whole history. Irreversible: the access manager asks for confirmation."""
         owner = owner or agent.name
         clean = await self._checked_path(agent, "storage.write", path, owner)
         await self._authorize(agent, "storage.write", owner, clean, irreversible=True, detail={"op": "purge"})
-        return await self.drop(owner, clean)
+        return await self._owner_purge(owner, clean)
 
     # ------------------------------------------------------------------ unchecked core (paths already clean)
 
-    async def put(self, owner: str, path: str, data: str | bytes, *, embed_text: str | None = None) -> VersionInfo:
+    async def _owner_write(self, owner: str, path: str, data: str | bytes, *, embed_text: str | None = None) -> VersionInfo:
         """Add a version of ``owner/path``; ``embed_text`` replaces the text that is embedded for search."""
         blob, is_text = _encode(data)
         if len(blob) > self.config.max_file_bytes:
@@ -488,7 +544,7 @@ class StorageManager:
             return row
         return conn.execute(f"SELECT {cols} FROM versions WHERE file_id = ? ORDER BY version DESC LIMIT 1", (file_id,)).fetchone()
 
-    async def get(self, owner: str, path: str, *, version: int | None = None, timestamp: float | None = None) -> FileContent:
+    async def _owner_read(self, owner: str, path: str, *, version: int | None = None, timestamp: float | None = None) -> FileContent:
         def read(conn: sqlite3.Connection) -> FileContent:
             file_id, head, deleted = self._file_row(conn, owner, path)
             if deleted and version is None and timestamp is None:
@@ -502,7 +558,7 @@ class StorageManager:
         self.stats["reads"] += 1
         return result
 
-    async def list_files(self, owner: str, prefix: str = "") -> list[FileInfo]:
+    async def _owner_list(self, owner: str, prefix: str = "") -> list[FileInfo]:
         def read(conn: sqlite3.Connection) -> list[FileInfo]:
             rows = conn.execute(
                 "SELECT f.path, f.head, v.created, v.size, v.is_text FROM files f JOIN versions v ON v.file_id = f.id AND v.version = f.head"
@@ -518,7 +574,7 @@ class StorageManager:
 
         return await self._read(read, f"listing {owner}/{prefix}")
 
-    async def remove(self, owner: str, path: str) -> VersionInfo:
+    async def _owner_delete(self, owner: str, path: str) -> VersionInfo:
         db = await self._db()
         now = time.time()
 
@@ -541,7 +597,7 @@ class StorageManager:
         info, _ = await self._write(db, txn, unindex, f"deleting {owner}/{path}")
         return info
 
-    async def history(self, owner: str, path: str) -> list[VersionInfo]:
+    async def _owner_versions(self, owner: str, path: str) -> list[VersionInfo]:
         def read(conn: sqlite3.Connection) -> list[VersionInfo]:
             file_id, _, _ = self._file_row(conn, owner, path)
             rows = conn.execute(
@@ -553,7 +609,7 @@ class StorageManager:
 
         return await self._read(read, f"listing versions of {owner}/{path}")
 
-    async def restore(self, owner: str, path: str, *, version: int | None = None, timestamp: float | None = None) -> VersionInfo:
+    async def _owner_rollback(self, owner: str, path: str, *, version: int | None = None, timestamp: float | None = None) -> VersionInfo:
         """Make an older version current again by copying it as a new version (history only grows)."""
         if version is None and timestamp is None:
             raise InvalidSyscallError("rollback needs a version or a timestamp")
@@ -592,7 +648,7 @@ class StorageManager:
         info, _, _ = await self._write(db, txn, index, f"rolling back {owner}/{path}")
         return info
 
-    async def compare(self, owner: str, path: str, version: int, other_version: int | None = None) -> DiffResult:
+    async def _owner_diff(self, owner: str, path: str, version: int, other_version: int | None = None) -> DiffResult:
         def read(conn: sqlite3.Connection) -> DiffResult:
             file_id, head, _ = self._file_row(conn, owner, path)
             a = self._version_at(conn, file_id, path, version, None)
@@ -610,7 +666,7 @@ class StorageManager:
 
         return await self._read(read, f"diffing {owner}/{path}")
 
-    async def search_in(self, owner: str, query: str, *, k: int = 5, prefix: str = "") -> list[SearchHit]:
+    async def _owner_search(self, owner: str, query: str, *, k: int = 5, prefix: str = "") -> list[SearchHit]:
         if self.embedder is None or self.index is None:
             await self._db()
             if self.embedder is None or self.index is None:
@@ -645,7 +701,7 @@ class StorageManager:
         self.stats["searches"] += 1
         return await self._read(details, f"searching {owner}/{prefix}")
 
-    async def drop(self, owner: str, path: str) -> int:
+    async def _owner_purge(self, owner: str, path: str) -> int:
         """Delete every version of a file; returns how many were dropped."""
         db = await self._db()
 

@@ -114,9 +114,9 @@ class _CountingStorage(StorageManager):
         super().__init__(*args, **kwargs)
         self.writes = 0
 
-    async def put(self, owner, path, data, **kw):
+    async def _owner_write(self, owner, path, data, **kw):
         self.writes += 1
-        return await super().put(owner, path, data, **kw)
+        return await super()._owner_write(owner, path, data, **kw)
 
 
 class _BackendsPlugin:

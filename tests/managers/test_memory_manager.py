@@ -75,7 +75,7 @@ async def test_eviction_into_storage_and_transparent_reload(make_managers):
     assert usage["items"] == 30 and usage["resident_bytes"] <= 1000
     assert m.memory.stats.evictions >= 20
     # the evicted items are in storage under the kernel's namespace, versioned like any file
-    stored = await m.storage.list_files("alice", MEMORY_PREFIX)
+    stored = await m.storage.store.list("alice", MEMORY_PREFIX)
     assert len(stored) >= 20
     # reading an evicted item is a miss that reloads it; the value is exact
     before = m.memory.stats.misses

@@ -140,7 +140,7 @@ async def test_another_agents_evicted_memory_needs_the_right_to_read_its_memory(
     )
     for i in range(10):
         await m.memory.add(ALICE, f"secret {i} " + "x" * 80, key=f"s{i}")
-    [evicted, *_] = await m.storage.list_files("alice", ".aios/memory")
+    [evicted, *_] = await m.storage.store.list("alice", ".aios/memory")
     with pytest.raises(AccessDeniedError, match="memory"):
         await m.storage.read(agent("eve", "files"), evicted.path, owner="alice")  # a file grant is not a memory grant
     assert "secret" in (await m.storage.read(agent("pat", "peers"), evicted.path, owner="alice")).data

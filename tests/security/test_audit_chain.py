@@ -192,7 +192,7 @@ async def test_a_refused_path_changes_nothing_stored(tmp_path):
         for bad in ("notes\u202etxt.exe", "notes.txt\x85", "x" * 300 + "/y"):
             with pytest.raises(AccessDeniedError):
                 await m.storage.write(alice, bad, "v2")
-        assert [(f.path, f.version) for f in await m.storage.list_files("alice")] == [("notes.txt", 1)]
+        assert [(f.path, f.version) for f in await m.storage.store.list("alice")] == [("notes.txt", 1)]
     finally:
         await m.aclose()
     assert normalize_path("a" * 255) == "a" * 255  # the limit itself is allowed

@@ -60,7 +60,7 @@ async def test_alice_x_cannot_read_or_overwrite_alices_x_folder(tmp_path):
         with pytest.raises(AccessDeniedError):
             await m.storage.list(intruder, "x", owner="alice")
         assert (await m.storage.read(alice, "x/plan.txt")).data == "alice's plan"
-        assert [v.version for v in await m.storage.history("alice", "x/plan.txt")] == [1]
+        assert [v.version for v in await m.storage.store.versions("alice", "x/plan.txt")] == [1]
         # alice/x keeps its own space, and alice has no claim on it either
         await m.storage.write(intruder, "plan.txt", "mine")
         with pytest.raises(AccessDeniedError):
@@ -119,7 +119,7 @@ def test_refused_cross_owner_calls_change_nothing_stored(intruder, victim, path)
         try:
             victim_rec, intruder_rec = _agent(victim), _agent(intruder)
             await m.storage.write(victim_rec, path, "original")
-            before = [(f.path, f.version) for f in await m.storage.list_files(victim)]
+            before = [(f.path, f.version) for f in await m.storage.store.list(victim)]
             for call in (
                 m.storage.write(intruder_rec, path, "defaced", owner=victim),
                 m.storage.delete(intruder_rec, path, owner=victim),
@@ -128,8 +128,8 @@ def test_refused_cross_owner_calls_change_nothing_stored(intruder, victim, path)
             ):
                 with pytest.raises(AccessDeniedError):
                     await call
-            assert [(f.path, f.version) for f in await m.storage.list_files(victim)] == before
-            assert (await m.storage.get(victim, path)).data == "original"
+            assert [(f.path, f.version) for f in await m.storage.store.list(victim)] == before
+            assert (await m.storage.store.read(victim, path)).data == "original"
         finally:
             await m.aclose()
 
