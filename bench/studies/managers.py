@@ -135,7 +135,7 @@ async def run_storage(synchronous: str, embedder: Any, seed: int, files: int = 1
                 await m.storage.write(alice, f"docs/f{i % 50}.md", _text(rng, 500))
                 write_lat.append(time.perf_counter() - t)
             for i in range(files - 50):
-                await m.storage.put("alice", f"corpus/c{i}.md", _text(rng, 80))
+                await m.storage.store.write("alice", f"corpus/c{i}.md", _text(rng, 80))
             read_lat, search_lat = [], []
             for i in range(200):
                 t = time.perf_counter()
