@@ -31,6 +31,7 @@ from typing import Any
 
 from aios_core.clock import run_virtual
 from aios_core.cores.base import Generation
+from aios_core.cores.batching import StepTiming
 from aios_core.kernel import Kernel
 from aios_core.syscalls import LLMRequest, LLMSyscall
 from aios.bench.metrics import percentile
@@ -49,17 +50,12 @@ class StepSample:
 
 
 def _timed_steps(core: Any, samples: list[StepSample]) -> None:
-    """Record every engine step's duration and batch size (the engine loop calls ``self._step``)."""
-    inner = core._step
+    """Record every engine step's duration and batch size (through the core's public step hook)."""
 
-    async def step(seqs: list[Any]) -> Any:
-        prefill = any(not s.prefilled or (s.state is not None and getattr(s.state, "n_past", 1) < len(getattr(s.state, "tokens", [])) - 1) for s in seqs)
-        t = time.perf_counter()
-        out = await inner(seqs)
-        samples.append(StepSample(time.perf_counter() - t, len(seqs), "prefill" if prefill else "decode"))
-        return out
+    def record(step: StepTiming) -> None:
+        samples.append(StepSample(step.seconds, step.batch, "prefill" if step.prefill else "decode"))
 
-    core._step = step
+    core.observe_steps(record)
 
 
 def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
