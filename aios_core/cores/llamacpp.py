@@ -255,6 +255,8 @@ class LlamaCppCore(BatchingCore):
         self._add_bos = False
         self._bos_text = ""
         self._turn_markers: frozenset[int] = frozenset()
+        #: end-of-generation tokens and turn markers, found on the first request that ignores them
+        self._end_tokens: np.ndarray | None = None
 
         #: KV cells of the loaded context (the handle is set by _open)
         self._kv = LlamaMemory()
@@ -375,6 +377,7 @@ class LlamaCppCore(BatchingCore):
         L.llama_free(self._ctx)
         L.llama_model_free(self._model)
         self._ctx = self._model = self._vocab = None
+        self._end_tokens = None
         self._kv.handle = None
         self._clear_books()
         self._ledger.clear(paused=True)
@@ -491,6 +494,21 @@ class LlamaCppCore(BatchingCore):
             return 0
         return self._prefix.match(tokens)[1]
 
+    def _banned(self, request: LLMRequest) -> np.ndarray | None:
+        """``extra={"ignore_eos": true}`` (llama-server's option of that name): generate exactly max_tokens.
+
+        Benchmarks need it to give every engine the same number of tokens to make; the end-of-generation
+        tokens and the template's turn markers are masked, as llama-server masks its end-of-generation tokens.
+        """
+        if not request.extra.get("ignore_eos"):
+            return None
+        if self._end_tokens is None:
+            n = self._n_vocab
+            self._end_tokens = np.fromiter(
+                sorted({t for t in range(n) if L.llama_vocab_is_eog(self._vocab, t)} | set(self._turn_markers)), dtype=np.int64
+            )
+        return self._end_tokens
+
     def _seed(self, request: LLMRequest) -> int:
         if request.seed is not None:
             return request.seed & 0xFFFFFFFF
@@ -518,7 +536,7 @@ class LlamaCppCore(BatchingCore):
                 return
             chooser = TokenChooser(
                 self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
-                seed=self._seed(request), grammar=grammar_for(request),
+                seed=self._seed(request), grammar=grammar_for(request), banned=self._banned(request),
             )
         except AIOSError as exc:
             self._finish(seq, Chunk(finish_reason="error", error=exc))
@@ -683,7 +701,7 @@ class LlamaCppCore(BatchingCore):
         self._ledger.forget_paused(seq.id)
         chooser = TokenChooser(
             self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
-            seed=int(state["seed"]), grammar=grammar_for(request),
+            seed=int(state["seed"]), grammar=grammar_for(request), banned=self._banned(request),
         )
         chooser.replay(tokens[n_prompt:])
         slot, grant = self._ledger.claim(len(tokens), limit)

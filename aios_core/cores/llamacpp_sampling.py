@@ -124,9 +124,14 @@ def _step_seed(seed: int, n: int) -> int:
 class TokenChooser:
     """Picks each next token of one sequence: greedy at temperature 0, else seeded top-p sampling; optional grammar."""
 
-    def __init__(self, vocab: Any, n_vocab: int, *, temperature: float, top_p: float, seed: int, grammar: str | None) -> None:
+    def __init__(
+        self, vocab: Any, n_vocab: int, *, temperature: float, top_p: float, seed: int, grammar: str | None,
+        banned: np.ndarray | None = None,
+    ) -> None:
         self.vocab = vocab
         self.n_vocab = n_vocab
+        #: tokens never chosen (the end-of-turn tokens of a request with ``ignore_eos``)
+        self.banned = banned if banned is not None and banned.size else None
         self.greedy = temperature <= 0.0
         self.seed = seed
         self._chain = None
@@ -146,6 +151,8 @@ class TokenChooser:
 
     def choose(self, logits: np.ndarray, n_generated: int) -> int:
         """The next token from this sequence's logits (``n_generated`` tokens came before it)."""
+        if self.banned is not None:
+            logits[self.banned] = -np.inf  # the logits are this step's scratch buffer: masking in place is safe
         token = self._pick(logits, n_generated, constrained=False)
         if self._grammar is not None and not self._grammar_allows(token, float(logits[token])):
             token = self._pick(logits, n_generated, constrained=True)

@@ -67,6 +67,8 @@ class ChatCompletionBody(BaseModel):
     function_call: Any = None
     #: AIOS extension: core options (LLMRequest.extra)
     extra: dict[str, Any] | None = None
+    #: llama-server's extension: generate exactly max_tokens (end-of-generation tokens are never sampled)
+    ignore_eos: bool | None = None
 
 
 # --------------------------------------------------------------------------- request translation
@@ -164,6 +166,8 @@ def to_llm_request(body: ChatCompletionBody, *, default_max_tokens: int) -> LLMR
     if body.functions is not None or body.function_call is not None:
         raise InvalidSyscallError("legacy 'functions' / 'function_call' are not supported; use 'tools' / 'tool_choice'")
     extra = dict(body.extra or {})
+    if body.ignore_eos is not None:  # llama-server's name for it: one request body serves both servers
+        extra["ignore_eos"] = body.ignore_eos
     if body.parallel_tool_calls is not None:
         extra["parallel_tool_calls"] = body.parallel_tool_calls
     data: dict[str, Any] = {

@@ -8,9 +8,10 @@ send the next turn. With ``--shared yes`` every agent's conversation opens with
 one long system prompt (an application's instructions, shared by its agents);
 with ``no`` each agent's system prompt is its own (same length, different from
 the first token). Output lengths are heavy-tailed (Pareto, per agent and turn,
-fixed by the seed) and forced through ``max_tokens``: the prompts ask the base
-model to continue a list of numbers, which it does past any budget, so both
-sides generate the same number of tokens (reported; a difference is flagged).
+fixed by the seed) and forced through ``max_tokens`` with ``ignore_eos`` (the
+end-of-generation tokens are never sampled, by llama-server and by the kernel's
+core alike), so every setup generates the same number of tokens (reported; a
+difference is flagged).
 
 The same async OpenAI-style client (httpx, one request per turn, greedy,
 ``temperature`` 0, same ``seed``) talks to every setup, each in its own process:
@@ -217,7 +218,8 @@ async def run_agent(
     messages: list[dict[str, str]] = [{"role": "system", "content": plan.system}]
     for k, turn in enumerate(plan.turns):
         messages.append({"role": "user", "content": turn.user})
-        body = {"messages": list(messages), "max_tokens": turn.max_tokens, "temperature": 0.0, "seed": seed}
+        # ignore_eos (llama-server's option, honoured by the kernel's llama.cpp core too): every setup makes max_tokens
+        body = {"messages": list(messages), "max_tokens": turn.max_tokens, "temperature": 0.0, "seed": seed, "ignore_eos": True}
         call = Call(agent=plan.name, turn=k, start=time.perf_counter() - t0)
         try:
             data = await send(body)
