@@ -26,6 +26,13 @@ more than ``max_wait`` seconds, is starving: it is served before every level
 ``max_wait`` bounds waits in seconds, but once the kernel is overloaded so far
 that most calls wait that long, every call starves and PLAS becomes FIFO (on
 the study's trace at 1000 agents, ``max_wait=120`` gave no gain over FIFO).
+
+``rank="gittins"`` orders programs by the Gittins index of their attained
+service under the sizes of the programs that have ended
+(:mod:`aios_core.scheduler.gittins`) once ``gittins_min_samples`` have ended,
+and by the levels until then: least attained service where programs are
+heavy-tailed, first come first served where they are alike (where plain LAS
+shares the engine among all of them and finishes every one late).
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ from __future__ import annotations
 import math
 
 from aios_core.scheduler.base import Job, Scheduler
+from aios_core.scheduler.gittins import GittinsIndex
 from aios_core.scheduler.queues import FifoQueue, KeyedHeap
+
+RANKS = ("levels", "gittins")
 
 
 class PLASScheduler(Scheduler):
@@ -50,11 +60,25 @@ class PLASScheduler(Scheduler):
         min_service: float = 1.0,
         max_wait: float | None = None,
         scan: int = 64,
+        rank: str = "levels",
+        gittins_window: int = 1000,
+        gittins_min_samples: int = 5,
+        preempt_ratio: float = 2.0,
         **options: float,
     ) -> None:
         super().__init__(**options)
         if base <= 0 or levels < 1:
             raise ValueError("base must be > 0 and levels >= 1")
+        if rank not in RANKS:
+            raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
+        if preempt_ratio < 1:
+            raise ValueError("preempt_ratio must be >= 1")
+        self.rank = rank
+        self.preempt_ratio = float(preempt_ratio)
+        self.gittins = GittinsIndex(window=gittins_window, min_samples=gittins_min_samples) if rank == "gittins" else None
+        # every queued job, keyed by (minus its program's Gittins index, program arrival, queueing order)
+        self._by_index = KeyedHeap()
+        self._index_key: dict[str, tuple[float, float, int]] = {}
         self.base = float(base)
         self.levels = int(levels)
         self.min_slice = int(min_slice)
@@ -76,11 +100,31 @@ class PLASScheduler(Scheduler):
     def _key(self, job: Job) -> tuple[float, int]:
         return (self.program_arrival(job), job.seq)
 
+    def _by_gittins(self) -> bool:
+        return self.gittins is not None and self.gittins.ready
+
+    def index(self, program: str) -> float:
+        """The program's Gittins index (higher: served first); 0 when ranking by levels."""
+        return self.gittins.index(self.attained(program)) if self.gittins is not None else 0.0
+
+    def _gittins_key(self, job: Job) -> tuple[float, float, int]:
+        return (-self.index(job.program), self.program_arrival(job), job.seq)
+
     def push(self, job: Job, now: float) -> None:
         lvl = self.level(job.program)
         self._queues[lvl].push(job, self._key(job))
         self._level_of[job.id] = lvl
         self._all.push(job)
+        if self.gittins is not None:
+            key = self._gittins_key(job)
+            self._by_index.push(job, key)
+            self._index_key[job.id] = key
+
+    def forget_program(self, program: str) -> None:
+        stats = self._programs.get(program)
+        if self.gittins is not None and stats is not None and stats.live == 0:
+            self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
+        super().forget_program(program)
 
     def is_starving(self, job: Job, now: float) -> bool:
         if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
@@ -111,6 +155,17 @@ class PLASScheduler(Scheduler):
         starving = self._starving(now)
         if starving is not None:
             return starving
+        if self._by_gittins():
+            while True:
+                job = self._by_index.peek()
+                if job is None:
+                    return None
+                key = self._gittins_key(job)
+                if key == self._index_key[job.id]:
+                    return job
+                # its program gained service while it waited (parallel calls): re-rank lazily
+                self._by_index.push(job, key)
+                self._index_key[job.id] = key
         for lvl, queue in enumerate(self._queues):
             while True:
                 job = queue.peek()
@@ -137,6 +192,8 @@ class PLASScheduler(Scheduler):
             return False
         self._queues[lvl].remove(job)
         self._all.remove(job)
+        if self._index_key.pop(job.id, None) is not None:
+            self._by_index.remove(job)
         return True
 
     def __len__(self) -> int:
@@ -148,10 +205,20 @@ class PLASScheduler(Scheduler):
         best = self.peek(now)
         if best is None:
             return False
+        if self._by_gittins():
+            if self.is_starving(best, now):
+                # starving calls go first at dispatch; under overload most calls starve, and letting each
+                # preempt would churn the batch without serving anyone sooner
+                return False
+            # only a clearly better program preempts: indices of alike programs differ a little, and swapping
+            # them back and forth would share the engine among all of them, the very thing Gittins avoids
+            return self.index(best.program) > self.preempt_ratio * self.index(running.program)
         if self.is_starving(best, now):
             return not self.is_starving(running, now)
         return self.level(best.program) < self.level(running.program)
 
     def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:
+        if self._by_gittins():
+            return (-self.index(running.program), self.attained(running.program))
         # evict the program that has had the most service: the essence of least-attained-service
         return (self.level(running.program), self.attained(running.program))
