@@ -263,11 +263,21 @@ def _register_loop_threads_exit_hook() -> None:
 
 
 def _join_program_threads() -> None:
-    """Wait for the program's non-daemon threads, as the interpreter would before exiting."""
+    """Wait for the program's non-daemon threads, as the interpreter would before exiting.
+
+    Thread-pool workers are not waited for: they idle until ``concurrent.futures``
+    tells them to stop, which happens after this hook (a kernel call still
+    running in a pool when the program ends gets the stop's grace period, as
+    any call in flight does).
+    """
+    from concurrent.futures import thread as pool_threads
+
+    workers = set(getattr(pool_threads, "_threads_queues", {}))
     current = threading.current_thread()
     for thread in threading.enumerate():
-        if thread is not current and thread is not threading.main_thread() and not thread.daemon and thread.is_alive():
-            thread.join()
+        if thread is current or thread is threading.main_thread() or thread.daemon or thread in workers:
+            continue
+        thread.join()
 
 
 def at_exit_before_executors(func: Callable[[], None]) -> None:

@@ -75,6 +75,36 @@ def test_a_call_still_running_after_the_grace_period_is_cancelled_with_a_clear_e
     assert records[0]["error"].startswith("SyscallCancelledError: the kernel is stopping"), records
 
 
+#: a program whose own (non-daemon) thread keeps using the kernel after the main thread ended, next to an idle pool
+WORKER_AFTER_MAIN = textwrap.dedent(
+    """
+    import concurrent.futures
+    import threading
+
+    import aios
+
+    pool = concurrent.futures.ThreadPoolExecutor(2)  # an idle worker stays behind: exit must not wait for it
+    pool.submit(print, "pool ready").result()
+    alice = aios.default_kernel().agent("alice")
+
+    def work():
+        for _ in range(3):
+            alice.chat("One more step.", max_tokens=4)
+
+    threading.Thread(target=work).start()
+    """
+)
+
+
+def test_the_programs_own_threads_finish_their_calls_and_an_idle_pool_does_not_hold_up_exit(tmp_path):
+    env = clean_environment(tmp_path, "", core_options="t0 = 0.01\na = 0.0\nb = 0.0")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_AFTER_MAIN)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert [(r["agent"], r["error"]) for r in read_records(env)] == [("alice", None)] * 3  # the kernel outlived main
+
+
 @pytest.fixture
 def sim_default_kernel(tmp_path, monkeypatch):
     """The process's default kernel, started on the sim core (stopped and forgotten afterwards)."""
