@@ -5,9 +5,15 @@ Follows Open-Interpreter 0.4's "Python usage": ``from interpreter import interpr
 terminal) and ``interpreter.chat("...")``. The one added line is
 ``aios.patch("open-interpreter")`` (before the import: Open-Interpreter's import
 then stays offline): no API key is needed, the model turns are answered by the
-AIOS kernel and the code runs as a tool syscall in the kernel's sandbox, after
-the access manager's check (``aios serve`` / ``aios run`` ask at the terminal;
-an ``aios.toml`` group may pre-approve ``tool:python``).
+AIOS kernel and the code runs as a tool syscall in the kernel's sandbox once the
+access manager allows it. Running code is irreversible and a script has nobody
+to ask, so allow it in ``./aios.toml``::
+
+    [managers.access.groups.default]
+    preapproved = ["tool:python"]
+
+Without that the run is denied, the model is told so, and the audit log
+(``aios audit``) shows the refusal.
 
 Run: python examples/quickstarts/open_interpreter_chat.py
 """
