@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from llama_server_kit import GEMMA_TEMPLATE, LlamaServer, free_port, gemma_gguf
 
+from aios_core.clock import run_virtual
 from aios_core.cores.base import Generation
 from aios_core.cores.openai_core import OpenAICore
 from aios_core.errors import ContextLengthError, CoreError
@@ -305,14 +307,21 @@ async def test_server_errors_become_typed_errors(status, body, error, retryable,
     assert extra["retries"] == (2 if retryable else 0)
 
 
-async def test_a_server_that_never_answers_times_out():
-    async with Responder(None) as url:
-        started = asyncio.get_running_loop().time()
-        last, extra = await generate_once(url, timeout=0.3, max_retries=1)
-        elapsed = asyncio.get_running_loop().time() - started
+def test_a_server_that_never_answers_times_out():
+    # virtual time (every wait jumps the loop's clock, so the silent hour costs nothing): each of the two
+    # attempts is given up exactly at the 0.3 s timeout, the retry after a backoff of about 0.01 s
+    async def main() -> tuple[Any, dict, float]:
+        async with Responder(None) as url:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            last, extra = await generate_once(url, timeout=0.3, max_retries=1)
+            return last, extra, loop.time() - started
+
+    last, extra, elapsed = run_virtual(main())
     assert last.finish_reason == "error" and last.error.retryable
     assert "did not answer in time" in last.error.message
-    assert extra["retries"] == 1 and elapsed < 5
+    assert extra["retries"] == 1
+    assert elapsed == pytest.approx(2 * 0.3, abs=0.02)  # catches: no read timeout, or a longer one than configured
 
 
 @pytest.mark.model

@@ -1,12 +1,14 @@
 import asyncio
+import signal
 import sys
-import time
 
 import pytest
 import sandboxed_tool_funcs as funcs
 from managers_testkit import agent
 
+from aios_core.clock import run_virtual
 from aios_core.errors import ToolError
+from aios_core.managers import sandbox
 from aios_core.managers.tools import ToolConfig, ToolManager, ToolResult
 from aios_core.syscalls import ToolCall, ToolSyscall
 from aios_core.tool import Tool
@@ -80,21 +82,38 @@ async def test_unknown_tool_and_reserved_argument(make_managers):
     assert "reserved" in reserved.error
 
 
-async def test_hanging_async_tool_times_out(make_managers):
-    tm = make_managers(plugin_tools=_tools()).tools
-    start = time.monotonic()
-    [res] = await tm.run_calls(ALICE, [call("hang")])
-    assert not res.ok and "did not finish within 0.3 s" in res.error
-    assert time.monotonic() - start < 2 and tm.stats["timeouts"] == 1
+def test_hanging_async_tool_times_out(make_managers):
+    # virtual time: the deadline is read off the loop's clock exactly, and a missing one lets the
+    # hour-long sleep finish at once instead of hanging the test
+    async def main() -> tuple[ToolResult, float]:
+        tm = make_managers(plugin_tools=_tools()).tools
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        [res] = await tm.run_calls(ALICE, [call("hang")])
+        return res, loop.time() - start
+
+    res, took = run_virtual(main())
+    assert not res.ok and "did not finish within 0.3 s" in res.error and res.error_type == "tool_error"
+    assert took == pytest.approx(0.3)  # catches: an async tool's timeout not applied, or applied late
 
 
+@pytest.mark.timeout(120)  # bounds the hang a missing kill would be (the sleeping tool never ends on its own)
 @pytest.mark.parametrize("name", ["sandboxed_hang", "sandboxed_spin"])
-async def test_hanging_sandboxed_tool_is_killed(make_managers, name):
+async def test_hanging_sandboxed_tool_is_killed(make_managers, monkeypatch, name):
+    children: list[asyncio.subprocess.Process] = []
+    supervise = sandbox._supervise
+
+    async def watched(proc, *args, **kwargs):
+        children.append(proc)
+        return await supervise(proc, *args, **kwargs)
+
+    monkeypatch.setattr(sandbox, "_supervise", watched)
     tm = make_managers(plugin_tools=_tools()).tools
-    start = time.monotonic()
     [res] = await tm.run_calls(ALICE, [call(name)])
-    assert not res.ok and "timed out after 1 s and was killed" in res.error
-    assert time.monotonic() - start < 5
+    assert not res.ok and "timed out after 1 s and was killed" in res.error and tm.stats["timeouts"] == 1
+    # catches: the child left to end by itself (the spinner's CPU rlimit sends SIGXCPU; the sleeper never ends)
+    [child] = children
+    assert child.returncode == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("name", ["memory_hog", "memory_leak"])
@@ -128,17 +147,37 @@ async def test_one_failing_call_does_not_lose_the_others(make_managers):
     assert results[0].output == 2 and results[3].output == "hi"
 
 
-async def test_independent_calls_run_in_parallel(make_managers):
-    tm = make_managers(plugin_tools=_tools()).tools
-    calls = [call("echo", text=str(i), delay=0.2) for i in range(8)]
-    start = time.monotonic()
-    results = await tm.run_calls(ALICE, calls)
-    parallel = time.monotonic() - start
+def test_independent_calls_run_in_parallel(make_managers):
+    inside = 0
+    peaks: list[int] = []
+
+    async def counted(text: str) -> str:
+        """Counts the calls inside at once; each stays 0.2 s (virtual) so the others can join it."""
+        nonlocal inside
+        inside += 1
+        peaks.append(inside)
+        await asyncio.sleep(0.2)
+        inside -= 1
+        return text
+
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+
+    async def main() -> tuple[list[ToolResult], float, float]:
+        tm = make_managers(plugin_tools={"counted": Tool("counted", "", schema, counted, max_concurrency=16)}).tools
+        calls = [call("counted", text=str(i)) for i in range(8)]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await tm.run_calls(ALICE, calls)
+        parallel, start = loop.time() - start, loop.time()
+        peaks.append(-1)  # separates the two runs
+        await tm.run_calls(ALICE, calls[:3], parallel=False)
+        return results, parallel, loop.time() - start
+
+    results, parallel, serial = run_virtual(main())
     assert [r.output for r in results] == [str(i) for i in range(8)]
-    assert parallel < 0.8, f"8 x 0.2 s calls took {parallel:.2f} s: they did not overlap"
-    start = time.monotonic()
-    await tm.run_calls(ALICE, calls[:3], parallel=False)
-    assert time.monotonic() - start >= 0.6
+    together, one_by_one = peaks[: peaks.index(-1)], peaks[peaks.index(-1) + 1 :]
+    assert max(together) == 8 and parallel == pytest.approx(0.2)  # catches: the calls of one syscall run one at a time
+    assert max(one_by_one) == 1 and serial == pytest.approx(0.6)  # catches: parallel=False ignored (calls still overlap)
 
 
 async def test_per_tool_concurrency_limit(make_managers):
