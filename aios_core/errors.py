@@ -94,16 +94,6 @@ class ContextLengthError(AIOSError, ValueError):
     http_status = 400
 
 
-class PluginError(AIOSError):
-    """A plugin failed to import, registered a duplicate name, or raised inside a hook."""
-
-    code = "plugin_error"
-
-    def __init__(self, message: str, *, plugin: str, **details: Any) -> None:
-        super().__init__(message, plugin=plugin, **details)
-        self.plugin = plugin
-
-
 class AccessDeniedError(AIOSError, PermissionError):
     """The agent's privilege group does not allow this action, or a required confirmation was refused."""
 

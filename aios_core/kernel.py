@@ -30,7 +30,6 @@ from aios_core.errors import (
     ConfigError,
     CoreError,
     KernelNotRunningError,
-    PluginError,
     QueueFullError,
     SyscallCancelledError,
     SyscallTimeoutError,
@@ -38,7 +37,7 @@ from aios_core.errors import (
 )
 from aios_core.llm_pool import Flight, LLMPool
 from aios_core.managers.context import ContextManager
-from aios_core.plugins import PluginHost
+from aios_core.plugins import PluginFailure, PluginHost
 from aios_core.port import ToolRegistry
 from aios_core.scheduler.base import Scheduler
 from aios_core.syscalls import AnySyscall, LLMSyscall, StreamPiece, SyscallBase, parse_syscall
@@ -294,7 +293,7 @@ class Kernel:
     def _scheduler_failed(self, scheduler: Scheduler, exc: BaseException) -> None:
         plugin = next((reg.plugin for n, reg in self.plugins.registries["schedulers"].items() if reg.component is type(scheduler)), type(scheduler).__module__)
         self.plugins.errors.append(
-            PluginError(f"scheduler {scheduler.name!r} from plugin {plugin} raised {exc!r}; its pool fell back to fifo", plugin=plugin)
+            PluginFailure(plugin, f"scheduler {scheduler.name!r} from plugin {plugin} raised {exc!r}; its pool fell back to fifo")
         )
 
     # ------------------------------------------------------------------ agents

@@ -11,7 +11,7 @@ equals, ``firstresult`` hooks stop at the first answer, ``wrapper=True``
 implementations run around all the others and may change the result), but the
 host runs pluggy's call loop itself so that each implementation is contained:
 one that raises costs only its own contribution, and the failure is recorded as
-a :class:`PluginError` naming the plugin and its distribution, logged, and shown
+a :class:`PluginFailure` naming the plugin and its distribution, logged, and shown
 by ``aios plugins``. Old-style ``hookwrapper=True`` implementations are refused
 at registration with a message pointing to ``wrapper=True``.
 
@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from aios_core import hookspecs
 from aios_core.components import Adapter
-from aios_core.errors import PluginError, UnknownComponentError
+from aios_core.errors import UnknownComponentError
 from aios_core.scheduler.base import Scheduler
 from aios_core.syscalls import ToolSpec
 from aios_core.tool import Tool
@@ -91,6 +91,19 @@ def _problem(kind: str, item: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PluginFailure:
+    """A contained plugin failure: a plugin that failed to import, registered a duplicate name or raised in a hook.
+
+    A record, not an exception: the host never raises it (a failing plugin costs only its own contribution);
+    ``aios plugins``, the dashboard and ``UnknownComponentError``'s hint show these.
+    """
+
+    plugin: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class PluginInfo:
     name: str
@@ -128,7 +141,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
-        self.errors: list[PluginError] = []
+        self.errors: list[PluginFailure] = []
         self.disabled = set(disabled)
         self._registries: dict[str, dict[str, Registered]] | None = None
         builtin, third_party = _entry_points()
@@ -219,7 +232,7 @@ class PluginHost:
         log.warning("%s", message)
         if plugin in self.plugins:
             details.setdefault("origin", self.plugins[plugin].origin)
-        self.errors.append(PluginError(message, plugin=plugin, **details))
+        self.errors.append(PluginFailure(plugin, message, details))
 
     # ------------------------------------------------------------------ registries
 

@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field
 
-from aios_core.errors import AccessDeniedError, AIOSError, PluginError, ToolError
+from aios_core.errors import AccessDeniedError, AIOSError, ToolError
 from aios_core.managers.isolation import Isolation, probe
 from aios_core.managers.sandbox import Confinement, SandboxLimits, call_sandboxed
+from aios_core.plugins import PluginFailure
 from aios_core.syscalls import TOOL_NAME_PATTERN, ClientTool, ToolCall, ToolSpec
 from aios_core.tool import Tool
 
@@ -148,7 +149,7 @@ class ToolManager:
         self.storage = storage
         self.sandbox_dir = None if data_dir is None else Path(data_dir) / self.config.sandbox_dir
         log.info("tools: %s", isolation_status(self.config))
-        self.errors: list[PluginError] = []
+        self.errors: list[PluginFailure] = []
         self._tools: dict[str, _Registered] = {}
         self._threads = ThreadPoolExecutor(max_workers=self.config.thread_workers, thread_name_prefix="aios-tool")
         self.stats = {"calls": 0, "failed": 0, "timeouts": 0, "denied": 0, "invalid": 0, "client_calls": 0}
@@ -161,7 +162,7 @@ class ToolManager:
             except ToolError as exc:
                 # a broken plugin tool costs only itself
                 log.warning("%s", exc.message)
-                self.errors.append(PluginError(exc.message, plugin=getattr(tool, "name", "?")))
+                self.errors.append(PluginFailure(getattr(tool, "name", "?"), exc.message))
 
     # ------------------------------------------------------------------ registry
 

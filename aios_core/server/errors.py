@@ -120,7 +120,7 @@ def _status_class(status: int) -> type[AIOSError]:
 
 
 def _make(cls: type[AIOSError], message: str, details: dict[str, Any], retryable: Any) -> AIOSError:
-    # built without calling the subclass constructor: some take extra required arguments (PluginError(plugin=))
+    # built without calling the subclass constructor: some take extra required arguments (CoreError(retryable=))
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.message = message

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aios_core.errors import AIOSError, ContextLengthError, CoreError, InvalidSyscallError, PluginError, QueueFullError
+from aios_core.errors import AIOSError, ContextLengthError, CoreError, InvalidSyscallError, QueueFullError
 from aios_core.managers.tools import ToolResult
 from aios_core.server.errors import RateLimitedError, error_body, error_from_body
 from aios_core.server.wire import decode, encode, syscall_from_wire, syscall_to_wire
@@ -58,7 +58,7 @@ def test_syscalls_get_server_ids_and_no_client_timing():
 @pytest.mark.parametrize(
     "error",
     [ContextLengthError("too long", prompt_tokens=9), CoreError("boom", retryable=True), QueueFullError("full", queued=3),
-     PluginError("bad plugin", plugin="p"), RateLimitedError("slow down", retry_after=0.5)],
+     RateLimitedError("slow down", retry_after=0.5)],
 )
 def test_errors_rebuild_with_their_class_message_and_details(error):
     back = error_from_body(error.http_status, json.loads(json.dumps(error_body(error))))
