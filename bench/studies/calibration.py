@@ -1,10 +1,13 @@
 """Is the sim core a faithful model of the embedded engine? The scheduler study's setups on both, side by side.
 
     python -m aios.bench.studies.calibration [--agents 8] [--seed 0] [--max-batch 8] [--threads 1]
+    python -m aios.bench.studies.calibration --fit-only --profile-out bench/studies/profiles/gemma3-270m-cpu1.json
 
-1. Fit the sim's step cost ``t0 + a * prefill_tokens + b * batch_size`` to the
-   llamacpp core: time decode steps at batch sizes 1, 2, 4, 8 (-> t0, b) and
-   prefill steps of a few prompt lengths (-> a).
+1. Fit the sim's step cost ``t0 + a * prefill_tokens + b * batch_size + c *
+   context_tokens`` to the llamacpp core: time decode steps at batch sizes 1,
+   2, 4, 8 and three context lengths (-> t0, b, c by non-negative least
+   squares) and prefill steps of a few prompt lengths (-> a). ``--fit-only``
+   stops here and writes the profile the scheduler study loads.
 2. Run a small agent trace (the scheduler study's generator, scaled down)
    under every setup of :mod:`aios.bench.studies.schedulers` (a..h) on the real llamacpp
    core, in real time.
@@ -23,20 +26,22 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aios.bench.metrics import percentile
+from aios.bench.studies.schedulers import Setup, setups
+from aios.bench.studies.workload import Program, make_trace
+
 from aios_core.clock import run_virtual
 from aios_core.cores.base import Generation
 from aios_core.cores.batching import StepTiming
 from aios_core.kernel import Kernel
 from aios_core.syscalls import LLMRequest, LLMSyscall
-from aios.bench.metrics import percentile
-from aios.bench.studies.schedulers import Setup, setups
-from aios.bench.studies.workload import Program, make_trace
 
 # --------------------------------------------------------------------------- 1. fitting the step cost
 
@@ -47,13 +52,23 @@ class StepSample:
     batch: int
     kind: str  # "decode" | "prefill"
     prompt_tokens: int = 0
+    #: tokens of context the batch's sequences attend to (prompt + generated so far, summed)
+    context: int = 0
+    #: CPU time the process spent in the step (with one llama.cpp thread: the step's time on an idle core)
+    cpu_seconds: float = 0.0
 
 
 def _timed_steps(core: Any, samples: list[StepSample]) -> None:
-    """Record every engine step's duration and batch size (through the core's public step hook)."""
+    """Record every engine step's duration, batch size and context (through the core's public step hook)."""
+
+    last = [time.process_time()]
 
     def record(step: StepTiming) -> None:
-        samples.append(StepSample(step.seconds, step.batch, "prefill" if step.prefill else "decode"))
+        # CPU the process spent since the previous step ended: this step's compute (in the engine thread) plus
+        # the loop's bookkeeping between steps, which is small; wall time would count other processes too
+        now = time.process_time()
+        cpu, last[0] = now - last[0], now
+        samples.append(StepSample(step.seconds, step.batch, "prefill" if step.prefill else "decode", context=step.context, cpu_seconds=cpu))
 
     core.observe_steps(record)
 
@@ -69,14 +84,60 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return c, m, (1 - ss_res / ss_tot) if ss_tot else 1.0
 
 
+def fit_decode(groups: list[tuple[int, float, float]]) -> tuple[float, float, float, float]:
+    """Least squares ``seconds = t0 + b * batch + c * context`` over (batch, context, seconds); returns t0, b, c, R².
+
+    Non-negative: a cost is never negative, and clipping an unconstrained fit
+    afterwards would leave the other terms biased, so every subset of the three
+    terms is fitted and the best fit with no negative term wins (exact for three terms).
+    """
+    import itertools
+
+    import numpy as np
+
+    x = np.array([[1.0, k, ctx] for k, ctx, _ in groups])
+    y = np.array([sec for _, _, sec in groups])
+    best: tuple[float, np.ndarray] | None = None
+    for size in (3, 2, 1):
+        for cols in itertools.combinations(range(3), size):
+            sol, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+            if (sol < 0).any():
+                continue
+            coef = np.zeros(3)
+            coef[list(cols)] = sol
+            residual = float(((y - x @ coef) ** 2).sum())
+            if best is None or residual < best[0] - 1e-15:
+                best = (residual, coef)
+    residual, coef = best if best is not None else (float((y**2).sum()), np.zeros(3))
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - residual / ss_tot if ss_tot else 1.0
+    return float(coef[0]), float(coef[1]), float(coef[2]), r2
+
+
 async def fit_costs(make_core: Any, *, batches: tuple[int, ...] = (1, 2, 4, 8), decode_tokens: int = 24,
-                    prompts: tuple[int, ...] = (24, 72, 144)) -> dict[str, Any]:
-    """Measure the llamacpp core and fit t0, b (decode steps) and a (prefill steps)."""
+                    contexts: tuple[int, ...] = (0, 120, 300), prompts: tuple[int, ...] = (24, 72, 144),
+                    clock: str = "wall") -> dict[str, Any]:
+    """Measure an engine and fit t0, b, c (decode steps at each batch size and context length) and a (prefill).
+
+    Each decode configuration starts ``batch`` sequences whose prompts carry
+    about ``context`` filler words (distinct from their first token, so nothing
+    is shared), and times their decode steps; the per-configuration medians are
+    fitted, so one slow step does not tilt the fit. ``clock="cpu"`` times the
+    CPU the process spent instead of the wall clock: with one llama.cpp thread
+    that is the step's time on an idle core, even on a machine busy with other
+    work (where wall time measures the other work too).
+    """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+
+    def took(sample: StepSample) -> float:
+        return sample.cpu_seconds if clock == "cpu" else sample.seconds
+
     core = make_core(0)
     await core.start()
     samples: list[StepSample] = []
     _timed_steps(core, samples)
-    decode: dict[int, list[float]] = {}
+    decode: dict[tuple[int, int], list[StepSample]] = {}
     prefill: dict[int, float] = {}
     try:
         async def generate(request: LLMRequest, gid: str) -> None:
@@ -84,39 +145,68 @@ async def fit_costs(make_core: Any, *, batches: tuple[int, ...] = (1, 2, 4, 8), 
                 if chunk.finish_reason is not None:
                     return
 
-        for k in batches:
-            samples.clear()
-            requests = [
-                LLMRequest(messages=[{"role": "user", "content": f"Count upwards from {100 * i + k}:"}], max_tokens=decode_tokens, temperature=0.0)
-                for i in range(k)
-            ]
-            await asyncio.gather(*(generate(r, f"fit-d{k}-{i}") for i, r in enumerate(requests)))
-            decode[k] = [s.seconds for s in samples if s.kind == "decode" and s.batch == k]
+        for ctx in contexts:
+            filler = " ".join(f"w{j}" for j in range(ctx))
+            for k in batches:
+                samples.clear()
+                requests = [
+                    LLMRequest(messages=[{"role": "user", "content": f"Count upwards from {100 * i + k + ctx}: {filler}"}],
+                               max_tokens=decode_tokens, temperature=0.0)
+                    for i in range(k)
+                ]
+                await asyncio.gather(*(generate(r, f"fit-d{ctx}-{k}-{i}") for i, r in enumerate(requests)))
+                decode[(k, ctx)] = [s for s in samples if s.kind == "decode" and s.batch == k]
         for p in prompts:
             words = " ".join(f"w{i}" for i in range(p))
             request = LLMRequest(messages=[{"role": "user", "content": words}], max_tokens=1, temperature=0.0)
             n = core.count_tokens(request)
             samples.clear()
             await generate(request, f"fit-p{p}")
-            prefill[n] = sum(s.seconds for s in samples)
+            prefill[n] = sum(took(s) for s in samples)
     finally:
         await core.stop()
-    xs = [k for k, v in decode.items() for _ in v]
-    ys = [t for v in decode.values() for t in v]
-    t0, b, r2_decode = _fit_line(xs, ys)
+    groups = [
+        (k, statistics.median(s.context for s in v), statistics.median(took(s) for s in v))
+        for (k, _), v in sorted(decode.items()) if v
+    ]
+    wall = {(k, ctx): statistics.median(s.seconds for s in v) for (k, ctx), v in sorted(decode.items()) if v}
+    t0, b, c, r2_decode = fit_decode(groups)
     # a prefill step of n prompt tokens (batch 1) costs t0 + a n + b
     a_values = [(seconds - t0 - b) / n for n, seconds in prefill.items()]
     pc, a, r2_prefill = _fit_line(list(prefill), list(prefill.values()))
     return {
-        "t0": max(t0, 0.0),
+        "t0": t0,
         "a": max(a, 0.0),
-        "b": max(b, 0.0),
+        "b": b,
+        "c": c,
         "r2_decode": r2_decode,
         "r2_prefill": r2_prefill,
-        "decode_median_step_s": {k: statistics.median(v) for k, v in decode.items() if v},
+        "decode_groups": [
+            {"batch": k, "context_tokens": ctx, "median_step_s": sec, "median_wall_s": w}
+            for (k, ctx, sec), w in zip(groups, wall.values())
+        ],
+        "decode_median_step_s": {k: statistics.median(sec for kk, _, sec in groups if kk == k) for k in sorted({g[0] for g in groups})},
         "prefill_step_s": prefill,
         "a_per_prompt": a_values,
         "prefill_intercept": pc,
+        "clock": clock,
+    }
+
+
+def profile(costs: dict[str, Any], *, name: str, command: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The JSON profile the scheduler study loads (``--profile``): the fitted costs and how they were measured."""
+    import os
+
+    return {
+        "kind": "aios-sim-profile",
+        "name": name,
+        "command": command,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average_at_start": list(os.getloadavg()),
+        "config": config,
+        "costs": {k: costs[k] for k in ("t0", "a", "b", "c")} | {"restore_cost": costs.get("restore_cost", 0.0005)},
+        "fit": {k: v for k, v in costs.items() if k not in ("t0", "a", "b", "c", "restore_cost")},
+        "model": "step = t0 + a * prefill_tokens + b * batch_size + c * context_tokens (seconds)",
     }
 
 
@@ -219,7 +309,8 @@ async def _run_trace(setup: Setup, trace: list[Program], core: Any, request_for:
             stats = core.stats()
             await core.stop()
     else:
-        kernel = Kernel(cores=[core], scheduler=setup.scheduler, data_dir=data_dir, entry_point_plugins=False, max_queued=1_000_000)
+        kernel = Kernel(cores=[core], scheduler=setup.scheduler, scheduler_options=dict(setup.options), data_dir=data_dir,
+                        entry_point_plugins=False, max_queued=1_000_000)
         async with kernel:
             await asyncio.gather(*(program_kernel(kernel, p) for p in trace))
             stats = core.stats()
@@ -265,7 +356,7 @@ def calibrate(
     make_core: Any = None, trace: list[Program] | None = None,
 ) -> dict[str, Any]:
     """``make_core(prefix_slots)`` builds the engine to calibrate against (default: the llamacpp core)."""
-    from aios_core.cores.sim import SimCore
+    from aios_core.cores.sim import SimCore, SimCosts
 
     if make_core is None:
         from aios_core.cores.llamacpp import LlamaCppCore
@@ -291,11 +382,11 @@ def calibrate(
             if run.restores:
                 restore_costs.append(run.restore_seconds / run.restores)
         restore_cost = statistics.fmean(restore_costs) if restore_costs else 0.0005
-        sim_costs = {"t0": costs["t0"], "a": costs["a"], "b": costs["b"], "restore_cost": restore_cost}
+        sim_costs = SimCosts(t0=costs["t0"], a=costs["a"], b=costs["b"], c=costs["c"], restore_cost=restore_cost)
         for setup in setups(max_batch):
             real = real_runs[setup.key]
             note(f"sim prediction, setup ({setup.key})")
-            sim = SimCore(max_batch=max_batch, kv_capacity=n_ctx, context_length=n_ctx, prefix_cache=4 if setup.prefix_sharing else 0, seed=seed, **sim_costs)
+            sim = SimCore(max_batch=max_batch, kv_capacity=n_ctx, context_length=n_ctx, prefix_cache=4 if setup.prefix_sharing else 0, seed=seed, costs=sim_costs)
             predicted = run_virtual(
                 _run_trace(setup, trace, sim, lambda p, i, j, r=real: sim_request(p, i, r.shapes[(p.agent, i, j)]), Path(tmp) / f"sim-{setup.key}", max_batch)
             )
@@ -338,7 +429,7 @@ def print_report(result: dict[str, Any], console: Any) -> None:
     table = Table(
         title=f"Sim vs real: {result['trace']['programs']} agents, {result['trace']['calls']} calls on the {cfg.get('engine', 'llamacpp')} core "
         f"(batch {cfg['max_batch']}, {cfg['threads']} thread(s)); sim step cost fitted: t0={c['t0'] * 1000:.1f} ms, "
-        f"a={c['a'] * 1000:.3f} ms/prompt token, b={c['b'] * 1000:.2f} ms/sequence",
+        f"a={c['a'] * 1000:.3f} ms/prompt token, b={c['b'] * 1000:.2f} ms/sequence, c={c.get('c', 0.0) * 1e6:.2f} µs/context token",
         title_justify="left",
     )
     for col in ("setup", "", "makespan real s", "sim s", "err", "mean real s", "sim s", "err", "p99 real s", "sim s", "err", "batch real", "sim"):
@@ -396,18 +487,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--arrival-rate", type=float, default=1.0, help="agents arriving per second (Poisson)")
+    parser.add_argument("--fit-only", action="store_true", help="only fit the step costs and write the profile (minutes)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time steps by the wall clock, or by the CPU the process spent (one thread on a busy machine)")
+    parser.add_argument("--profile-out", type=Path, default=None,
+                        help="write the fitted costs as a sim profile here (the study's default: bench/studies/profiles/gemma3-270m-cpu1.json)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     console = Console(width=max(160, Console().width))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python -m aios.bench.studies.calibration " + " ".join(argv if argv is not None else sys.argv[1:])
+    config = {"engine": "llamacpp", "threads": args.threads, "n_ctx": args.n_ctx, "max_batch": args.max_batch, "seed": args.seed}
+    if args.fit_only:
+        from aios_core.cores.llamacpp import LlamaCppCore
+
+        def make_core(prefix_slots: int) -> Any:
+            return LlamaCppCore(n_ctx=args.n_ctx, max_batch=args.max_batch, n_threads=args.threads, seed=args.seed, prefix_slots=prefix_slots)
+
+        console.log("fitting the step cost on the llamacpp core")
+        costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= args.max_batch), clock=args.clock))
+        result = profile(costs, name=f"llamacpp-{args.threads}thread", command=command, config=config)
+        path = args.profile_out or args.out / f"profile-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        c = result["costs"]
+        console.print(
+            f"t0={c['t0'] * 1000:.1f} ms, a={c['a'] * 1000:.3f} ms/prompt token, b={c['b'] * 1000:.2f} ms/sequence, "
+            f"c={c['c'] * 1e6:.2f} µs/context token (R² decode {costs['r2_decode']:.3f}, prefill {costs['r2_prefill']:.3f}); profile: {path}"
+        )
+        return 0
     result = calibrate(
         agents=args.agents, seed=args.seed, max_batch=args.max_batch, threads=args.threads, n_ctx=args.n_ctx,
         arrival_rate=args.arrival_rate, progress=lambda msg: console.log(msg),
     )
+    result["profile"] = profile(result["fitted_costs"], name=f"llamacpp-{args.threads}thread", command=command, config=config)
     print_report(result, console)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"calibration-{stamp}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
+    if args.profile_out is not None:
+        args.profile_out.write_text(json.dumps(result["profile"], indent=1, default=str) + "\n")
     png = plot(result, path.with_suffix(".png"))
     console.print(f"results: {path}" + (f", plot: {png}" if png else ""))
     return 0
