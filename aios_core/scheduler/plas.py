@@ -15,8 +15,9 @@ last of all, so least-attained-service alone finishes the longest programs far
 later than FIFO does. Few levels (``levels=4``: under 64, 128, 256 tokens and
 the rest) keep the long programs together in the last level, where they finish
 in arrival order. On the study's heavy-tailed trace (``python -m aios.bench.studies.schedulers``)
-this beats FIFO on both mean and p99 completion time for every seed tried;
-with 12 levels or call-level order, PLAS wins the mean but loses the p99.
+with 12 levels or call-level order, PLAS wins the mean but loses the p99; how
+much it gains over FIFO with the calibrated costs, per workload family and
+seed, is in docs/benchmarks.md (it loses where programs are alike).
 
 Least-attained-service alone starves long programs while short ones keep
 arriving. A call whose program has waited more than ``starvation_ratio`` times
