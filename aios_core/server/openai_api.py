@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from aios_core.errors import AIOSError, InvalidSyscallError
 from aios_core.server.deps import Admission, agent_record, header_priority, header_program, json_body, principal, server_state
 from aios_core.server.errors import NotFoundError, error_body
-from aios_core.server.lifecycle import ClientGone, ClosingStreamingResponse, ServerState, run_watched
+from aios_core.server.lifecycle import ClientGone, ServerState, run_watched
+from aios_core.server.streaming import stream_syscall
 from aios_core.syscalls import LLMRequest, LLMResponse, LLMSyscall, Message, StreamPiece, ToolCall, validate_model
 
 router = APIRouter()
@@ -311,31 +312,8 @@ async def chat_completions(request: Request) -> Response:
             return Response(json.dumps(payload), media_type="application/json")
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         writer = ChunkWriter(completion_id=completion_id, model=body.model, created=created, include_usage=include_usage)
-        pieces = state.kernel.astream(sc)
-        try:
-            # the first piece is awaited here, so errors raised at submission (unknown model, context length,
-            # queue full, access denied) still get their HTTP status instead of a 200 stream with an error in it
-            first = await run_watched(state, request.receive, sc.id, "llm", pieces.__anext__())
-        except ClientGone:
-            await pieces.aclose()
-            return Response(status_code=499)
-        except BaseException:
-            await pieces.aclose()
-            raise
-        streaming = True
-        state.track(sc.id, "llm", None)
-
-        async def close() -> None:
-            state.untrack(sc.id)
-            admission.release()
-            await pieces.aclose()  # type: ignore[attr-defined]
-
-        return ClosingStreamingResponse(
-            _completion_events(first, pieces, writer),
-            on_close=close,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        streaming = True  # from here on the stream owns the admission
+        return await stream_syscall(state, request, sc, admission, lambda first, pieces: _completion_events(first, pieces, writer))
     finally:
         if not streaming:
             admission.release()

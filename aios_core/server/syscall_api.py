@@ -28,7 +28,8 @@ from fastapi.responses import Response
 from aios_core.errors import AIOSError, InvalidSyscallError
 from aios_core.server.deps import Admission, agent_record, clamp_priority, principal, server_state
 from aios_core.server.errors import error_body
-from aios_core.server.lifecycle import ClientGone, ClosingStreamingResponse, ServerState, run_watched
+from aios_core.server.lifecycle import ClientGone, ServerState, run_watched
+from aios_core.server.streaming import stream_syscall
 from aios_core.server.wire import encode, syscall_from_wire, syscall_receipt
 from aios_core.syscalls import AnySyscall, LLMSyscall, StreamPiece
 
@@ -77,36 +78,10 @@ async def syscall_stream(request: Request) -> Response:
     """Stream an LLM syscall of the token's agent as server-sent events."""
     state = server_state(request)
     sc, admission = await _admit_syscall(request, state)
-    handed_over = False
-    try:
-        if not isinstance(sc, LLMSyscall):
-            raise InvalidSyscallError(f"only LLM syscalls stream; send this {sc.kind} syscall to POST /syscall")
-        pieces = state.kernel.astream(sc)
-        try:
-            first = await run_watched(state, request.receive, sc.id, "llm", pieces.__anext__())
-        except ClientGone:
-            await pieces.aclose()  # type: ignore[attr-defined]
-            return Response(status_code=499)
-        except BaseException:
-            await pieces.aclose()  # type: ignore[attr-defined]
-            raise
-        handed_over = True
-        state.track(sc.id, "llm", None)
-
-        async def close() -> None:
-            state.untrack(sc.id)
-            admission.release()
-            await pieces.aclose()  # type: ignore[attr-defined]
-
-        return ClosingStreamingResponse(
-            _events(sc, first, pieces),
-            on_close=close,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    finally:
-        if not handed_over:
-            admission.release()
+    if not isinstance(sc, LLMSyscall):
+        admission.release()
+        raise InvalidSyscallError(f"only LLM syscalls stream; send this {sc.kind} syscall to POST /syscall")
+    return await stream_syscall(state, request, sc, admission, lambda first, pieces: _events(sc, first, pieces))
 
 
 def _event(name: str, data: Any) -> bytes:
