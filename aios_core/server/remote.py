@@ -27,7 +27,8 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -145,17 +146,13 @@ class RemoteKernel:
         return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def _request(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> Any:
-        try:
+        with _transport_errors(self.url):
             response = self._client().request(method, self.url + path, headers=self._headers(token or self.token), content=_dumps(body))
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.url, exc) from exc
         return _result(response.status_code, response.content)
 
     async def _arequest(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> Any:
-        try:
+        with _transport_errors(self.url):
             response = await self._aclient().request(method, self.url + path, headers=self._headers(token or self.token), content=_dumps(body))
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.url, exc) from exc
         return _result(response.status_code, response.content)
 
     # ------------------------------------------------------------------ identity
@@ -303,36 +300,34 @@ class RemoteKernel:
     async def astream(self, syscall: Any) -> AsyncIterator[StreamPiece]:
         sc = _as_syscall(syscall)
         token = await self._atoken_for(sc.agent)
-        try:
+        events = _EventStream(sc)
+        with _transport_errors(self.url):
             async with self._aclient().stream(
                 "POST", self.url + "/syscall/stream", headers=self._headers(token), content=_dumps(syscall_to_wire(sc))
             ) as response:
                 if response.status_code >= 400:
                     raise error_from_body(response.status_code, _json(await response.aread()))
-                async for event, data in _asse(response.aiter_lines()):
-                    piece = _piece(sc, event, data)
-                    yield piece
-                    if piece.response is not None:
-                        return
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.url, exc) from exc
-        raise AIOSError("the kernel closed the stream before its final response")
+                async for line in response.aiter_lines():
+                    if (piece := events.feed(line)) is not None:
+                        yield piece
+                        if events.finished:
+                            return
+        raise events.unfinished()
 
     def stream(self, syscall: Any) -> Iterator[StreamPiece]:
         sc = _as_syscall(syscall)
         token = self._token_for(sc.agent)
-        try:
+        events = _EventStream(sc)
+        with _transport_errors(self.url):
             with self._client().stream("POST", self.url + "/syscall/stream", headers=self._headers(token), content=_dumps(syscall_to_wire(sc))) as response:
                 if response.status_code >= 400:
                     raise error_from_body(response.status_code, _json(response.read()))
-                for event, data in _sse(response.iter_lines()):
-                    piece = _piece(sc, event, data)
-                    yield piece
-                    if piece.response is not None:
-                        return
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.url, exc) from exc
-        raise AIOSError("the kernel closed the stream before its final response")
+                for line in response.iter_lines():
+                    if (piece := events.feed(line)) is not None:
+                        yield piece
+                        if events.finished:
+                            return
+        raise events.unfinished()
 
 
 def connect(url: str | None = None, token: str | None = None, **options: Any) -> RemoteKernel:
@@ -382,6 +377,39 @@ def _receipt(sc: AnySyscall, receipt: dict[str, Any] | None) -> None:
         pass
 
 
+class _EventStream:
+    """The kernel's SSE stream of one syscall (``delta`` / ``response`` / ``error`` events), read line by line.
+
+    One parser for both transports: the sync and the async stream feed it the
+    lines they read and yield the pieces it completes.
+    """
+
+    def __init__(self, sc: AnySyscall) -> None:
+        self._sc = sc
+        self._event = "message"
+        self._data: list[str] = []
+        self.finished = False  # the final response arrived; nothing more is read
+
+    def feed(self, line: str) -> StreamPiece | None:
+        """The piece ``line`` completes (a blank line ends an event), else None; an ``error`` event raises it."""
+        if line.startswith("event:"):
+            self._event = line[6:].strip()
+        elif line.startswith("data:"):
+            self._data.append(line[5:].lstrip())
+        elif not line:  # a blank line ends the event
+            event, data = self._event, self._data
+            self._event, self._data = "message", []
+            if data:
+                piece = _piece(self._sc, event, _json("\n".join(data).encode()))
+                self.finished = piece.response is not None
+                return piece
+        return None
+
+    @staticmethod
+    def unfinished() -> AIOSError:
+        return AIOSError("the kernel closed the stream before its final response")
+
+
 def _piece(sc: AnySyscall, event: str, data: Any) -> StreamPiece:
     if event == "delta":
         return StreamPiece(str(data.get("delta", "")))
@@ -401,27 +429,10 @@ def _transport_error(url: str, exc: httpx.HTTPError) -> AIOSError:
     return AIOSError(f"the connection to the kernel at {url} failed: {exc!r}")
 
 
-def _sse(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    event, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                yield event, _json("\n".join(data).encode())
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-
-
-async def _asse(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, Any]]:
-    event, data = "message", []
-    async for line in lines:
-        if not line:
-            if data:
-                yield event, _json("\n".join(data).encode())
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
+@contextmanager
+def _transport_errors(url: str) -> Iterator[None]:
+    """Turn httpx's transport failures into the kernel's typed errors (not running, timeout, connection failed)."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise _transport_error(url, exc) from exc
