@@ -137,9 +137,8 @@ async def test_http_recorder_derives_queue_wait_for_a_serial_server():
         backend.stop_native()
     calls = sorted(recorder.take(), key=lambda c: c.end)
     assert len(calls) == 3 and all(c.completion_tokens >= 1 for c in calls)
-    service = calls[0].service
-    assert calls[0].wait == pytest.approx(0.0, abs=0.05)
-    assert calls[2].wait == pytest.approx(2 * service, rel=0.5)
+    # ordered, not timed: served one at a time, each call waited longer than the one that ended before it
+    assert calls[0].wait == 0.0 and 0.0 < calls[1].wait < calls[2].wait  # catches: the clock started at the response, not the request
 
 
 def test_serial_derivation_is_exact_on_synthetic_timestamps():
