@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from aios_core.scheduler.base import Job, Scheduler
+from aios_core.scheduler.base import Job
 from aios_core.scheduler.queues import FifoQueue
+from aios_core.scheduler.single_queue import SingleQueueScheduler
 
 
-class FifoScheduler(Scheduler):
+class FifoScheduler(SingleQueueScheduler[FifoQueue]):
     name = "fifo"
     description = "first come, first served; a job runs to completion once started"
 
     def __init__(self, **options: float) -> None:
-        super().__init__(**options)
-        self._queue = FifoQueue()
+        super().__init__(FifoQueue(), **options)
 
     def push(self, job: Job, now: float) -> None:
         if job.preemptions:
@@ -20,15 +20,3 @@ class FifoScheduler(Scheduler):
             self._queue.push_front(job)
         else:
             self._queue.push(job)
-
-    def pop(self, now: float) -> Job | None:
-        return self._queue.pop()
-
-    def peek(self, now: float) -> Job | None:
-        return self._queue.peek()
-
-    def remove(self, job: Job) -> bool:
-        return self._queue.remove(job)
-
-    def __len__(self) -> int:
-        return len(self._queue)

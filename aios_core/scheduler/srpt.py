@@ -7,44 +7,32 @@ Jobs without a hint rank last.
 
 from __future__ import annotations
 
-from aios_core.scheduler.base import Job, Scheduler
+from aios_core.scheduler.base import Job
 from aios_core.scheduler.queues import KeyedHeap
+from aios_core.scheduler.single_queue import SingleQueueScheduler
 
 _UNKNOWN = float("inf")
 
 
-class SRPTScheduler(Scheduler):
+class SRPTScheduler(SingleQueueScheduler[KeyedHeap[Job]]):
     name = "srpt"
     description = "shortest remaining processing time using hint_tokens (an oracle, for studies)"
 
     def __init__(self, *, min_slice: int = 16, **options: float) -> None:
-        super().__init__(**options)
+        super().__init__(KeyedHeap[Job](), **options)
         self.min_slice = int(min_slice)
-        self._heap = KeyedHeap()
 
     @staticmethod
     def remaining(job: Job) -> float:
         return _UNKNOWN if job.hint_tokens is None else job.hint_tokens
 
     def push(self, job: Job, now: float) -> None:
-        self._heap.push(job, (self.remaining(job), job.seq))
-
-    def pop(self, now: float) -> Job | None:
-        return self._heap.pop()
-
-    def peek(self, now: float) -> Job | None:
-        return self._heap.peek()
-
-    def remove(self, job: Job) -> bool:
-        return self._heap.remove(job)
-
-    def __len__(self) -> int:
-        return len(self._heap)
+        self._queue.push(job, (self.remaining(job), job.seq))
 
     def should_preempt(self, running: Job, now: float) -> bool:
         if running.slice_tokens < self.min_slice:
             return False
-        best = self._heap.peek()
+        best = self._queue.peek()
         return best is not None and self.remaining(best) < self.remaining(running)
 
     def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:

@@ -181,7 +181,7 @@ def test_removal_from_heaps_is_exact_and_bounded():
     for j in jobs[:450]:
         assert s.remove(j)
     assert len(s) == 50
-    assert len(s._heap._heap) < 200  # dead entries are compacted
+    assert len(s._queue._heap) < 200  # dead entries are compacted
     assert sorted(drain(s)) == sorted(j.id for j in jobs[450:])
 
 
