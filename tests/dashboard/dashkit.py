@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from aios_core.server.app import BackgroundServer
+from aios_core.server.dashboard_stream import StreamRegistry, registry_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "images"
@@ -93,6 +96,15 @@ class Dash:
         self.run(main())
         self.kernel.managers.audit.flush()  # from this thread: the writer thread commits, the kernel loop keeps running
 
+    @property
+    def streams(self) -> StreamRegistry:
+        """The server's live dashboard streams (read them on the kernel loop: :meth:`run`)."""
+        return registry_of(self.server.server.api.state)
+
+    def wait_streams(self, count: int, timeout: float = 30.0) -> None:
+        """Return once exactly ``count`` dashboard streams are open on the server (an event, not a poll)."""
+        self.run(self.streams.wait_until(count), timeout)
+
     def close(self) -> None:
         self.stop_workload()
         self.server.stop()
@@ -118,3 +130,26 @@ def screenshot(page: Any, view: str) -> None:
     # a 96-colour palette keeps the committed images a third of their size, with no visible loss on flat UI colours
     with Image.open(io.BytesIO(png)) as image:
         image.convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    """The events of a server-sent event stream as ``(event, parsed JSON data)``; a comment line as ``(":", text)``."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            yield ":", line[1:].strip()
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+def next_event(events: Iterator[tuple[str, Any]], name: str) -> Any:
+    """The data of the next ``name`` event (skipping heartbeats and other views' events)."""
+    for event, data in events:
+        if event == name:
+            return data
+    raise AssertionError(f"the stream ended before an {name!r} event")
