@@ -126,24 +126,9 @@ def _copy_outcome(task: asyncio.Task[T], outcome: concurrent.futures.Future[T]) 
 def iterate_sync(loop: asyncio.AbstractEventLoop | None, agen: AsyncIterator[T]) -> Iterator[T]:
     """A blocking iterator over an async iterator that runs on ``loop``."""
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    async def pump() -> None:
-        try:
-            async for item in agen:
-                q.put(item)
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
-            q.put(_Failure(exc))
-        finally:
-            q.put(_DONE)
-
-    future = _submit(loop, pump())
+    future = _submit(loop, _pump(agen, q.put))
     try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
+        while _more(item := q.get()):
             yield item
     finally:
         future.cancel()
@@ -157,27 +142,30 @@ async def iterate_async(loop: asyncio.AbstractEventLoop | None, agen: AsyncItera
         return
     caller = asyncio.get_running_loop()
     q: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def pump() -> None:
-        try:
-            async for item in agen:
-                caller.call_soon_threadsafe(q.put_nowait, item)
-        except BaseException as exc:  # noqa: BLE001
-            caller.call_soon_threadsafe(q.put_nowait, _Failure(exc))
-        finally:
-            caller.call_soon_threadsafe(q.put_nowait, _DONE)
-
-    future = _submit(loop, pump())
+    future = _submit(loop, _pump(agen, lambda item: caller.call_soon_threadsafe(q.put_nowait, item)))
     try:
-        while True:
-            item = await q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
+        while _more(item := await q.get()):
             yield item
     finally:
         future.cancel()
+
+
+async def _pump(agen: AsyncIterator[Any], put: Callable[[Any], object]) -> None:
+    """Runs on the producing loop: hands every item to ``put``, then the failure if one ended it, then the end marker."""
+    try:
+        async for item in agen:
+            put(item)
+    except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+        put(_Failure(exc))
+    finally:
+        put(_DONE)
+
+
+def _more(item: Any) -> bool:
+    """On the consumer's side: False at the end marker; a forwarded failure is raised here, in the consumer."""
+    if isinstance(item, _Failure):
+        raise item.exc
+    return item is not _DONE
 
 
 class LoopThread:
