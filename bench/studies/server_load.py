@@ -90,7 +90,7 @@ class ServerProcess:
         self.data_dir = tempfile.mkdtemp(prefix="aios-load-")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aios.bench.studies.server_load", "--serve-child", str(self.port), self.data_dir, self.admin, str(max_batch), str(rate_per_agent), str(burst)],
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],  # the repository root
             stdout=subprocess.DEVNULL,
         )
 

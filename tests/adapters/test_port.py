@@ -49,7 +49,6 @@ def test_adapters_use_only_the_port() -> None:
 
 
 def test_both_kernels_implement_the_port_for_a_type_checker(tmp_path: Path) -> None:
-    pytest.importorskip("mypy", reason="mypy is in the dev extra")  # installed by scripts/setup.sh
     probe = tmp_path / "port_probe.py"
     probe.write_text(
         textwrap.dedent(
@@ -92,7 +91,6 @@ def test_an_adapter_runs_against_the_port_alone(sim_kernel: Any) -> None:
     Catches: an adapter (or the shared route / tool router) reaching past the port at run time, e.g. through a
     helper the static scan cannot see.
     """
-    pytest.importorskip("langchain_core")
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langchain_core.tools import tool
 

@@ -174,3 +174,14 @@ def test_unknown_suite_is_a_typed_error():
 def test_stand_in_data_is_labelled_on_disk():
     for name in ("mint", "gaia", "swebench"):
         assert (Path(DATA_DIR) / name / "AIOS_STANDIN.md").is_file()
+
+
+def test_mint_finds_the_shared_data_beside_the_repository(monkeypatch) -> None:
+    """Catches: the default MINT folder computed from a stale module depth (runs then fall back to the stand-in silently)."""
+    from pathlib import Path
+
+    from aios.bench.suites.tasks import mint
+
+    monkeypatch.delenv("AIOS_MINT_DATA", raising=False)
+    root = Path(__file__).resolve().parents[2]
+    assert mint.default_data_dir() == root.parent / "shared" / "data" / "mint"

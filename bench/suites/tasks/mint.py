@@ -114,7 +114,7 @@ def default_data_dir() -> Path:
     env = os.environ.get("AIOS_MINT_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "mint"
+    return Path(__file__).resolve().parents[4] / "shared" / "data" / "mint"  # bench/suites/tasks/ -> beside the repository
 
 
 def _subset_file(root: Path, subset: str) -> Path | None:
