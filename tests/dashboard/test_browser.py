@@ -1,4 +1,5 @@
-"""The dashboard in a real headless browser: sign-in, live agents, the timeline under rr, engine, audit, plugins.
+"""The dashboard in a real headless browser: sign-in, live agents, the timeline under rr, engine, audit, plugins,
+and the live stream the page reads them from (one per view, closed while the tab is hidden, reopened after it ends).
 
 Each test also saves its view to docs/images/dashboard-<view>.png, so the
 operator page shows the dashboard as it is.
@@ -7,6 +8,8 @@ operator page shows the dashboard as it is.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from urllib.parse import urlsplit
 
 import pytest
 from dashkit import ADMIN, MARKUP_PATH, screenshot, sign_in
@@ -39,7 +42,20 @@ def test_an_agent_token_is_not_enough(dash, page):
     expect(page.locator("#app")).to_be_hidden()
 
 
+def _requests(page) -> Counter[str]:
+    """Paths of the page's requests to the API, counted as they are made."""
+    seen: Counter[str] = Counter()
+    page.on("request", lambda r: seen.update([urlsplit(r.url).path]) if "/v1/" in r.url else None)
+    return seen
+
+
+def _hide(page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background (or comes back)."""
+    page.evaluate("(h) => { Object.defineProperty(document, 'hidden', {value: h, configurable: true}); document.dispatchEvent(new Event('visibilitychange')); }", hidden)
+
+
 def test_agents_appear_while_a_workload_runs(dash, page):
+    requests = _requests(page)
     sign_in(page, dash.url)
     expect(page.locator("#agents-table")).to_be_visible()
     for name in WORKERS:
@@ -51,6 +67,9 @@ def test_agents_appear_while_a_workload_runs(dash, page):
         # while it runs, agents are seen doing things, not just registered
         expect(page.locator("#agents-table .state-running").first).to_be_visible()
         expect(page.locator("#agents-table").locator(".state-queued, .state-preempted").first).to_be_visible()
+        # agents registered after the page opened, and their states as they change, all came through one stream
+        assert requests["/v1/dashboard/stream/agents"] == 1, requests
+        assert requests["/v1/dashboard/agents"] == 0 and requests["/v1/dashboard/engine"] == 0, requests
         # the table sorts by a clicked column
         page.click('#agents-table th[data-key="syscalls"]')
         expect(page.locator('#agents-table th[data-key="syscalls"]')).to_have_attribute("aria-sort", "descending")
@@ -158,12 +177,50 @@ def test_plugins_and_config(dash, page):
 
 
 def test_a_token_rejected_later_returns_to_the_login_page(dash, page):
+    dash.wait_streams(0)
     sign_in(page, dash.url)
     expect(page.locator("#agents-table")).to_be_visible()
-    # the token in this tab stops being valid (a restarted server has a new admin token): the next read fails
+    dash.wait_streams(1)
+    # the token in this tab stops being valid (a restarted server has a new admin token): the server ends the stream,
+    # and the page's reconnection is refused
     page.evaluate("sessionStorage.setItem('aios.dashboard.token', 'aios-revoked')")
+    dash.run(_close_streams(dash, "the server restarts"))
     expect(page.locator("#login")).to_be_visible()
     expect(page.locator("#login-error")).to_contain_text("refused the token")
     assert page.locator("#agents-table").count() == 0
     assert page.evaluate("sessionStorage.length") == 0
     assert ADMIN not in page.content()
+
+
+async def _close_streams(dash, reason: str) -> int:
+    return dash.streams.close_all(reason)
+
+
+def test_a_hidden_tab_closes_its_stream(dash, page):
+    """Nobody watching costs nothing: a tab in the background holds no stream, so the server reads no view for it."""
+    dash.wait_streams(0)
+    requests = _requests(page)
+    sign_in(page, dash.url)
+    expect(page.locator("#agents-table")).to_be_visible()
+    dash.wait_streams(1)
+    _hide(page, True)
+    dash.wait_streams(0)
+    dash.register("seen-after-return")
+    _hide(page, False)
+    dash.wait_streams(1)
+    expect(page.locator('tr[data-agent="seen-after-return"]')).to_be_visible()
+    assert requests["/v1/dashboard/stream/agents"] == 2 and requests["/v1/dashboard/agents"] == 0, requests
+
+
+def test_the_page_reconnects_when_the_server_ends_its_stream(dash, page):
+    dash.wait_streams(0)
+    requests = _requests(page)
+    sign_in(page, dash.url)
+    page.click('#nav a[data-view="plugins"]')
+    expect(page.locator("#plugins-table")).to_be_visible()
+    dash.wait_streams(1)
+    assert dash.run(_close_streams(dash, "maintenance")) == 1
+    expect(page.locator("#banner")).to_contain_text("maintenance; reconnecting")
+    # the first event of a new stream hides the banner
+    expect(page.locator("#banner")).to_be_hidden()
+    assert requests["/v1/dashboard/stream/plugins"] == 2 and requests["/v1/dashboard/plugins"] == 0, requests

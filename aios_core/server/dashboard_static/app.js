@@ -1,8 +1,8 @@
-// The dashboard shell: login with the admin token, a view per hash route, one refresh loop.
-// Only the view on screen is read (plus the engine counters for its charts), and nothing is
-// read while the tab is hidden.
+// The dashboard shell: login with the admin token, a view per hash route, one live stream.
+// The server pushes the view on screen (plus the engine counters for the header and charts)
+// when it changes; no stream is open while the tab is hidden, so nothing is read then.
 
-import { AuthError, POLL_MS, clearToken, getJSON, getToken, setToken } from "./api.js";
+import { AuthError, LIVE_MS, clearToken, getJSON, getToken, openStream, setToken } from "./api.js";
 import { clear, h } from "./dom.js";
 import * as agent from "./views/agent.js";
 import * as agents from "./views/agents.js";
@@ -11,6 +11,10 @@ import * as engineView from "./views/engine.js";
 import * as plugins from "./views/plugins.js";
 import * as timeline from "./views/timeline.js";
 
+/** Reconnection backoff after a stream ends or fails: 1 s, doubling to 30 s; any event resets it. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+
 const ROUTES = { agents, agent, timeline, engine: engineView, audit, plugins };
 const NAV = [["agents", "Agents"], ["timeline", "Timeline"], ["engine", "Engine"], ["audit", "Audit"], ["plugins", "Plugins & config"]];
 
@@ -18,7 +22,7 @@ const NAV = [["agents", "Agents"], ["timeline", "Timeline"], ["engine", "Engine"
 const engine = {
   history: [],
   spanSeconds: 600,
-  pollSeconds: POLL_MS / 1000,
+  liveSeconds: LIVE_MS / 1000,
   listeners: new Set(),
   subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
   add(sample) {
@@ -43,11 +47,16 @@ const el = {
 };
 
 let current = null;
-let timer = null;
-let running = false;
+/** The one stream open (the view on screen), and the reconnection timer with its backoff. */
+const live = { controller: null, retry: null, delay: 0, reason: "" };
+
+function showBanner(message) {
+  el.banner.textContent = message;
+  el.banner.hidden = false;
+}
 
 function showLogin(message) {
-  stop();
+  disconnect();
   if (current) current.view.destroy();
   current = null;
   engine.reset();
@@ -105,48 +114,84 @@ function route() {
   }, label)));
   const root = h("div", { class: `view view-${name}`, dataset: { view: name } });
   el.main.append(root);
-  current = { name, view: ROUTES[name].create(root, { param, engine }) };
-  restart();
+  current = { name, view: ROUTES[name].create(root, { param, engine, reconnect: connect, fail }) };
+  connect();
 }
 
-function stop() {
-  clearTimeout(timer);
-  timer = null;
-}
-
-function restart() {
-  stop();
-  tick();
-}
-
-async function tick() {
-  if (running || el.app.hidden) return;
-  if (document.hidden) return; // visibilitychange restarts the loop
-  running = true;
-  const view = current;
-  try {
-    const sample = await getJSON("/v1/dashboard/engine");
-    engine.add(sample);
-    el.kernel.textContent = `kernel ${sample.state}`;
-    if (view === current) await view.view.refresh();
-    el.banner.hidden = true;
-  } catch (err) {
-    running = false;
-    if (err instanceof AuthError) {
-      clearToken();
-      showLogin(`the kernel refused the token (${err.message}); sign in again`);
-      return;
-    }
-    el.banner.textContent = err.message;
-    el.banner.hidden = false;
+/** A failure a view or the stream reports: a refused token goes back to the login form, anything else to the banner. */
+function fail(err) {
+  if (err instanceof AuthError) {
+    clearToken();
+    showLogin(`the kernel refused the token (${err.message}); sign in again`);
+    return;
   }
-  running = false;
-  stop();
-  timer = setTimeout(tick, POLL_MS);
+  showBanner(err.message);
+}
+
+/** Close the stream (tab hidden, another view, signed out): the server stops reading the view at once. */
+function disconnect() {
+  clearTimeout(live.retry);
+  live.retry = null;
+  const controller = live.controller;
+  live.controller = null;
+  if (controller) controller.abort();
+}
+
+/** Open the stream of the view on screen, with the engine counters for the header and charts; replaces any other. */
+function connect() {
+  disconnect();
+  if (!current || el.app.hidden || document.hidden) return; // visibilitychange connects again
+  const view = current;
+  const controller = new AbortController();
+  live.controller = controller;
+  live.reason = "";
+  const { path, params } = view.view.source();
+  openStream(path, { ...params, engine: true }, {
+    signal: controller.signal,
+    onEvent: (name, data) => { if (live.controller === controller) receive(view, name, data); },
+  }).then(() => ended(controller, null), (err) => ended(controller, err));
+}
+
+function receive(view, name, data) {
+  live.delay = 0;
+  try {
+    if (name === "engine") {
+      engine.add(data);
+      el.kernel.textContent = `kernel ${data.state}`;
+    }
+    if (name === "closing") {
+      live.reason = data.reason;
+      showBanner(`${data.reason}; reconnecting`);
+    } else if (name === "error") {
+      showBanner(data.error?.message || `the kernel could not read the ${data.view} view`);
+    } else if (name === view.name) {
+      view.view.update(data);
+      el.banner.hidden = true;
+    }
+  } catch (err) {
+    fail(err);
+  }
+}
+
+/** The stream ended by itself (server closed it, connection lost, refused): sign in again, or reconnect with backoff. */
+function ended(controller, err) {
+  if (live.controller !== controller) return; // closed on purpose, or replaced by a newer stream
+  live.controller = null;
+  if (err instanceof AuthError) {
+    fail(err);
+    return;
+  }
+  live.delay = live.delay ? Math.min(RETRY_MAX_MS, live.delay * 2) : RETRY_FIRST_MS;
+  const why = live.reason || (err ? err.message : "the kernel closed the live connection");
+  showBanner(`${why}; reconnecting in ${Math.round(live.delay / 1000)} s`);
+  live.retry = setTimeout(connect, live.delay);
 }
 
 window.addEventListener("hashchange", route);
-document.addEventListener("visibilitychange", () => { if (!document.hidden && !el.app.hidden) restart(); });
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) disconnect();
+  else if (!el.app.hidden) connect();
+});
 
 (async () => {
   if (!getToken()) return showLogin("");

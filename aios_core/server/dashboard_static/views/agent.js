@@ -1,6 +1,5 @@
 // One agent: its accounting, its programs, its recent syscalls per program and its audit records.
 
-import { getJSON } from "../api.js";
 import { gantt } from "../charts.js";
 import { clear, fmtInt, fmtSeconds, fmtTime, h } from "../dom.js";
 import { agentState } from "./agents.js";
@@ -22,8 +21,8 @@ export function create(root, { param }) {
   }
 
   return {
-    async refresh() {
-      const data = await getJSON(`/v1/dashboard/agents/${encodeURIComponent(name)}`);
+    source: () => ({ path: `/v1/dashboard/stream/agents/${encodeURIComponent(name)}` }),
+    update(data) {
       const a = data.agent;
       clear(facts).append(
         ...fact("state", h(`span.state.state-${agentState(a)}`, null, agentState(a))),

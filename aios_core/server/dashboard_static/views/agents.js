@@ -1,6 +1,5 @@
 // Agents: one sortable row per agent (the rows `aios ps` prints); a click opens the agent.
 
-import { getJSON } from "../api.js";
 import { clear, debounced, fmtInt, fmtSeconds, h } from "../dom.js";
 
 const STATE_ORDER = ["running", "preempted", "queued", "idle"];
@@ -82,8 +81,9 @@ export function create(root) {
   }
 
   return {
-    async refresh() {
-      rows = (await getJSON("/v1/dashboard/agents")).agents;
+    source: () => ({ path: "/v1/dashboard/stream/agents" }),
+    update(data) {
+      rows = data.agents;
       render();
     },
     destroy() {},

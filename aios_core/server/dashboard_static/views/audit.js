@@ -21,7 +21,7 @@ export function describe(result) {
     .join(", ");
 }
 
-export function create(root) {
+export function create(root, { reconnect, fail }) {
   const f = { agent: "", decision: "", action: "", resource: "", irreversible: false };
   const agent = h("input#audit-agent", { type: "search", placeholder: "agent (exact)", "aria-label": "agent" });
   const decision = h("select#audit-decision", { "aria-label": "decision" }, h("option", { value: "" }, "any decision"), h("option", { value: "allow" }, "allow"), h("option", { value: "deny" }, "deny"));
@@ -34,7 +34,7 @@ export function create(root) {
   let lastVerify = 0;
   const changed = () => {
     Object.assign(f, { agent: agent.value.trim(), decision: decision.value, action: action.value.trim(), resource: resource.value.trim(), irreversible: irreversible.checked });
-    refresh().catch(() => {});
+    reconnect(); // the filters are the stream's parameters: the app closes this stream and opens one with them
   };
   const typed = debounced(changed, 250);
   for (const input of [agent, action, resource]) input.addEventListener("input", typed);
@@ -42,7 +42,7 @@ export function create(root) {
   irreversible.addEventListener("change", changed);
   root.append(
     h("div.toolbar", null, agent, decision, action, resource, h("label", null, irreversible, " irreversible only"),
-      h("button#audit-verify-button", { type: "button", onclick: () => runVerify() }, "Check the log")),
+      h("button#audit-verify-button", { type: "button", onclick: () => runVerify().catch(fail) }, "Check the log")),
     verify, summary, tableHost,
   );
 
@@ -56,20 +56,23 @@ export function create(root) {
     verify.dataset.ok = String(v.ok ?? "none");
   }
 
-  let asked = 0;
-  async function refresh() {
-    // answers to older filters may arrive after newer ones: only the latest request is shown
-    const mine = ++asked;
-    const filters = { ...f };
-    const data = await getJSON("/v1/dashboard/audit", { ...filters, limit: 200 });
-    if (mine !== asked) return;
+  let asked = { ...f };
+  function update(data) {
+    const filters = asked;
     const filtered = Object.entries(filters).filter(([, v]) => v).map(([k, v]) => (v === true ? k : `${k} ${v}`));
     summary.textContent = `${data.records.length} records, newest first` + (filtered.length ? ` (filtered: ${filtered.join(", ")})` : "") +
       (data.exists ? "" : " \u2014 no audit log yet");
     summary.dataset.count = String(data.records.length);
     clear(tableHost).append(data.records.length ? auditTable(data.records) : h("p.hint", null, "no records match"));
-    if (!lastVerify) await runVerify();
+    if (!lastVerify) runVerify().catch(fail);
   }
 
-  return { refresh, destroy() {} };
+  return {
+    source() {
+      asked = { ...f }; // what this stream's events answer, for the summary
+      return { path: "/v1/dashboard/stream/audit", params: { ...asked, limit: 200 } };
+    },
+    update,
+    destroy() {},
+  };
 }

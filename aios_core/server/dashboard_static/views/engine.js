@@ -1,5 +1,5 @@
 // Engine: per pool its scheduler and queue per level; per core batch size and tokens/s over time,
-// KV use, prefix-cache hits and snapshots. The history comes from the app's regular engine reads.
+// KV use, prefix-cache hits and snapshots. The history comes from the engine events the app receives.
 
 import { barList, lineChart } from "../charts.js";
 import { clear, fmtInt, fmtPct, h } from "../dom.js";
@@ -78,10 +78,11 @@ export function create(root, { engine }) {
         stat("snapshots held", fmtInt(snaps.snapshots_held)), stat("saved", fmtInt(snaps.saved)), stat("restored", fmtInt(snaps.restored)),
         stat("spilled to disk", fmtInt(snaps.spilled)),
         ...Object.entries(waiting).map(([k, v]) => stat(`${k} waiting`, fmtInt(v))))));
-    host.append(h("p.hint", null, `Charts: the last ${Math.round(engine.spanSeconds / 60)} minutes this page has been open (read every ${engine.pollSeconds} s).`));
+    host.append(h("p.hint", null, `Charts: the last ${Math.round(engine.spanSeconds / 60)} minutes this page has been open (pushed when the counters change, at most every ${engine.liveSeconds} s).`));
   }
 
   const off = engine.subscribe(render);
   render();
-  return { async refresh() {}, destroy() { off(); } };
+  // the app hands every engine event to the shared history, which redraws this view through its subscription
+  return { source: () => ({ path: "/v1/dashboard/stream/engine" }), update() {}, destroy() { off(); } };
 }

@@ -1,6 +1,5 @@
 // Plugins and config: what is loaded and from where, what failed, and the effective configuration.
 
-import { getJSON } from "../api.js";
 import { clear, h } from "../dom.js";
 
 export function create(root) {
@@ -8,10 +7,10 @@ export function create(root) {
   root.append(host);
   let shown = null;
   return {
-    async refresh() {
-      const data = await getJSON("/v1/dashboard/plugins");
+    source: () => ({ path: "/v1/dashboard/stream/plugins" }),
+    update(data) {
       const text = JSON.stringify(data);
-      if (text === shown) return; // nothing changed: keep the reader's scroll position and selection
+      if (text === shown) return; // the same as before a reconnection: keep the reader's scroll position and selection
       shown = text;
       clear(host).append(
         h("section.card", null, h("h3", null, `Plugins (${data.plugins.length})`),

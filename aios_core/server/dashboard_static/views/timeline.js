@@ -1,6 +1,5 @@
 // Timeline: a Gantt chart per agent of its syscalls' phases; wheel zooms, drag pans, "Live" follows now.
 
-import { getJSON } from "../api.js";
 import { PHASES, gantt } from "../charts.js";
 import { clear, debounced, h } from "../dom.js";
 
@@ -72,7 +71,7 @@ export function zoomPan(host, getView, onChange) {
   host.addEventListener("pointercancel", stop);
 }
 
-export function create(root) {
+export function create(root, { reconnect }) {
   let windowSec = 120;
   let agentFilter = "";
   let live = true;
@@ -90,7 +89,7 @@ export function create(root) {
     legend(), status, chart,
     h("p.hint", null, "Scroll on the chart to zoom, drag to pan. Each row is an agent; hover a bar for its syscall."),
   );
-  select.addEventListener("change", () => { windowSec = Number(select.value); view = null; live = true; liveBox.checked = true; refresh(); });
+  select.addEventListener("change", () => { windowSec = Number(select.value); view = null; live = true; liveBox.checked = true; reconnect(); });
   filter.addEventListener("input", debounced(() => { agentFilter = filter.value.trim().toLowerCase(); render(); }, 150));
   liveBox.addEventListener("change", () => { live = liveBox.checked; if (live) view = null; render(); });
   zoomPan(chart, () => currentView(), (v) => { live = false; liveBox.checked = false; view = v; render(); });
@@ -118,14 +117,13 @@ export function create(root) {
     status.dataset.segments = String(drawn.shown);
   }
 
-  let asked = 0;
-  async function refresh() {
-    const mine = ++asked;
-    const answer = await getJSON("/v1/dashboard/timeline", { window: windowSec });
-    if (mine !== asked) return; // a newer request (another window) is on its way
-    data = answer;
-    render();
-  }
-
-  return { refresh, destroy() {} };
+  return {
+    // another window opens another stream (the app closes this one first, so no older answer arrives after it)
+    source: () => ({ path: "/v1/dashboard/stream/timeline", params: { window: windowSec } }),
+    update(answer) {
+      data = answer;
+      render();
+    },
+    destroy() {},
+  };
 }
