@@ -118,6 +118,21 @@ def test_a_quiet_view_is_not_sent_again_only_heartbeats(dash, fast):
     dash.wait_streams(0)
 
 
+def test_a_failed_read_is_an_error_event_and_the_stream_goes_on(dash, fast):
+    """An agent ended while its page is open: the stream says so with the JSON endpoints' error body, once, and lives on."""
+    dash.register("short-lived")
+    with dash.http.stream("GET", "/v1/dashboard/stream/agents/short-lived") as response:
+        events = sse_events(response)
+        assert next_event(events, "agent")["agent"]["name"] == "short-lived"
+        assert dash.http.delete("/v1/agents/short-lived").status_code == 200
+        error = next_event(events, "error")
+        assert error["view"] == "agent" and error["error"] == dash.http.get("/v1/dashboard/agents/short-lived").json()["error"]
+        assert error["error"]["code"] == "unknown_agent"
+        # the same failure is not repeated every interval; the stream stays open
+        assert [next(events) for _ in range(2)] == [(":", "keep-alive")] * 2
+    dash.wait_streams(0)
+
+
 def test_the_fingerprint_ignores_only_the_clock():
     read = {"now": 1.0, "monotonic": 5.0, "pools": {"sim": {"queued": 0}}, "timeline": {"now": 1.0, "rows": [[-1.0]]}}
     later = {"now": 2.0, "monotonic": 6.0, "pools": {"sim": {"queued": 0}}, "timeline": {"now": 2.0, "rows": [[-1.0]]}}
