@@ -24,18 +24,19 @@ blocking call runs on MetaGPT's event loop.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aios.adapters.shared.openai_format import content_text, openai_finish
+from aios.adapters.shared.openai_format import to_tool_choice as to_tool_choice  # re-exported: llm_patch imports it from here
+from aios.adapters.shared.openai_format import to_tool_specs as to_tool_specs  # re-exported: llm_patch imports it from here
+
 from aios_core.identity import AgentIdentity
-from aios_core.syscalls import LLMRequest, LLMResponse, Message, ToolSpec
+from aios_core.syscalls import LLMRequest, LLMResponse, Message
 
 if TYPE_CHECKING:
     from aios.adapters.shared.route import Route
-
-log = logging.getLogger(__name__)
 
 #: the agent name of calls made outside any Role or Action (``await LLM().aask("...")``)
 FALLBACK_AGENT = "metagpt"
@@ -44,24 +45,9 @@ FALLBACK_AGENT = "metagpt"
 #: KV cache per call and leaves little room for batching other agents
 DEFAULT_MAX_TOKENS = 1024
 _ROLES = {"system", "user", "assistant", "tool"}
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 # --------------------------------------------------------------------------- MetaGPT -> kernel
-
-
-def _text(content: Any) -> str:
-    """A message's text; multimodal parts (``[{"type": "text", ...}, {"type": "image_url", ...}]``) keep their text."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(parts) < len(content):
-            log.warning("metagpt: image parts of a message are dropped; kernel cores take text only")
-        return "\n".join(parts)
-    return str(content)
 
 
 def to_messages(messages: list[dict[str, Any]]) -> list[Message]:
@@ -74,30 +60,8 @@ def to_messages(messages: list[dict[str, Any]]) -> list[Message]:
     out = []
     for m in messages:
         role = m.get("role", "user")
-        out.append(Message(role=role if role in _ROLES - {"tool"} else "user", content=_text(m.get("content"))))
+        out.append(Message(role=role if role in _ROLES - {"tool"} else "user", content=content_text(m.get("content"), "metagpt")))
     return out
-
-
-def to_tool_specs(tools: list[dict[str, Any]]) -> list[ToolSpec]:
-    """OpenAI ``tools`` (``{"type": "function", "function": {...}}``, or the bare function) as tool specs."""
-    specs = []
-    for tool in tools:
-        fn = tool.get("function", tool) if isinstance(tool, dict) else {}
-        specs.append(
-            ToolSpec(
-                name=fn["name"],
-                description=fn.get("description", ""),
-                parameters=fn.get("parameters") or {"type": "object", "properties": {}},
-            )
-        )
-    return specs
-
-
-def to_tool_choice(choice: Any) -> str:
-    """OpenAI's ``tool_choice`` (``"auto"``, ``{"type": "function", "function": {"name": ...}}``) as the kernel's."""
-    if isinstance(choice, dict):
-        return str(choice.get("function", {}).get("name") or "auto")
-    return str(choice or "auto")
 
 
 class Calls:
@@ -181,7 +145,7 @@ def to_chat_completion(response: LLMResponse) -> Any:
             "choices": [
                 {
                     "index": 0,
-                    "finish_reason": _FINISH.get(response.finish_reason, "stop"),
+                    "finish_reason": openai_finish(response.finish_reason),
                     "message": {"role": "assistant", "content": response.content, "tool_calls": tool_calls or None},
                 }
             ],

@@ -14,41 +14,25 @@ tool call in one piece, then the finish reason.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from aios.adapters.shared.openai_format import content_text, openai_finish, to_tool_choice, to_tool_specs
 from aios.adapters.shared.served_models import require_served
 
 from aios_core.identity import AgentIdentity
-from aios_core.syscalls import LLMRequest, LLMResponse, Message, ToolCall, ToolSpec
+from aios_core.syscalls import LLMRequest, LLMResponse, Message, ToolCall
 
 if TYPE_CHECKING:
     from aios.adapters.shared.route import Route
 
-log = logging.getLogger(__name__)
-
 #: upper bound on a call's max_tokens unless ``aios.patch("open-interpreter", max_tokens=...)`` says otherwise:
 #: OI sizes max_tokens from the hosted model's card (16384 for gpt-4o), which a local core cannot reserve
 DEFAULT_MAX_TOKENS = 1024
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 # --------------------------------------------------------------------------- OI parameters -> kernel request
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(parts) < len(content):
-            log.warning("open-interpreter: image parts of a message are dropped; kernel cores take text only")
-        return "\n".join(parts)
-    return str(content)
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
@@ -67,7 +51,7 @@ def to_messages(messages: list[dict[str, Any]]) -> list[Message]:
     out: list[Message] = []
     for m in messages:
         role = m.get("role", "user")
-        content = _text(m.get("content"))
+        content = content_text(m.get("content"), "open-interpreter")
         if role in ("tool", "function"):
             out.append(Message(role="tool", content=content, tool_call_id=m.get("tool_call_id") or "call", name=m.get("name")))
             continue
@@ -84,26 +68,6 @@ def to_messages(messages: list[dict[str, Any]]) -> list[Message]:
             continue
         out.append(Message(role=role if role == "system" else "user", content=content))
     return out
-
-
-def to_tool_specs(tools: list[dict[str, Any]]) -> list[ToolSpec]:
-    specs = []
-    for tool in tools:
-        fn = tool.get("function", tool)
-        specs.append(
-            ToolSpec(
-                name=fn["name"],
-                description=fn.get("description", ""),
-                parameters=fn.get("parameters") or {"type": "object", "properties": {}},
-            )
-        )
-    return specs
-
-
-def _tool_choice(choice: Any) -> str:
-    if isinstance(choice, dict):
-        return str(choice.get("function", {}).get("name") or "auto")
-    return str(choice or "auto")
 
 
 class Completions:
@@ -127,7 +91,7 @@ class Completions:
         if params.get("tools"):
             fields["tools"] = to_tool_specs(params["tools"])
             if params.get("tool_choice") is not None:
-                fields["tool_choice"] = _tool_choice(params["tool_choice"])
+                fields["tool_choice"] = to_tool_choice(params["tool_choice"])
         if self.route.options.model is None:
             fields["model"] = self.kernel_model(params.get("model"))
         return self.route.request(**fields)
@@ -166,4 +130,4 @@ def _final_chunks(chunk_id: str, model: str, response: LLMResponse) -> Iterator[
             for i, c in enumerate(response.tool_calls)
         ]
         yield _chunk(chunk_id, model, tool_calls=calls)
-    yield _chunk(chunk_id, model, finish=_FINISH.get(response.finish_reason, "stop"))
+    yield _chunk(chunk_id, model, finish=openai_finish(response.finish_reason))
