@@ -24,18 +24,16 @@ bound per call, default 1024), ``timeout``, ``priority``, ``group``, and
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
+from aios.adapters.shared.adapter import RoutedAdapter
 from aios.adapters.shared.names import InstanceNames, safe_agent_name
 from aios.adapters.shared.route import Route, RouteOptions
 
-from aios_core.components import Adapter
 from aios_core.errors import AIOSError
 from aios_core.identity import AgentIdentity, current_agent
 from aios_core.patching import Patcher
-
-log = logging.getLogger(__name__)
+from aios_core.port import KernelPort
 
 FRAMEWORK = "open-interpreter"
 SUPPORTED = ">=0.4,<0.5"
@@ -72,65 +70,47 @@ def _import_open_interpreter() -> Any:
     return core, llm, Terminal
 
 
-class OpenInterpreterAdapter(Adapter):
+class OpenInterpreterAdapter(RoutedAdapter):
     name = FRAMEWORK
     distribution = "open-interpreter"
     supported = SUPPORTED
     description = "Open-Interpreter 0.4: completions answered by the kernel, code run in the kernel's sandbox after confirmation"
 
-    def __init__(self) -> None:
-        self._patcher = Patcher()
-        self.route: Route | None = None
+    def prepare(self, patcher: Patcher, kernel: KernelPort, options: RouteOptions) -> None:
+        """Import Open-Interpreter (litellm kept offline) before the route exists, so a broken install fails first."""
+        _import_open_interpreter()
 
-    @property
-    def patched(self) -> bool:
-        return bool(self._patcher)
-
-    def patch(self, kernel: Any, **agent_options: Any) -> None:
-        if self.patched:
-            return
-        options = RouteOptions.parse(self.name, agent_options)
-        core, llm_module, Terminal = _import_open_interpreter()
+    def install(self, patcher: Patcher, route: Route) -> None:
+        core, llm_module, Terminal = _import_open_interpreter()  # imported by prepare: only looked up here
         from aios.adapters.open_interpreter.completions import Completions
         from aios.adapters.open_interpreter.execution import Execution
 
-        route = Route(kernel, self.name, options)
         identities = Identities(route)
-        completions = Completions(route, identities, route.kernel_model)
         execution = Execution(route, identities)
-        try:
-            self._route_completions(llm_module, completions)
-            self._patcher.replace(Terminal, "run", _terminal_run(Terminal.run, execution))
-            self._patcher.replace(llm_module.Llm, "load", _offline_load(llm_module.Llm.load))
-            self._patcher.replace(core, "send_telemetry", _no_telemetry)
-        except BaseException:
-            self._patcher.restore()
-            raise
-        self.route = route
-        log.info("open-interpreter: completions and code execution now go through the kernel")
+        _route_completions(patcher, llm_module, Completions(route, identities, route.kernel_model))
+        patcher.replace(Terminal, "run", _terminal_run(Terminal.run, execution))
+        patcher.replace(llm_module.Llm, "load", _offline_load(llm_module.Llm.load))
+        patcher.replace(core, "send_telemetry", _no_telemetry)
 
-    def _route_completions(self, llm_module: Any, completions: Any) -> None:
-        """Make ``Llm.completions`` a property: OI's default endpoint reads as the kernel's, a user's own stays.
 
-        ``Llm.__init__`` stores ``fixed_litellm_completions`` on each instance, so
-        existing and future interpreters are covered by intercepting the
-        attribute on the class; the instances keep their stored value, which is
-        what they see again after unpatching.
-        """
-        default = llm_module.fixed_litellm_completions
+def _route_completions(patcher: Patcher, llm_module: Any, completions: Any) -> None:
+    """Make ``Llm.completions`` a property: OI's default endpoint reads as the kernel's, a user's own stays.
 
-        def get(llm: Any) -> Any:
-            value = llm.__dict__.get("completions", default)
-            return functools.partial(completions, llm) if value is default else value
+    ``Llm.__init__`` stores ``fixed_litellm_completions`` on each instance, so
+    existing and future interpreters are covered by intercepting the
+    attribute on the class; the instances keep their stored value, which is
+    what they see again after unpatching.
+    """
+    default = llm_module.fixed_litellm_completions
 
-        def set_(llm: Any, value: Any) -> None:
-            llm.__dict__["completions"] = value
+    def get(llm: Any) -> Any:
+        value = llm.__dict__.get("completions", default)
+        return functools.partial(completions, llm) if value is default else value
 
-        self._patcher.replace(llm_module.Llm, "completions", property(get, set_, doc="routed through the AIOS kernel"))
+    def set_(llm: Any, value: Any) -> None:
+        llm.__dict__["completions"] = value
 
-    def unpatch(self) -> None:
-        self._patcher.restore()
-        self.route = None
+    patcher.replace(llm_module.Llm, "completions", property(get, set_, doc="routed through the AIOS kernel"))
 
 
 def _terminal_run(original: Any, execution: Any) -> Any:
