@@ -46,7 +46,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from aios_core.errors import CoreError
 from aios_core.patching import Patcher
-from aios_core.syscalls import LLMRequest, LLMResponse
+from aios_core.syscalls import LLMRequest, LLMResponse, StreamPiece
 
 GENERATION_METHODS = ("_generate", "_agenerate", "_stream", "_astream")
 #: model attributes that hold the output limit, by provider
@@ -93,14 +93,45 @@ def build_request(route: Route, model: Any, messages: Sequence[BaseMessage], sto
     return route.request(**fields)
 
 
+class _ModelCall:
+    """One call of a patched chat model: its kernel request, the agent it runs as, and how the answer is shaped.
+
+    The four replacements below differ only in sync/async and whole/streamed;
+    what they build and what they make of the kernel's answer is here, once.
+    """
+
+    def __init__(self, route: Route, model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> None:
+        self.request = build_request(route, model, messages, stop, kwargs)
+        self.identity = identity_for(route, model)
+        self.response: LLMResponse | None = None  # a stream's final response, once it arrived
+        self._model_name = model_name(model)
+        self._parse_as = parse_target(kwargs.get("response_format"))
+
+    def result(self, response: LLMResponse) -> ChatResult:
+        """The whole answer; the agent of its tool calls is remembered for when the tools run."""
+        call_owners.remember(response.tool_calls, self.identity)
+        return to_chat_result(response, self._model_name, self._parse_as)
+
+    def chunk_of(self, piece: StreamPiece) -> ChatGenerationChunk | None:
+        """A streamed piece's text chunk; the final response is kept (its text already came in the deltas)."""
+        if piece.response is not None:
+            self.response = piece.response
+            return None
+        return delta_chunk(piece.delta) if piece.delta else None
+
+    def last_chunk(self) -> ChatGenerationChunk:
+        """The stream's last chunk: tool calls, usage and finish reason."""
+        if self.response is None:
+            raise CoreError("the kernel's stream ended without a final response")
+        call_owners.remember(self.response.tool_calls, self.identity)
+        return final_chunk(self.response, self._model_name, self._parse_as)
+
+
 def make_generate(route: Route) -> Any:
     def _generate(self: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         """AIOS: a kernel LLM syscall (see adapters.langchain)."""
-        request = build_request(route, self, messages, stop, kwargs)
-        identity = identity_for(route, self)
-        response = route.complete(identity, request)
-        call_owners.remember(response.tool_calls, identity)
-        return to_chat_result(response, model_name(self), parse_target(kwargs.get("response_format")))
+        call = _ModelCall(route, self, messages, stop, kwargs)
+        return call.result(route.complete(call.identity, call.request))
 
     return _mark(_generate)
 
@@ -110,11 +141,8 @@ def make_agenerate(route: Route) -> Any:
         self: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
         """AIOS: a kernel LLM syscall (see adapters.langchain)."""
-        request = build_request(route, self, messages, stop, kwargs)
-        identity = identity_for(route, self)
-        response = await route.acomplete(identity, request)
-        call_owners.remember(response.tool_calls, identity)
-        return to_chat_result(response, model_name(self), parse_target(kwargs.get("response_format")))
+        call = _ModelCall(route, self, messages, stop, kwargs)
+        return call.result(await route.acomplete(call.identity, call.request))
 
     return _mark(_agenerate)
 
@@ -124,17 +152,14 @@ def make_stream(route: Route) -> Any:
         self: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
     ) -> Iterator[ChatGenerationChunk]:
         """AIOS: a streamed kernel LLM syscall: text chunks, then tool calls, usage and finish reason."""
-        request = build_request(route, self, messages, stop, kwargs)
-        identity = identity_for(route, self)
-        pieces = route.stream(identity, request)
-        response: LLMResponse | None = None
+        call = _ModelCall(route, self, messages, stop, kwargs)
+        pieces = route.stream(call.identity, call.request)
         try:
             for piece in pieces:
-                if piece.response is not None:
-                    response = piece.response
+                chunk = call.chunk_of(piece)
+                if call.response is not None:
                     break
-                if piece.delta:
-                    chunk = delta_chunk(piece.delta)
+                if chunk is not None:
                     if run_manager is not None:
                         run_manager.on_llm_new_token(piece.delta, chunk=chunk)
                     yield chunk
@@ -142,10 +167,7 @@ def make_stream(route: Route) -> Any:
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()
-        if response is None:
-            raise CoreError("the kernel's stream ended without a final response")
-        call_owners.remember(response.tool_calls, identity)
-        last = final_chunk(response, model_name(self), parse_target(kwargs.get("response_format")))
+        last = call.last_chunk()
         if run_manager is not None:
             run_manager.on_llm_new_token("", chunk=last)
         yield last
@@ -158,26 +180,20 @@ def make_astream(route: Route) -> Any:
         self: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
     ) -> AsyncIterator[ChatGenerationChunk]:
         """AIOS: a streamed kernel LLM syscall: text chunks, then tool calls, usage and finish reason."""
-        request = build_request(route, self, messages, stop, kwargs)
-        identity = identity_for(route, self)
-        pieces = route.astream(identity, request)
-        response: LLMResponse | None = None
+        call = _ModelCall(route, self, messages, stop, kwargs)
+        pieces = route.astream(call.identity, call.request)
         try:
             async for piece in pieces:
-                if piece.response is not None:
-                    response = piece.response
+                chunk = call.chunk_of(piece)
+                if call.response is not None:
                     break
-                if piece.delta:
-                    chunk = delta_chunk(piece.delta)
+                if chunk is not None:
                     if run_manager is not None:
                         await run_manager.on_llm_new_token(piece.delta, chunk=chunk)
                     yield chunk
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
-        if response is None:
-            raise CoreError("the kernel's stream ended without a final response")
-        call_owners.remember(response.tool_calls, identity)
-        last = final_chunk(response, model_name(self), parse_target(kwargs.get("response_format")))
+        last = call.last_chunk()
         if run_manager is not None:
             await run_manager.on_llm_new_token("", chunk=last)
         yield last
