@@ -17,6 +17,7 @@ LangChain ``ToolException``) or :class:`~aios_core.errors.AccessDeniedError`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aios.adapters.langchain import call_owners
@@ -111,17 +112,7 @@ def _identity(route: Route, tool: BaseTool, kwargs: dict[str, Any]) -> AgentIden
 def make_run(route: Route, tools: ToolRouter, original: Any) -> Any:
     def run(self: BaseTool, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         """AIOS: a tool syscall; LangChain's run executes once the tool manager admits the call."""
-        spec = describe(self)
-        arguments = visible_arguments(self, spec, tool_input)
-        return tools.call(
-            _identity(route, self, kwargs),
-            spec,
-            arguments,
-            lambda: original(self, tool_input, *args, **kwargs),
-            owner=self,
-            describe=_content,
-            error=_error_factory(arguments),
-        )
+        return _route_call(tools.call, route, original, self, tool_input, args, kwargs)
 
     return _mark(run, original)
 
@@ -129,19 +120,29 @@ def make_run(route: Route, tools: ToolRouter, original: Any) -> Any:
 def make_arun(route: Route, tools: ToolRouter, original: Any) -> Any:
     async def arun(self: BaseTool, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         """AIOS: a tool syscall; LangChain's arun executes on the caller's loop once the tool manager admits the call."""
-        spec = describe(self)
-        arguments = visible_arguments(self, spec, tool_input)
-        return await tools.acall(
-            _identity(route, self, kwargs),
-            spec,
-            arguments,
-            lambda: original(self, tool_input, *args, **kwargs),
-            owner=self,
-            describe=_content,
-            error=_error_factory(arguments),
-        )
+        return await _route_call(tools.acall, route, original, self, tool_input, args, kwargs)
 
     return _mark(arun, original)
+
+
+def _route_call(send: Callable[..., Any], route: Route, original: Any, tool: BaseTool, tool_input: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Hand one run of ``tool`` to the tool router through ``send`` (``call``, or ``acall`` whose awaitable is returned).
+
+    The arguments the tool manager sees and checks are the ones the model
+    gave (``visible_arguments``); the run itself is LangChain's own
+    ``original``, with everything it was called with.
+    """
+    spec = describe(tool)
+    arguments = visible_arguments(tool, spec, tool_input)
+    return send(
+        _identity(route, tool, kwargs),
+        spec,
+        arguments,
+        lambda: original(tool, tool_input, *args, **kwargs),
+        owner=tool,
+        describe=_content,
+        error=_error_factory(arguments),
+    )
 
 
 def _mark(wrapper: Any, original: Any) -> Any:
