@@ -16,6 +16,7 @@ it in a context variable for the duration of that call only.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -61,24 +62,28 @@ def identity_for(route: Route, obj: Any, hint: CallHint | None = None, default: 
     return route.identity(safe_agent_name(name), program=safe_agent_name(hint.program) if hint is not None and hint.program else None)
 
 
+@contextmanager
+def _hinted(hint: CallHint | None) -> Iterator[None]:
+    """``hint`` is the call's while the block runs (and only then: a stream's consumer runs without it)."""
+    token = _call_hint.set(hint)
+    try:
+        yield
+    finally:
+        _call_hint.reset(token)
+
+
 def _wrap_generate(original: Any) -> Any:
     def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
-        token = _call_hint.set(hint_from(kwargs.get("metadata"), kwargs.get("run_name")))
-        try:
+        with _hinted(hint_from(kwargs.get("metadata"), kwargs.get("run_name"))):
             return original(self, *args, **kwargs)
-        finally:
-            _call_hint.reset(token)
 
     return _mark(generate, original)
 
 
 def _wrap_agenerate(original: Any) -> Any:
     async def agenerate(self: Any, *args: Any, **kwargs: Any) -> Any:
-        token = _call_hint.set(hint_from(kwargs.get("metadata"), kwargs.get("run_name")))
-        try:
+        with _hinted(hint_from(kwargs.get("metadata"), kwargs.get("run_name"))):
             return await original(self, *args, **kwargs)
-        finally:
-            _call_hint.reset(token)
 
     return _mark(agenerate, original)
 
@@ -88,19 +93,19 @@ def _config_hint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallHint | No
     return hint_from(config.get("metadata"), config.get("run_name"))
 
 
+_END = object()
+
+
 def _wrap_stream(original: Any) -> Any:
     def stream(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         hint = _config_hint(args, kwargs)
         inner = original(self, *args, **kwargs)
         try:
             while True:
-                token = _call_hint.set(hint)
-                try:
-                    item = next(inner)
-                except StopIteration:
+                with _hinted(hint):  # each step of the model's stream runs as the call's agent
+                    item = next(inner, _END)
+                if item is _END:
                     return
-                finally:
-                    _call_hint.reset(token)
                 yield item
         finally:
             inner.close()
@@ -114,13 +119,10 @@ def _wrap_astream(original: Any) -> Any:
         inner = original(self, *args, **kwargs)
         try:
             while True:
-                token = _call_hint.set(hint)
-                try:
-                    item = await inner.__anext__()
-                except StopAsyncIteration:
+                with _hinted(hint):  # each step of the model's stream runs as the call's agent
+                    item = await anext(inner, _END)
+                if item is _END:
                     return
-                finally:
-                    _call_hint.reset(token)
                 yield item
         finally:
             await inner.aclose()
