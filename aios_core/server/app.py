@@ -50,6 +50,7 @@ from aios_core.errors import AIOSError, InvalidSyscallError
 from aios_core.kernel import Kernel
 from aios_core.server import admin_api, dashboard, openai_api, syscall_api
 from aios_core.server.auth import TokenStore
+from aios_core.server.dashboard_stream import registry_of
 from aios_core.server.errors import NotFoundError, RateLimitedError, error_body
 from aios_core.server.lifecycle import RequestTracker, ServerState
 from aios_core.server.limits import BodyLimitMiddleware, retry_after_header
@@ -168,6 +169,8 @@ class KernelServer(uvicorn.Server):
             # keep listening while draining: a new request gets a clean 503 (and readiness probes see 503)
             # instead of a refused connection; uvicorn's own shutdown closes the sockets afterwards
             state.begin_drain()
+            # dashboard streams are open-ended: end them now rather than at their next read
+            registry_of(self.api.state).close_all("the server is shutting down")
             grace = state.settings.grace_seconds
             if not await state.wait_idle(grace):
                 aborted = state.abort_inflight()
