@@ -14,8 +14,8 @@ constructed without credentials while patched (:mod:`.credentials`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from aios.adapters.autogen import credentials
 from aios.adapters.autogen.messages import (
@@ -34,12 +34,13 @@ from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage
 
 from aios_core.errors import CoreError
 from aios_core.patching import Patcher
-from aios_core.syscalls import LLMRequest, ResponseFormat
+from aios_core.syscalls import LLMRequest, LLMResponse, ResponseFormat
 
 #: clients that only wrap another client (which is itself patched): routing them would bypass their logic
 DELEGATING_CLIENTS = frozenset({"autogen_ext.models.cache._chat_completion_cache.ChatCompletionCache"})
 
 _names = InstanceNames("autogen")
+T = TypeVar("T")
 
 
 def _create_args(client: Any, extra_create_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,9 +84,17 @@ def record_usage(client: Any, usage: RequestUsage) -> None:
         client._cur_usage = usage
 
 
-def make_create(route: Route) -> Any:
-    async def create(
-        self: ChatCompletionClient,
+class _CreateCall:
+    """One ``create`` / ``create_stream`` call: AutoGen's create arguments read once, as the kernel request and its agent.
+
+    The arguments are those of ``ChatCompletionClient.create`` (keyword-only
+    after ``messages``); ones the kernel has no use for are accepted and ignored.
+    """
+
+    def __init__(
+        self,
+        route: Route,
+        client: ChatCompletionClient,
         messages: Sequence[Any],
         *,
         tools: Sequence[Any] = (),
@@ -94,45 +103,46 @@ def make_create(route: Route) -> Any:
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: Any = None,
         **_options: Any,
-    ) -> CreateResult:
-        """AIOS: a kernel LLM syscall of the agent in scope (see adapters.autogen)."""
-        request = build_request(route, self, messages, tools, tool_choice, json_output, extra_create_args)
-        identity = route.identity(_names.name_of(self))
-        call = asyncio.ensure_future(route.acomplete(identity, request))
-        if cancellation_token is not None:
-            cancellation_token.link_future(call)
-        result = to_create_result(await call)
-        record_usage(self, result.usage)
+    ) -> None:
+        self.client = client
+        self.request = build_request(route, client, messages, tools, tool_choice, json_output, extra_create_args)
+        self.identity = route.identity(_names.name_of(client))
+        self._cancellation_token = cancellation_token
+
+    def linked(self, step: Awaitable[T]) -> asyncio.Future[T]:
+        """``step`` as a future the caller's cancellation token cancels."""
+        future = asyncio.ensure_future(step)
+        if self._cancellation_token is not None:
+            self._cancellation_token.link_future(future)
+        return future
+
+    def result(self, response: LLMResponse) -> CreateResult:
+        """The kernel's answer as AutoGen's CreateResult, its usage added to the client's counters."""
+        result = to_create_result(response)
+        record_usage(self.client, result.usage)
         return result
+
+
+def make_create(route: Route) -> Any:
+    async def create(self: ChatCompletionClient, messages: Sequence[Any], **options: Any) -> CreateResult:
+        """AIOS: a kernel LLM syscall of the agent in scope (see adapters.autogen)."""
+        call = _CreateCall(route, self, messages, **options)
+        return call.result(await call.linked(route.acomplete(call.identity, call.request)))
 
     create.__aios_adapter__ = "autogen"  # type: ignore[attr-defined]
     return create
 
 
 def make_create_stream(route: Route) -> Any:
-    async def create_stream(
-        self: ChatCompletionClient,
-        messages: Sequence[Any],
-        *,
-        tools: Sequence[Any] = (),
-        tool_choice: Any = "auto",
-        json_output: Any = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: Any = None,
-        **_options: Any,
-    ) -> AsyncGenerator[str | CreateResult, None]:
+    async def create_stream(self: ChatCompletionClient, messages: Sequence[Any], **options: Any) -> AsyncGenerator[str | CreateResult, None]:
         """AIOS: a streamed kernel LLM syscall: text deltas, then the CreateResult."""
-        request = build_request(route, self, messages, tools, tool_choice, json_output, extra_create_args)
-        identity = route.identity(_names.name_of(self))
-        pieces = route.astream(identity, request)
+        call = _CreateCall(route, self, messages, **options)
+        pieces = route.astream(call.identity, call.request)
         response = None
         try:
             while True:
-                step = asyncio.ensure_future(pieces.__anext__())
-                if cancellation_token is not None:
-                    cancellation_token.link_future(step)
                 try:
-                    piece = await step
+                    piece = await call.linked(pieces.__anext__())
                 except StopAsyncIteration:
                     break
                 if piece.response is not None:
@@ -144,9 +154,7 @@ def make_create_stream(route: Route) -> Any:
             await pieces.aclose()
         if response is None:
             raise CoreError("the kernel's stream ended without a final response")
-        result = to_create_result(response)
-        record_usage(self, result.usage)
-        yield result
+        yield call.result(response)
 
     create_stream.__aios_adapter__ = "autogen"  # type: ignore[attr-defined]
     return create_stream
