@@ -87,8 +87,11 @@ def test_the_wheel_installs_one_namespace(wheel: Path) -> None:
     for module in ("aios/adapters/autogen/adapter.py", "aios/plugins/schedulers.py", "aios/bench/studies/schedulers.py",
                    "aios/bench/suites/tasks/mint.py"):
         assert module in names
-    # the offline task data travels with the wheel
+    # data files travel with the wheel: offline task data, the sim's cost profile, the dashboard's pages
     assert any(n.startswith("aios/bench/suites/tasks/data/mint/") for n in names)
+    assert "aios/bench/studies/profiles/gemma3-270m-cpu1.json" in names
+    assert {"aios_core/server/dashboard_static/index.html", "aios_core/server/dashboard_static/app.js"} <= set(names)
+    assert any(n.startswith("aios_core/server/dashboard_static/views/") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[aios]" in text and "aios.plugins.schedulers = aios.plugins.schedulers" in text
