@@ -7,7 +7,7 @@ counting them are the queue's own operations, delegated here once.
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aios_core.scheduler.base import Job, Scheduler
 
@@ -30,7 +30,7 @@ Q = TypeVar("Q", bound=JobQueue)
 class SingleQueueScheduler(Scheduler, Generic[Q]):
     """A policy over one queue ``self._queue``; subclasses define :meth:`push` (and preemption)."""
 
-    def __init__(self, queue: Q, **options: float) -> None:
+    def __init__(self, queue: Q, **options: Any) -> None:
         super().__init__(**options)
         self._queue = queue
 
