@@ -71,6 +71,25 @@ def _namespaces(packages: tuple[str, ...]) -> dict[int, Any]:
     return found
 
 
+def _with_user_subclasses(objects: dict[int, Any]) -> dict[int, Any]:
+    """``objects`` plus every live subclass of their classes defined elsewhere (a user's agent or model class):
+    the adapters patch those too (classes defined after patching are routed as well), so their vars() are compared
+    like the framework's own. Which of them exist depends on what ran before in the process."""
+    found = dict(objects)
+    pending = [obj for obj in objects.values() if isinstance(obj, type)]
+    while pending:
+        cls = pending.pop()
+        try:
+            subclasses = type.__subclasses__(cls)
+        except TypeError:
+            continue
+        for sub in subclasses:
+            if id(sub) not in found:
+                found[id(sub)] = sub
+                pending.append(sub)
+    return found
+
+
 def _materialize_lazy_attributes(packages: tuple[str, ...]) -> None:
     """Resolve the names modules export through a module ``__getattr__`` (LangChain's lazy imports cache them in
     the module on first access, which would otherwise look like an attribute the patch left behind)."""
@@ -106,7 +125,7 @@ def test_unpatch_restores_vars_of_every_class_and_module(framework, make_kernel,
     for module in imports:
         importlib.import_module(module)
     _materialize_lazy_attributes(packages)
-    objects = _namespaces(packages)
+    objects = _with_user_subclasses(_namespaces(packages))
     before = _snapshot(objects)
 
     replaced: list[tuple[Any, str]] = []
