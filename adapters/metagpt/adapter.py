@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from aios.adapters.shared.route import Route, RouteOptions
+
 from aios_core.components import Adapter
 from aios_core.errors import AIOSError
 from aios_core.patching import Patcher

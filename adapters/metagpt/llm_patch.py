@@ -17,6 +17,7 @@ from typing import Any
 
 from aios.adapters.metagpt.llm_calls import Calls, code_arguments, is_chat_completion, to_chat_completion, to_tool_choice, to_tool_specs
 from aios.adapters.shared.class_tree import ClassTreePatch
+
 from aios_core.patching import Patcher
 
 #: the methods that reach a provider's API, and the two that read its response objects
