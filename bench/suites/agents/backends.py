@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 from aios.bench.suites.agents.base import Endpoint
+from aios.bench.suites.agents.child_process import end_process
 from aios.bench.suites.agents.sim_server import SimServer, free_port
 
 from aios_core.cores.base import LLMCore
@@ -121,17 +122,8 @@ class LocalBackend(Backend):
         raise RuntimeError(f"llama-cpp-python's server did not answer within {timeout:g} s; see {self.log_path}")
 
     def stop_native(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        end_process(self._proc, self._log)
+        self._proc, self._log = None, None
 
     def make_core(self) -> LLMCore:
         from aios_core.cores.llamacpp import LlamaCppCore
@@ -277,17 +269,8 @@ class AIOSServe:
         return r.json() if r.status_code == 200 else {}
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        end_process(self._proc, self._log, grace=60)
+        self._proc, self._log = None, None
 
     def describe(self) -> dict[str, Any]:
         return {"server": "aios serve", "config": self.config}

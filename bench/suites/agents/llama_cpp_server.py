@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aios.bench.suites.agents.child_process import end_process
 
 log = logging.getLogger(__name__)
 
@@ -252,17 +253,8 @@ class LlamaServer:
             self._proc.wait(10)
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        end_process(self._proc, self._log)
+        self._proc, self._log = None, None
         if self._tmp is not None and self.log_dir is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
