@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -31,3 +32,18 @@ def summarize(completion: Sequence[float]) -> dict[str, float]:
         "p50": percentile(completion, 50),
         "p99": percentile(completion, 99),
     }
+
+
+def per_round_ratios(rounds: Sequence[dict[str, Any]], baseline: str, ours: str = "aios", key: str = "makespan") -> list[float]:
+    """``baseline``'s value over ``ours`` in every round both ran (above 1: ours is faster), in round order.
+
+    Each round record has ``round``, ``setup`` and ``key``; rounds alternate the setups' order, so a ratio
+    per round shows how steady the comparison was, next to the ratio of medians.
+    """
+    ratios = []
+    for i in sorted({r["round"] for r in rounds}):
+        theirs = next((r for r in rounds if r["round"] == i and r["setup"] == baseline), None)
+        mine = next((r for r in rounds if r["round"] == i and r["setup"] == ours), None)
+        if theirs and mine and mine[key] > 0:
+            ratios.append(theirs[key] / mine[key])
+    return ratios

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from aios.bench.metrics import percentile
+from aios.bench.metrics import per_round_ratios, percentile
 from aios.bench.suites.modes import SETUP_LABELS, round_order
 
 log = logging.getLogger(__name__)
@@ -334,12 +334,7 @@ def ratios(rounds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, A
         if b not in summary:
             continue
         base = summary[b]
-        per_round = []
-        for i in sorted({r["round"] for r in rounds}):
-            x = next((r for r in rounds if r["round"] == i and r["setup"] == b), None)
-            y = next((r for r in rounds if r["round"] == i and r["setup"] == "aios"), None)
-            if x and y and y["makespan"] > 0:
-                per_round.append(round(x["makespan"] / y["makespan"], 3))
+        per_round = [round(r, 3) for r in per_round_ratios(rounds, b)]
         out[b] = {
             **{k: (base[k] / ai[k] if base.get(k) and ai.get(k) else None)
                for k in ("makespan", "completion_mean", "completion_p50", "completion_p99")},

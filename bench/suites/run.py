@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aios.bench.metrics import percentile
+from aios.bench.metrics import per_round_ratios, percentile
 from aios.bench.suites.agents import FRAMEWORKS, get_framework
 from aios.bench.suites.agents.backends import Backend, LocalBackend, SimBackend
 from aios.bench.suites.agents.base import Endpoint, Framework, Sampling
@@ -307,12 +307,7 @@ def _ratios(rounds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, 
         if baseline not in summary:
             continue
         nat = summary[baseline]
-        per_round = []
-        for i in sorted({r["round"] for r in rounds}):
-            a = next((r for r in rounds if r["round"] == i and r["setup"] == baseline), None)
-            b = next((r for r in rounds if r["round"] == i and r["setup"] == "aios"), None)
-            if a and b and b["makespan"] > 0:
-                per_round.append(a["makespan"] / b["makespan"])
+        per_round = per_round_ratios(rounds, baseline)
 
         def ratio(key: str, nat: dict[str, Any] = nat) -> float | None:
             return nat[key] / ai[key] if nat.get(key) and ai.get(key) else None
