@@ -162,6 +162,18 @@ class HttpCallRecorder:
         with self._lock:
             self.calls.append(record)
 
+    def _failed(self, record: CallRecord) -> None:
+        """A call that raised before any response: kept as failed."""
+        record.ok = False
+        _Tap(self, record, False).finish()
+
+    def _tapped(self, response: httpx.Response, record: CallRecord, stream_type: Any) -> httpx.Response:
+        """The response with its body stream tapped, so the call is timed to its last byte (or SSE event)."""
+        record.ok = response.status_code < 400
+        sse = "text/event-stream" in response.headers.get("content-type", "")
+        response.stream = stream_type(response.stream, _Tap(self, record, sse))
+        return response
+
     def install(self) -> None:
         if self._saved is not None:
             return
@@ -176,13 +188,9 @@ class HttpCallRecorder:
             try:
                 response = await async_orig(transport, request)
             except BaseException:
-                record.ok = False
-                _Tap(recorder, record, False).finish()
+                recorder._failed(record)
                 raise
-            record.ok = response.status_code < 400
-            sse = "text/event-stream" in response.headers.get("content-type", "")
-            response.stream = _AsyncTapStream(response.stream, _Tap(recorder, record, sse))
-            return response
+            return recorder._tapped(response, record, _AsyncTapStream)
 
         def handle_request(transport: Any, request: httpx.Request) -> httpx.Response:
             if not recorder.matches(request):
@@ -191,13 +199,9 @@ class HttpCallRecorder:
             try:
                 response = sync_orig(transport, request)
             except BaseException:
-                record.ok = False
-                _Tap(recorder, record, False).finish()
+                recorder._failed(record)
                 raise
-            record.ok = response.status_code < 400
-            sse = "text/event-stream" in response.headers.get("content-type", "")
-            response.stream = _SyncTapStream(response.stream, _Tap(recorder, record, sse))
-            return response
+            return recorder._tapped(response, record, _SyncTapStream)
 
         self._saved = (async_orig, sync_orig)
         httpx.AsyncHTTPTransport.handle_async_request = handle_async_request  # type: ignore[method-assign]
