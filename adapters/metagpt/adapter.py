@@ -20,16 +20,13 @@ syscalls: time queued behind other agents would count against it; the
 from __future__ import annotations
 
 import importlib
-import logging
-from typing import Any
 
+from aios.adapters.shared.adapter import RoutedAdapter
 from aios.adapters.shared.route import Route, RouteOptions
 
-from aios_core.components import Adapter
 from aios_core.errors import AIOSError
 from aios_core.patching import Patcher
-
-log = logging.getLogger(__name__)
+from aios_core.port import KernelPort
 
 SUPPORTED = ">=0.8,<0.9"
 
@@ -53,49 +50,26 @@ def import_metagpt() -> None:
         ) from exc
 
 
-class MetaGPTAdapter(Adapter):
+class MetaGPTAdapter(RoutedAdapter):
     name = "metagpt"
     distribution = "metagpt"
     supported = SUPPORTED
     description = "MetaGPT 0.8: BaseLLM providers answered by the kernel; roles as agents, team runs as programs"
 
-    def __init__(self) -> None:
-        self._patcher = Patcher()
-        self.route: Route | None = None
-
-    @property
-    def patched(self) -> bool:
-        return bool(self._patcher)
-
-    def patch(self, kernel: Any, **agent_options: Any) -> None:
-        if self.patched:
-            return
-        options = RouteOptions.parse(self.name, agent_options)
+    def prepare(self, patcher: Patcher, kernel: KernelPort, options: RouteOptions) -> None:
+        """Give MetaGPT an in-process llm section when it has none (its import needs one), then import it."""
         from aios.adapters.metagpt import config
 
-        config.install(self._patcher, kernel, options.model)  # before the import, which needs an llm section
-        try:
-            import_metagpt()
-        except BaseException:
-            self._patcher.restore()
-            raise
+        config.install(patcher, kernel, options.model)
+        import_metagpt()
+
+    def install(self, patcher: Patcher, route: Route) -> None:
         from aios.adapters.metagpt import llm_patch
         from aios.adapters.metagpt.llm_calls import Calls
         from aios.adapters.metagpt.scopes import Scopes
 
-        route = Route(kernel, self.name, options)
-        try:
-            llm_patch.install(self._patcher, Calls(route, kernel_model=route.kernel_model))
-            Scopes(route).install(self._patcher)
-        except BaseException:
-            self._patcher.restore()
-            raise
-        self.route = route
-        log.info("metagpt: model calls, roles and team runs now go through the kernel")
-
-    def unpatch(self) -> None:
-        self._patcher.restore()
-        self.route = None
+        llm_patch.install(patcher, Calls(route, kernel_model=route.kernel_model))
+        Scopes(route).install(patcher)
 
 
 #: one per process: it holds the patch state of MetaGPT's (process-wide) classes
