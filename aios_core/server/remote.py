@@ -78,6 +78,8 @@ class RemoteKernel:
         #: admin mode: the registration (with its token) of each agent this process acts for
         self._registered: dict[str, dict[str, Any]] = {}
         self._closed = False
+        #: the models the server answers for, asked once (adapters look a model up on every call it names)
+        self._served: list[str] | None = None
 
     # ------------------------------------------------------------------ lifecycle (parity with Kernel)
 
@@ -274,7 +276,10 @@ class RemoteKernel:
         return name in self._registered or (self._identity is not None and self._identity.get("agent") == name)
 
     def served_models(self) -> list[str]:
-        return [str(m["id"]) for m in self.models()]
+        """The server's model names, asked once: a kernel's models are fixed while it runs."""
+        if self._served is None:
+            self._served = [str(m["id"]) for m in self.models()]
+        return list(self._served)
 
     def tool_registry(self) -> None:
         """None: the kernel is in another process, so framework tools are declared per call (``hosts_client_tools``)."""

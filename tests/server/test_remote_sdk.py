@@ -176,3 +176,15 @@ def test_agents_in_separate_processes_share_one_kernels_scheduler(live_server):
     assert all(per_agent[n]["syscalls"] == 8 and per_agent[n]["completion_tokens"] == 48 for n in names)
     # one scheduler, one batch: generations of different processes ran side by side on the core
     assert stats["pools"]["sim"]["cores"][0]["mean_batch"] > 1.0
+
+
+def test_served_models_are_asked_once_and_name_the_kernels_models(server, monkeypatch):
+    """Catches an HTTP round trip per LLM call: adapters look the model up on every call that names one."""
+    kernel = connect(server.url, server.admin)
+    asked = []
+    models = kernel.models
+    monkeypatch.setattr(kernel, "models", lambda: asked.append(1) or models())
+    first = kernel.served_models()
+    assert first and first == kernel.served_models() and len(asked) == 1
+    first.clear()  # a caller's copy cannot change what the client remembers
+    assert kernel.served_models()
