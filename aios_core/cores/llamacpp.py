@@ -255,7 +255,7 @@ class LlamaCppCore(BatchingCore):
         self._add_bos = False
         self._bos_text = ""
         self._turn_markers: frozenset[int] = frozenset()
-        #: end-of-generation tokens and turn markers, found on the first request that ignores them
+        #: end-of-generation tokens and turn markers: what a request with ignore_eos never samples
         self._end_tokens: np.ndarray | None = None
 
         #: KV cells of the loaded context (the handle is set by _open)
@@ -327,6 +327,11 @@ class LlamaCppCore(BatchingCore):
         self._ledger.capacity = self.n_ctx
         self._ctx_limit = min(L.llama_n_ctx_seq(ctx), L.llama_model_n_ctx_train(model))
         self._turn_markers = self._find_turn_markers()
+        # found here, in the engine thread while the model loads: the scan of the vocabulary (~0.2 s for
+        # Gemma's 262k tokens) would otherwise block the kernel's loop at the first request that asks
+        self._end_tokens = np.fromiter(
+            sorted({t for t in range(self._n_vocab) if L.llama_vocab_is_eog(vocab, t)} | set(self._turn_markers)), dtype=np.int64
+        )
         self._batch = L.llama_batch_init(self.n_batch, 0, 1)
         b = self._batch
         self._b_token = np.ctypeslib.as_array(b.token, shape=(self.n_batch,))
@@ -500,14 +505,7 @@ class LlamaCppCore(BatchingCore):
         Benchmarks need it to give every engine the same number of tokens to make; the end-of-generation
         tokens and the template's turn markers are masked, as llama-server masks its end-of-generation tokens.
         """
-        if not request.extra.get("ignore_eos"):
-            return None
-        if self._end_tokens is None:
-            n = self._n_vocab
-            self._end_tokens = np.fromiter(
-                sorted({t for t in range(n) if L.llama_vocab_is_eog(self._vocab, t)} | set(self._turn_markers)), dtype=np.int64
-            )
-        return self._end_tokens
+        return self._end_tokens if request.extra.get("ignore_eos") else None
 
     def _seed(self, request: LLMRequest) -> int:
         if request.seed is not None:
