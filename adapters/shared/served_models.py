@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aios_core.errors import UnknownComponentError
+from aios_core.port import KernelPort
 
 #: what a framework client is given as its API key when none is configured: the kernel answers its calls,
 #: so the key is never sent anywhere (it only satisfies the client's constructor)
@@ -35,20 +36,15 @@ class ModelNotServedError(UnknownComponentError):
     code = "model_not_served"
 
 
-def served_models(kernel: Any) -> list[str]:
-    """Model and core names requests can use on ``kernel`` (embedded or remote), in the kernel's order."""
-    return [str(name) for name in kernel.served_models()]
-
-
-def first_model(kernel: Any, chosen: str | None = None) -> str | None:
+def first_model(kernel: KernelPort, chosen: str | None = None) -> str | None:
     """The model a framework's configuration should name: ``chosen`` (``aios.patch(..., model=)``), else the kernel's first."""
     if chosen:
         return chosen
-    served = served_models(kernel)
+    served = kernel.served_models()
     return served[0] if served else None
 
 
-def require_served(kernel: Any, model: str | None, framework: str) -> None:
+def require_served(kernel: KernelPort, model: str | None, framework: str) -> None:
     """Raise :class:`ModelNotServedError` when ``model`` (an explicit choice) is not served by ``kernel``.
 
     None means "the kernel's default model" and always passes; so does a
@@ -57,7 +53,7 @@ def require_served(kernel: Any, model: str | None, framework: str) -> None:
     """
     if model is None:
         return
-    served = served_models(kernel)
+    served = kernel.served_models()
     if not served or model in served:
         return
     raise ModelNotServedError(
