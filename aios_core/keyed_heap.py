@@ -51,6 +51,10 @@ class KeyedHeap(Generic[T]):
         heapq.heapify(self._heap)
 
     def peek(self) -> T | None:
+        if not self._live:
+            # the common case for a scheduler's idle levels: one check, and dead records go at once
+            self._heap.clear()
+            return None
         self._clean()
         return self._heap[0][2] if self._heap else None
 

@@ -218,9 +218,13 @@ class LLMPool:
         # cores this flight has not failed on and that are not marked down; while any exists, the flight waits
         # for one of them rather than going where it is likely to fail again
         preferred = [c for c in self.cores if c.name not in flight.failed_on and c.healthy()]
+        candidates = preferred or self.cores
+        if len(candidates) == 1:
+            # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
+            return candidates[0] if candidates[0].can_admit(gen) else None
         best: LLMCore | None = None
         best_key: tuple[int, float] | None = None
-        for core in preferred or self.cores:
+        for core in candidates:
             if not core.can_admit(gen):
                 continue
             key = (-core.prefix_affinity(flight.syscall.request), core.running() / core.max_batch())

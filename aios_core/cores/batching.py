@@ -285,7 +285,8 @@ class BatchingCore(LLMCore):
     def _finish(self, seq: EngineSeq, chunk: Chunk) -> None:
         if seq.done:
             return
-        seq.end(Finish(chunk.finish_reason) if chunk.finish_reason is not None else None)
+        reason = chunk.finish_reason
+        seq.end(reason if reason is None or isinstance(reason, Finish) else Finish(reason))
         if self._seqs.pop(seq.id, None) is not None and chunk.finish_reason != Finish.PREEMPTED:
             try:
                 self._release(seq)

@@ -247,18 +247,21 @@ class SimCore(BatchingCore):
         """Reserve ``seq``'s cells, sharing what the prefix cache holds; returns the prompt tokens it skips."""
         request = seq.gen.request
         links = (seq.extra.pop("links", None) or self._links(request)) if self._cache.enabled else []
+        # the links carry each message's tokens: the prompt is not tokenized again
+        prompt = sum(t for _, t in links) if links else self.count_tokens(request)
+        reserve = prompt + request.max_tokens
         path = self._cache.match(links)
         self._cache.pin(path)
         shared = sum(n.tokens for n in path)
-        self._kv_used += self._reserve(request) - shared
+        self._kv_used += reserve - shared
         self._make_room()
         # publish the rest of the prompt at once, so that sequences admitted later share it (its cells move to the cache)
         added, published = self._cache.extend(path, links[len(path) :])
         self._kv_used -= published
         seq.state["path"] = path + added
-        seq.state["own"] = self._reserve(request) - shared - published
-        seq.prompt_tokens = self.count_tokens(request)
-        return min(shared, seq.prompt_tokens - 1)
+        seq.state["own"] = reserve - shared - published
+        seq.prompt_tokens = prompt
+        return min(shared, prompt - 1)
 
     # ------------------------------------------------------------------ engine
 
