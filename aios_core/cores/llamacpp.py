@@ -73,7 +73,7 @@ import random
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import llama_cpp as L
@@ -83,7 +83,7 @@ from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
-from aios_core.cores.llamacpp_prefix import PrefixCache, PrefixEntry, StartPlan, common_prefix, plan_shared_start
+from aios_core.cores.llamacpp_prefix import CellSource, PrefixCache, PrefixEntry, StartPlan, common_prefix, plan_shared_start
 from aios_core.cores.llamacpp_runtime import (
     LlamaMemory,
     engine_executor,
@@ -104,6 +104,9 @@ log = logging.getLogger(__name__)
 
 #: llama.cpp's LLAMA_MAX_SEQ
 MAX_SEQ_IDS = 256
+#: default prefix slots per batch slot: one kept conversation for every agent waiting on a tool or its turn
+#: (32 agents on 16 slots kept only 16 conversations with the old fixed 16, and re-prefilled the rest)
+DEFAULT_PREFIX_SLOTS_PER_SLOT = 4
 
 
 @dataclass
@@ -142,8 +145,8 @@ class _SeqState:
     detok: Detokenizer
     #: KV cells promised to it (its own, beyond the shared prefix); grows while it decodes
     grant: KVGrant
-    #: the prefix-cache entry whose cells it shares (grant.shared of them)
-    entry: PrefixEntry | None = None
+    #: where its cells are: the prefix-cache entry whose first grant.shared cells it shares, then its own
+    source: CellSource = field(default_factory=CellSource)
     #: length of a prefix to publish into the prefix cache once computed: its system prompt's, or the part
     #: another waiting prompt shares with it (0: nothing to publish)
     publish: int = 0
@@ -153,6 +156,10 @@ class _SeqState:
     @property
     def shared(self) -> int:
         return self.grant.shared
+
+    @property
+    def entry(self) -> PrefixEntry | None:
+        return self.source.entry
 
     def prompt_array(self) -> np.ndarray:
         if self.prompt_arr is None:
@@ -188,7 +195,7 @@ class LlamaCppCore(BatchingCore):
         n_batch: int = 512,
         n_ubatch: int | None = None,
         seed: int | None = None,
-        prefix_slots: int = 16,
+        prefix_slots: int | None = None,
         decode_reserve: int = 256,
         chat_template: str | None = None,
         retain_finished: bool = True,
@@ -206,12 +213,16 @@ class LlamaCppCore(BatchingCore):
                 at near-ties) between running alone and batched; ``n_ubatch=1`` makes every sequence's
                 numbers independent of the batch (bit-exact reproducibility) at the cost of batching speed.
             seed: sampling seed of requests that give none (None: a random seed per request).
-            prefix_slots: cached prefixes (system prompts, finished conversations) whose KV is kept for reuse.
+            prefix_slots: cached prefixes (system prompts, finished conversations) whose KV is kept for reuse;
+                default: four per batch slot (at least 16, within llama.cpp's 256 sequence ids), so that every
+                waiting agent's conversation can stay while up to four times ``max_batch`` agents take turns.
             decode_reserve: KV cells promised to a sequence for generated tokens at a time (see "KV admission").
             chat_template: Jinja chat template overriding the GGUF's own.
             retain_finished: keep the KV of completed generations in the prefix cache (see "Conversations kept").
         """
         problems = []
+        if prefix_slots is None:
+            prefix_slots = max(0, min(MAX_SEQ_IDS - max_batch, max(16, DEFAULT_PREFIX_SLOTS_PER_SLOT * max_batch)))
         if n_ctx < 64:
             problems.append(f"n_ctx must be at least 64 (got {n_ctx})")
         if max_batch < 1:
@@ -546,7 +557,7 @@ class LlamaCppCore(BatchingCore):
             self._prefix.use(entry)
         st = _SeqState(
             slot=slot, tokens=list(tokens), n_prompt=len(tokens), n_past=shared, chooser=chooser,
-            detok=Detokenizer(self._vocab), grant=grant, entry=entry,
+            detok=Detokenizer(self._vocab), grant=grant, source=CellSource(entry, shared),
         )
         if self._prefix.enabled:
             st.publish = self._prefix.publish_length(arr, self._system_prefix_len(request, arr), shared)
@@ -586,7 +597,7 @@ class LlamaCppCore(BatchingCore):
                 items.append((seq, st.n_past, n))
                 budget -= n
                 if st.publish and st.n_past + n >= st.publish:
-                    entry = self._prefix.reserve(np.asarray(st.tokens[: st.publish], dtype=np.int32))
+                    entry = self._prefix.reserve(np.asarray(st.tokens[: st.publish], dtype=np.int32), st.source)
                     if entry is not None:
                         publishes.append((st, entry, st.publish))
                     st.publish = 0
@@ -739,7 +750,7 @@ class LlamaCppCore(BatchingCore):
             self._orphans.append(st)
             return
         if self.retain_finished and seq.finish is not None and seq.finish.completed:
-            self._prefix.retain(np.asarray(st.tokens[: st.n_past], dtype=np.int32), st.slot)
+            self._prefix.retain(np.asarray(st.tokens[: st.n_past], dtype=np.int32), st.slot, st.source)
         self._kv.drop(st.slot)
         st.chooser.free()
         self._ledger.free_slot(st.slot)

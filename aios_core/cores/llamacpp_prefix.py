@@ -23,6 +23,14 @@ Entries are evicted least-recently-used when their slots are needed or the
 cells are needed for admission; an entry evicted while running sequences
 still share its cells stays counted (as a "ghost") until the last of them ends.
 
+Cells are counted once however many entries are tagged with them. Sixteen
+agents' conversations that begin with one 300-token system prompt hold those
+300 cells once in a unified KV cache, not sixteen times: each entry records
+where its cells physically are (:class:`CellSource` spans: the part it shares
+with the entry its sequence started from, then the sequence's own cells), and
+:meth:`PrefixCache.cells` counts every span once. Counting them per entry
+evicted conversations early and kept fewer agents' KV than fits.
+
 Nothing here calls llama.cpp: cell operations go through a :class:`KVCells`
 (the core passes :class:`~aios_core.cores.llamacpp_runtime.LlamaMemory`), so
 the policy is tested without a model.
@@ -33,7 +41,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,15 +75,57 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if diff.size else m
 
 
+class Segment:
+    """A run of physical KV cells computed by one sequence (compared by identity)."""
+
+    __slots__ = ()
+
+
+#: where an entry's cells are: the first k cells of each segment, in order
+Spans = list[tuple[Segment, int]]
+
+
+def _truncate(spans: Spans, n: int) -> Spans:
+    out: Spans = []
+    for segment, k in spans:
+        if n <= 0:
+            break
+        out.append((segment, min(k, n)))
+        n -= k
+    return out
+
+
+@dataclass(eq=False)
+class CellSource:
+    """Where a running sequence's KV cells are: the first ``shared`` are ``entry``'s, the rest its own (``own``)."""
+
+    entry: PrefixEntry | None = None
+    shared: int = 0
+    own: Segment = field(default_factory=Segment)
+
+    def spans(self, n: int) -> Spans:
+        """The spans of the sequence's first ``n`` cells."""
+        out = _truncate(self.entry.spans, min(n, self.shared)) if self.entry is not None and self.shared else []
+        if n > self.shared:
+            out.append((self.own, n - self.shared))
+        return out
+
+
 @dataclass(eq=False)
 class PrefixEntry:
     slot: int
     tokens: np.ndarray
+    #: where its cells physically are (default: cells of its own)
+    spans: Spans = field(default_factory=list)
     #: set by the engine thread once its cells are tagged with ``slot``
     ready: bool = False
     users: int = 0
     hits: int = 0
     evicted: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.spans:
+            self.spans = [(Segment(), self.tokens.shape[0])]
 
 
 class PrefixCache:
@@ -116,11 +166,24 @@ class PrefixCache:
         n = prefix.shape[0]
         return any(e.tokens.shape[0] >= n and common_prefix(e.tokens, prefix) == n for e in self.entries.values())
 
+    @staticmethod
+    def _physical(entries: Iterable[PrefixEntry]) -> int:
+        """Cells held by ``entries``, each physical cell once (a segment counts as far as its longest use)."""
+        held: dict[int, int] = {}
+        for entry in entries:
+            for segment, k in entry.spans:
+                key = id(segment)
+                if held.get(key, 0) < k:
+                    held[key] = k
+        return sum(held.values())
+
     def cells(self) -> int:
-        return sum(e.tokens.shape[0] for e in self.entries.values()) + sum(e.tokens.shape[0] for e in self.ghosts)
+        return self._physical([*self.entries.values(), *self.ghosts])
 
     def evictable_cells(self) -> int:
-        return sum(e.tokens.shape[0] for e in self.entries.values() if e.users == 0)
+        """Cells freed if every entry nobody shares were evicted (those still tagged by a kept entry stay)."""
+        kept = [e for e in self.entries.values() if e.users > 0]
+        return self.cells() - self._physical([*kept, *self.ghosts])
 
     def evict(self, entry: PrefixEntry) -> None:
         del self.entries[entry.slot]
@@ -139,11 +202,12 @@ class PrefixCache:
                 return True
         return False
 
-    def reserve(self, tokens: np.ndarray) -> PrefixEntry | None:
+    def reserve(self, tokens: np.ndarray, source: CellSource | None = None) -> PrefixEntry | None:
         """A new (not yet ready) entry for ``tokens``, evicting the least recently used one if all slots are taken.
 
         Entries still being published are never evicted (their slot is about
         to receive cells in this very step); None when every slot holds one.
+        ``source`` is the sequence the cells come from (None: cells of its own).
         """
         if not self.free:
             ready = [e for e in self.entries.values() if e.ready]
@@ -151,25 +215,26 @@ class PrefixCache:
             if victim is None:
                 return None
             self.evict(victim)
-        entry = PrefixEntry(slot=self.free.pop(), tokens=tokens)
+        spans = source.spans(tokens.shape[0]) if source is not None else []
+        entry = PrefixEntry(slot=self.free.pop(), tokens=tokens, spans=spans)
         self.entries[entry.slot] = entry
         self.published += 1
         return entry
 
-    def adopt(self, tokens: np.ndarray, slot: int) -> PrefixEntry | None:
+    def adopt(self, tokens: np.ndarray, slot: int, source: CellSource | None = None) -> PrefixEntry | None:
         """Make the cells of ``tokens``, already computed in sequence ``slot``, a ready entry (unless one covers them).
 
         Between steps only: the cells are tagged with the entry's slot at once.
         """
         if self.covers(tokens):
             return None
-        entry = self.reserve(tokens)
+        entry = self.reserve(tokens, source)
         if entry is not None:
             self.kv.share(slot, entry.slot, tokens.shape[0])
             entry.ready = True
         return entry
 
-    def retain(self, tokens: np.ndarray, slot: int) -> PrefixEntry | None:
+    def retain(self, tokens: np.ndarray, slot: int, source: CellSource | None = None) -> PrefixEntry | None:
         """Keep a completed sequence's computed cells (``tokens``, in ``slot``) as an entry: its agent's next turn starts with them.
 
         Entries it contains (the same conversation's earlier turn) add nothing
@@ -182,7 +247,7 @@ class PrefixCache:
             k = entry.tokens.shape[0]
             if entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
                 self.evict(entry)
-        return self.adopt(tokens, slot)
+        return self.adopt(tokens, slot, source)
 
     def publish_length(self, prompt: np.ndarray, system_len: int, shared: int) -> int:
         """How much of a new prompt to publish once computed: its system prompt's ``system_len`` tokens, or 0.
@@ -220,6 +285,8 @@ class RunningPrompt(Protocol):
     n_past: int
     #: length of a prefix it publishes once computed (0: none)
     publish: int
+    #: where its cells are
+    source: CellSource
 
     def prompt_array(self) -> np.ndarray:
         """Its prompt tokens."""
@@ -259,7 +326,7 @@ def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, shared: int, runni
     if best is None or best_n < shared + MIN_PREFIX_GAIN:
         return StartPlan.ALONE
     if best.n_past >= best_n:
-        cache.adopt(prompt[:best_n].copy(), best.slot)
+        cache.adopt(prompt[:best_n].copy(), best.slot, best.source)
         return StartPlan.SHARED_NOW
     best.publish = max(best.publish, best_n)
     return StartPlan.WAIT

@@ -7,6 +7,8 @@ Mutations each test catches (checked by hand on the code):
 - give_back that leaves the cells counted (the cache would fill with ghosts of ended sequences) -> test_pause_*
 - PrefixCache.reserve that evicts an entry still being published -> test_reserve_never_evicts_*
 - plan_shared_start that waits for a prefix already computed, or shares one too short to pay -> test_plan_*
+- cells() counting a system prompt once per conversation that holds it (each entry's length summed, the
+  pre-fix code) -> test_cells_shared_*; evictable_cells counting cells a kept entry still holds -> the same tests
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aios_core.cores.llamacpp_prefix import (
     MIN_PREFIX_GAIN,
     MIN_RETAINED,
     MIN_SHARED_PREFIX,
+    CellSource,
     PrefixCache,
     StartPlan,
     common_prefix,
@@ -251,6 +254,7 @@ def test_publish_length_only_for_a_long_uncovered_system_prompt():
 class Running:
     def __init__(self, slot: int, prompt: np.ndarray, n_past: int) -> None:
         self.slot, self._prompt, self.n_past, self.publish = slot, prompt, n_past, 0
+        self.source = CellSource()
 
     def prompt_array(self) -> np.ndarray:
         return self._prompt
@@ -279,3 +283,42 @@ def test_plan_goes_alone_when_the_gain_is_too_small():
     # already sharing most of it from the cache: the rest gains too little
     assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN + 10), 900), 20, [other]) is StartPlan.ALONE
     assert plan_shared_start(cache, toks(range(50)), 0, []) is StartPlan.ALONE
+
+
+def _conversation(cache: PrefixCache, system, slot: int, turn_tokens: range):
+    """A sequence that started from ``system`` (sharing all of it) and is retained with its own turn."""
+    source = CellSource(system, system.tokens.shape[0])
+    tokens = np.concatenate([system.tokens, toks(turn_tokens)])
+    return cache.retain(tokens, slot, source)
+
+
+def test_cells_shared_by_conversations_that_start_with_one_system_prompt_count_once():
+    cache = PrefixCache(list(range(10, 30)), FakeCells())
+    system = cache.adopt(toks(range(300)), slot=0)
+    convs = [_conversation(cache, system, 1, range(1000 * (i + 1), 1000 * (i + 1) + 100)) for i in range(8)]
+    # retain evicts the system entry (every conversation contains it); its 300 cells stay, tagged by the eight
+    assert all(convs) and system.evicted
+    assert cache.cells() == 300 + 8 * 100  # not 8 * 400
+    assert cache.evictable_cells() == cache.cells()
+    cache.use(convs[0])
+    # with one conversation in use, only the other seven's own cells could be freed
+    assert cache.evictable_cells() == 7 * 100
+    cache.evict(convs[1])
+    assert cache.cells() == 300 + 7 * 100
+
+
+def test_cells_shared_with_a_kept_system_prompt_and_a_partial_span():
+    cache = PrefixCache(list(range(10, 30)), FakeCells())
+    system = cache.adopt(toks(range(200)), slot=0)
+    cache.use(system)  # a running sequence holds it: retain does not evict it
+    a = _conversation(cache, system, 1, range(5000, 5050))
+    assert a is not None and not system.evicted
+    assert cache.cells() == 250
+    # a sequence that shared only the first 120 of the system prompt's cells, then computed 80 of its own
+    b = cache.retain(np.concatenate([toks(range(120)), toks(range(7000, 7080))]), 2, CellSource(system, 120))
+    assert b is not None and cache.cells() == 250 + 80
+    cache.unuse(system)
+    cache.evict(system)
+    assert cache.cells() == 250 + 80  # the cells stay while a conversation is tagged with them
+    cache.evict(a)
+    assert cache.cells() == 200  # b holds the first 120 system cells and its own 80
