@@ -66,7 +66,6 @@ record, :class:`LlamaCppMetrics`, read with :meth:`LlamaCppCore.metrics`.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import random
@@ -83,7 +82,14 @@ from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
-from aios_core.cores.llamacpp_prefix import CellSource, PrefixCache, PrefixEntry, StartPlan, common_prefix, plan_shared_start
+from aios_core.cores.llamacpp_prefix import (
+    CellSource,
+    PrefixCache,
+    PrefixEntry,
+    StartPlan,
+    common_prefix,
+    plan_shared_start,
+)
 from aios_core.cores.llamacpp_runtime import (
     LlamaMemory,
     engine_executor,
@@ -199,6 +205,8 @@ class LlamaCppCore(BatchingCore):
         decode_reserve: int = 256,
         chat_template: str | None = None,
         retain_finished: bool = True,
+        idle_kv_cells: int | None = None,
+        host_cache_mib: int = 4096,
     ) -> None:
         """
         Args:
@@ -219,6 +227,11 @@ class LlamaCppCore(BatchingCore):
             decode_reserve: KV cells promised to a sequence for generated tokens at a time (see "KV admission").
             chat_template: Jinja chat template overriding the GGUF's own.
             retain_finished: keep the KV of completed generations in the prefix cache (see "Conversations kept").
+            idle_kv_cells: KV cells that kept conversations may hold while their agents are away (default
+                n_ctx / 8); beyond them the least recently used go to host RAM. Every decode attends over every
+                occupied cell, so idle cells slow all running sequences.
+            host_cache_mib: host RAM for kept conversations moved out of the KV cache (0: they are dropped),
+                as llama-server's ``--cache-ram``.
         """
         problems = []
         if prefix_slots is None:
@@ -235,6 +248,10 @@ class LlamaCppCore(BatchingCore):
             problems.append(f"max_batch + prefix_slots must be at most {MAX_SEQ_IDS} (got {max_batch + prefix_slots})")
         if n_ubatch is not None and not 1 <= n_ubatch <= n_batch:
             problems.append(f"n_ubatch must be between 1 and n_batch ({n_batch}) (got {n_ubatch})")
+        if idle_kv_cells is not None and idle_kv_cells < 0:
+            problems.append(f"idle_kv_cells must be >= 0 (got {idle_kv_cells})")
+        if host_cache_mib < 0:
+            problems.append(f"host_cache_mib must be >= 0 (got {host_cache_mib})")
         if decode_reserve < 1:
             problems.append(f"decode_reserve must be at least 1 (got {decode_reserve})")
         if n_threads is not None and n_threads < 1:
@@ -271,7 +288,12 @@ class LlamaCppCore(BatchingCore):
 
         #: KV cells of the loaded context (the handle is set by _open)
         self._kv = LlamaMemory()
-        self._prefix = PrefixCache(list(range(max_batch, max_batch + prefix_slots)), self._kv)
+        self.idle_kv_cells = idle_kv_cells if idle_kv_cells is not None else n_ctx // 8
+        self.host_cache_mib = host_cache_mib
+        self._prefix = PrefixCache(
+            list(range(max_batch, max_batch + prefix_slots)), self._kv,
+            hot_cells=self.idle_kv_cells, spill_bytes=host_cache_mib << 20,
+        )
         self._ledger = KVLedger(n_ctx, list(range(max_batch)), decode_reserve, self._prefix)
         self._inflight: Future[Any] | None = None
         self._orphans: list[_SeqState] = []
@@ -332,6 +354,7 @@ class LlamaCppCore(BatchingCore):
             raise
         self._model, self._ctx, self._vocab, self._template = model, ctx, vocab, template
         self._kv.handle = L.llama_get_memory(ctx)
+        self._kv.ctx = ctx
         self._n_vocab = L.llama_vocab_n_tokens(vocab)
         self._add_bos = bool(L.llama_vocab_get_add_bos(vocab))
         self.n_ctx = L.llama_n_ctx(ctx)
@@ -395,6 +418,7 @@ class LlamaCppCore(BatchingCore):
         self._ctx = self._model = self._vocab = None
         self._end_tokens = None
         self._kv.handle = None
+        self._kv.ctx = None
         self._clear_books()
         self._ledger.clear(paused=True)
         self._prompt_cache.clear()
@@ -540,6 +564,13 @@ class LlamaCppCore(BatchingCore):
             if self._prefix.enabled and plan_shared_start(self._prefix, arr, shared, self._running_prompts()) is StartPlan.WAIT:
                 return
             entry, shared = self._prefix.match(arr)  # a running sequence's prefix may have just been shared
+            # the agent's own conversation, moved to host RAM while it was away: copied back, not prefilled again
+            spilled, n_spilled = self._prefix.match_spilled(arr)
+            # (a copy of ~18 KB per token costs less than prefilling even a few tokens)
+            if spilled is not None and n_spilled > shared:
+                entry, shared = None, 0
+            else:
+                spilled = None
             limit = len(tokens) + request.max_tokens
             if not self._ledger.make_room(self._ledger.first_reserve(len(tokens), limit, shared), entry):
                 return
@@ -552,18 +583,28 @@ class LlamaCppCore(BatchingCore):
             return
         slot, grant = self._ledger.claim(len(tokens), limit, shared)
         self._kv.drop(slot)
+        n_past = shared
         if entry is not None:
             self._kv.share(entry.slot, slot, shared)
             self._prefix.use(entry)
+        elif spilled is not None:
+            t0 = time.perf_counter()
+            if self._kv.load(spilled.data, slot, keep=n_spilled):
+                self._prefix.take(spilled)
+                n_past = n_spilled
+            else:
+                log.warning("core %s: llama.cpp could not place a kept conversation (%d cells); prefilling it", self.name, n_spilled)
+                self._metrics.restore_fallbacks += 1
+            self._metrics.restore_seconds += time.perf_counter() - t0
         st = _SeqState(
-            slot=slot, tokens=list(tokens), n_prompt=len(tokens), n_past=shared, chooser=chooser,
+            slot=slot, tokens=list(tokens), n_prompt=len(tokens), n_past=n_past, chooser=chooser,
             detok=Detokenizer(self._vocab), grant=grant, source=CellSource(entry, shared),
         )
         if self._prefix.enabled:
             st.publish = self._prefix.publish_length(arr, self._system_prefix_len(request, arr), shared)
         seq.state = st
         seq.prompt_tokens = len(tokens)
-        seq.cached_tokens = shared
+        seq.cached_tokens = n_past
         # from here on the sequence holds KV: a preemption must snapshot it and a cancel must free it
         seq.prefilled = True
 
@@ -674,13 +715,9 @@ class LlamaCppCore(BatchingCore):
         t0 = time.perf_counter()
         data = None
         if st.n_past > 0:
-            size = L.llama_state_seq_get_size(self._ctx, st.slot)
-            # llama.cpp writes straight into the buffer the snapshot keeps: one pass over ~18 KB per token, no copy
-            data = bytearray(size)
-            n = L.llama_state_seq_get_data(self._ctx, (ctypes.c_uint8 * size).from_buffer(data), size, st.slot)
-            if n == 0:
+            data = self._kv.save(st.slot)
+            if data is None:
                 raise CoreError(f"llama.cpp could not copy the state of sequence slot {st.slot}")
-            del data[n:]
         elapsed = time.perf_counter() - t0
         self._metrics.snapshot_bytes += len(data or b"")
         self._metrics.snapshot_seconds += elapsed
@@ -719,13 +756,8 @@ class LlamaCppCore(BatchingCore):
         data = snapshot.data
         t0 = time.perf_counter()
         if data and n_past > 0:
-            if isinstance(data, bytes):  # read back from disk after a spill
-                src = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
-            else:
-                src = (ctypes.c_uint8 * len(data)).from_buffer(data)
-            if L.llama_state_seq_set_data(self._ctx, src, len(data), slot) == 0:
+            if not self._kv.load(data, slot):
                 log.warning("core %s: llama.cpp could not place the snapshot of %s (%d cells); recomputing it", self.name, seq.id, n_past)
-                self._kv.drop(slot)
                 self._metrics.restore_fallbacks += 1
                 n_past = 0
         else:
@@ -767,7 +799,8 @@ class LlamaCppCore(BatchingCore):
         n = 0
         while self._prefix.evict_unused():
             n += 1
-        return n
+        # kept conversations evict_unused moved to host RAM go too: nothing is reused afterwards
+        return n + self._prefix.forget_spilled()
 
     async def _reset(self) -> None:
         loop = asyncio.get_running_loop()
@@ -805,6 +838,10 @@ class LlamaCppCore(BatchingCore):
                 "prefix_hits": self._prefix.hits,
                 "prefix_published": self._prefix.published,
                 "prefix_evictions": self._prefix.evictions,
+                "host_cache_spills": self._prefix.spills,
+                "host_cache_returns": self._prefix.unspills,
+                "host_cache_bytes": self._prefix.spilled_bytes,
+                "decode_seconds": round(m.decode_seconds, 3),
                 "snapshot_bytes": m.snapshot_bytes,
                 "snapshot_ms_mean": round(1000 * m.snapshot_seconds / s.snapshots, 3) if s.snapshots else 0.0,
                 "restore_ms_mean": round(1000 * m.restore_seconds / s.restores, 3) if s.restores else 0.0,

@@ -31,6 +31,18 @@ with the entry its sequence started from, then the sequence's own cells), and
 :meth:`PrefixCache.cells` counts every span once. Counting them per entry
 evicted conversations early and kept fewer agents' KV than fits.
 
+Kept conversations live in two tiers. In a unified KV cache every decode
+attends over every occupied cell (llama.cpp masks other sequences' cells but
+still computes over the whole occupied range), so idle cells slow every step:
+at 16 sequences, Gemma 3 270M decodes 85 tok/s over 1.5k cells and 56 tok/s
+over 32k. Past ``hot_cells`` cells of idle conversations, the least recently
+used are copied to host RAM (``llama_state_seq_get_data``, about 18 KB per
+token, milliseconds) and their cells freed; when the agent returns, its
+conversation is copied back into its new sequence (:meth:`PrefixCache.take`)
+instead of being prefilled again, as llama-server's host-RAM prompt cache
+does. Published prefixes (system prompts) stay in the KV cache, where
+sharing them costs nothing.
+
 Nothing here calls llama.cpp: cell operations go through a :class:`KVCells`
 (the core passes :class:`~aios_core.cores.llamacpp_runtime.LlamaMemory`), so
 the policy is tested without a model.
@@ -63,6 +75,10 @@ class KVCells(Protocol):
 
     def share(self, src: int, dst: int, n: int) -> None:
         """Tag the first ``n`` cells of ``src`` with ``dst`` too."""
+        ...
+
+    def save(self, slot: int) -> bytes | bytearray | None:
+        """A host-RAM copy of the cells tagged with ``slot`` (None: nothing could be copied)."""
         ...
 
 
@@ -111,10 +127,28 @@ class CellSource:
         return out
 
 
+class EntryKind(enum.Enum):
+    """Why an entry is kept: it decides what a newer entry may replace and what may go to host RAM."""
+
+    #: a published system prompt or common start: shared by many sequences, stays in the KV cache
+    PREFIX = "prefix"
+    #: a completed sequence kept for its agent's next turn (replaced by that turn's longer one)
+    CONVERSATION = "conversation"
+
+
+@dataclass(eq=False)
+class SpilledEntry:
+    """A kept conversation copied to host RAM (its cells freed); copied back into the sequence that continues it."""
+
+    tokens: np.ndarray
+    data: bytes | bytearray
+
+
 @dataclass(eq=False)
 class PrefixEntry:
     slot: int
     tokens: np.ndarray
+    kind: EntryKind = EntryKind.PREFIX
     #: where its cells physically are (default: cells of its own)
     spans: Spans = field(default_factory=list)
     #: set by the engine thread once its cells are tagged with ``slot``
@@ -131,16 +165,27 @@ class PrefixEntry:
 class PrefixCache:
     """Recent prefixes whose KV stays tagged with reserved sequence slots (LRU); a :class:`~aios_core.cores.kv_ledger.CellHolder`."""
 
-    def __init__(self, slots: list[int], cells: KVCells) -> None:
+    def __init__(self, slots: list[int], cells: KVCells, *, hot_cells: int | None = None, spill_bytes: int = 0) -> None:
+        """``hot_cells``: cells of idle conversations kept in the KV cache (None: no limit); beyond them the least
+        recently used go to host RAM, at most ``spill_bytes`` bytes of them (0: they are dropped instead)."""
         self._slots = list(slots)
         self.kv = cells
         self.free = list(reversed(slots))
         self.entries: OrderedDict[int, PrefixEntry] = OrderedDict()
         #: evicted entries whose cells are still shared by running sequences
         self.ghosts: list[PrefixEntry] = []
+        self.hot_cells = hot_cells
+        self.spill_bytes = spill_bytes
+        #: conversations in host RAM, least recently kept first
+        self.spilled: OrderedDict[int, SpilledEntry] = OrderedDict()
+        self.spilled_bytes = 0
+        self._spill_ids = 0
         self.hits = 0
         self.published = 0
         self.evictions = 0
+        #: conversations copied to host RAM, and copied back
+        self.spills = 0
+        self.unspills = 0
 
     @property
     def enabled(self) -> bool:
@@ -195,12 +240,76 @@ class PrefixCache:
         self.evictions += 1
 
     def evict_unused(self, *, keep: Any = None) -> bool:
-        """Evict the least recently used entry nobody shares; False when there is none."""
+        """Free the least recently used entry nobody shares (a conversation goes to host RAM if it may); False when there is none."""
         for entry in self.entries.values():
             if entry.users == 0 and entry is not keep:
-                self.evict(entry)
+                self.give_back(entry)
                 return True
         return False
+
+    def give_back(self, entry: PrefixEntry) -> None:
+        """Free ``entry``'s slot and cells: a conversation goes to host RAM (when it may), a prefix is evicted."""
+        if entry.kind is EntryKind.CONVERSATION:
+            self.spill(entry)
+        else:
+            self.evict(entry)
+
+    # ------------------------------------------------------------------ host-RAM tier
+
+    def spill(self, entry: PrefixEntry) -> bool:
+        """Copy ``entry``'s cells to host RAM and evict it; True when the copy was kept (else it is just evicted)."""
+        data = self.kv.save(entry.slot) if entry.ready and self.spill_bytes > 0 else None
+        self.evict(entry)
+        if data is None or len(data) > self.spill_bytes:
+            return False
+        self._spill_ids += 1
+        self.spilled[self._spill_ids] = SpilledEntry(tokens=entry.tokens, data=data)
+        self.spilled_bytes += len(data)
+        self.spills += 1
+        while self.spilled_bytes > self.spill_bytes:
+            _, oldest = self.spilled.popitem(last=False)
+            self.spilled_bytes -= len(oldest.data)
+        return True
+
+    def trim(self) -> None:
+        """Send idle conversations beyond ``hot_cells`` to host RAM, least recently used first."""
+        if self.hot_cells is None:
+            return
+        idle = [e for e in self.entries.values() if e.kind is EntryKind.CONVERSATION and e.users == 0 and e.ready]
+        held = self._physical(idle)
+        for entry in idle:
+            if held <= self.hot_cells:
+                break
+            self.spill(entry)
+            held = self._physical([e for e in idle if not e.evicted])
+
+    def match_spilled(self, tokens: np.ndarray) -> tuple[SpilledEntry | None, int]:
+        """The host-RAM conversation sharing the longest prefix with ``tokens`` (leaving one token to decode)."""
+        best, best_n = None, 0
+        limit = tokens.shape[0] - 1
+        for spilled in self.spilled.values():
+            n = min(common_prefix(spilled.tokens, tokens), limit)
+            if n > best_n:
+                best, best_n = spilled, n
+        if best_n < MIN_SHARED_PREFIX:
+            return None, 0
+        return best, best_n
+
+    def forget_spilled(self) -> int:
+        """Drop every host-RAM conversation (a cold start on demand); returns how many there were."""
+        n = len(self.spilled)
+        self.spilled.clear()
+        self.spilled_bytes = 0
+        return n
+
+    def take(self, spilled: SpilledEntry) -> None:
+        """Forget a host-RAM conversation: it was copied back (the sequence continuing it is kept again when it ends)."""
+        for key, value in self.spilled.items():
+            if value is spilled:
+                del self.spilled[key]
+                self.spilled_bytes -= len(spilled.data)
+                self.unspills += 1
+                return
 
     def reserve(self, tokens: np.ndarray, source: CellSource | None = None) -> PrefixEntry | None:
         """A new (not yet ready) entry for ``tokens``, evicting the least recently used one if all slots are taken.
@@ -214,7 +323,7 @@ class PrefixCache:
             victim = next((e for e in ready if e.users == 0), None) or (ready[0] if ready else None)
             if victim is None:
                 return None
-            self.evict(victim)
+            self.give_back(victim)
         spans = source.spans(tokens.shape[0]) if source is not None else []
         entry = PrefixEntry(slot=self.free.pop(), tokens=tokens, spans=spans)
         self.entries[entry.slot] = entry
@@ -237,17 +346,29 @@ class PrefixCache:
     def retain(self, tokens: np.ndarray, slot: int, source: CellSource | None = None) -> PrefixEntry | None:
         """Keep a completed sequence's computed cells (``tokens``, in ``slot``) as an entry: its agent's next turn starts with them.
 
-        Entries it contains (the same conversation's earlier turn) add nothing
-        once it exists and are evicted; too short a sequence is not kept.
+        Conversations it contains (the same conversation's earlier turn, in
+        the KV cache or in host RAM) add nothing once it exists and go; a
+        published prefix it contains stays (other agents share it). Too short a
+        sequence is not kept. Idle conversations beyond ``hot_cells`` then go
+        to host RAM.
         """
         n = tokens.shape[0]
         if n < MIN_RETAINED or not self.enabled or self.covers(tokens):
             return None
         for entry in list(self.entries.values()):
             k = entry.tokens.shape[0]
-            if entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
+            if entry.kind is EntryKind.CONVERSATION and entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
                 self.evict(entry)
-        return self.adopt(tokens, slot, source)
+        for key, spilled in list(self.spilled.items()):
+            k = spilled.tokens.shape[0]
+            if k <= n and common_prefix(spilled.tokens, tokens) == k:
+                del self.spilled[key]
+                self.spilled_bytes -= len(spilled.data)
+        kept = self.adopt(tokens, slot, source)
+        if kept is not None:
+            kept.kind = EntryKind.CONVERSATION
+            self.trim()
+        return kept
 
     def publish_length(self, prompt: np.ndarray, system_len: int, shared: int) -> int:
         """How much of a new prompt to publish once computed: its system prompt's ``system_len`` tokens, or 0.
@@ -271,9 +392,10 @@ class PrefixCache:
             self.ghosts.remove(entry)
 
     def clear(self) -> None:
-        """Forget every entry (the KV memory was emptied)."""
+        """Forget every entry (the KV memory was emptied; host-RAM copies go too, as the model may change)."""
         self.entries.clear()
         self.ghosts.clear()
+        self.forget_spilled()
         self.free = list(reversed(self._slots))
 
 

@@ -143,6 +143,45 @@ class LlamaMemory:
 
     def __init__(self) -> None:
         self.handle: Any = None
+        #: the llama_context (state copies go through it)
+        self.ctx: Any = None
+
+    def save(self, slot: int) -> bytearray | None:
+        """A copy of the cells tagged with ``slot`` (positions, keys, values), as llama.cpp serialises one sequence.
+
+        llama.cpp writes straight into the buffer returned: one pass over ~18 KB per token of Gemma 3 270M.
+        None when the slot holds nothing or llama.cpp could not copy it.
+        """
+        if self.ctx is None:
+            return None
+        size = L.llama_state_seq_get_size(self.ctx, slot)
+        if size <= 0:
+            return None
+        data = bytearray(size)
+        n = L.llama_state_seq_get_data(self.ctx, (ctypes.c_uint8 * size).from_buffer(data), size, slot)
+        if n == 0:
+            return None
+        del data[n:]
+        return data
+
+    def load(self, data: bytes | bytearray, slot: int, keep: int | None = None) -> bool:
+        """Write a copy made by :meth:`save` into ``slot`` (its cells are replaced), keeping positions below ``keep``.
+
+        False when llama.cpp could not place the cells (not enough free cells); the slot is then empty.
+        """
+        if self.ctx is None or not data:
+            return False
+        src: Any
+        if isinstance(data, bytes):  # read back from disk after a spill
+            src = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
+        else:
+            src = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if L.llama_state_seq_set_data(self.ctx, src, len(data), slot) == 0:
+            self.drop(slot)
+            return False
+        if keep is not None:
+            L.llama_memory_seq_rm(self.handle, slot, keep, -1)
+        return True
 
     def drop(self, slot: int) -> None:
         """Forget every cell tagged with sequence ``slot`` (cells other slots share stay)."""

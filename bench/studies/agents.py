@@ -185,6 +185,9 @@ class Server(Protocol):
     def stop(self) -> None: ...
     async def api_keys(self, client: httpx.AsyncClient, names: list[str]) -> dict[str, str]: ...
     def describe(self) -> dict[str, Any]: ...
+    def counters(self) -> dict[str, float]:
+        """Cumulative engine counters (steps, tokens, snapshots, decode time...); {} when the server reports none."""
+        ...
 
 
 #: sends one chat completion body (without "model") and returns the OpenAI response as a dict
@@ -253,8 +256,10 @@ async def run_round(server: Server, base_url: str, model: str, plans: list[Agent
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
         keys = await server.api_keys(client, [p.name for p in plans])  # outside the timed part
+        before = await asyncio.to_thread(server.counters)
         t0 = time.perf_counter()
         agents = await asyncio.gather(*(run_agent(client, base_url, model, keys[p.name], p, t0, seed) for p in plans))
+        after = await asyncio.to_thread(server.counters)
     seconds = [a.seconds for a in agents]
     calls = [c for a in agents for c in a.calls]
     makespan = max(a.end for a in agents) - min(a.start for a in agents)
@@ -272,6 +277,8 @@ async def run_round(server: Server, base_url: str, model: str, plans: list[Agent
         "cached_prompt_share": (sum(cached) / prompt) if cached and prompt else None,
         "tokens_per_s": sum(c.completion_tokens for c in calls) / makespan if makespan > 0 else 0.0,
         "errors": sum(1 for a in agents if a.error),
+        # what the engine did in this round (AIOS: steps, snapshots, restores, decode seconds...; {} for the others)
+        "engine": {k: round(after[k] - before.get(k, 0), 6) for k in after},
         "agents": [{**asdict(a), "seconds": a.seconds} for a in agents],
     }
 
@@ -365,6 +372,9 @@ class _HTTPServer:
     def describe(self) -> dict[str, Any]:
         return self._describe()  # type: ignore[no-any-return]
 
+    def counters(self) -> dict[str, float]:
+        return {}
+
 
 class _AIOSServer:
     key = "aios"
@@ -383,6 +393,16 @@ class _AIOSServer:
 
     def describe(self) -> dict[str, Any]:
         return self.serve.describe()  # type: ignore[no-any-return]
+
+    def counters(self) -> dict[str, float]:
+        """The numeric counters of the kernel's cores, summed (what a round changed is the difference)."""
+        out: dict[str, float] = {}
+        for pool in self.serve.stats().get("pools", {}).values():
+            for core in pool.get("cores", []):
+                for key, value in {**core, **core.get("extra", {})}.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        out[key] = out.get(key, 0) + value
+        return out
 
 
 @dataclass(frozen=True)
@@ -403,6 +423,8 @@ class StudyOptions:
     tool_delay: float = 0.5
     scheduler: str = "plas"
     sim_costs: dict[str, float] | None = None
+    #: extra options of the AIOS core (ablations: prefix_slots, retain_finished, decode_reserve...)
+    core_options: tuple[tuple[str, Any], ...] = ()
 
 
 def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[str, Server], str]:
@@ -433,6 +455,7 @@ def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[s
         core = {"kind": "llamacpp", "max_batch": slots, "n_ctx": options.n_ctx, "n_threads": options.threads, "seed": options.seed}
     else:
         raise ValueError(f"--model must be 'local' or 'sim', not {options.model!r}")
+    core = {**core, **dict(options.core_options)}
     if "aios" in options.setups:
         config = {"scheduler": options.scheduler, "data_dir": str(work / "kernel"), "entry_point_plugins": False, "cores": [core]}
         servers["aios"] = _AIOSServer(AIOSServe(config, work_dir=work / "aios"))
@@ -611,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256, help="largest output of one turn")
     parser.add_argument("--tool-delay", type=float, default=0.5, help="mean seconds of a tool call between turns")
     parser.add_argument("--scheduler", default="plas")
+    parser.add_argument(
+        "--core-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of the AIOS core (repeatable; JSON values), e.g. prefix_slots=16 for an ablation",
+    )
     parser.add_argument("--build", action="store_true", help="build llama-server first if it is missing (15-25 minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -630,11 +657,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(exc, file=sys.stderr)
                 return 2
             build()
+    core_options = []
+    for item in args.core_option:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--core-option takes KEY=VALUE, not {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        core_options.append((key.strip(), value))
     options = StudyOptions(
         levels=tuple(sorted(set(args.agents))), shared={"yes": (True,), "no": (False,), "both": (True, False)}[args.shared],
         setups=setups, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, max_slots=args.max_slots, system_words=args.system_words, mean_tokens=args.mean_tokens,
-        max_tokens=args.max_tokens, tool_delay=args.tool_delay, scheduler=args.scheduler,
+        max_tokens=args.max_tokens, tool_delay=args.tool_delay, scheduler=args.scheduler, core_options=tuple(core_options),
     )
     console = Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,9 @@ Mutations each test catches (checked by hand on the code):
 - give_back that leaves the cells counted (the cache would fill with ghosts of ended sequences) -> test_pause_*
 - PrefixCache.reserve that evicts an entry still being published -> test_reserve_never_evicts_*
 - plan_shared_start that waits for a prefix already computed, or shares one too short to pay -> test_plan_*
+- idle conversations kept in the KV cache past hot_cells (no trim), a conversation dropped instead of copied
+  to host RAM, retain evicting a published system prompt, a copy kept after the conversation continued,
+  or host RAM past its budget -> test_host_ram_*
 - cells() counting a system prompt once per conversation that holds it (each entry's length summed, the
   pre-fix code) -> test_cells_shared_*; evictable_cells counting cells a kept entry still holds -> the same tests
 """
@@ -24,6 +27,7 @@ from aios_core.cores.llamacpp_prefix import (
     MIN_RETAINED,
     MIN_SHARED_PREFIX,
     CellSource,
+    EntryKind,
     PrefixCache,
     StartPlan,
     common_prefix,
@@ -42,6 +46,10 @@ class FakeCells:
 
     def share(self, src: int, dst: int, n: int) -> None:
         self.ops.append(("share", src, dst, n))
+
+    def save(self, slot: int) -> bytes:
+        self.ops.append(("save", slot))
+        return bytes(10) * slot  # the size tells the slots apart
 
 
 def toks(*parts: int | range) -> np.ndarray:
@@ -296,9 +304,10 @@ def test_cells_shared_by_conversations_that_start_with_one_system_prompt_count_o
     cache = PrefixCache(list(range(10, 30)), FakeCells())
     system = cache.adopt(toks(range(300)), slot=0)
     convs = [_conversation(cache, system, 1, range(1000 * (i + 1), 1000 * (i + 1) + 100)) for i in range(8)]
-    # retain evicts the system entry (every conversation contains it); its 300 cells stay, tagged by the eight
-    assert all(convs) and system.evicted
-    assert cache.cells() == 300 + 8 * 100  # not 8 * 400
+    assert all(convs) and not system.evicted  # a published prefix stays when conversations containing it are kept
+    assert cache.cells() == 300 + 8 * 100  # not 300 + 8 * 400
+    cache.evict(system)
+    assert cache.cells() == 300 + 8 * 100  # its cells stay, tagged by the eight conversations
     assert cache.evictable_cells() == cache.cells()
     cache.use(convs[0])
     # with one conversation in use, only the other seven's own cells could be freed
@@ -322,3 +331,62 @@ def test_cells_shared_with_a_kept_system_prompt_and_a_partial_span():
     assert cache.cells() == 250 + 80  # the cells stay while a conversation is tagged with them
     cache.evict(a)
     assert cache.cells() == 200  # b holds the first 120 system cells and its own 80
+
+
+def _conv(base: int, n: int = 100) -> np.ndarray:
+    return toks(range(base, base + n))
+
+
+def test_host_ram_takes_idle_conversations_past_hot_cells_least_recent_first():
+    cells = FakeCells()
+    cache = PrefixCache(list(range(10, 20)), cells, hot_cells=150, spill_bytes=10_000)
+    a = cache.retain(_conv(1000), slot=0)
+    b = cache.retain(_conv(2000), slot=1)
+    assert a and b and a.kind is EntryKind.CONVERSATION
+    # 200 idle cells > 150: a (least recently kept) goes to host RAM, its cells are freed
+    assert a.evicted and not b.evicted and ("save", a.slot) in cells.ops
+    assert cache.cells() == 100 and len(cache.spilled) == 1 and cache.spills == 1
+    # its agent returns: the host copy matches the continued prompt, and is taken
+    spilled, n = cache.match_spilled(np.concatenate([_conv(1000), toks(range(9000, 9010))]))
+    assert spilled is not None and n == 100
+    cache.take(spilled)
+    assert not cache.spilled and cache.spilled_bytes == 0 and cache.unspills == 1
+
+
+def test_host_ram_copy_goes_when_the_conversation_is_kept_again_longer():
+    cache = PrefixCache(list(range(10, 20)), FakeCells(), hot_cells=0, spill_bytes=10_000)
+    cache.retain(_conv(1000), slot=0)
+    assert len(cache.spilled) == 1
+    longer = cache.retain(np.concatenate([_conv(1000), toks(range(5000, 5050))]), slot=1)
+    # the earlier turn's copy is contained in the new one: it goes; the new one is idle past 0 cells: to host RAM
+    assert longer is not None and len(cache.spilled) == 1
+    assert next(iter(cache.spilled.values())).tokens.shape[0] == 150
+
+
+def test_host_ram_keeps_within_its_budget_and_without_one_conversations_are_dropped():
+    cells = FakeCells()
+    cache = PrefixCache(list(range(10, 20)), cells, hot_cells=0, spill_bytes=250)  # FakeCells.save: 10 bytes per slot number
+    for i, slot in enumerate((11, 12, 13)):
+        cache.retain(_conv(1000 * (i + 1)), slot=slot)
+    assert cache.spilled_bytes <= 250 and len(cache.spilled) == 2  # 110 + 120 + 130 > 250: the oldest went
+    none = PrefixCache(list(range(10, 20)), FakeCells(), hot_cells=0, spill_bytes=0)
+    entry = none.retain(_conv(1000), slot=0)
+    assert entry is not None and entry.evicted and not none.spilled
+    assert not any(op[0] == "save" for op in none.kv.ops)
+
+
+def test_host_ram_tier_leaves_published_prefixes_in_the_kv_cache():
+    cells = FakeCells()
+    cache = PrefixCache(list(range(10, 20)), cells, hot_cells=0, spill_bytes=10_000)
+    system = cache.adopt(toks(range(300)), slot=0)
+    assert system is not None and system.kind is EntryKind.PREFIX
+    conv = cache.retain(np.concatenate([toks(range(300)), toks(range(7000, 7100))]), 1, CellSource(system, 300))
+    # the conversation contains the system prompt: the prompt stays (other agents share it), the conversation goes to RAM
+    assert conv is not None and conv.evicted and not system.evicted
+    assert cache.cells() == 300
+    # make-room eviction spills conversations and evicts prefixes
+    c2 = cache.adopt(toks(range(8000, 8100)), slot=2)
+    assert c2 is not None
+    c2.kind = EntryKind.CONVERSATION
+    assert cache.evict_unused(keep=system) and c2.evicted and len(cache.spilled) == 2
+    assert cache.forget_spilled() == 2 and not cache.spilled

@@ -320,6 +320,36 @@ async def test_prompts_started_together_compute_their_common_start_once(exact):
 
 
 @pytest.mark.model
+async def test_a_conversation_moved_to_host_ram_is_copied_back_and_answers_exactly():
+    # idle_kv_cells=0: every finished conversation leaves the KV cache for host RAM at once
+    core = LlamaCppCore(name="host-ram", n_ctx=2048, max_batch=2, n_threads=1, n_ubatch=1, prefix_slots=4, idle_kv_cells=0)
+    await core.start()
+    try:
+        question = f"Count from {uuid.uuid4().int % 500} upwards, separated by commas."
+        answer, chunks = await run(core, gen(ask(question, max_tokens=24)))
+        turn_one = chunks[0].prompt_tokens + sum(c.tokens for c in chunks)
+        extra = core.stats().extra
+        assert extra["host_cache_spills"] == 1 and extra["host_cache_bytes"] > 0
+        assert extra["prefix_entries"] == 0 and core.kv_cells_used() == 0  # nothing idle left in the KV cache
+        follow_up = LLMRequest(
+            messages=[Message(role="user", content=question), Message(role="assistant", content=answer), Message(role="user", content="Go on.")],
+            max_tokens=12,
+        )
+        text, chunks = await run(core, gen(follow_up))
+        # the first turn's cells came back from host RAM: only the new turn is prefilled
+        assert chunks[0].cached_tokens >= turn_one - 2
+        assert core.stats().extra["host_cache_returns"] == 1
+        # computed from nothing (the cache emptied, host RAM included), the answer is the same
+        assert await core.clear_cache() >= 1
+        assert core.stats().extra["host_cache_bytes"] == 0
+        cold, chunks = await run(core, gen(follow_up))
+        assert chunks[0].cached_tokens == 0
+        assert cold == text
+    finally:
+        await core.stop()
+
+
+@pytest.mark.model
 async def test_kept_conversations_give_way_when_their_cells_are_needed():
     core = LlamaCppCore(n_threads=1, max_batch=2, n_ctx=512, prefix_slots=8, decode_reserve=32)
     await core.start()
