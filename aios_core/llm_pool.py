@@ -388,8 +388,9 @@ class LLMPool:
     def _finish(self, flight: Flight, error: BaseException | None, response: LLMResponse | None = None) -> None:
         if flight.done.done():
             return
+        flight.job.ended_at = self._loop.time() if self._loop else None
         self._policy(lambda s: s.on_finish(flight.job))
-        flight.syscall.timing.finished = self._loop.time() if self._loop else None
+        flight.syscall.timing.finished = flight.job.ended_at
         if error is None:
             self.completed += 1
             flight.done.set_result(response)  # type: ignore[arg-type]

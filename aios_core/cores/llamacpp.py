@@ -227,8 +227,8 @@ class LlamaCppCore(BatchingCore):
             decode_reserve: KV cells promised to a sequence for generated tokens at a time (see "KV admission").
             chat_template: Jinja chat template overriding the GGUF's own.
             retain_finished: keep the KV of completed generations in the prefix cache (see "Conversations kept").
-            idle_kv_cells: KV cells that kept conversations may hold while their agents are away (default
-                n_ctx / 8); beyond them the least recently used go to host RAM. Every decode attends over every
+            idle_kv_cells: KV cells that kept conversations and prefixes nobody uses now may hold (default
+                n_ctx / 8); beyond them the least recently used go, conversations to host RAM. Every decode attends over every
                 occupied cell, so idle cells slow all running sequences.
             host_cache_mib: host RAM for kept conversations moved out of the KV cache (0: they are dropped),
                 as llama-server's ``--cache-ram``.
@@ -611,6 +611,8 @@ class LlamaCppCore(BatchingCore):
     # ------------------------------------------------------------------ stepping
 
     def _plan(self, seqs: list[EngineSeq]) -> _Plan:
+        # entries published last step are ready now: idle ones past idle_kv_cells go before anything is admitted
+        self._prefix.trim()
         for seq in seqs:
             if seq.state is None and seq.gen.resume is None and not seq.done:
                 self._admit(seq)

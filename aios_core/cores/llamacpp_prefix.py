@@ -35,13 +35,13 @@ Kept conversations live in two tiers. In a unified KV cache every decode
 attends over every occupied cell (llama.cpp masks other sequences' cells but
 still computes over the whole occupied range), so idle cells slow every step:
 at 16 sequences, Gemma 3 270M decodes 85 tok/s over 1.5k cells and 56 tok/s
-over 32k. Past ``hot_cells`` cells of idle conversations, the least recently
-used are copied to host RAM (``llama_state_seq_get_data``, about 18 KB per
+over 32k. Past ``hot_cells`` cells of idle entries, the least recently
+used go: conversations are copied to host RAM (``llama_state_seq_get_data``, about 18 KB per
 token, milliseconds) and their cells freed; when the agent returns, its
 conversation is copied back into its new sequence (:meth:`PrefixCache.take`)
 instead of being prefilled again, as llama-server's host-RAM prompt cache
-does. Published prefixes (system prompts) stay in the KV cache, where
-sharing them costs nothing.
+does; prefixes are evicted. A system prompt many agents share is in use or
+was just used, so it stays in the KV cache, where sharing it costs nothing.
 
 Nothing here calls llama.cpp: cell operations go through a :class:`KVCells`
 (the core passes :class:`~aios_core.cores.llamacpp_runtime.LlamaMemory`), so
@@ -272,15 +272,20 @@ class PrefixCache:
         return True
 
     def trim(self) -> None:
-        """Send idle conversations beyond ``hot_cells`` to host RAM, least recently used first."""
+        """Keep idle entries within ``hot_cells``: the least recently used go, conversations to host RAM.
+
+        Prefixes count too: a system prompt published for one agent alone (nothing shared) is dead weight
+        once its conversation holds it, and one published in an earlier burst of work slows every step after it.
+        A prefix many agents share is used all the time, so it is the last to go.
+        """
         if self.hot_cells is None:
             return
-        idle = [e for e in self.entries.values() if e.kind is EntryKind.CONVERSATION and e.users == 0 and e.ready]
+        idle = [e for e in self.entries.values() if e.users == 0 and e.ready]
         held = self._physical(idle)
         for entry in idle:
             if held <= self.hot_cells:
                 break
-            self.spill(entry)
+            self.give_back(entry)
             held = self._physical([e for e in idle if not e.evicted])
 
     def match_spilled(self, tokens: np.ndarray) -> tuple[SpilledEntry | None, int]:

@@ -43,6 +43,8 @@ class Job:
     preemptions: int = 0
     #: loop time of the latest dispatch to a core
     dispatched_at: float | None = None
+    #: loop time it ended (set by the pool just before :meth:`Scheduler.on_finish`)
+    ended_at: float | None = None
     seq: int = field(default_factory=lambda: next(_seq))
     #: anything the kernel wants to carry along (never read by policies)
     payload: Any = None
@@ -59,6 +61,8 @@ class ProgramStats:
     service_s: float = 0.0
     #: loop time of the program's first call (program-level FCFS orders by it)
     first_arrival: float | None = None
+    #: loop time of its latest arrival or end of a call (an idle program starts over, see ``program_idle``)
+    last_active: float = 0.0
 
 
 class Scheduler(abc.ABC):
@@ -68,9 +72,15 @@ class Scheduler(abc.ABC):
     #: one-line description for ``aios plugins`` and the docs
     description: ClassVar[str] = ""
 
-    def __init__(self, *, prefill_weight: float = 0.05, max_programs: int = 100_000) -> None:
+    def __init__(self, *, prefill_weight: float = 0.05, max_programs: int = 100_000, program_idle: float | None = 120.0) -> None:
+        """``program_idle``: seconds after which a program with no call in flight has ended: its next call starts
+        a new program (an OpenAI client never says that its program ended; an agent that ran long an hour ago
+        must not stay last in line for ever). None: programs end only with their agent."""
+        if program_idle is not None and program_idle <= 0:
+            raise ValueError(f"program_idle must be > 0 seconds or None, got {program_idle!r}")
         self.prefill_weight = prefill_weight
         self.max_programs = max_programs
+        self.program_idle = program_idle
         self._programs: OrderedDict[str, ProgramStats] = OrderedDict()
 
     # ------------------------------------------------------------------ queue (policy)
@@ -123,9 +133,16 @@ class Scheduler(abc.ABC):
         return stats.attained if stats else 0.0
 
     def on_arrival(self, job: Job) -> None:
+        stats = self._programs.get(job.program)
+        if (
+            stats is not None and stats.live == 0 and self.program_idle is not None
+            and job.arrival - stats.last_active > self.program_idle
+        ):
+            self.forget_program(job.program)
         stats = self.program(job.program)
         stats.calls += 1
         stats.live += 1
+        stats.last_active = max(stats.last_active, job.arrival)
         if stats.first_arrival is None:
             stats.first_arrival = job.arrival
 
@@ -165,6 +182,8 @@ class Scheduler(abc.ABC):
         stats = self._programs.get(job.program)
         if stats is not None:
             stats.live = max(0, stats.live - 1)
+            if job.ended_at is not None:
+                stats.last_active = max(stats.last_active, job.ended_at)
 
     def forget_program(self, program: str) -> None:
         """The program ended: drop its history (bounded memory for long-running kernels)."""

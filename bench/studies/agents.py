@@ -188,6 +188,9 @@ class Server(Protocol):
     def counters(self) -> dict[str, float]:
         """Cumulative engine counters (steps, tokens, snapshots, decode time...); {} when the server reports none."""
         ...
+    async def end_agents(self, client: httpx.AsyncClient, names: list[str]) -> None:
+        """The round's agents are done (a kernel forgets their programs; the next round's agents start afresh)."""
+        ...
 
 
 #: sends one chat completion body (without "model") and returns the OpenAI response as a dict
@@ -260,6 +263,8 @@ async def run_round(server: Server, base_url: str, model: str, plans: list[Agent
         t0 = time.perf_counter()
         agents = await asyncio.gather(*(run_agent(client, base_url, model, keys[p.name], p, t0, seed) for p in plans))
         after = await asyncio.to_thread(server.counters)
+        # the same names come back next round: without this, PLAS would rank round 2's agents by round 1's service
+        await server.end_agents(client, [p.name for p in plans])
     seconds = [a.seconds for a in agents]
     calls = [c for a in agents for c in a.calls]
     makespan = max(a.end for a in agents) - min(a.start for a in agents)
@@ -375,6 +380,9 @@ class _HTTPServer:
     def counters(self) -> dict[str, float]:
         return {}
 
+    async def end_agents(self, client: httpx.AsyncClient, names: list[str]) -> None:
+        return None
+
 
 class _AIOSServer:
     key = "aios"
@@ -393,6 +401,9 @@ class _AIOSServer:
 
     def describe(self) -> dict[str, Any]:
         return self.serve.describe()  # type: ignore[no-any-return]
+
+    async def end_agents(self, client: httpx.AsyncClient, names: list[str]) -> None:
+        await self.serve.end(client, names)
 
     def counters(self) -> dict[str, float]:
         """The numeric counters of the kernel's cores, summed (what a round changed is the difference)."""

@@ -7,7 +7,7 @@ Mutations each test catches (checked by hand on the code):
 - give_back that leaves the cells counted (the cache would fill with ghosts of ended sequences) -> test_pause_*
 - PrefixCache.reserve that evicts an entry still being published -> test_reserve_never_evicts_*
 - plan_shared_start that waits for a prefix already computed, or shares one too short to pay -> test_plan_*
-- idle conversations kept in the KV cache past hot_cells (no trim), a conversation dropped instead of copied
+- idle entries kept in the KV cache past hot_cells (no trim, or prefixes left out of it), a conversation dropped instead of copied
   to host RAM, retain evicting a published system prompt, a copy kept after the conversation continued,
   or host RAM past its budget -> test_host_ram_*
 - cells() counting a system prompt once per conversation that holds it (each entry's length summed, the
@@ -380,10 +380,16 @@ def test_host_ram_tier_leaves_published_prefixes_in_the_kv_cache():
     cache = PrefixCache(list(range(10, 20)), cells, hot_cells=0, spill_bytes=10_000)
     system = cache.adopt(toks(range(300)), slot=0)
     assert system is not None and system.kind is EntryKind.PREFIX
+    cache.use(system)  # another agent's sequence runs on it
     conv = cache.retain(np.concatenate([toks(range(300)), toks(range(7000, 7100))]), 1, CellSource(system, 300))
-    # the conversation contains the system prompt: the prompt stays (other agents share it), the conversation goes to RAM
+    # the conversation contains the system prompt: the prompt stays (in use), the idle conversation goes to RAM
     assert conv is not None and conv.evicted and not system.evicted
     assert cache.cells() == 300
+    # once nobody uses it, an idle prefix counts against hot_cells too, and is evicted (not copied)
+    cache.unuse(system)
+    cache.trim()
+    assert system.evicted and len(cache.spilled) == 1 and cache.cells() == 0
+    system = cache.adopt(toks(range(300)), slot=0)
     # make-room eviction spills conversations and evicts prefixes
     c2 = cache.adopt(toks(range(8000, 8100)), slot=2)
     assert c2 is not None

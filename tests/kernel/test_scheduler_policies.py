@@ -192,3 +192,32 @@ def test_program_history_is_bounded():
         s.on_arrival(j)
         s.on_finish(j)
     assert len(s._programs) <= 100
+
+
+def test_plas_program_idle_past_program_idle_starts_over_and_a_busy_one_keeps_its_level():
+    # mutation caught: history kept for ever (the agent that ran long once stays last in line), or reset while
+    # the program still has a call in flight or came back within program_idle
+    s = PLASScheduler(base=64, levels=4, program_idle=60.0)
+    first = job("a1", program="long", t=0.0)
+    s.on_arrival(first)
+    s.on_tokens(first, 1000)
+    first.ended_at = 10.0
+    s.on_finish(first)
+    again = job("a2", program="long", t=50.0)  # back 40 s after its last call ended: the same program
+    s.on_arrival(again)
+    assert s.level("long") == 3
+    s.on_tokens(again, 10)
+    again.ended_at = 55.0
+    s.on_finish(again)
+    later = job("a3", program="long", t=200.0)  # 145 s idle: a new program
+    s.on_arrival(later)
+    assert s.attained("long") == 0 and s.level("long") == 0
+    assert s.program_arrival(later) == 200.0
+    # a program with a call in flight is never idle, however long ago it arrived
+    busy = job("b1", program="busy", t=0.0)
+    s.on_arrival(busy)
+    s.on_tokens(busy, 1000)
+    s.on_arrival(job("b2", program="busy", t=500.0))
+    assert s.level("busy") == 3
+    with pytest.raises(ValueError, match="program_idle"):
+        PLASScheduler(program_idle=0)

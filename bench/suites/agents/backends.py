@@ -264,6 +264,12 @@ class AIOSServe:
             tokens[name] = r.json()["token"]
         return tokens
 
+    async def end(self, client: httpx.AsyncClient, names: list[str]) -> None:
+        """End the agents (their tokens, snapshots and scheduling history go)."""
+        for name in names:
+            r = await client.delete(f"{self.root}/v1/agents/{name}", headers={"Authorization": f"Bearer {self.admin_token}"})
+            r.raise_for_status()
+
     def stats(self) -> dict[str, Any]:
         r = httpx.get(f"{self.root}/v1/kernel/stats", headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10.0)
         return r.json() if r.status_code == 200 else {}
