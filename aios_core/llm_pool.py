@@ -373,7 +373,7 @@ class LLMPool:
         response = LLMResponse(
             content=(content or None) if last.tool_calls else content,
             tool_calls=last.tool_calls or [],
-            finish_reason=Finish(reason or Finish.STOP).value,  # type: ignore[arg-type]
+            finish_reason=str(reason or Finish.STOP),  # type: ignore[arg-type]
             usage=Usage(prompt_tokens=flight.prompt_tokens, completion_tokens=flight.completion_tokens, cached_tokens=flight.cached_tokens),
             core=core.name,
             syscall_id=flight.id,
