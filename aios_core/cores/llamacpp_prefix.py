@@ -54,7 +54,7 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -89,6 +89,27 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
         return 0
     diff = np.flatnonzero(a[:m] != b[:m])
     return int(diff[0]) if diff.size else m
+
+
+class _HasTokens(Protocol):
+    tokens: np.ndarray
+
+
+H = TypeVar("H", bound=_HasTokens)
+
+
+def _longest(candidates: Iterable[H], tokens: np.ndarray) -> tuple[H | None, int]:
+    """The candidate sharing the longest prefix with ``tokens``, at most all but its last token; (None, 0) below
+    :data:`MIN_SHARED_PREFIX` (a sequence decodes at least its last prompt token itself)."""
+    best, best_n = None, 0
+    limit = tokens.shape[0] - 1
+    for candidate in candidates:
+        n = min(common_prefix(candidate.tokens, tokens), limit)
+        if n > best_n:
+            best, best_n = candidate, n
+    if best_n < MIN_SHARED_PREFIX:
+        return None, 0
+    return best, best_n
 
 
 class Segment:
@@ -194,17 +215,7 @@ class PrefixCache:
 
     def match(self, tokens: np.ndarray) -> tuple[PrefixEntry | None, int]:
         """The entry sharing the longest prefix with ``tokens`` (leaving at least one token to decode)."""
-        best, best_n = None, 0
-        limit = tokens.shape[0] - 1
-        for entry in self.entries.values():
-            if not entry.ready:
-                continue
-            n = min(common_prefix(entry.tokens, tokens), limit)
-            if n > best_n:
-                best, best_n = entry, n
-        if best_n < MIN_SHARED_PREFIX:
-            return None, 0
-        return best, best_n
+        return _longest([e for e in self.entries.values() if e.ready], tokens)
 
     def covers(self, prefix: np.ndarray) -> bool:
         """Whether an entry (ready or being published) already starts with all of ``prefix``."""
@@ -290,15 +301,7 @@ class PrefixCache:
 
     def match_spilled(self, tokens: np.ndarray) -> tuple[SpilledEntry | None, int]:
         """The host-RAM conversation sharing the longest prefix with ``tokens`` (leaving one token to decode)."""
-        best, best_n = None, 0
-        limit = tokens.shape[0] - 1
-        for spilled in self.spilled.values():
-            n = min(common_prefix(spilled.tokens, tokens), limit)
-            if n > best_n:
-                best, best_n = spilled, n
-        if best_n < MIN_SHARED_PREFIX:
-            return None, 0
-        return best, best_n
+        return _longest(self.spilled.values(), tokens)
 
     def forget_spilled(self) -> int:
         """Drop every host-RAM conversation (a cold start on demand); returns how many there were."""
