@@ -798,11 +798,7 @@ class LlamaCppCore(BatchingCore):
         # KV memory is only touched between steps: wait until no decode is in flight, then evict without yielding
         while self._inflight is not None and not self._inflight.done():
             await asyncio.wrap_future(self._inflight)
-        n = 0
-        while self._prefix.evict_unused():
-            n += 1
-        # kept conversations evict_unused moved to host RAM go too: nothing is reused afterwards
-        return n + self._prefix.forget_spilled()
+        return self._prefix.drop_unused()
 
     async def _reset(self) -> None:
         loop = asyncio.get_running_loop()

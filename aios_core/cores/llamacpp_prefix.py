@@ -34,8 +34,8 @@ evicted conversations early and kept fewer agents' KV than fits.
 Kept conversations live in two tiers. In a unified KV cache every decode
 attends over every occupied cell (llama.cpp masks other sequences' cells but
 still computes over the whole occupied range), so idle cells slow every step:
-at 16 sequences, Gemma 3 270M decodes 85 tok/s over 1.5k cells and 56 tok/s
-over 32k. Past ``hot_cells`` cells of idle entries, the least recently
+at 16 sequences, Gemma 3 270M decodes 94 tok/s over 1.5k cells and 58 tok/s
+over 32k (docs/benchmarks.md, "Against llama-server"). Past ``hot_cells`` cells of idle entries, the least recently
 used go: conversations are copied to host RAM (``llama_state_seq_get_data``, about 18 KB per
 token, milliseconds) and their cells freed; when the agent returns, its
 conversation is copied back into its new sequence (:meth:`PrefixCache.take`)
@@ -163,6 +163,8 @@ class SpilledEntry:
 
     tokens: np.ndarray
     data: bytes | bytearray
+    #: its key in :attr:`PrefixCache.spilled`
+    key: int = 0
 
 
 @dataclass(eq=False)
@@ -187,8 +189,9 @@ class PrefixCache:
     """Recent prefixes whose KV stays tagged with reserved sequence slots (LRU); a :class:`~aios_core.cores.kv_ledger.CellHolder`."""
 
     def __init__(self, slots: list[int], cells: KVCells, *, hot_cells: int | None = None, spill_bytes: int = 0) -> None:
-        """``hot_cells``: cells of idle conversations kept in the KV cache (None: no limit); beyond them the least
-        recently used go to host RAM, at most ``spill_bytes`` bytes of them (0: they are dropped instead)."""
+        """``hot_cells``: cells that idle entries (nobody uses them now) may hold in the KV cache (None: no limit);
+        beyond them the least recently used go, conversations to host RAM, at most ``spill_bytes`` bytes of
+        them (0: they are dropped instead)."""
         self._slots = list(slots)
         self.kv = cells
         self.free = list(reversed(slots))
@@ -274,13 +277,16 @@ class PrefixCache:
         if data is None or len(data) > self.spill_bytes:
             return False
         self._spill_ids += 1
-        self.spilled[self._spill_ids] = SpilledEntry(tokens=entry.tokens, data=data)
+        self.spilled[self._spill_ids] = SpilledEntry(tokens=entry.tokens, data=data, key=self._spill_ids)
         self.spilled_bytes += len(data)
         self.spills += 1
         while self.spilled_bytes > self.spill_bytes:
-            _, oldest = self.spilled.popitem(last=False)
-            self.spilled_bytes -= len(oldest.data)
+            self._forget(next(iter(self.spilled.values())))
         return True
+
+    def _forget(self, spilled: SpilledEntry) -> None:
+        if self.spilled.pop(spilled.key, None) is not None:
+            self.spilled_bytes -= len(spilled.data)
 
     def trim(self) -> None:
         """Keep idle entries within ``hot_cells``: the least recently used go, conversations to host RAM.
@@ -304,20 +310,25 @@ class PrefixCache:
         return _longest(self.spilled.values(), tokens)
 
     def forget_spilled(self) -> int:
-        """Drop every host-RAM conversation (a cold start on demand); returns how many there were."""
+        """Drop every host-RAM conversation; returns how many there were."""
         n = len(self.spilled)
         self.spilled.clear()
         self.spilled_bytes = 0
         return n
 
+    def drop_unused(self) -> int:
+        """A cold start on demand: evict every entry nobody uses (conversations are not copied to host RAM
+        first) and drop the host-RAM ones; returns how many went."""
+        unused = [e for e in self.entries.values() if e.users == 0]
+        for entry in unused:
+            self.evict(entry)
+        return len(unused) + self.forget_spilled()
+
     def take(self, spilled: SpilledEntry) -> None:
         """Forget a host-RAM conversation: it was copied back (the sequence continuing it is kept again when it ends)."""
-        for key, value in self.spilled.items():
-            if value is spilled:
-                del self.spilled[key]
-                self.spilled_bytes -= len(spilled.data)
-                self.unspills += 1
-                return
+        if spilled.key in self.spilled:
+            self._forget(spilled)
+            self.unspills += 1
 
     def reserve(self, tokens: np.ndarray, source: CellSource | None = None) -> PrefixEntry | None:
         """A new (not yet ready) entry for ``tokens``, evicting the least recently used one if all slots are taken.
@@ -367,11 +378,10 @@ class PrefixCache:
             k = entry.tokens.shape[0]
             if entry.kind is EntryKind.CONVERSATION and entry.ready and entry.users == 0 and k <= n and common_prefix(entry.tokens, tokens) == k:
                 self.evict(entry)
-        for key, spilled in list(self.spilled.items()):
+        for spilled in list(self.spilled.values()):
             k = spilled.tokens.shape[0]
             if k <= n and common_prefix(spilled.tokens, tokens) == k:
-                del self.spilled[key]
-                self.spilled_bytes -= len(spilled.data)
+                self._forget(spilled)
         kept = self.adopt(tokens, slot, source)
         if kept is not None:
             kept.kind = EntryKind.CONVERSATION
