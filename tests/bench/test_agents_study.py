@@ -127,3 +127,10 @@ def test_missing_llama_server_is_reported_with_the_build_command(tmp_path, monke
     monkeypatch.delenv("AIOS_LLAMA_SERVER", raising=False)
     assert main(["--model", "local", "--agents", "1", "--out", str(tmp_path)]) == 2
     assert "build_llama_server.sh" in capsys.readouterr().err
+
+
+def test_a_core_option_without_a_value_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "sim", "--agents", "1", "--core-option", "prefix_slots", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--core-option takes KEY=VALUE" in capsys.readouterr().err

@@ -130,7 +130,10 @@ def test_bad_model_paths_are_config_errors(tmp_path):
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"n_batch": 4, "max_batch": 8}, "n_batch"), ({"max_batch": 250, "prefix_slots": 10}, "at most 256"), ({"n_ctx": 10}, "n_ctx")],
+    [
+        ({"n_batch": 4, "max_batch": 8}, "n_batch"), ({"max_batch": 250, "prefix_slots": 10}, "at most 256"), ({"n_ctx": 10}, "n_ctx"),
+        ({"idle_kv_cells": -1}, "idle_kv_cells"), ({"host_cache_mib": -5}, "host_cache_mib"),
+    ],
 )
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
