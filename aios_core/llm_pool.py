@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aios_core.agents import AgentRecord, program_key
-from aios_core.cores.base import Chunk, Finish, Generation, LLMCore
+from aios_core.cores.base import Chunk, Finish, Generation, LLMCore, Snapshot
 from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancelledError
 from aios_core.managers.context import ContextManager
 from aios_core.scheduler.base import Job, Scheduler
@@ -48,6 +48,7 @@ class Flight:
     __slots__ = (
         "syscall", "agent", "job", "done", "deltas", "parts", "core", "snapshot_core", "task",
         "prompt_tokens", "cached_tokens", "completion_tokens", "run_started", "attempts", "cancel_reason", "failed_on",
+        "text_resume",
     )
 
     def __init__(self, syscall: LLMSyscall, agent: AgentRecord, job: Job, *, stream: bool) -> None:
@@ -68,6 +69,8 @@ class Flight:
         self.cancel_reason: AIOSError | None = None
         #: cores this flight failed on: a retry goes elsewhere when another core can take it
         self.failed_on: set[str] = set()
+        #: the answer so far, when its core died mid-stream: it continues on a core that resumes from text
+        self.text_resume: Snapshot | None = None
 
     @property
     def id(self) -> str:
@@ -215,10 +218,11 @@ class LLMPool:
             for core in self.cores:
                 if core.name == flight.snapshot_core:
                     return core if core.can_admit(gen) else None
+        able = [c for c in self.cores if c.continues_text] if flight.text_resume is not None else self.cores
         # cores this flight has not failed on and that are not marked down; while any exists, the flight waits
         # for one of them rather than going where it is likely to fail again
-        preferred = [c for c in self.cores if c.name not in flight.failed_on and c.healthy()]
-        candidates = preferred or self.cores
+        preferred = [c for c in able if c.name not in flight.failed_on and c.healthy()]
+        candidates = preferred or able
         if len(candidates) == 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
             return candidates[0] if candidates[0].can_admit(gen) else None
@@ -249,7 +253,7 @@ class LLMPool:
 
     def _start(self, flight: Flight, core: LLMCore, now: float) -> None:
         del self._queued[flight.id]
-        resume = None
+        resume, flight.text_resume = flight.text_resume, None
         if flight.snapshot_core is not None:
             try:
                 resume = self.context.take(flight.id)
@@ -364,6 +368,15 @@ class LLMPool:
                 flight.completion_tokens = 0
                 self._requeue(flight, now)
                 return
+            if retryable and flight.attempts < self.max_retries and flight.parts and flight.snapshot_core is None and self._can_continue(core):
+                # the caller has part of the answer already: another core continues it from that text
+                flight.attempts += 1
+                flight.failed_on.add(core.name)
+                log.warning("moving %s (%d tokens in) off core %s, which failed: %s", flight.id, flight.completion_tokens, core.name, error.message)
+                state = {"text": "".join(flight.parts), "tokens": flight.completion_tokens, "prompt_tokens": flight.prompt_tokens}
+                flight.text_resume = Snapshot(gen_id=flight.id, core="", state=state)
+                self._requeue(flight, now)
+                return
             self._finish(flight, error)
             return
         if reason == Finish.CANCELLED:
@@ -379,6 +392,10 @@ class LLMPool:
             syscall_id=flight.id,
         )
         self._finish(flight, None, response)
+
+    def _can_continue(self, failed: LLMCore) -> bool:
+        """Whether a core other than ``failed`` can continue an answer from its text."""
+        return any(c.continues_text and c is not failed for c in self.cores)
 
     def _requeue(self, flight: Flight, now: float) -> None:
         flight.job.enqueued_at = now

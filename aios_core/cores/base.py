@@ -158,6 +158,9 @@ class LLMCore(abc.ABC):
     kind: str = "core"
     #: whether preempt() yields a snapshot that resumes without recomputation
     supports_snapshot: bool = True
+    #: whether generate() continues an answer from its text alone (a snapshot with ``state["text"]`` and no
+    #: ``data``, made anywhere): an answer whose core died mid-stream then moves here instead of failing
+    continues_text: bool = False
 
     def __init__(self, name: str, model: str) -> None:
         self.name = name

@@ -47,12 +47,10 @@ add up across the parts of a preempted and resumed generation.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,8 +64,9 @@ from aios_core.cores.openai_wire import (
     classify_error,
     retry_after,
 )
+from aios_core.cores.remote_prefixes import ConversationIndex
 from aios_core.errors import ConfigError, ContextLengthError, CoreError
-from aios_core.syscalls import LLMRequest
+from aios_core.syscalls import LLMRequest, Message
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +106,7 @@ class _Part:
 
 class OpenAICore(LLMCore):
     kind = "openai"
+    continues_text = True
 
     def __init__(
         self,
@@ -124,7 +124,7 @@ class OpenAICore(LLMCore):
         chat_template: str | None = None,
         stream_usage: bool = True,
         extra_body: dict[str, Any] | None = None,
-        prefix_cache: int = 256,
+        prefix_cache: int = 4096,
     ) -> None:
         """Options, as in a ``[[cores]] kind = "openai"`` table:
 
@@ -137,6 +137,8 @@ class OpenAICore(LLMCore):
         - ``continuation``/``chat_template``: how a preempted generation resumes (module docstring).
         - ``stream_usage``: ask for the final usage chunk (turn off for servers that reject
           ``stream_options``); ``extra_body``: extra JSON fields of every request (e.g. ``top_k``).
+        - ``prefix_cache``: message prefixes (and replies) remembered as sent to this server, so
+          that a conversation's next turn is routed back to the server holding its KV (0: off).
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -145,6 +147,8 @@ class OpenAICore(LLMCore):
             raise ConfigError(f"core {name}: timeout must be positive")
         if max_retries < 0:
             raise ConfigError(f"core {name}: max_retries must be 0 or more")
+        if prefix_cache < 0:
+            raise ConfigError(f"core {name}: prefix_cache must be 0 or more (got {prefix_cache})")
         if continuation not in ("auto", "completion", "continue_final_message", "prefill"):
             raise ConfigError(f"core {name}: continuation must be auto, completion, continue_final_message or prefill, not {continuation!r}")
         if continuation == "completion" and not chat_template:
@@ -168,8 +172,7 @@ class OpenAICore(LLMCore):
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str, _RemoteGen] = {}
-        self._prefixes: OrderedDict[str, int] = OrderedDict()
-        self._prefix_slots = prefix_cache
+        self._seen = ConversationIndex(prefix_cache)
         self._stats = CoreStats(name=name, model=self.model, max_batch=max_batch)
         self._requests = 0
         self._errors = 0
@@ -248,7 +251,11 @@ class OpenAICore(LLMCore):
         return time.monotonic() >= self._down_until
 
     def _mark_failed(self) -> None:
-        """Count a request lost to a retryable failure: the core is avoided for 1, 2, 4 ... up to 30 s."""
+        """Count a request lost to a retryable failure: the core is avoided for 1, 2, 4 ... up to 30 s.
+
+        The server may come back restarted, with an empty cache: nothing it held is worth routing to.
+        """
+        self._seen.forget()
         self._failures += 1
         self._down_until = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
 
@@ -257,8 +264,7 @@ class OpenAICore(LLMCore):
         self._down_until = 0.0
 
     def prefix_affinity(self, request: LLMRequest) -> int:
-        key = _prefix_key(request)
-        return self._prefixes.get(key, 0) if key else 0
+        return self._seen.match(request.messages)
 
     def generate(self, gen: Generation) -> AsyncIterator[Chunk]:
         if self._client is None:
@@ -467,7 +473,7 @@ class OpenAICore(LLMCore):
             g.prompt_tokens = self.count_tokens(g.gen.request)
             chunk.prompt_tokens = g.prompt_tokens
             self._stats.prompt_tokens += g.prompt_tokens
-            self._remember_prefix(g.gen.request)
+            self._seen.remember(g.gen.request.messages)
         return chunk
 
     def _final(self, g: _RemoteGen, part: _Part) -> Chunk:
@@ -493,6 +499,10 @@ class OpenAICore(LLMCore):
             except CoreError as exc:
                 return Chunk(finish_reason="error", error=exc, tokens=chunk.tokens)
             chunk.finish_reason = "tool_calls"
+        if g.text or chunk.tool_calls:
+            # the conversation's next turn starts with this reply: route it back here
+            reply = Message(role="assistant", content=g.text or None, tool_calls=chunk.tool_calls or None)
+            self._seen.remember(g.gen.request.messages, reply)
         return chunk
 
     def _interrupted(self, g: _RemoteGen) -> Chunk:
@@ -534,22 +544,6 @@ class OpenAICore(LLMCore):
         if asked is not None:
             return min(asked, 30.0)
         return min(self.backoff * (2**attempt), 8.0) * random.uniform(0.8, 1.2)
-
-    def _remember_prefix(self, request: LLMRequest) -> None:
-        key = _prefix_key(request)
-        if key is None:
-            return
-        self._prefixes[key] = max(1, len(request.messages[0].content or "") // 4) + 4
-        self._prefixes.move_to_end(key)
-        while len(self._prefixes) > self._prefix_slots:
-            self._prefixes.popitem(last=False)
-
-
-def _prefix_key(request: LLMRequest) -> str | None:
-    first = request.messages[0]
-    if first.role != "system" or not first.content:
-        return None
-    return hashlib.sha256(first.content.encode()).hexdigest()[:16]
 
 
 async def _next(events: Any) -> Any:
