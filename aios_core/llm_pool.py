@@ -286,6 +286,9 @@ class LLMPool:
                 if chunk.prompt_tokens:
                     flight.prompt_tokens, flight.cached_tokens = chunk.prompt_tokens, chunk.cached_tokens
                     self._policy(lambda s: s.on_prefill(job, chunk.prompt_tokens))
+                elif chunk.cached_tokens:
+                    # remote servers report their cache hit in the final usage, after the prompt was counted
+                    flight.cached_tokens = chunk.cached_tokens
                 if chunk.tokens:
                     flight.completion_tokens += chunk.tokens
                     self._policy(lambda s: s.on_tokens(job, chunk.tokens))

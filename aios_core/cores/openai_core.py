@@ -62,6 +62,7 @@ from aios_core.cores.openai_wire import (
     ToolCallAssembler,
     chat_arguments,
     classify_error,
+    refused_connection,
     retry_after,
 )
 from aios_core.cores.remote_prefixes import ConversationIndex
@@ -394,7 +395,9 @@ class OpenAICore(LLMCore):
                     error = classify_error(exc, core=self.name, base_url=self.base_url, model=self.model)
                     self._errors += 1
                     retryable = isinstance(error, CoreError) and error.retryable
-                    if retryable and not part.emitted and attempt < self.max_retries and g.want is None:
+                    # a server that failed before and still refuses connections is down: the pool moves the request
+                    down = self._failures > 0 and refused_connection(exc)
+                    if retryable and not part.emitted and attempt < self.max_retries and g.want is None and not down:
                         delay = self._delay(attempt, exc)
                         attempt += 1
                         self._retries += 1
@@ -493,6 +496,8 @@ class OpenAICore(LLMCore):
             if g.resumes == 0 and exact_prompt:
                 self._stats.prompt_tokens += exact_prompt - g.prompt_tokens
                 self._stats.cached_tokens += cached
+                # the server tells its cache hit only now: the caller's usage gets it from this last chunk
+                chunk.cached_tokens = cached
         if part.calls:
             try:
                 chunk.tool_calls = part.calls.calls()

@@ -155,6 +155,14 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
+def refused_connection(exc: BaseException) -> bool:
+    """Whether nothing listens at the server's address (as opposed to a dropped stream or a timeout)."""
+    import httpx
+
+    cause = exc.__cause__ or exc
+    return isinstance(cause, (httpx.ConnectError, ConnectionRefusedError))
+
+
 def classify_error(exc: BaseException, *, core: str, base_url: str, model: str) -> AIOSError:
     """Turn a client or transport exception into the typed error the kernel expects.
 

@@ -83,3 +83,32 @@ async def test_with_no_server_able_to_continue_the_caller_gets_the_error(make_ke
                 await kernel.agent("ann").achat("Summarise the release notes.", max_tokens=12)
     finally:
         dying.close()
+
+
+async def test_a_server_that_failed_and_still_refuses_connections_fails_fast():
+    import socket
+
+    from aios_core.cores.base import Generation
+    from aios_core.syscalls import LLMRequest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    core = OpenAICore("gone", "sim", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, backoff=0.2)
+    await core.start()
+    try:
+        request = LLMRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+
+        async def attempt(gen_id: str) -> float:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            chunks = [c async for c in core.generate(Generation(id=gen_id, request=request))]
+            assert chunks[-1].finish_reason == "error" and chunks[-1].error.retryable
+            return loop.time() - t0
+
+        first = await attempt("first")  # unknown server: retried with backoff (0.2 s, then 0.4 s)
+        assert core.stats().extra["errors"] == 3 and first >= 0.4
+        second = await attempt("second")  # known to have failed, still refusing: no retries, the pool moves it
+        assert core.stats().extra["errors"] == 4 and second < 0.2
+    finally:
+        await core.stop()

@@ -102,3 +102,16 @@ async def test_the_kernel_sends_each_agents_next_turn_to_the_server_that_served_
             other = next(c for c in cores if c is not core)
             assert core.prefix_affinity(LLMRequest(messages=follow_up)) > other.prefix_affinity(LLMRequest(messages=follow_up))
             assert (await kernel.agent(name).achat(follow_up, max_tokens=3)).core == core.name
+
+
+async def test_the_callers_usage_carries_the_servers_prefix_cache_hit(make_kernel):
+    server = SimServer(SimCore(max_batch=4, seed=0, prefix_cache=4, default_tokens=(3, 3)), serial=False)
+    server.start()
+    try:
+        async with make_kernel(cores=[OpenAICore("engine", "sim", base_url=server.base_url, max_batch=4)]) as kernel:
+            first = await kernel.agent("ann").achat(turn("build the docs"), max_tokens=3)
+            second = await kernel.agent("bob").achat(turn("lint the code"), max_tokens=3)
+        assert first.usage.cached_tokens == 0
+        assert 0 < second.usage.cached_tokens < second.usage.prompt_tokens  # the shared system prompt
+    finally:
+        server.stop()

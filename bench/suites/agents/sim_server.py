@@ -140,16 +140,19 @@ class SimServer:
             return f"data: {json.dumps(payload)}\n\n"
 
         yield event({"role": "assistant", "content": ""}, None)
-        prompt, tokens = 0, 0
+        prompt, cached, tokens = 0, 0, 0
         async for chunk in self._pieces(request):
-            prompt = prompt or chunk.prompt_tokens
+            if chunk.prompt_tokens and not prompt:
+                prompt, cached = chunk.prompt_tokens, chunk.cached_tokens
             tokens += chunk.tokens
             if chunk.text:
                 yield event({"content": chunk.text}, None)
             if chunk.finish_reason is not None:
                 yield event({}, "length" if chunk.finish_reason == "length" else "stop")
         if include_usage:
-            yield event({}, None, {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens})
+            usage = {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}
+            # as llama-server and vLLM report prompt tokens served from their prefix cache
+            yield event({}, None, {**usage, "prompt_tokens_details": {"cached_tokens": cached}})
         yield "data: [DONE]\n\n"
 
     # ------------------------------------------------------------------ lifecycle
