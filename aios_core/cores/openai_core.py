@@ -8,11 +8,18 @@ streams open at once (the per-core concurrency limit) and meters every streamed
 token for the scheduler.
 
 Failures: before the first token a failed request is retried here with
-exponential backoff (connection refused, timeouts, 429, 5xx); when the retries
-are spent, or when a stream breaks after output was sent, the stream ends with
-a retryable :class:`~aios_core.errors.CoreError` so the pool can move the request
-to another core. Requests the server refuses (4xx) fail at once with the
-server's message; a context overflow becomes a ContextLengthError.
+exponential backoff (connection refused, timeouts, 429, 5xx), except that a
+server which failed before and still refuses connections fails at once; when the
+retries are spent, or when a stream breaks after output was sent, the stream ends
+with a retryable :class:`~aios_core.errors.CoreError` so the pool can move the
+request to another core (from scratch before the first token; after it, another
+core continues the answer from the text already streamed). Requests the server
+refuses (4xx) fail at once with the server's message; a context overflow becomes
+a ContextLengthError.
+
+Routing: the core remembers the message prefixes it sent and the replies it got
+(:mod:`~aios_core.cores.remote_prefixes`), so :meth:`prefix_affinity` sends a
+conversation's next turn back to the server that holds its KV.
 
 Preemption: :meth:`preempt` closes the HTTP stream at once (the server stops
 generating when the client goes away) and the stream ends with a ``preempted``

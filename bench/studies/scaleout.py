@@ -7,8 +7,9 @@ two batching sim servers) serve one model. Two setups drive the same agents to
 them, alternating order per round:
 
 * ``aios``: ``aios serve`` with the two engines as two ``openai`` cores of one
-  kernel (routing: least loaded with prefix affinity, PLAS over all agents,
-  a generation whose engine failed before its first token retried elsewhere);
+  kernel (routing: least loaded with affinity to the engine holding the
+  conversation, PLAS over all agents; a generation whose engine failed moves
+  to the other one, continuing from the text already streamed);
 * ``litellm``: LiteLLM's ``Router`` over the same two endpoints, in the client
   process, what users put in front of several endpoints (``simple-shuffle``,
   ``num_retries`` 2, a failed deployment cooled down).
