@@ -39,8 +39,13 @@ def _chain(messages: Sequence[Message]) -> list[tuple[bytes, int]]:
     out: list[tuple[bytes, int]] = []
     digest, tokens = b"", 0
     for m in messages:
-        body = m.model_dump(mode="json", include={"role", "content", "name", "tool_calls", "tool_call_id"}, exclude_none=True)
-        digest = hashlib.blake2b(digest + json.dumps(body, sort_keys=True).encode(), digest_size=16).digest()
+        h = hashlib.blake2b(digest, digest_size=16)
+        # NUL-separated fields: two different messages collide only if their texts hold NULs, and a
+        # collision costs a routing choice, never an answer
+        h.update(f"{m.role}\0{m.name or ''}\0{m.tool_call_id or ''}\0{m.content or ''}".encode())
+        if m.tool_calls:
+            h.update(json.dumps([[c.id, c.name, c.arguments] for c in m.tool_calls], sort_keys=True).encode())
+        digest = h.digest()
         tokens += message_tokens(m)
         out.append((digest, tokens))
     return out
