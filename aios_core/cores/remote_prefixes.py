@@ -42,9 +42,10 @@ def _chain(messages: Sequence[Message]) -> list[tuple[bytes, int]]:
         h = hashlib.blake2b(digest, digest_size=16)
         # NUL-separated fields: two different messages collide only if their texts hold NULs, and a
         # collision costs a routing choice, never an answer
-        h.update(f"{m.role}\0{m.name or ''}\0{m.tool_call_id or ''}\0{m.content or ''}".encode())
+        # (surrogatepass: a lone surrogate from a client's JSON must not break routing)
+        h.update(f"{m.role}\0{m.name or ''}\0{m.tool_call_id or ''}\0{m.content or ''}".encode("utf-8", "surrogatepass"))
         if m.tool_calls:
-            h.update(json.dumps([[c.id, c.name, c.arguments] for c in m.tool_calls], sort_keys=True).encode())
+            h.update(json.dumps([[c.id, c.name, c.arguments] for c in m.tool_calls], sort_keys=True).encode())  # ASCII
         digest = h.digest()
         tokens += message_tokens(m)
         out.append((digest, tokens))

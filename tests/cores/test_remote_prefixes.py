@@ -115,3 +115,11 @@ async def test_the_callers_usage_carries_the_servers_prefix_cache_hit(make_kerne
         assert 0 < second.usage.cached_tokens < second.usage.prompt_tokens  # the shared system prompt
     finally:
         server.stop()
+
+
+def test_a_lone_surrogate_from_a_clients_json_does_not_break_routing():
+    index = ConversationIndex(8)
+    odd = [SYSTEM, Message(role="user", content="half a pair: \ud800")]
+    index.remember(odd)
+    assert index.match(odd) == sum(message_tokens(m) for m in odd)
+    assert index.match([SYSTEM, Message(role="user", content="half a pair: \udc00")]) == message_tokens(SYSTEM)
