@@ -364,20 +364,17 @@ class LLMPool:
         if reason == Finish.ERROR:
             error = last.error if isinstance(last.error, AIOSError) else CoreError(f"core {core.name} failed: {last.error}", retryable=True)
             retryable = isinstance(error, CoreError) and error.retryable
-            if retryable and flight.attempts < self.max_retries and not flight.parts and flight.snapshot_core is None:
+            # before its first token a flight starts over elsewhere; after it, a core that resumes from text continues it
+            if retryable and flight.attempts < self.max_retries and flight.snapshot_core is None and (not flight.parts or self._can_continue(core)):
                 flight.attempts += 1
                 flight.failed_on.add(core.name)
-                log.warning("retrying %s after core %s failed: %s", flight.id, core.name, error.message)
-                flight.completion_tokens = 0
-                self._requeue(flight, now)
-                return
-            if retryable and flight.attempts < self.max_retries and flight.parts and flight.snapshot_core is None and self._can_continue(core):
-                # the caller has part of the answer already: another core continues it from that text
-                flight.attempts += 1
-                flight.failed_on.add(core.name)
-                log.warning("moving %s (%d tokens in) off core %s, which failed: %s", flight.id, flight.completion_tokens, core.name, error.message)
-                state = {"text": "".join(flight.parts), "tokens": flight.completion_tokens, "prompt_tokens": flight.prompt_tokens}
-                flight.text_resume = Snapshot(gen_id=flight.id, core="", state=state)
+                if flight.parts:
+                    log.warning("moving %s (%d tokens in) off core %s, which failed: %s", flight.id, flight.completion_tokens, core.name, error.message)
+                    state = {"text": "".join(flight.parts), "tokens": flight.completion_tokens, "prompt_tokens": flight.prompt_tokens}
+                    flight.text_resume = Snapshot(gen_id=flight.id, core="", state=state)
+                else:
+                    log.warning("retrying %s after core %s failed: %s", flight.id, core.name, error.message)
+                    flight.completion_tokens = 0
                 self._requeue(flight, now)
                 return
             self._finish(flight, error)
