@@ -33,11 +33,14 @@ start (no user namespaces) and the operator did not, code tools are refused.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
 import os
+import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -141,7 +144,7 @@ def _run_probe() -> Probe:
             )
             launch.started()
             try:
-                launch.map_user_namespace()
+                launch.attach()
             except OSError:
                 pass  # bwrap failed before its namespace was ready: its stderr says why
             _, err = proc.communicate(timeout=20)
@@ -172,8 +175,14 @@ class Launch:
 
     With a root kernel, bwrap creates the user namespace and waits (``--userns-block-fd``)
     until the kernel has written a uid map holding both root (for bwrap's own
-    mounts) and :data:`NOBODY` (for the code); :meth:`map_user_namespace` does
-    that. Call :meth:`started` right after the process is spawned.
+    mounts) and :data:`NOBODY` (for the code); :meth:`attach` does that. Call
+    :meth:`started` right after the process is spawned.
+
+    bwrap's outer process exits as soon as the namespace's init reports the
+    command's status, before that init has died and taken the namespace's
+    other processes with it. :meth:`attach` therefore holds a pidfd on the
+    init, and :meth:`reap` kills it and waits until it (and so every process
+    in the namespace) is gone.
     """
 
     argv: list[str]
@@ -182,6 +191,7 @@ class Launch:
     _info: int | None = None
     _block: int | None = None
     _close_after_start: tuple[int, ...] = ()
+    _init: int | None = None
 
     def started(self) -> None:
         """Close the child's ends of the handshake pipes in the kernel (the child holds its own copies)."""
@@ -189,26 +199,63 @@ class Launch:
             os.close(fd)
         self._close_after_start = ()
 
-    def map_user_namespace(self) -> None:
-        """Blocking: read bwrap's child pid, map root and nobody into its user namespace, let it go on."""
-        if self._info is None or self._block is None:
+    def attach(self) -> None:
+        """Blocking: read the pid of the namespace's init, hold a pidfd on it, and (root kernel) map root and nobody into its user namespace."""
+        if self._info is None:
             return
         data = b""
         while True:
             chunk = os.read(self._info, 4096)
             if not chunk:
-                raise OSError("bwrap exited before its user namespace was ready")
+                raise OSError("bwrap exited before its namespace was ready")
             data += chunk
             try:
                 pid = int(json.loads(data)["child-pid"])
                 break
             except ValueError:
                 continue
+        self._init = _namespace_init(pid)
+        if self._block is None:
+            return
         mapping = f"0 0 1\n{NOBODY} {NOBODY} 1\n"
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{pid}/{name}", "w", encoding="ascii") as fh:
                 fh.write(mapping)
         os.write(self._block, b"1")
+
+    async def reap(self, timeout: float = 30.0) -> bool:
+        """Kill the namespace's init and wait until it is gone, which the kernel allows only once every process in its namespace is.
+
+        Returns False if it outlived ``timeout`` (logged; the caller cannot do more than SIGKILL).
+        """
+        if self._init is None:
+            return True
+        fd, self._init = self._init, None
+        try:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # already exited (its pidfd is then readable at once)
+            loop = asyncio.get_running_loop()
+            gone = loop.create_future()
+            loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+            try:
+                async with asyncio.timeout(timeout):
+                    await gone
+            except TimeoutError:
+                log.warning("the sandbox's PID namespace did not empty within %g s of SIGKILL", timeout)
+                return False
+            finally:
+                loop.remove_reader(fd)
+            return True
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Drop the pidfd if :meth:`reap` never ran (the process never started, or a probe)."""
+        if self._init is not None:
+            _close_quietly(self._init)
+            self._init = None
 
 
 @dataclass
@@ -247,19 +294,22 @@ class BwrapPlan:
                 return str(fd)
 
             args = [self.binary, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-            info = block = None
-            child_ends: tuple[int, ...] = ()
+            # bwrap reports the namespace init's pid here (for :meth:`Launch.attach`)
+            info, info_w = os.pipe()
+            keep(info)
+            fds.append(info_w)
+            block = None
+            child_ends: tuple[int, ...] = (info_w,)
+            args += ["--info-fd", str(info_w)]
             if self.drop_to is None:
                 args += ["--disable-userns", "--cap-drop", "ALL"]
             else:
                 # root kernel: the code drops to `nobody` itself (then holds no capability at all)
-                info_r, info_w = os.pipe()
-                keep(info_r)
                 block_r, block_w = os.pipe()
                 keep(block_w)
-                info, block, child_ends = info_r, block_w, (info_w, block_r)
-                fds += [info_w, block_r]
-                args += ["--info-fd", str(info_w), "--userns-block-fd", str(block_r)]
+                block, child_ends = block_w, (info_w, block_r)
+                fds.append(block_r)
+                args += ["--userns-block-fd", str(block_r)]
                 args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
             if self.network:
                 args.append("--share-net")
@@ -313,6 +363,7 @@ class BwrapPlan:
                 yield launch
             finally:
                 launch.started()  # closes the child's pipe ends if the process never started
+                launch.close()
 
 
 def _passwd(drop_to: int | None) -> str:
@@ -325,6 +376,30 @@ def _group(drop_to: int | None) -> str:
     gid = os.getgid() if drop_to is None else drop_to
     lines = {0: "root:x:0:", gid: f"sandbox:x:{gid}:"}
     return "".join(line + "\n" for line in lines.values())
+
+
+def _namespace_init(pid: int) -> int | None:
+    """A pidfd on ``pid`` if it is still a sandbox's init, else None.
+
+    With a root kernel the init is blocked on our pipe, so ``pid`` is surely it.
+    Otherwise it may already have exited and been reaped, and its number taken
+    by an unrelated process, which must never be signalled: a process that is
+    alive after its PID namespace was read (its pidfd not readable) held the
+    number then, and only a sandbox's init lives in another PID namespace.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        theirs = os.readlink(f"/proc/{pid}/ns/pid")
+        alive = not select.select([fd], [], [], 0)[0]
+        if not alive or theirs != os.readlink("/proc/self/ns/pid"):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _close_quietly(fd: int) -> None:

@@ -226,7 +226,7 @@ async def _supervise(proc: asyncio.subprocess.Process, payload: dict[str, Any], 
             async with asyncio.timeout(limits.timeout):
                 if launch is not None:
                     try:
-                        await asyncio.to_thread(launch.map_user_namespace)
+                        await asyncio.to_thread(launch.attach)
                     except OSError as exc:  # bwrap died first: its stderr says why
                         log.debug("sandbox start-up: %s", exc)
                 proc.stdin.write((json.dumps(payload) + "\n").encode())
@@ -240,10 +240,12 @@ async def _supervise(proc: asyncio.subprocess.Process, payload: dict[str, Any], 
             timed_out = True
     finally:
         # the whole group: also what a shell left running in the background, and on cancellation;
-        # under bubblewrap the sandbox's init dies with bwrap (--die-with-parent) and takes its PID namespace along
+        # under bubblewrap the sandbox's init is killed and awaited: its death takes its PID namespace along
         _kill_group(proc.pid)
         if proc.returncode is None:
             await proc.wait()
+        if launch is not None:
+            await launch.reap()
     try:
         async with asyncio.timeout(5):
             (out, out_dropped), (err, err_dropped) = await readers

@@ -244,6 +244,49 @@ async def test_no_process_outlives_the_call(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+def _processes_in_namespace(link: str) -> list[str]:
+    """Every host process whose PID namespace is ``link`` (``pid:[inode]``), dying or unreaped ones too.
+
+    The namespace's init is left out once it is a zombie: it has died (which the
+    kernel allows only after every other process of the namespace is gone), and
+    only its parent's reaping is still to come.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") != link:
+                    continue
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{entry}/status").read_text().splitlines() if ":" in line)
+            except OSError:
+                continue
+            if status["NSpid"].split()[-1] == "1" and status["State"].split()[0] == "Z":
+                continue
+            found.append(f"{entry} ({status['Name'].strip()}, {status['State'].strip()})")
+    return found
+
+
+async def test_the_sandbox_namespace_is_empty_when_the_call_returns(tmp_path):
+    """bwrap reports the exit status before its namespace has died: the call must not return while an escapee still exists.
+
+    The escapees make themselves slow to die: 30,000 separate shared mappings
+    each take the kernel about half a second to tear down after SIGKILL.
+    """
+    code = """
+    import os, subprocess, sys
+    slow = "import mmap, time\\nheld = [mmap.mmap(-1, 4096) for _ in range(30000)]\\nfor m in held: m[0] = 1\\nprint('held', flush=True)\\ntime.sleep(120)"
+    kids = [subprocess.Popen([sys.executable, "-c", slow], start_new_session=True, stdout=subprocess.PIPE) for _ in range(8)]
+    ready = sum(k.stdout.readline() == b"held\\n" for k in kids)
+    print(ready, os.readlink("/proc/self/ns/pid"))
+    """
+    async with kernel_for(tmp_path) as (kernel, _):
+        out = await run(kernel, "mallory", code, timeout=60)
+        ready, namespace = out["stdout"].split()
+        assert ready == "8", out
+        left = _processes_in_namespace(namespace)
+    assert left == [], f"processes of the sandbox outlived the call: {left}"
+
+
 async def test_fork_bomb_is_bounded(tmp_path):
     code = """
     import os, time
