@@ -22,6 +22,7 @@ from typing import Any
 
 from aios_core.agents import AgentRecord, program_key
 from aios_core.cores.base import Chunk, Finish, Generation, LLMCore, Snapshot
+from aios_core.cores.engine_speed import MovingMean, route_cost
 from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancelledError
 from aios_core.managers.context import ContextManager
 from aios_core.scheduler.base import Job, Scheduler
@@ -120,6 +121,8 @@ class LLMPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.completed = 0
         self.failed = 0
+        #: completion tokens of a typical answer here (a moving mean), for pricing a route when the caller gives no hint
+        self._typical_output = MovingMean()
 
     # ------------------------------------------------------------------ public
 
@@ -223,18 +226,31 @@ class LLMPool:
         # for one of them rather than going where it is likely to fail again
         preferred = [c for c in able if c.name not in flight.failed_on and c.healthy()]
         candidates = preferred or able
-        if len(candidates) == 1:
+        admitting = [c for c in candidates if c.can_admit(gen)]
+        if len(admitting) <= 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
-            return candidates[0] if candidates[0].can_admit(gen) else None
-        best: LLMCore | None = None
-        best_key: tuple[int, float] | None = None
-        for core in candidates:
-            if not core.can_admit(gen):
-                continue
-            key = (-core.prefix_affinity(flight.syscall.request), core.running() / core.max_batch())
-            if best_key is None or key < best_key:
-                best, best_key = core, key
-        return best
+            return admitting[0] if admitting else None
+        request = flight.syscall.request
+        speeds = [c.engine_speed() for c in admitting]
+        if all(s is not None and s.ready for s in speeds):
+            # every engine's costs are measured: the cheapest in seconds, a cache hit weighed against the load
+            prompt = admitting[0].count_tokens(request)
+            output = self._expected_output(flight)
+
+            def cost(i: int) -> tuple[float, float]:
+                core = admitting[i]
+                uncached = max(0, prompt - core.prefix_affinity(request))
+                return route_cost(speeds[i], uncached_tokens=uncached, output_tokens=output, running=core.running()), core.running() / core.max_batch()
+
+            return admitting[min(range(len(admitting)), key=cost)]
+        return min(admitting, key=lambda c: (-c.prefix_affinity(request), c.running() / c.max_batch()))
+
+    def _expected_output(self, flight: Flight) -> int:
+        """Completion tokens to expect: the caller's hint, else the typical answer here, never more than ``max_tokens``."""
+        hint = flight.syscall.hint_tokens
+        if hint is None:
+            hint = round(self._typical_output.value) if self._typical_output.count else flight.syscall.request.max_tokens
+        return max(1, min(flight.syscall.request.max_tokens, hint))
 
     def _fill(self) -> None:
         assert self._loop is not None
@@ -410,6 +426,7 @@ class LLMPool:
         flight.syscall.timing.finished = flight.job.ended_at
         if error is None:
             self.completed += 1
+            self._typical_output.add(flight.completion_tokens)
             flight.done.set_result(response)  # type: ignore[arg-type]
             if flight.deltas is not None:
                 flight.deltas.put_nowait(StreamPiece("", response))

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aios_core.cores.engine_speed import EngineSpeed
 from aios_core.syscalls import LLMRequest, ToolCall
 
 #: the finish reasons as the strings a core may also write (a Chunk turns them into :class:`Finish`)
@@ -220,6 +221,13 @@ class LLMCore(abc.ABC):
     def prefix_affinity(self, request: LLMRequest) -> int:
         """Prompt tokens this core could reuse from its cache for ``request`` (routing prefers higher)."""
         return 0
+
+    def engine_speed(self) -> EngineSpeed | None:
+        """The engine's measured costs, when it runs elsewhere and several such cores share a pool (routing prices them).
+
+        None: routing prefers the core with the most of the prompt cached, then the least loaded.
+        """
+        return None
 
     def count_tokens(self, request: LLMRequest) -> int:
         """Prompt size in tokens (an estimate is fine for scheduling)."""

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aios_core.cores.base import Chunk, CoreStats, Generation, LLMCore, Snapshot
+from aios_core.cores.engine_speed import EngineSpeed
 from aios_core.cores.openai_wire import (
     FINISH_REASONS,
     PromptRenderer,
@@ -99,6 +100,11 @@ class _RemoteGen:
     finishing: bool = False
     want: Literal["preempt", "cancel"] | None = None
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+    #: for the engine's speed: when this attempt was sent, when its first and latest tokens came, the batch at the first
+    sent_at: float = 0.0
+    first_at: float | None = None
+    last_at: float | None = None
+    first_batch: int = 0
 
 
 @dataclass
@@ -181,6 +187,7 @@ class OpenAICore(LLMCore):
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str, _RemoteGen] = {}
         self._seen = ConversationIndex(prefix_cache)
+        self._speed = EngineSpeed()
         self._stats = CoreStats(name=name, model=self.model, max_batch=max_batch)
         self._requests = 0
         self._errors = 0
@@ -274,6 +281,9 @@ class OpenAICore(LLMCore):
     def prefix_affinity(self, request: LLMRequest) -> int:
         return self._seen.match(request.messages)
 
+    def engine_speed(self) -> EngineSpeed:
+        return self._speed
+
     def generate(self, gen: Generation) -> AsyncIterator[Chunk]:
         if self._client is None:
             raise CoreError(f"core {self.name} is not started")
@@ -317,7 +327,7 @@ class OpenAICore(LLMCore):
         s.running = len(self._flights)
         busy = s.busy_seconds + (time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0)
         s.extra = {"requests": self._requests, "errors": self._errors, "retries": self._retries, "tokens": s.generated_tokens,
-                   "base_url": self.base_url, "busy_seconds": round(busy, 4)}
+                   "base_url": self.base_url, "busy_seconds": round(busy, 4), **self._speed.describe()}
         return s
 
     # ------------------------------------------------------------------ streaming
@@ -365,6 +375,7 @@ class OpenAICore(LLMCore):
             stream: Any = None
             terminal: Chunk | None = None
             delay = 0.0
+            g.sent_at, g.first_at, g.last_at = time.perf_counter(), None, None
             try:
                 opened = await self._race(self._open(g, remaining), g)
                 if opened is _INTERRUPTED:
@@ -473,6 +484,12 @@ class OpenAICore(LLMCore):
         if not part.emitted:
             self._mark_alive()
         part.emitted = True
+        now = time.perf_counter()
+        if g.last_at is None:
+            g.first_at, g.first_batch = now, len(self._flights)
+        else:
+            self._speed.observe_step(now - g.last_at, len(self._flights))
+        g.last_at = now
         part.tokens += 1
         g.tokens += 1
         g.text += text
@@ -505,6 +522,8 @@ class OpenAICore(LLMCore):
                 self._stats.cached_tokens += cached
                 # the server tells its cache hit only now: the caller's usage gets it from this last chunk
                 chunk.cached_tokens = cached
+                if g.first_at is not None:  # not resumed: this attempt sent the prompt alone
+                    self._speed.observe_first_token(g.first_at - g.sent_at, exact_prompt - cached, g.first_batch)
         if part.calls:
             try:
                 chunk.tool_calls = part.calls.calls()

@@ -161,6 +161,8 @@ class Call:
     text: str = ""
     finish_reason: str | None = None
     error: str | None = None
+    #: which engine answered, where the setup says so (the kernel's core, or the endpoint LiteLLM picked)
+    served_by: str | None = None
 
 
 @dataclass
@@ -247,6 +249,7 @@ async def run_agent(
             call.cached_tokens = int(details["cached_tokens"])
         elif data.get("timings", {}).get("cache_n") is not None:  # llama-server reports its prompt cache here
             call.cached_tokens = int(data["timings"]["cache_n"])
+        call.served_by = data.get("api_base") or (data.get("system_fingerprint") if str(data.get("system_fingerprint")).startswith("aios-") else None)
         result.calls.append(call)
         messages.append({"role": "assistant", "content": call.text})
         if turn.tool_delay > 0:

@@ -1,0 +1,143 @@
+"""How fast one remote engine is, learned from the streams it serves, so routing can price a choice in seconds.
+
+With several engines, a conversation's next turn is cheapest on the engine
+that holds its prefix (no prefill), unless that engine is busy and another
+is idle: a decode step's time grows with the batch (on a CPU, llama.cpp takes
+about 19 ms for one sequence and 100 ms for eight), so a long answer can
+finish sooner on the idle engine even after prefilling the whole conversation
+there. Preble (Srivatsa et al., 2024) and SGLang's router make the same
+trade between cache hits and load. Weighing it needs each engine's costs:
+seconds per uncached prompt token, and seconds per decode step as a function
+of the batch. They differ by orders of magnitude between a CPU llama-server and
+a GPU vLLM, so they are measured, not configured:
+
+- every inter-token interval of a stream is one decode step at the batch the
+  engine ran then (the number of this core's streams open on it);
+- the time to a stream's first token, less one step, over the prompt tokens
+  the server did not have cached (its final usage says how many it had), is
+  the prefill cost.
+
+Both are medians of the latest samples: a step that also prefilled another
+stream's prompt (llama-server puts prompt chunks in the decode batch) takes
+many times longer, and with short answers one step in eight can be such a
+step; a mean would count those prefills a second time.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+#: weight of each new sample in a moving mean
+SMOOTHING = 0.05
+#: samples a median is taken over (the latest)
+WINDOW = 64
+#: samples needed at some batch size before the step estimate is trusted
+MIN_STEPS = 8
+#: prompts with fewer uncached tokens than this tell little about prefill speed (the step dominates)
+MIN_PREFILL_TOKENS = 32
+
+
+@dataclass
+class MovingMean:
+    """A plain mean over the first samples, an exponentially weighted one after (recent behaviour counts most)."""
+
+    value: float = 0.0
+    count: int = 0
+
+    def add(self, sample: float) -> None:
+        self.count += 1
+        weight = max(SMOOTHING, 1.0 / self.count)
+        self.value += weight * (sample - self.value)
+
+
+class RecentMedian:
+    """The median of the latest :data:`WINDOW` samples (computed when asked, kept until the next sample)."""
+
+    def __init__(self) -> None:
+        self._samples: deque[float] = deque(maxlen=WINDOW)
+        self._median: float | None = None
+
+    def add(self, sample: float) -> None:
+        self._samples.append(sample)
+        self._median = None
+
+    @property
+    def count(self) -> int:
+        return len(self._samples)
+
+    @property
+    def value(self) -> float:
+        if self._median is None:
+            self._median = statistics.median(self._samples)
+        return self._median
+
+
+@dataclass
+class EngineSpeed:
+    """Seconds per uncached prompt token and per decode step (by batch size) of one engine."""
+
+    _steps: dict[int, RecentMedian] = field(default_factory=dict)
+    _prefill: RecentMedian = field(default_factory=RecentMedian)
+
+    def observe_step(self, seconds: float, batch: int) -> None:
+        """One inter-token interval of a stream while ``batch`` streams ran on the engine."""
+        if seconds < 0 or batch < 1:
+            return
+        self._steps.setdefault(batch, RecentMedian()).add(seconds)
+
+    def observe_first_token(self, seconds: float, uncached_tokens: int, batch: int) -> None:
+        """A stream's time to first token, once the server has said how much of its prompt it had cached."""
+        step = self.step_seconds(batch)
+        if uncached_tokens < MIN_PREFILL_TOKENS or step is None or seconds < 0:
+            return
+        self._prefill.add(max(0.0, seconds - step) / uncached_tokens)
+
+    @property
+    def ready(self) -> bool:
+        """Whether both costs have been measured."""
+        return self._prefill.count > 0 and self.step_seconds(1) is not None
+
+    def step_seconds(self, batch: int) -> float | None:
+        """A decode step's seconds at ``batch``: a least-squares line over the batch sizes seen (flat when only one was)."""
+        seen = [(b, m) for b, m in self._steps.items() if m.count >= MIN_STEPS]
+        if not seen:
+            return None
+        if len(seen) == 1:
+            return seen[0][1].value
+        weights = [m.count for _, m in seen]
+        total = sum(weights)
+        mean_b = sum(w * b for w, (b, _) in zip(weights, seen)) / total
+        mean_t = sum(w * m.value for w, (_, m) in zip(weights, seen)) / total
+        var = sum(w * (b - mean_b) ** 2 for w, (b, _) in zip(weights, seen))
+        slope = max(0.0, sum(w * (b - mean_b) * (m.value - mean_t) for w, (b, m) in zip(weights, seen)) / var)
+        return max(1e-6, mean_t + slope * (batch - mean_b))
+
+    def prefill_seconds(self, tokens: int) -> float | None:
+        """Seconds to prefill ``tokens`` uncached prompt tokens."""
+        if self._prefill.count == 0:
+            return None
+        return self._prefill.value * max(0, tokens)
+
+    def describe(self) -> dict[str, float | None]:
+        """For stats: the fitted costs (None until measured)."""
+        one, eight = self.step_seconds(1), self.step_seconds(8)
+        return {
+            "prefill_ms_per_token": None if self._prefill.count == 0 else round(self._prefill.value * 1000, 3),
+            "step_ms_batch_1": None if one is None else round(one * 1000, 2),
+            "step_ms_batch_8": None if eight is None else round(eight * 1000, 2),
+        }
+
+
+def route_cost(speed: EngineSpeed, *, uncached_tokens: int, output_tokens: int, running: int) -> float:
+    """Seconds a request adds to everyone's completion on this engine: its own prefill and decode, plus the slowdown of the others.
+
+    The request waits for its prefill and then decodes ``output_tokens`` steps at batch ``running + 1``; the
+    ``running`` streams already there wait through the prefill and take each of those steps at the larger
+    batch. ``speed`` must be :attr:`EngineSpeed.ready`.
+    """
+    prefill = speed.prefill_seconds(uncached_tokens) or 0.0
+    step = speed.step_seconds(running + 1) or 0.0
+    slowdown = max(0.0, step - (speed.step_seconds(running) or step)) if running else 0.0
+    return prefill * (1 + running) + output_tokens * (step + running * slowdown)
