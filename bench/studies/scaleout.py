@@ -192,13 +192,17 @@ class ScaleoutOptions:
         return max(1, -(-self.agents // 2))
 
 
-async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serve: Any, router: Any, kill_after: float | None,
+async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serve: Any, kill_after: float | None,
                    seed: int, round_index: int) -> dict[str, Any]:
     await asyncio.to_thread(engines.restart)
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
         if setup == "aios":
             keys = await serve.register(client, [p.name for p in plans])
+        else:
+            # a Router per run, like the engines (restarted cold): one built before would still hold last run's
+            # killed endpoint in its cooldown and send everything to the other from the start
+            send = litellm_sender(await asyncio.to_thread(litellm_router, engines))
         t0 = time.perf_counter()
         killer = None
         if kill_after is not None:
@@ -209,7 +213,6 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
         if setup == "aios":
             results = await asyncio.gather(*(run_agent(client, serve.base_url, engines.model_name, keys[p.name], p, t0, seed) for p in plans))
         else:
-            send = litellm_sender(router)
             results = await asyncio.gather(*(run_agent(None, "", "", "", p, t0, seed, send=send) for p in plans))
         if killer is not None:
             killer.cancel()
@@ -241,7 +244,6 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     rounds: list[dict[str, Any]] = []
     try:
         await asyncio.to_thread(serve.start)
-        router = litellm_router(engines)
         for i in range(options.rounds):
             plans = multi_app_workload(
                 options.agents, options.apps, turns=options.turns, seed=options.seed, system_words=options.system_words,
@@ -249,7 +251,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
                 tag=f"round {i + 1} {os.urandom(3).hex()}",
             )
             for setup in round_order(SETUPS, i):
-                r = await run_once(setup, plans, engines=engines, serve=serve, router=router, kill_after=kill_after,
+                r = await run_once(setup, plans, engines=engines, serve=serve, kill_after=kill_after,
                                    seed=options.seed, round_index=i)
                 rounds.append(r)
                 if console is not None:
