@@ -44,6 +44,10 @@ class KernelConfig(BaseSettings):
     scheduler: str = Field(default="plas", description="scheduling policy: fifo, rr, priority, plas, srpt or a plugin's")
     scheduler_options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the policy, e.g. quantum for rr")
     preemption: bool = Field(default=True, description="let the policy preempt running generations (snapshot + resume)")
+    preempt_recompute: bool = Field(
+        default=False,
+        description="also preempt generations on cores that cannot snapshot (openai): they resume by prefilling prompt and text again",
+    )
     cores: list[CoreConfig] = Field(
         default_factory=lambda: [CoreConfig(kind="llamacpp")],
         description="LLM cores; the first core's model is the default model",

@@ -269,6 +269,7 @@ class Kernel:
                 max_queued=self.config.max_queued,
                 max_retries=self.config.max_retries,
                 preemption=self.config.preemption,
+                preempt_recompute=self.config.preempt_recompute,
                 on_finish=self._llm_finished,
                 on_scheduler_error=self._scheduler_failed,
                 timeline=self.timeline,

@@ -97,6 +97,7 @@ class LLMPool:
         max_queued: int = 100_000,
         max_retries: int = 1,
         preemption: bool = True,
+        preempt_recompute: bool = False,
         on_finish: Callable[[Flight, BaseException | None], None] | None = None,
         on_scheduler_error: Callable[[Scheduler, BaseException], None] | None = None,
         timeline: Timeline | None = None,
@@ -110,6 +111,8 @@ class LLMPool:
         self.max_queued = max_queued
         self.max_retries = max_retries
         self.preemption = preemption
+        #: whether generations on cores without snapshots are preempted too (their resume recomputes prompt and text)
+        self.preempt_recompute = preempt_recompute
         self._on_finish = on_finish
         self._on_scheduler_error = on_scheduler_error
         #: recent phases of every call, for the dashboard (one tuple appended per phase change)
@@ -318,6 +321,7 @@ class LLMPool:
                 if (
                     not asked
                     and self.preemption
+                    and self._preemptible(core)
                     and len(self._queued) > len(self._preempting)
                     and flight.cancel_reason is None
                 ):
@@ -355,11 +359,20 @@ class LLMPool:
         """Whether ``flight`` ranks highest for eviction among running flights not already being preempted."""
         rank = self._policy(lambda s: s.victim_rank(flight.job, now))
         for other in self._running.values():
-            if other is flight or other.id in self._preempting:
+            if other is flight or other.id in self._preempting or other.core is None or not self._preemptible(other.core):
                 continue
             if self._policy(lambda s: s.victim_rank(other.job, now)) > rank:
                 return False
         return True
+
+    def _preemptible(self, core: LLMCore) -> bool:
+        """Whether the policy may preempt generations on ``core``.
+
+        One without snapshots (a remote server) resumes by prefilling the prompt and the text so far again:
+        with more agents than slots, PLAS would pay that on every swap, for no one served sooner. Its queue
+        order still decides who runs next; ``preempt_recompute`` turns preemption on for such cores too.
+        """
+        return core.supports_snapshot or self.preempt_recompute
 
     def _outcome(self, flight: Flight, core: LLMCore, last: Chunk, now: float) -> None:
         reason = last.finish_reason

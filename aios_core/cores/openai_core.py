@@ -121,6 +121,8 @@ class _Part:
 class OpenAICore(LLMCore):
     kind = "openai"
     continues_text = True
+    #: a preempted answer resumes from its text: the server prefills prompt and text again (unless its cache kept them)
+    supports_snapshot = False
 
     def __init__(
         self,

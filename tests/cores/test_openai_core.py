@@ -185,7 +185,7 @@ async def test_preempt_then_resume_continues_the_answer(server):
 @pytest.mark.model
 async def test_kernel_preempts_and_resumes_remote_generations(make_kernel, server):
     core = remote(server, "shared", max_batch=1)
-    async with make_kernel(cores=[core], scheduler="rr", scheduler_options={"quantum": 4}) as kernel:
+    async with make_kernel(cores=[core], scheduler="rr", scheduler_options={"quantum": 4}, preempt_recompute=True) as kernel:
         long_call = kernel.agent("long").llm_syscall(QUESTION, max_tokens=20)
         task = asyncio.ensure_future(kernel.acall(long_call))
         while core.running() == 0 or core.stats().generated_tokens == 0:
