@@ -19,9 +19,14 @@ a ContextLengthError.
 
 Routing: the core remembers the message prefixes it sent and the replies it got
 (:mod:`~aios_core.cores.remote_prefixes`), so :meth:`prefix_affinity` sends a
-conversation's next turn back to the server that holds its KV.
+conversation's next turn back to the server that holds its KV, and it measures
+the server's prefill and decode-step costs from its streams
+(:mod:`~aios_core.cores.engine_speed`), so the pool can weigh that cache hit
+against a busy server.
 
-Preemption: :meth:`preempt` closes the HTTP stream at once (the server stops
+Preemption (only with the kernel's ``preempt_recompute``: a resume costs the
+server a prefill of prompt and text, so ``supports_snapshot`` is False and the
+pool leaves these generations running by default): :meth:`preempt` closes the HTTP stream at once (the server stops
 generating when the client goes away) and the stream ends with a ``preempted``
 chunk whose snapshot holds the text generated so far (``Snapshot.data`` is
 None: nothing but text is kept). Resuming sends the conversation plus that

@@ -7,9 +7,10 @@ two batching sim servers) serve one model. Two setups drive the same agents to
 them, alternating order per round:
 
 * ``aios``: ``aios serve`` with the two engines as two ``openai`` cores of one
-  kernel (routing: least loaded with affinity to the engine holding the
-  conversation, PLAS over all agents; a generation whose engine failed moves
-  to the other one, continuing from the text already streamed);
+  kernel (routing: the engine where a call costs least in measured seconds,
+  its conversation's cache hit against the engine's load; PLAS over all agents,
+  without preempting remote generations; a generation whose engine failed
+  moves to the other one, continuing from the text already streamed);
 * ``litellm``: LiteLLM's ``Router`` over the same two endpoints, in the client
   process, what users put in front of several endpoints (``simple-shuffle``,
   ``num_retries`` 2, a failed deployment cooled down).
