@@ -5,17 +5,9 @@ How the engine maps onto llama.cpp:
 * **One KV cache, many sequences.** The context is created with a unified
   KV cache of ``n_ctx`` cells shared by ``max_batch`` sequence slots plus
   ``prefix_slots`` slots that hold cached system prompts. Each running
-  generation owns one slot (a llama ``seq_id``).
-* **Sliding-window models.** Gemma 3's window layers (15 of 18) see only the
-  last 512 tokens. As in llama-server, their cache is sized for the running
-  sequences' windows (:meth:`LlamaCppCore._sequence_ids`), and llama.cpp
-  reuses cells a sequence no longer sees, so every step attends over far
-  fewer cells than the whole cache holds. A kept sequence can then be
-  continued only after its last cell (``PrefixCache.continues``), a
-  conversation entry is handed to the turn that continues it, and when the
-  window cells run out a step frees kept entries and runs again.
-  ``swa_full=True`` keeps every cell instead (any prefix can be continued;
-  every step attends over all of them).
+  generation owns one slot (a llama ``seq_id``). Gemma 3 uses sliding-window
+  attention; ``swa_full`` keeps every cell so that snapshots and shared
+  prefixes stay valid beyond the window.
 * **One decode per step.** Each step puts, into a single ``llama_batch``, one
   token for every decoding sequence and prompt tokens (in chunks up to
   ``n_batch``) of sequences still prefilling, then calls ``llama_decode`` once.
@@ -92,7 +84,6 @@ from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
-    EntryKind,
     PrefixCache,
     PrefixEntry,
     StartPlan,
@@ -136,8 +127,6 @@ class LlamaCppMetrics:
     restore_fallbacks: int = 0
     #: sequences paused because the KV cache was full when they had to grow
     kv_pauses: int = 0
-    #: kept entries given back because a sliding-window model's window layers had no cells for a step
-    window_evictions: int = 0
     #: time inside ``llama_decode`` and the tokens it computed there
     decode_seconds: float = 0.0
     decoded_tokens: int = 0
@@ -147,10 +136,6 @@ class LlamaCppMetrics:
 
 
 # --------------------------------------------------------------------------- engine-side state
-
-
-class _NoWindowCells(Exception):
-    """llama_decode found no cells for a step in a sliding-window model's window layers (nothing was computed)."""
 
 
 @dataclass(eq=False)
@@ -222,7 +207,6 @@ class LlamaCppCore(BatchingCore):
         retain_finished: bool = True,
         idle_kv_cells: int | None = None,
         host_cache_mib: int = 4096,
-        swa_full: bool = False,
     ) -> None:
         """
         Args:
@@ -248,13 +232,10 @@ class LlamaCppCore(BatchingCore):
                 occupied cell, so idle cells slow all running sequences.
             host_cache_mib: host RAM for kept conversations moved out of the KV cache (0: they are dropped),
                 as llama-server's ``--cache-ram``.
-            swa_full: keep every cell of a sliding-window model's window layers (llama.cpp's ``swa_full``), so
-                any prefix of a kept sequence can be continued, at the cost of attending over all of them
-                (see "Sliding-window models").
         """
         problems = []
         if prefix_slots is None:
-            prefix_slots = max(0, min(MAX_SEQ_IDS - max_batch - 1, max(16, DEFAULT_PREFIX_SLOTS_PER_SLOT * max_batch)))
+            prefix_slots = max(0, min(MAX_SEQ_IDS - max_batch, max(16, DEFAULT_PREFIX_SLOTS_PER_SLOT * max_batch)))
         if n_ctx < 64:
             problems.append(f"n_ctx must be at least 64 (got {n_ctx})")
         if max_batch < 1:
@@ -263,8 +244,8 @@ class LlamaCppCore(BatchingCore):
             problems.append(f"n_batch ({n_batch}) must be at least max_batch ({max_batch}) so every sequence can decode each step")
         if prefix_slots < 0:
             problems.append(f"prefix_slots must be >= 0 (got {prefix_slots})")
-        if max_batch + prefix_slots > MAX_SEQ_IDS - 1:  # one sequence id is the engine's scratch
-            problems.append(f"max_batch + prefix_slots must be at most {MAX_SEQ_IDS - 1} (got {max_batch + prefix_slots})")
+        if max_batch + prefix_slots > MAX_SEQ_IDS:
+            problems.append(f"max_batch + prefix_slots must be at most {MAX_SEQ_IDS} (got {max_batch + prefix_slots})")
         if n_ubatch is not None and not 1 <= n_ubatch <= n_batch:
             problems.append(f"n_ubatch must be between 1 and n_batch ({n_batch}) (got {n_ubatch})")
         if idle_kv_cells is not None and idle_kv_cells < 0:
@@ -306,12 +287,11 @@ class LlamaCppCore(BatchingCore):
         self._end_tokens: np.ndarray | None = None
 
         #: KV cells of the loaded context (the handle is set by _open)
-        self._kv = LlamaMemory(scratch=max_batch)
+        self._kv = LlamaMemory()
         self.idle_kv_cells = idle_kv_cells if idle_kv_cells is not None else n_ctx // 8
         self.host_cache_mib = host_cache_mib
-        self.swa_full = swa_full
         self._prefix = PrefixCache(
-            list(range(max_batch + 1, max_batch + 1 + prefix_slots)), self._kv,
+            list(range(max_batch, max_batch + prefix_slots)), self._kv,
             hot_cells=self.idle_kv_cells, spill_bytes=host_cache_mib << 20,
         )
         self._ledger = KVLedger(n_ctx, list(range(max_batch)), decode_reserve, self._prefix)
@@ -336,20 +316,6 @@ class LlamaCppCore(BatchingCore):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(engine_executor(), self._open)
 
-    def _sequence_ids(self, window: int) -> int:
-        """llama.cpp's ``n_seq_max`` for this context: what sizes a sliding-window model's window layers.
-
-        In a unified KV cache ``n_seq_max`` only sizes the window layers' cells (``window`` per sequence
-        plus one batch: llama-server's 16 slots give Gemma 3 8.7k cells beside 32k); fewer cells there mean
-        shorter attention in every step. Batches need ids below it (running sequences and the scratch id);
-        kept prefixes only tag cells, which works with any id. So a sliding-window model gets room for the
-        running sequences, the scratch, and a quarter more for shared prefixes and idle conversations; if
-        that is ever short, :meth:`_decode` frees kept entries and tries again.
-        """
-        if window <= 0:
-            return self._max_batch + 1 + self.prefix_slots
-        return min(self._max_batch + 1 + self.prefix_slots, self._max_batch + 2 + -(-self._max_batch // 4))
-
     def _open(self) -> None:
         path = self.model_path or default_model_path()
         check_gguf(path)
@@ -358,11 +324,10 @@ class LlamaCppCore(BatchingCore):
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_ubatch
-        window = 0 if self.swa_full else max(0, int(L.llama_model_n_swa(model)))
-        cparams.n_seq_max = self._sequence_ids(window)
+        cparams.n_seq_max = self._max_batch + self.prefix_slots
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
-        cparams.swa_full = self.swa_full
+        cparams.swa_full = True
         cparams.kv_unified = True
         cparams.no_perf = True
         ctx = L.llama_init_from_model(model, cparams)
@@ -390,8 +355,6 @@ class LlamaCppCore(BatchingCore):
         self._model, self._ctx, self._vocab, self._template = model, ctx, vocab, template
         self._kv.handle = L.llama_get_memory(ctx)
         self._kv.ctx = ctx
-        self._kv.n_seq_max = L.llama_n_seq_max(ctx)
-        self._prefix.window = window
         self._n_vocab = L.llama_vocab_n_tokens(vocab)
         self._add_bos = bool(L.llama_vocab_get_add_bos(vocab))
         self.n_ctx = L.llama_n_ctx(ctx)
@@ -624,10 +587,6 @@ class LlamaCppCore(BatchingCore):
         if entry is not None:
             self._kv.share(entry.slot, slot, shared)
             self._prefix.use(entry)
-            if self._prefix.window and entry.kind is EntryKind.CONVERSATION:
-                # its agent's turn continues it and is kept again when it ends: held by the entry too, the
-                # window cells the turn moves past could not be reused (a ghost until the turn ends)
-                self._prefix.evict(entry)
         elif spilled is not None:
             t0 = time.perf_counter()
             if self._kv.load(spilled.data, slot, keep=n_spilled):
@@ -678,10 +637,6 @@ class LlamaCppCore(BatchingCore):
             remaining = len(st.tokens) - st.n_past
             if remaining > 1 and budget > 0:
                 n = min(remaining, budget)
-                if self._prefix.window and st.publish > st.n_past:
-                    # published at the end of this step's chunk: llama.cpp may split a batch, and a later
-                    # part could reuse window cells the prefix needs (see PrefixCache.continues)
-                    n = min(n, st.publish - st.n_past)
                 items.append((seq, st.n_past, n))
                 budget -= n
                 if st.publish and st.n_past + n >= st.publish:
@@ -710,8 +665,6 @@ class LlamaCppCore(BatchingCore):
         self._batch.n_tokens = k
         t0 = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
-        if rc == 1 and self._prefix.window:
-            raise _NoWindowCells()  # nothing was computed: the plan can run again once cells are freed
         if rc != 0:
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
         self._metrics.decode_seconds += time.perf_counter() - t0
@@ -728,25 +681,6 @@ class LlamaCppCore(BatchingCore):
             chosen.append((seq, st.chooser.choose(logits, len(st.tokens) - st.n_prompt)))
         return chosen
 
-    async def _decode(self, plan: _Plan) -> list[tuple[EngineSeq, int]]:
-        """Run a step in the engine thread; if a sliding-window model's window layers are out of cells, free kept
-        entries (idle ones, then all) between tries. The running sequences alone always fit (:meth:`_sequence_ids`)."""
-        for in_use in (False, True, None):
-            cf = engine_executor().submit(self._run_plan, plan)
-            self._inflight = cf
-            try:
-                return await asyncio.wrap_future(cf)
-            except _NoWindowCells:
-                if in_use is None:
-                    break
-                freed = self._prefix.release_cells(in_use=in_use)
-                self._metrics.window_evictions += freed
-                log.info("core %s: window layers out of KV cells; freed %d kept entries", self.name, freed)
-            finally:
-                if cf.done():
-                    self._inflight = None
-        raise CoreError(f"llama.cpp found no KV cells for a step of {sum(n for _, _, n in plan.items)} tokens", retryable=True)
-
     def _prefilling(self, seq: EngineSeq) -> bool:
         st = seq.state
         return not seq.prefilled or (isinstance(st, _SeqState) and len(st.tokens) - st.n_past > 1)
@@ -757,7 +691,13 @@ class LlamaCppCore(BatchingCore):
             # every sequence waits for a slot or KV room held by a sequence that is being preempted/cancelled
             await asyncio.sleep(0.001)
             return []
-        chosen = await self._decode(plan)
+        cf = engine_executor().submit(self._run_plan, plan)
+        self._inflight = cf
+        try:
+            chosen = await asyncio.wrap_future(cf)
+        finally:
+            if cf.done():
+                self._inflight = None
         outputs = []
         for seq, token in chosen:
             st = seq.state
@@ -888,7 +828,6 @@ class LlamaCppCore(BatchingCore):
         s.extra.update(
             {
                 "kv_cells_total": self.n_ctx,
-                "window": self._prefix.window,
                 "kv_cells_used": self.kv_cells_used(),
                 "kv_cells_reserved": self._ledger.committed(),
                 "context_per_sequence": self._ctx_limit,
@@ -906,7 +845,6 @@ class LlamaCppCore(BatchingCore):
                 "restore_ms_mean": round(1000 * m.restore_seconds / s.restores, 3) if s.restores else 0.0,
                 "restore_fallbacks": m.restore_fallbacks,
                 "kv_pauses": m.kv_pauses,
-                "window_evictions": m.window_evictions,
                 "decode_tokens_per_s": round(m.decoded_tokens / m.decode_seconds, 1) if m.decode_seconds else 0.0,
                 "n_threads": self.n_threads,
             }

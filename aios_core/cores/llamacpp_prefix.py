@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -98,17 +98,14 @@ class _HasTokens(Protocol):
 H = TypeVar("H", bound=_HasTokens)
 
 
-def _longest(candidates: Iterable[H], tokens: np.ndarray, continues: Callable[[int, int], bool]) -> tuple[H | None, int]:
+def _longest(candidates: Iterable[H], tokens: np.ndarray) -> tuple[H | None, int]:
     """The candidate sharing the longest prefix with ``tokens``, at most all but its last token; (None, 0) below
-    :data:`MIN_SHARED_PREFIX` (a sequence decodes at least its last prompt token itself).
-
-    ``continues(length, n)``: whether the first ``n`` of a candidate's ``length`` cells can be continued exactly.
-    """
+    :data:`MIN_SHARED_PREFIX` (a sequence decodes at least its last prompt token itself)."""
     best, best_n = None, 0
     limit = tokens.shape[0] - 1
     for candidate in candidates:
         n = min(common_prefix(candidate.tokens, tokens), limit)
-        if n > best_n and continues(candidate.tokens.shape[0], n):
+        if n > best_n:
             best, best_n = candidate, n
     if best_n < MIN_SHARED_PREFIX:
         return None, 0
@@ -191,13 +188,11 @@ class PrefixEntry:
 class PrefixCache:
     """Recent prefixes whose KV stays tagged with reserved sequence slots (LRU); a :class:`~aios_core.cores.kv_ledger.CellHolder`."""
 
-    def __init__(self, slots: list[int], cells: KVCells, *, hot_cells: int | None = None, spill_bytes: int = 0, window: int = 0) -> None:
+    def __init__(self, slots: list[int], cells: KVCells, *, hot_cells: int | None = None, spill_bytes: int = 0) -> None:
         """``hot_cells``: cells that idle entries (nobody uses them now) may hold in the KV cache (None: no limit);
         beyond them the least recently used go, conversations to host RAM, at most ``spill_bytes`` bytes of
-        them (0: they are dropped instead). ``window``: see :meth:`continues`."""
+        them (0: they are dropped instead)."""
         self._slots = list(slots)
-        #: a sliding-window model's window when its window layers keep only the cells still attended to (0: all stay)
-        self.window = window
         self.kv = cells
         self.free = list(reversed(slots))
         self.entries: OrderedDict[int, PrefixEntry] = OrderedDict()
@@ -221,20 +216,9 @@ class PrefixCache:
         """False when the core was given no prefix slots (nothing is ever cached)."""
         return bool(self._slots)
 
-    def continues(self, length: int, n: int) -> bool:
-        """Whether a sequence may start from the first ``n`` of a kept sequence's ``length`` cells and compute
-        exactly what it would from scratch.
-
-        In a sliding-window model (Gemma 3: 15 of 18 layers see the last 512 tokens), llama.cpp's KV cache
-        reuses the window layers' cells that a sequence's next token no longer sees, unless told to keep
-        them all (``swa_full``). A kept sequence then holds only what continuing after its last cell needs:
-        stopping earlier would need cells that may be gone. One that never got past the window lost nothing.
-        """
-        return self.window <= 0 or n >= length or length < self.window
-
     def match(self, tokens: np.ndarray) -> tuple[PrefixEntry | None, int]:
-        """The entry sharing the longest prefix with ``tokens`` that it can continue (leaving at least one token to decode)."""
-        return _longest([e for e in self.entries.values() if e.ready], tokens, self.continues)
+        """The entry sharing the longest prefix with ``tokens`` (leaving at least one token to decode)."""
+        return _longest([e for e in self.entries.values() if e.ready], tokens)
 
     def covers(self, prefix: np.ndarray) -> bool:
         """Whether an entry (ready or being published) already starts with all of ``prefix``."""
@@ -304,17 +288,6 @@ class PrefixCache:
         if self.spilled.pop(spilled.key, None) is not None:
             self.spilled_bytes -= len(spilled.data)
 
-    def release_cells(self, *, in_use: bool) -> int:
-        """Give back every ready entry nobody uses (``in_use``: every ready entry) to free KV cells at once;
-        returns how many went. Entries being published stay: their cells arrive in this very step.
-
-        Sequences running from an entry keep its cells (it stays counted as a ghost until they end).
-        """
-        gone = [e for e in self.entries.values() if e.ready and (in_use or e.users == 0)]
-        for entry in gone:
-            self.give_back(entry)
-        return len(gone)
-
     def trim(self) -> None:
         """Keep idle entries within ``hot_cells``: the least recently used go, conversations to host RAM.
 
@@ -334,7 +307,7 @@ class PrefixCache:
 
     def match_spilled(self, tokens: np.ndarray) -> tuple[SpilledEntry | None, int]:
         """The host-RAM conversation sharing the longest prefix with ``tokens`` (leaving one token to decode)."""
-        return _longest(self.spilled.values(), tokens, self.continues)
+        return _longest(self.spilled.values(), tokens)
 
     def forget_spilled(self) -> int:
         """Drop every host-RAM conversation; returns how many there were."""
@@ -493,8 +466,6 @@ def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, shared: int, runni
     if best is None or best_n < shared + MIN_PREFIX_GAIN:
         return StartPlan.ALONE
     if best.n_past >= best_n:
-        if not cache.continues(best.n_past, best_n):
-            return StartPlan.ALONE  # its window layers may have dropped cells the common start needs
         cache.adopt(prompt[:best_n].copy(), best.slot, best.source)
         return StartPlan.SHARED_NOW
     best.publish = max(best.publish, best_n)

@@ -141,14 +141,10 @@ class LlamaMemory:
     no-ops, so bookkeeping can be cleared before or after the context is freed.
     """
 
-    def __init__(self, scratch: int | None = None) -> None:
+    def __init__(self) -> None:
         self.handle: Any = None
         #: the llama_context (state copies go through it)
         self.ctx: Any = None
-        #: the context's n_seq_max (0: every id is below it). Ids at or above it may tag cells but not be copied out.
-        self.n_seq_max = 0
-        #: a sequence id below n_seq_max that nothing else uses: copies of higher ids go through it
-        self.scratch = scratch
 
     def save(self, slot: int) -> bytearray | None:
         """A copy of the cells tagged with ``slot`` (positions, keys, values), as llama.cpp serialises one sequence.
@@ -158,18 +154,6 @@ class LlamaMemory:
         """
         if self.ctx is None:
             return None
-        if 0 < self.n_seq_max <= slot:
-            # llama.cpp writes a cell's sequence ids only below n_seq_max: copy the cells' tags to the scratch id
-            if self.scratch is None or self.scratch >= self.n_seq_max:
-                return None
-            L.llama_memory_seq_cp(self.handle, slot, self.scratch, -1, -1)
-            try:
-                return self._save(self.scratch)
-            finally:
-                self.drop(self.scratch)
-        return self._save(slot)
-
-    def _save(self, slot: int) -> bytearray | None:
         size = L.llama_state_seq_get_size(self.ctx, slot)
         if size <= 0:
             return None
