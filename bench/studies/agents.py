@@ -439,6 +439,8 @@ class StudyOptions:
     sim_costs: dict[str, float] | None = None
     #: extra options of the AIOS core (ablations: prefix_slots, retain_finished, decode_reserve...)
     core_options: tuple[tuple[str, Any], ...] = ()
+    #: options of the kernel's scheduler (ablations: PLAS's levels, base, rank...)
+    scheduler_options: tuple[tuple[str, Any], ...] = ()
 
 
 def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[str, Server], str]:
@@ -471,7 +473,10 @@ def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[s
         raise ValueError(f"--model must be 'local' or 'sim', not {options.model!r}")
     core = {**core, **dict(options.core_options)}
     if "aios" in options.setups:
-        config = {"scheduler": options.scheduler, "data_dir": str(work / "kernel"), "entry_point_plugins": False, "cores": [core]}
+        config = {
+            "scheduler": options.scheduler, "scheduler_options": dict(options.scheduler_options),
+            "data_dir": str(work / "kernel"), "entry_point_plugins": False, "cores": [core],
+        }
         servers["aios"] = _AIOSServer(AIOSServe(config, work_dir=work / "aios"))
     return servers, model
 
@@ -625,6 +630,21 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+
+def _key_values(parser: argparse.ArgumentParser, flag: str, items: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``KEY=VALUE`` arguments as pairs; a value is JSON when it parses (numbers, booleans), else the text."""
+    pairs = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"{flag} takes KEY=VALUE, not {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
+
 def main(argv: list[str] | None = None) -> int:
     """Multi-turn agents (shared / unshared system prompt, heavy-tailed lengths, tool delays): llama-server vs AIOS."""
     import shlex
@@ -652,6 +672,10 @@ def main(argv: list[str] | None = None) -> int:
         "--core-option", action="append", default=[], metavar="KEY=VALUE",
         help="an option of the AIOS core (repeatable; JSON values), e.g. prefix_slots=16 for an ablation",
     )
+    parser.add_argument(
+        "--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of the kernel's scheduler (repeatable; JSON values), e.g. levels=12 for PLAS",
+    )
     parser.add_argument("--build", action="store_true", help="build llama-server first if it is missing (15-25 minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -671,21 +695,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(exc, file=sys.stderr)
                 return 2
             build()
-    core_options = []
-    for item in args.core_option:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            parser.error(f"--core-option takes KEY=VALUE, not {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        core_options.append((key.strip(), value))
+    core_options = _key_values(parser, "--core-option", args.core_option)
+    scheduler_options = _key_values(parser, "--scheduler-option", args.scheduler_option)
     options = StudyOptions(
         levels=tuple(sorted(set(args.agents))), shared={"yes": (True,), "no": (False,), "both": (True, False)}[args.shared],
         setups=setups, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, max_slots=args.max_slots, system_words=args.system_words, mean_tokens=args.mean_tokens,
-        max_tokens=args.max_tokens, tool_delay=args.tool_delay, scheduler=args.scheduler, core_options=tuple(core_options),
+        max_tokens=args.max_tokens, tool_delay=args.tool_delay, scheduler=args.scheduler, core_options=core_options,
+        scheduler_options=scheduler_options,
     )
     console = Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

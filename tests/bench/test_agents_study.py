@@ -6,7 +6,7 @@ import json
 import statistics
 
 import pytest
-from aios.bench.studies.agents import WorkloadSpec, agreement, main, make_workload, markdown, ratios, summarize
+from aios.bench.studies.agents import StudyOptions, WorkloadSpec, agreement, main, make_servers, make_workload, markdown, ratios, summarize
 
 
 def test_workload_is_deterministic_per_seed_and_differs_across_seeds():
@@ -134,3 +134,21 @@ def test_a_core_option_without_a_value_is_a_usage_error(tmp_path, capsys):
         main(["--model", "sim", "--agents", "1", "--core-option", "prefix_slots", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--core-option takes KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_scheduler_option_without_a_value_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "sim", "--agents", "1", "--scheduler-option", "levels", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--scheduler-option takes KEY=VALUE" in capsys.readouterr().err
+
+
+def test_scheduler_and_core_options_reach_the_kernel_config(tmp_path):
+    options = StudyOptions(
+        levels=(2,), shared=(False,), setups=("aios",), model="sim",
+        core_options=(("prefix_cache", 4),), scheduler_options=(("levels", 12), ("rank", "gittins")),
+    )
+    servers, _ = make_servers(options, 2, tmp_path)
+    config = servers["aios"].serve.config
+    assert config["scheduler"] == "plas" and config["scheduler_options"] == {"levels": 12, "rank": "gittins"}
+    assert config["cores"][0]["prefix_cache"] == 4
