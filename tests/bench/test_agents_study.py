@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tomllib
 
 import pytest
 from aios.bench.studies.agents import StudyOptions, WorkloadSpec, agreement, main, make_servers, make_workload, markdown, ratios, summarize
@@ -149,6 +150,9 @@ def test_scheduler_and_core_options_reach_the_kernel_config(tmp_path):
         core_options=(("prefix_cache", 4),), scheduler_options=(("levels", 12), ("rank", "gittins")),
     )
     servers, _ = make_servers(options, 2, tmp_path)
-    config = servers["aios"].serve.config
+    serve = servers["aios"].serve
+    config = serve.config
     assert config["scheduler"] == "plas" and config["scheduler_options"] == {"levels": 12, "rank": "gittins"}
     assert config["cores"][0]["prefix_cache"] == 4
+    # the file aios serve reads says the same
+    assert tomllib.loads(serve._toml()) == config

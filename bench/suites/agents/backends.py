@@ -224,6 +224,8 @@ class AIOSServe:
                 return repr(v)
             if isinstance(v, (list, tuple)):
                 return "[" + ", ".join(value(x) for x in v) + "]"
+            if isinstance(v, dict):  # an inline table (scheduler_options)
+                return "{" + ", ".join(f"{_json.dumps(str(k))} = {value(x)}" for k, x in v.items()) + "}"
             return _json.dumps(str(v))  # a TOML basic string is a JSON string
 
         lines = [f"{k} = {value(v)}" for k, v in self.config.items() if k != "cores"]
