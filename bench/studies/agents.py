@@ -630,7 +630,6 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-
 def _key_values(parser: argparse.ArgumentParser, flag: str, items: list[str]) -> tuple[tuple[str, Any], ...]:
     """``KEY=VALUE`` arguments as pairs; a value is JSON when it parses (numbers, booleans), else the text."""
     pairs = []
@@ -644,6 +643,7 @@ def _key_values(parser: argparse.ArgumentParser, flag: str, items: list[str]) ->
             value = raw
         pairs.append((key.strip(), value))
     return tuple(pairs)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Multi-turn agents (shared / unshared system prompt, heavy-tailed lengths, tool delays): llama-server vs AIOS."""
