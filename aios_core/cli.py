@@ -166,6 +166,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aios_core.server.app import serve
 
     config = load_config(args.config)
+    if args.check:
+        Kernel(config).check()
+        console.print(f"configuration ok: cores {', '.join(c.name for c in config.cores) or '(the default)'}, scheduler {config.scheduler}")
+        return 0
     serve(config, host=args.host, port=args.port, kernel=Kernel(config, confirm=_confirm_hook(args, config)))
     return 0
 
@@ -266,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         "purging history) are asked about here first (y/N); without a terminal, or with --no-confirm, they are denied "
         "unless a group pre-approves them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  aios serve --port 8765\n"
+        epilog="examples:\n  aios serve --port 8765\n  aios serve --config aios.toml --check\n"
         "  curl -s localhost:8765/v1/chat/completions -H 'Content-Type: application/json' "
         "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
     )
@@ -274,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--no-confirm", action="store_true", help="never ask at the terminal: irreversible actions are denied")
+    p.add_argument("--check", action="store_true", help="check the configuration (cores' and scheduler's options) without loading models or serving")
     p.set_defaults(func=cmd_serve)
 
     for name, func, text in (("ps", cmd_ps, "list agents, programs and states of a running kernel"), ("top", cmd_top, "live view of a running kernel")):

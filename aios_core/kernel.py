@@ -220,11 +220,25 @@ class Kernel:
 
     # ------------------------------------------------------------------ building
 
-    async def _start_cores(self) -> None:
+    def check(self) -> None:
+        """Build the configured cores and the scheduler without starting them; raise :class:`ConfigError` if one is refused.
+
+        Constructing a core checks its options and finds its model file but loads nothing. :meth:`astart`
+        finds a bad scheduler option only after loading every model, and a benchmark only after its
+        baseline rounds; this finds it in a moment.
+        """
+        self._build_cores()
+        self._make_scheduler()
+
+    def _build_cores(self) -> list[LLMCore]:
         cores = list(self._given_cores) if self._given_cores is not None else [self._make_core(c) for c in self.config.cores]
         names = [c.name for c in cores]
         if len(set(names)) != len(names):
             raise ConfigError(f"core names must be unique, got {names}")
+        return cores
+
+    async def _start_cores(self) -> None:
+        cores = self._build_cores()
         for core in cores:
             try:
                 await core.start()
@@ -240,7 +254,7 @@ class Kernel:
             return factory.create(name=cfg.name, **cfg.options())
         except AIOSError:
             raise
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"cores.{cfg.name}: bad options for core kind {cfg.kind!r}: {exc}") from exc
 
     def _make_scheduler(self) -> Scheduler:
@@ -251,7 +265,7 @@ class Kernel:
         cls = self.plugins.get("schedulers", name)
         try:
             return cls(**self.config.scheduler_options)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"scheduler_options: bad options for scheduler {name!r}: {exc}") from exc
 
     def _build_pools(self) -> None:

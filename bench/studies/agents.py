@@ -55,6 +55,8 @@ import httpx
 from aios.bench.metrics import per_round_ratios, percentile
 from aios.bench.suites.modes import SETUP_LABELS, round_order
 
+from aios_core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SETUPS = ("llama_server", "aios")
@@ -183,6 +185,9 @@ class Server(Protocol):
 
     key: str
 
+    def check(self) -> None:
+        """Refuse a configuration before any round runs (:class:`ConfigError`); a server with no options of its own returns."""
+        ...
     def start(self) -> str: ...
     def stop(self) -> None: ...
     async def api_keys(self, client: httpx.AsyncClient, names: list[str]) -> dict[str, str]: ...
@@ -368,6 +373,9 @@ class _HTTPServer:
     def __init__(self, key: str, start: Any, stop: Any, describe: Any) -> None:
         self.key, self._start, self._stop, self._describe = key, start, stop, describe
 
+    def check(self) -> None:
+        return None
+
     def start(self) -> str:
         return self._start()  # type: ignore[no-any-return]
 
@@ -392,6 +400,9 @@ class _AIOSServer:
 
     def __init__(self, serve: Any) -> None:
         self.serve = serve
+
+    def check(self) -> None:
+        self.serve.check()
 
     def start(self) -> str:
         return self.serve.start()  # type: ignore[no-any-return]
@@ -525,11 +536,21 @@ async def run_level(options: StudyOptions, agents: int, shared: bool, work: Path
     }
 
 
+async def check_setups(options: StudyOptions, work: Path) -> None:
+    """Every agent count's setups, checked before the first round: ``--core-option`` and ``--scheduler-option``
+    values the kernel refuses (or a core option valid at 4 slots but not at 16) stop the study at once."""
+    for agents in sorted({min(n, options.max_slots) for n in options.levels}):
+        servers, _ = make_servers(options, agents, work / f"check-{agents}")
+        for server in servers.values():
+            await asyncio.to_thread(server.check)
+
+
 async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="aios-agents-study-"))
     started = time.time()
     load = os.getloadavg()
     try:
+        await check_setups(options, work)
         levels = [await run_level(options, n, shared, work, console) for shared in options.shared for n in options.levels]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -706,7 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     console = Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = asyncio.run(run_study(options, console))
+    try:
+        result = asyncio.run(run_study(options, console))
+    except ConfigError as exc:
+        parser.error(exc.message)
     result["command"] = "aios bench agents " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print(markdown(result))
     args.out.mkdir(parents=True, exist_ok=True)

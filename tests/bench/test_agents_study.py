@@ -156,3 +156,30 @@ def test_scheduler_and_core_options_reach_the_kernel_config(tmp_path):
     assert config["cores"][0]["prefix_cache"] == 4
     # the file aios serve reads says the same
     assert tomllib.loads(serve._toml()) == config
+
+
+def test_an_option_the_kernel_refuses_stops_the_study_before_any_round(tmp_path, capsys):
+    """Checked with ``aios serve --check`` before the baselines' rounds, not found when aios serve starts after them."""
+    with pytest.raises(SystemExit) as exit_:
+        main([
+            "--model", "sim", "--agents", "2", "--setups", "llama_server,aios", "--scheduler-option", "rank=bogus",
+            "--out", str(tmp_path),
+        ])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "aios serve refused the configuration" in err and "rank must be one of levels, gittins" in err
+    assert not list(tmp_path.glob("agents-sim-*.json"))
+
+
+def test_a_core_option_the_kernel_refuses_is_found_by_the_check(tmp_path):
+    import asyncio
+
+    from aios.bench.studies.agents import check_setups
+
+    from aios_core.errors import ConfigError
+
+    good = StudyOptions(levels=(2, 16), shared=(False,), setups=("llama_server", "aios"), model="sim")
+    asyncio.run(check_setups(good, tmp_path / "good"))
+    bad = StudyOptions(levels=(2, 16), shared=(False,), setups=("llama_server", "aios"), model="sim", core_options=(("t0", -1),))
+    with pytest.raises(ConfigError, match="aios serve refused the configuration: .*sim cost t0 must be a number >= 0"):
+        asyncio.run(check_setups(bad, tmp_path / "bad"))

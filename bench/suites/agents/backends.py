@@ -34,6 +34,7 @@ from aios.bench.suites.agents.child_process import end_process
 from aios.bench.suites.agents.sim_server import SimServer, free_port
 
 from aios_core.cores.base import LLMCore
+from aios_core.errors import ConfigError
 
 #: sim costs for real-time runs: fast enough for CI, slow enough that queueing shows
 SIM_REALTIME_COSTS = {"t0": 0.002, "a": 0.00002, "b": 0.0006}
@@ -234,16 +235,37 @@ class AIOSServe:
             lines += [f"{k} = {value(v)}" for k, v in core.items()]
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout: float = 300.0) -> str:
+    def _serve_argv(self) -> list[str]:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.work_dir / f"aios-{self.port}.toml"
         config_path.write_text(self._toml())
-        self.log_path = self.work_dir / f"aios-serve-{self.port}.log"
-        self._log = self.log_path.open("wb")
+        return [sys.executable, "-m", "aios_core.cli", "serve", "--config", str(config_path), "--port", str(self.port), "--no-confirm"]
+
+    def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOS_")}
         env.update(AIOS_SERVER_ADMIN_TOKEN=self.admin_token, AIOS_SERVER_RATE_PER_AGENT="0", AIOS_SERVER_MAX_CONCURRENT_PER_AGENT="0", PYTHONUNBUFFERED="1")
-        argv = [sys.executable, "-m", "aios_core.cli", "serve", "--config", str(config_path), "--port", str(self.port), "--no-confirm"]
-        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.work_dir)
+        return env
+
+    def check(self, timeout: float = 120.0) -> None:
+        """``aios serve --check`` on this configuration, with the environment :meth:`start` gives it.
+
+        A study calls this before its first round, so an option the kernel refuses stops it at once
+        rather than after the baselines' rounds.
+        """
+        argv = [*self._serve_argv(), "--check"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=self.work_dir, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"`aios serve --check` did not finish within {timeout:g} s") from None
+        if done.returncode != 0:
+            said = " ".join((done.stdout + done.stderr).split()) or f"exit status {done.returncode}"
+            raise ConfigError(f"aios serve refused the configuration: {said}")
+
+    def start(self, timeout: float = 300.0) -> str:
+        argv = self._serve_argv()
+        self.log_path = self.work_dir / f"aios-serve-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.work_dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
