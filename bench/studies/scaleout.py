@@ -43,6 +43,8 @@ from aios.bench.metrics import percentile
 from aios.bench.studies.agents import AgentPlan, WorkloadSpec, make_workload, run_agent
 from aios.bench.suites.modes import round_order
 
+from aios_core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SETUPS = ("aios", "litellm")
@@ -240,8 +242,9 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     from aios.bench.suites.agents.backends import AIOSServe
 
     engines = Engines(options.model, slots=options.slots, n_ctx=options.n_ctx, threads=options.threads, seed=options.seed, work=work)
-    await asyncio.to_thread(engines.restart)  # the kernel's cores look at their engines when it starts
     serve = AIOSServe(aios_config(engines, work, options.scheduler), work_dir=work / "aios")
+    await asyncio.to_thread(serve.check)  # a --scheduler the kernel refuses, named before any engine starts
+    await asyncio.to_thread(engines.restart)  # the kernel's cores look at their engines when it starts
     rounds: list[dict[str, Any]] = []
     try:
         await asyncio.to_thread(serve.start)
@@ -352,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = asyncio.run(run_study(options, Console(stderr=True)))
+    try:
+        result = asyncio.run(run_study(options, Console(stderr=True)))
+    except ConfigError as exc:
+        parser.error(exc.message)
     result["command"] = "aios bench scaleout " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print(markdown(result))
     args.out.mkdir(parents=True, exist_ok=True)

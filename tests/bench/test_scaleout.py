@@ -36,3 +36,14 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     assert killed["summary"]["aios"]["lost_calls"] == 0
     assert killed["ratios"]["makespan"] > 0
     assert "one engine killed" in markdown({"variants": [killed]})
+
+
+def test_a_scheduler_the_kernel_does_not_know_stops_the_study_before_the_engines_start(tmp_path, capsys):
+    from aios.bench.studies.scaleout import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "sim", "--agents", "2", "--apps", "1", "--scheduler", "nosuch", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "aios serve refused the configuration" in err and "nosuch" in err
+    assert not list(tmp_path.glob("scaleout-*.json"))

@@ -258,7 +258,7 @@ class AIOSServe:
         except subprocess.TimeoutExpired:
             raise ConfigError(f"`aios serve --check` did not finish within {timeout:g} s") from None
         if done.returncode != 0:
-            said = " ".join((done.stdout + done.stderr).split()) or f"exit status {done.returncode}"
+            said = " ".join((done.stdout + done.stderr).split()).removeprefix("error: ") or f"exit status {done.returncode}"
             raise ConfigError(f"aios serve refused the configuration: {said}")
 
     def start(self, timeout: float = 300.0) -> str:
