@@ -223,7 +223,7 @@ class Kernel:
     def check(self) -> None:
         """Build the configured cores and the scheduler without starting them; raise :class:`ConfigError` if one is refused.
 
-        Constructing a core checks its options and finds its model file but loads nothing. :meth:`astart`
+        Constructing a core checks its options (and its model file, when one is named) but loads nothing. :meth:`astart`
         finds a bad scheduler option only after loading every model, and a benchmark only after its
         baseline rounds; this finds it in a moment.
         """
