@@ -64,6 +64,9 @@ MIN_SHARED_PREFIX = 16
 MIN_RETAINED = 32
 #: a new prompt waits for (or shares at once) a running sequence's prefix only when it gains this many tokens
 MIN_PREFIX_GAIN = 32
+#: the tokens at the end of a kept conversation its own agent's next prompt may render differently (the end
+#: of the answer, re-tokenized from text, and the end-of-turn marker)
+RETOKENIZED_TAIL = 4
 
 
 class KVCells(Protocol):

