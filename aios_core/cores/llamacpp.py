@@ -83,7 +83,6 @@ from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
 from aios_core.cores.llamacpp_prefix import (
-    RETOKENIZED_TAIL,
     CellSource,
     PrefixCache,
     PrefixEntry,
@@ -591,11 +590,7 @@ class LlamaCppCore(BatchingCore):
         elif spilled is not None:
             t0 = time.perf_counter()
             if self._kv.load(spilled.data, slot, keep=n_spilled):
-                if n_spilled >= spilled.tokens.shape[0] - RETOKENIZED_TAIL:
-                    # its own agent is back (the new prompt continues the conversation, up to a re-tokenized end)
-                    self._prefix.take(spilled)
-                # else a prompt that only starts the same way (another agent, the same system prompt) borrowed the
-                # start: the copy stays in host RAM for the agent it belongs to, whose next turn would miss it
+                self._prefix.take(spilled, n_spilled)
                 n_past = n_spilled
             else:
                 log.warning("core %s: llama.cpp could not place a kept conversation (%d cells); prefilling it", self.name, n_spilled)

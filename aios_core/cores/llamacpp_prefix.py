@@ -327,8 +327,13 @@ class PrefixCache:
             self.evict(entry)
         return len(unused) + self.forget_spilled()
 
-    def take(self, spilled: SpilledEntry) -> None:
-        """Forget a host-RAM conversation: it was copied back (the sequence continuing it is kept again when it ends)."""
+    def take(self, spilled: SpilledEntry, n: int) -> None:
+        """Its first ``n`` tokens were copied into a new sequence. When that sequence continues the whole conversation
+        (its agent is back), the copy is forgotten: the sequence is kept again when it ends. A prompt that only starts
+        the same way (another agent, the same system prompt) borrowed the start: the copy stays for its own agent,
+        whose next turn would otherwise miss it."""
+        if n < spilled.tokens.shape[0] - RETOKENIZED_TAIL:
+            return
         if spilled.key in self.spilled:
             self._forget(spilled)
             self.unspills += 1

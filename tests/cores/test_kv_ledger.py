@@ -349,8 +349,24 @@ def test_host_ram_takes_idle_conversations_past_hot_cells_least_recent_first():
     # its agent returns: the host copy matches the continued prompt, and is taken
     spilled, n = cache.match_spilled(np.concatenate([_conv(1000), toks(range(9000, 9010))]))
     assert spilled is not None and n == 100
-    cache.take(spilled)
+    cache.take(spilled, n)
     assert not cache.spilled and cache.spilled_bytes == 0 and cache.unspills == 1
+
+
+def test_host_ram_copy_only_borrowed_by_a_prompt_that_starts_like_it_stays_for_its_agent():
+    cache = PrefixCache(list(range(10, 20)), FakeCells(), hot_cells=0, spill_bytes=10_000)
+    system = toks(range(60))
+    cache.retain(np.concatenate([system, toks(range(1000, 1040))]), slot=0)  # agent A's conversation, to host RAM
+    # agent B: the same system prompt, its own question; it copies A's first 60 cells and leaves the copy
+    spilled, n = cache.match_spilled(np.concatenate([system, toks(range(2000, 2020))]))
+    assert spilled is not None and n == 60
+    cache.take(spilled, n)
+    assert len(cache.spilled) == 1 and cache.unspills == 0
+    # agent A comes back: its whole conversation is still there, and now it is moved
+    spilled, n = cache.match_spilled(np.concatenate([system, toks(range(1000, 1040)), toks(range(3000, 3010))]))
+    assert n == 100
+    cache.take(spilled, n)
+    assert not cache.spilled and cache.unspills == 1
 
 
 def test_host_ram_copy_goes_when_the_conversation_is_kept_again_longer():
