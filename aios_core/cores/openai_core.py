@@ -29,8 +29,9 @@ server a prefill of prompt and text, so ``supports_snapshot`` is False and the
 pool leaves these generations running by default): :meth:`preempt` closes the
 HTTP stream at once (the server stops generating when the client goes away)
 and the stream ends with a ``preempted`` chunk whose snapshot holds the text
-generated so far (``Snapshot.data`` is None: nothing but text is kept). Resuming sends the conversation plus that
-text as the start of the answer, in one of three ways chosen by ``continuation``:
+generated so far (``Snapshot.data`` is None: nothing but text is kept).
+Resuming sends the conversation plus that text as the start of the answer,
+in one of three ways chosen by ``continuation``:
 
 - ``"completion"``: the prompt is rendered here with ``chat_template`` (a Jinja
   chat template, as in a model's ``tokenizer_config.json``) and the text so far
