@@ -29,8 +29,10 @@ How the engine maps onto llama.cpp:
   InferCept/Continuum keep KV across an agent's tool calls: the agent's next
   turn (the same conversation plus a tool result) prefills only what is new,
   and other agents whose prompts start the same way (shared instructions,
-  few-shot examples) reuse the common part. Kept entries cost nothing until
-  the cells are needed; then the least recently used ones go first.
+  few-shot examples) reuse the common part. Kept cells are not free: every
+  decode attends over every occupied cell, so by default a conversation
+  moves to host RAM as soon as its call ends and is copied back when its
+  agent returns (``idle_kv_cells``, ``host_cache_mib``).
 * **KV admission.** A sequence is admitted when its prompt plus
   ``decode_reserve`` cells fit; while it decodes its reservation grows in
   steps of ``decode_reserve`` up to ``prompt + max_tokens``. Reserving all of
@@ -227,9 +229,10 @@ class LlamaCppCore(BatchingCore):
             decode_reserve: KV cells promised to a sequence for generated tokens at a time (see "KV admission").
             chat_template: Jinja chat template overriding the GGUF's own.
             retain_finished: keep the KV of completed generations in the prefix cache (see "Conversations kept").
-            idle_kv_cells: KV cells that kept conversations and prefixes nobody uses now may hold (default
-                n_ctx / 8); beyond them the least recently used go, conversations to host RAM. Every decode attends over every
-                occupied cell, so idle cells slow all running sequences.
+            idle_kv_cells: KV cells that kept conversations and prefixes nobody uses now may hold; beyond
+                them the least recently used go, conversations to host RAM. Every decode attends over every
+                occupied cell, so idle cells slow all running sequences: by default none stay when a host
+                cache can take them (a copy back costs far less than the slower steps), n_ctx / 8 without one.
             host_cache_mib: host RAM for kept conversations moved out of the KV cache (0: they are dropped),
                 as llama-server's ``--cache-ram``.
         """
@@ -288,7 +291,9 @@ class LlamaCppCore(BatchingCore):
 
         #: KV cells of the loaded context (the handle is set by _open)
         self._kv = LlamaMemory()
-        self.idle_kv_cells = idle_kv_cells if idle_kv_cells is not None else n_ctx // 8
+        if idle_kv_cells is None:
+            idle_kv_cells = 0 if host_cache_mib > 0 else n_ctx // 8
+        self.idle_kv_cells = idle_kv_cells
         self.host_cache_mib = host_cache_mib
         self._prefix = PrefixCache(
             list(range(max_batch, max_batch + prefix_slots)), self._kv,

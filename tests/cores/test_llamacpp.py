@@ -141,6 +141,12 @@ def test_bad_options_are_config_errors(options, message):
         LlamaCppCore(**options)
 
 
+def test_idle_conversations_leave_the_kv_cache_at_once_only_when_host_ram_can_take_them():
+    assert LlamaCppCore(n_ctx=4096).idle_kv_cells == 0
+    assert LlamaCppCore(n_ctx=4096, host_cache_mib=0).idle_kv_cells == 512
+    assert LlamaCppCore(n_ctx=4096, idle_kv_cells=300).idle_kv_cells == 300
+
+
 def test_default_threads_are_the_physical_cores_we_may_use():
     assert 1 <= physical_cores() <= len(__import__("os").sched_getaffinity(0))
     assert LlamaCppCore().n_threads == physical_cores()
