@@ -537,7 +537,7 @@ class LlamaCppCore(BatchingCore):
             tokens = np.asarray(self._prompt(request), dtype=np.int32)
         except AIOSError:
             return 0
-        return self._prefix.match(tokens)[1]
+        return self._prefix.reusable(tokens)
 
     def _banned(self, request: LLMRequest) -> np.ndarray | None:
         """``extra={"ignore_eos": true}`` (llama-server's option of that name): generate exactly max_tokens.

@@ -312,6 +312,13 @@ class PrefixCache:
         """The host-RAM conversation sharing the longest prefix with ``tokens`` (leaving one token to decode)."""
         return _longest(self.spilled.values(), tokens)
 
+    def reusable(self, tokens: np.ndarray) -> int:
+        """Tokens of ``tokens`` a new sequence would not prefill: shared from the KV cache or copied back from host RAM.
+
+        With idle conversations in host RAM (the default), a system prompt nobody is using right now is often there
+        only; a router that counted the KV cache alone would see no reason to send its agents to this core."""
+        return max(self.match(tokens)[1], self.match_spilled(tokens)[1])
+
     def forget_spilled(self) -> int:
         """Drop every host-RAM conversation; returns how many there were."""
         n = len(self.spilled)
