@@ -537,7 +537,7 @@ class LlamaCppCore(BatchingCore):
             tokens = np.asarray(self._prompt(request), dtype=np.int32)
         except AIOSError:
             return 0
-        return self._prefix.reusable(tokens)
+        return self._prefix.start(tokens).reused
 
     def _banned(self, request: LLMRequest) -> np.ndarray | None:
         """``extra={"ignore_eos": true}`` (llama-server's option of that name): generate exactly max_tokens.
@@ -568,14 +568,10 @@ class LlamaCppCore(BatchingCore):
             entry, shared = self._prefix.match(arr)
             if self._prefix.enabled and plan_shared_start(self._prefix, arr, shared, self._running_prompts()) is StartPlan.WAIT:
                 return
-            entry, shared = self._prefix.match(arr)  # a running sequence's prefix may have just been shared
-            # the agent's own conversation, moved to host RAM while it was away: copied back, not prefilled again
-            spilled, n_spilled = self._prefix.match_spilled(arr)
-            # (a copy of ~18 KB per token costs less than prefilling even a few tokens)
-            if spilled is not None and n_spilled > shared:
-                entry, shared = None, 0
-            else:
-                spilled = None
+            # a running sequence's prefix may have just been shared; the agent's own conversation, moved to host
+            # RAM while it was away, is copied back rather than prefilled again
+            start = self._prefix.start(arr)
+            entry, shared, spilled, n_spilled = start.entry, start.shared, start.spilled, start.copied
             limit = len(tokens) + request.max_tokens
             if not self._ledger.make_room(self._ledger.first_reserve(len(tokens), limit, shared), entry):
                 return

@@ -170,6 +170,23 @@ class SpilledEntry:
     key: int = 0
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a new sequence's first tokens come from: ``shared`` cells of a KV-cache ``entry``, or ``copied``
+    tokens of a host-RAM ``spilled`` conversation (its own cells then), never both; nothing below
+    :data:`MIN_SHARED_PREFIX`."""
+
+    entry: PrefixEntry | None = None
+    shared: int = 0
+    spilled: SpilledEntry | None = None
+    copied: int = 0
+
+    @property
+    def reused(self) -> int:
+        """Prompt tokens the sequence does not prefill."""
+        return self.shared + self.copied
+
+
 @dataclass(eq=False)
 class PrefixEntry:
     slot: int
@@ -312,12 +329,18 @@ class PrefixCache:
         """The host-RAM conversation sharing the longest prefix with ``tokens`` (leaving one token to decode)."""
         return _longest(self.spilled.values(), tokens)
 
-    def reusable(self, tokens: np.ndarray) -> int:
-        """Tokens of ``tokens`` a new sequence would not prefill: shared from the KV cache or copied back from host RAM.
+    def start(self, tokens: np.ndarray) -> Start:
+        """Where a sequence for ``tokens`` starts: the longer of the KV cache's match and host RAM's.
 
-        With idle conversations in host RAM (the default), a system prompt nobody is using right now is often there
-        only; a router that counted the KV cache alone would see no reason to send its agents to this core."""
-        return max(self.match(tokens)[1], self.match_spilled(tokens)[1])
+        A host-RAM copy wins only when it is longer (a copy of ~18 KB per token costs less than prefilling even a
+        few tokens, but shared cells cost nothing). With idle conversations in host RAM (the default), a system
+        prompt nobody is using right now is often there only; a router that looked at the KV cache alone would
+        see no reason to send its agents to this core."""
+        entry, shared = self.match(tokens)
+        spilled, n_spilled = self.match_spilled(tokens)
+        if spilled is not None and n_spilled > shared:
+            return Start(spilled=spilled, copied=n_spilled)
+        return Start(entry=entry, shared=shared)
 
     def forget_spilled(self) -> int:
         """Drop every host-RAM conversation; returns how many there were."""

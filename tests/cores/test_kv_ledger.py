@@ -369,19 +369,22 @@ def test_host_ram_copy_only_borrowed_by_a_prompt_that_starts_like_it_stays_for_i
     assert not cache.spilled and cache.unspills == 1
 
 
-def test_reusable_counts_a_start_that_only_host_ram_holds_as_admission_would_copy_it():
+def test_start_counts_a_start_that_only_host_ram_holds_as_admission_would_copy_it():
     cache = PrefixCache(list(range(10, 20)), FakeCells(), hot_cells=0, spill_bytes=10_000)
     system = toks(range(60))
     cache.retain(np.concatenate([system, toks(range(1000, 1040))]), slot=0)  # to host RAM at once
     assert not cache.entries and len(cache.spilled) == 1
     other = np.concatenate([system, toks(range(2000, 2020))])
     assert cache.match(other)[1] == 0
-    assert cache.reusable(other) == cache.match_spilled(other)[1] == 60
-    assert cache.reusable(toks(range(5000, 5100))) == 0
+    start = cache.start(other)
+    assert start.reused == start.copied == cache.match_spilled(other)[1] == 60
+    assert start.spilled is not None and start.entry is None and start.shared == 0  # copied cells are its own
+    assert cache.start(toks(range(5000, 5100))).reused == 0
     # a longer start in the KV cache wins, as in admission
     kept = cache.adopt(np.concatenate([system, toks(range(2000, 2010))]), slot=1)
     cache.use(kept)
-    assert cache.reusable(other) == 70
+    start = cache.start(other)
+    assert start.reused == start.shared == 70 and start.entry is kept and start.spilled is None
 
 
 def test_host_ram_copy_goes_when_the_conversation_is_kept_again_longer():
