@@ -88,6 +88,7 @@ from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
     PrefixEntry,
+    Start,
     StartPlan,
     common_prefix,
     plan_shared_start,
@@ -516,9 +517,17 @@ class LlamaCppCore(BatchingCore):
         paused = self._ledger.paused_need(gen_id)
         if paused is not None:
             return paused
-        tokens = np.asarray(self._prompt(request), dtype=np.int32)
-        _, shared = self._prefix.match(tokens)
-        return self._ledger.first_reserve(tokens.shape[0], tokens.shape[0] + request.max_tokens, shared)
+        return self._first_need(np.asarray(self._prompt(request), dtype=np.int32), request.max_tokens)[1]
+
+    def _first_need(self, tokens: np.ndarray, max_tokens: int) -> tuple[Start, int]:
+        """Where a new sequence starts, and the cells admission then promises it.
+
+        One answer for ``can_admit`` and ``_admit``: a host-RAM copy's cells are the sequence's own, so only a
+        KV-cache start's shared cells come off the promise. Subtracting a shorter KV match that admission then
+        passes over for a longer copy made ``can_admit`` say yes to a sequence admission found no room for."""
+        start = self._prefix.start(tokens)
+        n = tokens.shape[0]
+        return start, self._ledger.first_reserve(n, n + max_tokens, start.shared)
 
     def can_admit(self, gen: Generation) -> bool:
         if not self.loaded or self.running() >= self._max_batch:
@@ -570,10 +579,10 @@ class LlamaCppCore(BatchingCore):
                 return
             # a running sequence's prefix may have just been shared; the agent's own conversation, moved to host
             # RAM while it was away, is copied back rather than prefilled again
-            start = self._prefix.start(arr)
+            start, need = self._first_need(arr, request.max_tokens)
             entry, shared, spilled, n_spilled = start.entry, start.shared, start.spilled, start.copied
             limit = len(tokens) + request.max_tokens
-            if not self._ledger.make_room(self._ledger.first_reserve(len(tokens), limit, shared), entry):
+            if not self._ledger.make_room(need, entry):
                 return
             chooser = TokenChooser(
                 self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,

@@ -147,6 +147,35 @@ def test_idle_conversations_leave_the_kv_cache_at_once_only_when_host_ram_can_ta
     assert LlamaCppCore(n_ctx=4096, idle_kv_cells=300).idle_kv_cells == 300
 
 
+def test_cells_can_admit_counts_are_those_admission_promises_when_a_host_ram_copy_beats_a_shared_start():
+    """A prompt whose start is shared in the KV cache (the system prompt) but whose whole conversation waits in host
+    RAM is admitted by copying the conversation back: its cells are its own, nothing shared comes off the promise.
+    can_admit's count subtracted the shared start anyway, so it said yes where admission found no room."""
+    import numpy as np
+
+    from aios_core.cores.kv_ledger import KVLedger
+    from aios_core.cores.llamacpp_prefix import PrefixCache
+
+    class Cells:  # records nothing; stands in for llama.cpp's KV cells
+        def drop(self, slot): pass
+        def share(self, src, dst, n): pass
+        def save(self, slot): return bytes(8)
+
+    core = LlamaCppCore(n_ctx=4096, max_batch=4, decode_reserve=32)
+    system = np.arange(60, dtype=np.int32)
+    conversation = np.concatenate([system, np.arange(1000, 1040, dtype=np.int32)])
+    prompt = np.concatenate([conversation, np.arange(2000, 2010, dtype=np.int32)])
+    cache = PrefixCache(list(range(4, 12)), Cells(), hot_cells=0, spill_bytes=10_000)
+    cache.retain(conversation, slot=0)  # idle: to host RAM at once
+    cache.use(cache.adopt(system, slot=1))  # the system prompt, in use by another agent, stays in the KV cache
+    core._prefix, core._ledger = cache, KVLedger(4096, list(range(4)), 32, cache)
+    core._prompt = lambda request: prompt.tolist()
+    start = cache.start(prompt)
+    assert start.spilled is not None and start.copied == 100 and start.shared == 0 and cache.match(prompt)[1] == 60
+    # the whole prompt plus one decode reserve, as admission's make_room asks for; not 60 cells less
+    assert core._need("g", ask("unused", max_tokens=64), None) == 110 + 32
+
+
 def test_default_threads_are_the_physical_cores_we_may_use():
     assert 1 <= physical_cores() <= len(__import__("os").sched_getaffinity(0))
     assert LlamaCppCore().n_threads == physical_cores()
