@@ -574,8 +574,7 @@ class LlamaCppCore(BatchingCore):
         try:
             tokens = self._prompt(request)
             arr = np.asarray(tokens, dtype=np.int32)
-            entry, shared = self._prefix.match(arr)
-            if self._prefix.enabled and plan_shared_start(self._prefix, arr, shared, self._running_prompts()) is StartPlan.WAIT:
+            if self._prefix.enabled and plan_shared_start(self._prefix, arr, self._running_prompts()) is StartPlan.WAIT:
                 return
             # a running sequence's prefix may have just been shared; the agent's own conversation, moved to host
             # RAM while it was away, is copied back rather than prefilled again

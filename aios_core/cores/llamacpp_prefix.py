@@ -482,7 +482,7 @@ class StartPlan(enum.Enum):
     WAIT = "wait"
 
 
-def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, shared: int, running: Iterable[RunningPrompt]) -> StartPlan:
+def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, running: Iterable[RunningPrompt]) -> StartPlan:
     """Whether a new prompt should share (now or after waiting) the start of a running sequence's prompt.
 
     Agents started together often send prompts that begin the same way
@@ -491,9 +491,15 @@ def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, shared: int, runni
     sequence of the step. If the running sequence has computed the common
     part already, it is shared at once (a new prefix entry, no waiting); if
     not, that sequence publishes it when its prefill gets there and the new
-    one waits, which costs it at most that prefill. ``shared`` is what the
-    prompt already gets from the cache.
+    one waits, which costs it at most that prefill. What the prompt already
+    gets from the cache counts, host RAM included (as in :meth:`PrefixCache.start`):
+    an agent back from a tool call copies its whole conversation back, so a
+    running agent's system prompt offers it nothing to publish or wait for.
+    A start of the same length is still shared rather than copied (shared
+    cells cost nothing).
     """
+    _, shared = cache.match(prompt)
+    _, copied = cache.match_spilled(prompt)
     best: RunningPrompt | None = None
     best_n = 0
     limit = prompt.shape[0] - 1  # a sequence decodes at least its last prompt token itself
@@ -501,10 +507,12 @@ def plan_shared_start(cache: PrefixCache, prompt: np.ndarray, shared: int, runni
         n = min(common_prefix(other.prompt_array(), prompt), limit)
         if n > best_n:
             best, best_n = other, n
-    if best is None or best_n < shared + MIN_PREFIX_GAIN:
+    if best is None or best_n < shared + MIN_PREFIX_GAIN or copied > best_n:
         return StartPlan.ALONE
     if best.n_past >= best_n:
         cache.adopt(prompt[:best_n].copy(), best.slot, best.source)
         return StartPlan.SHARED_NOW
+    if best_n < copied + MIN_PREFIX_GAIN:
+        return StartPlan.ALONE  # the copy it can have now is nearly as long as what waiting would give
     best.publish = max(best.publish, best_n)
     return StartPlan.WAIT

@@ -6,7 +6,8 @@ Mutations each test catches (checked by hand on the code):
 - claim that hands out a slot twice or forgets to count the promise -> test_claim_*, the random walk
 - give_back that leaves the cells counted (the cache would fill with ghosts of ended sequences) -> test_pause_*
 - PrefixCache.reserve that evicts an entry still being published -> test_reserve_never_evicts_*
-- plan_shared_start that waits for a prefix already computed, or shares one too short to pay -> test_plan_*
+- plan_shared_start that waits for a prefix already computed, or shares one too short to pay, or publishes or waits
+  for a system prompt an agent back from a tool call would copy back from host RAM anyway -> test_plan_*
 - idle entries kept in the KV cache past hot_cells (no trim, or prefixes left out of it), a conversation dropped instead of copied
   to host RAM, retain evicting a published system prompt, a copy kept after the conversation continued,
   or host RAM past its budget -> test_host_ram_*
@@ -272,7 +273,7 @@ def test_plan_shares_a_computed_common_start_at_once():
     cache = PrefixCache([10, 11], FakeCells())
     common = MIN_PREFIX_GAIN + 10
     other = Running(0, toks(range(common), 500, 501), n_past=common + 2)
-    assert plan_shared_start(cache, toks(range(common), 900, 901), 0, [other]) is StartPlan.SHARED_NOW
+    assert plan_shared_start(cache, toks(range(common), 900, 901), [other]) is StartPlan.SHARED_NOW
     assert cache.match(toks(range(common), 900, 901))[1] == common
 
 
@@ -280,17 +281,37 @@ def test_plan_waits_for_a_common_start_still_being_prefilled_and_asks_for_it_to_
     cache = PrefixCache([10, 11], FakeCells())
     common = MIN_PREFIX_GAIN + 10
     other = Running(0, toks(range(common), 500), n_past=5)
-    assert plan_shared_start(cache, toks(range(common), 900), 0, [other]) is StartPlan.WAIT
+    assert plan_shared_start(cache, toks(range(common), 900), [other]) is StartPlan.WAIT
     assert other.publish == common and not cache.entries
 
 
 def test_plan_goes_alone_when_the_gain_is_too_small():
     cache = PrefixCache([10, 11], FakeCells())
     other = Running(0, toks(range(MIN_PREFIX_GAIN + 10), 500), n_past=100)
-    assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN - 1), 900), 0, [other]) is StartPlan.ALONE
+    assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN - 1), 900), [other]) is StartPlan.ALONE
     # already sharing most of it from the cache: the rest gains too little
-    assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN + 10), 900), 20, [other]) is StartPlan.ALONE
-    assert plan_shared_start(cache, toks(range(50)), 0, []) is StartPlan.ALONE
+    cache.adopt(toks(range(20)), slot=1)
+    assert plan_shared_start(cache, toks(range(MIN_PREFIX_GAIN + 10), 900), [other]) is StartPlan.ALONE
+    assert plan_shared_start(cache, toks(range(50)), []) is StartPlan.ALONE
+
+
+def test_plan_leaves_alone_an_agent_whose_conversation_host_ram_holds():
+    """An agent back from a tool call copies its conversation back from host RAM. A running agent with the same
+    system prompt offers it less: publishing that prompt for it (an entry evicted as soon as it is idle) or waiting
+    for it to be prefilled is churn and delay for nothing."""
+    cache = PrefixCache(list(range(10, 20)), FakeCells(), hot_cells=0, spill_bytes=10_000)
+    system = toks(range(MIN_PREFIX_GAIN + 40))
+    conversation = np.concatenate([system, toks(range(1000, 1040))])
+    cache.retain(conversation, slot=0)  # idle: to host RAM at once
+    assert len(cache.spilled) == 1 and not cache.entries
+    returning = np.concatenate([conversation, toks(range(3000, 3010))])
+    computed = Running(1, np.concatenate([system, toks(range(2000, 2030))]), n_past=len(system) + 5)
+    assert plan_shared_start(cache, returning, [computed]) is StartPlan.ALONE and not cache.entries
+    prefilling = Running(2, np.concatenate([system, toks(range(2000, 2030))]), n_past=5)
+    assert plan_shared_start(cache, returning, [prefilling]) is StartPlan.ALONE and prefilling.publish == 0
+    # a new agent with that system prompt, whose conversation is nowhere, still shares it
+    newcomer = np.concatenate([system, toks(range(4000, 4010))])
+    assert plan_shared_start(cache, newcomer, [computed]) is StartPlan.SHARED_NOW
 
 
 def _conversation(cache: PrefixCache, system, slot: int, turn_tokens: range):
