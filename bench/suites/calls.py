@@ -44,6 +44,8 @@ class CallRecord:
     overhead: float | None = None
     agent: str | None = None
     ok: bool = True
+    #: prompt tokens the server took from its cache, when it says (None: it did not)
+    cached_tokens: int | None = None
 
 
 def summarize_calls(calls: list[CallRecord]) -> dict[str, Any]:
@@ -55,12 +57,20 @@ def summarize_calls(calls: list[CallRecord]) -> dict[str, Any]:
         "llm_calls": len(done),
         "failed_calls": sum(1 for c in done if not c.ok),
         "prompt_tokens": sum(c.prompt_tokens for c in done),
+        # over the calls whose server said; None when none did
+        "cached_prompt_share": _cached_share(done),
         "completion_tokens": sum(c.completion_tokens for c in done),
         "queue_wait_share": wait / latency if latency > 0 else 0.0,
         "mean_call_latency": latency / len(done) if done else 0.0,
         "overhead_us_median": 1e6 * statistics.median(overheads) if overheads else None,
         "overhead_share": sum(overheads) / latency if overheads and latency > 0 else None,
     }
+
+
+def _cached_share(calls: list[CallRecord]) -> float | None:
+    known = [c for c in calls if c.cached_tokens is not None]
+    prompt = sum(c.prompt_tokens for c in known)
+    return sum(c.cached_tokens or 0 for c in known) / prompt if known and prompt else None
 
 
 # --------------------------------------------------------------------------- without AIOS: HTTP
@@ -82,21 +92,35 @@ class _Tap:
         self.finished = True
         self.record.end = time.perf_counter()
         self.record.latency = self.record.end - self.record.start
-        prompt, completion = _usage(bytes(self.body), self.sse)
+        prompt, completion, cached = _usage(bytes(self.body), self.sse)
         self.record.prompt_tokens, self.record.completion_tokens = prompt, completion
+        self.record.cached_tokens = cached
         self.recorder.finished(self.record)
 
 
-def _usage(body: bytes, sse: bool) -> tuple[int, int]:
-    """Token usage from a chat-completion body; for a stream without a usage chunk, one token per content chunk."""
+def _cached(event: dict[str, Any]) -> int | None:
+    """Prompt tokens a response says came from the server's cache: OpenAI's field, or llama-server's timings."""
+    details = (event.get("usage") or {}).get("prompt_tokens_details") or {}
+    if details.get("cached_tokens") is not None:
+        return int(details["cached_tokens"])
+    timings = event.get("timings") or {}
+    return int(timings["cache_n"]) if timings.get("cache_n") is not None else None
+
+
+def _usage(body: bytes, sse: bool) -> tuple[int, int, int | None]:
+    """Token usage from a chat-completion body (prompt, completion, cached prompt tokens or None); for a stream
+    without a usage chunk, one token per content chunk."""
     text = body.decode("utf-8", "replace")
     if not sse:
         try:
-            usage = json.loads(text).get("usage") or {}
+            data = json.loads(text)
+            usage = data.get("usage") or {}
         except (ValueError, AttributeError):
-            return 0, 0
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            return 0, 0, None
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), _cached(data)
     chunks = 0
+    cached: int | None = None
+    usage = None
     for line in text.splitlines():
         if not line.startswith("data:") or line.strip() == "data: [DONE]":
             continue
@@ -104,13 +128,19 @@ def _usage(body: bytes, sse: bool) -> tuple[int, int]:
             event = json.loads(line[5:])
         except ValueError:
             continue
+        if not isinstance(event, dict):
+            continue
+        found = _cached(event)
+        if found is not None:
+            cached = found
         if event.get("usage"):
-            u = event["usage"]
-            return int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+            usage = event["usage"]
         for choice in event.get("choices") or []:
             if (choice.get("delta") or {}).get("content"):
                 chunks += 1
-    return 0, chunks
+    if usage is not None:
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached
+    return 0, chunks, cached
 
 
 class _AsyncTapStream(httpx.AsyncByteStream):
@@ -245,7 +275,7 @@ class KernelCallRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._kernel_side: dict[str, _KernelTimes] = {}
-        self._client_side: list[tuple[str, float, int, int]] = []
+        self._client_side: list[tuple[str, float, int, int, int | None]] = []
         self.tool_calls: list[float] = []
 
     @hookimpl
@@ -266,7 +296,10 @@ class KernelCallRecorder:
         """Keep the latency the calling agent saw for a syscall, with the token counts of its response."""
         usage = getattr(response, "usage", None)
         with self._lock:
-            self._client_side.append((syscall_id, latency, getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0)))
+            self._client_side.append((
+                syscall_id, latency, getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0),
+                getattr(usage, "cached_tokens", None),
+            ))
 
     def wrap(self, kernel: Any) -> None:
         """Time the kernel's entry points as callers see them (instance attributes shadow the methods)."""
@@ -309,15 +342,15 @@ class KernelCallRecorder:
             kernel_side, self._kernel_side = self._kernel_side, {}
             client_side, self._client_side = self._client_side, []
             self.tool_calls = []
-        by_id = {sid: (lat, p, c) for sid, lat, p, c in client_side}
+        by_id = {sid: (lat, p, c, cached) for sid, lat, p, c, cached in client_side}
         calls = []
         for sid, k in kernel_side.items():
-            lat, p, c = by_id.get(sid, (None, 0, 0))
+            lat, p, c, cached = by_id.get(sid, (None, 0, 0, None))
             calls.append(
                 CallRecord(
                     start=0.0, latency=k.turnaround if lat is None else lat, wait=k.waiting, service=k.service,
                     prompt_tokens=p, completion_tokens=c, overhead=None if lat is None else max(0.0, lat - k.turnaround),
-                    agent=k.agent, ok=k.ok,
+                    agent=k.agent, ok=k.ok, cached_tokens=cached,
                 )
             )
         return calls

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from aios.bench.suites.agents.base import AgentSpec, Endpoint, Framework, Sampling
@@ -105,9 +105,12 @@ class NativeMode(Mode):
 
     def __init__(
         self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, tool_parallel: int, key: str = "native",
+        cold: Callable[[], None] | None = None,
     ) -> None:
+        """``cold``: empties the server's prompt caches; called as every round begins, as AIOS's cores are emptied."""
         super().__init__(framework, endpoint, sampling)
         self.key, self.label = key, SETUP_LABELS[key]
+        self._cold = cold
         self.recorder = HttpCallRecorder(endpoint.base_url)
         # each agent program starts its own subprocesses: no limit beyond the machine's
         self._tools = LocalToolBox(parallel=tool_parallel)
@@ -116,6 +119,8 @@ class NativeMode(Mode):
         return self._tools
 
     def begin(self) -> None:
+        if self._cold is not None:
+            self._cold()
         self.recorder.take()
         self.recorder.install()
         super().begin()
@@ -156,7 +161,8 @@ class AIOSMode(Mode):
         from aios_core import bridge
 
         # every round starts with a cold prefix cache: a round must not reuse the KV of the previous one's
-        # identical prompts (the server without AIOS keeps only its last request's)
+        # identical prompts (llama-server is restarted alike, NativeMode's ``cold``; the serial server keeps
+        # only its last request's)
         for core in self.kernel.cores.values():
             bridge.run_sync(self.kernel.loop, core.clear_cache())
         self.recorder.take()

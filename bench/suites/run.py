@@ -402,7 +402,7 @@ async def compare(options: Options, *, console: Any = None) -> dict[str, Any]:
             modes["native"] = NativeMode(framework, endpoint, sampling, tool_parallel=tools)
         if "llama_server" in setups:
             batched = await asyncio.to_thread(backend.start_batched, options.agents)
-            modes["llama_server"] = NativeMode(framework, batched, sampling, tool_parallel=tools, key="llama_server")
+            modes["llama_server"] = NativeMode(framework, batched, sampling, tool_parallel=tools, key="llama_server", cold=backend.cold_batched)
             endpoint = endpoint or batched
         if "aios" in setups:
             kernel = _kernel(backend, options, work / "kernel", recorder)

@@ -71,6 +71,33 @@ async def test_two_setups_alternate_and_agreement_compares_reply_texts():
     assert all(a["texts"] and len(a["texts"]) == a["replies"] for r in result["rounds"] for a in r["agents"])
 
 
+async def test_every_round_starts_with_empty_prompt_caches_on_both_batching_setups():
+    """The rounds of a task suite send the same prompts. AIOS's cores are emptied as a round begins; llama-server (here
+    its stand-in, the batched sim server with a prefix cache) must be too, or its second round skips the prefill the
+    first one did and the comparison credits it with a warm cache."""
+    result = await compare(_options("humaneval", rounds=2, setups=("llama_server", "aios")))
+    share = {(r["round"], r["setup"]): r["cached_prompt_share"] for r in result["rounds"]}
+    assert share[(1, "llama_server")] is not None and share[(1, "aios")] is not None
+    for setup in ("llama_server", "aios"):
+        assert share[(2, setup)] == pytest.approx(share[(1, setup)], abs=0.05), setup
+
+
+def test_call_records_read_the_cached_prompt_tokens_a_server_reports():
+    from aios.bench.suites.calls import _usage
+
+    openai = json.dumps({"usage": {"prompt_tokens": 40, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 32}}}).encode()
+    assert _usage(openai, sse=False) == (40, 3, 32)
+    # llama-server streams its prompt cache hit in the last chunk's timings
+    stream = (
+        'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n'
+        'data: {"choices": [{"delta": {}}], "usage": {"prompt_tokens": 50, "completion_tokens": 1}, "timings": {"cache_n": 48}}\n\n'
+        "data: [DONE]\n\n"
+    ).encode()
+    assert _usage(stream, sse=True) == (50, 1, 48)
+    assert _usage(b'data: {"choices": [{"delta": {"content": "x"}}]}\n\n', sse=True) == (0, 1, None)
+    assert _usage(b"not json", sse=False) == (0, 0, None)
+
+
 def test_agreement_counts_differing_and_missing_replies():
     from aios.bench.suites.run import _verdict_agreement
 

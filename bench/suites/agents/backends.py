@@ -58,6 +58,11 @@ class Backend(abc.ABC):
     def stop_batched(self) -> None: ...
 
     @abc.abstractmethod
+    def cold_batched(self) -> None:
+        """Empty the batching engine's prompt caches before a round, as AIOS's cores are emptied: the rounds of a
+        task suite send the same prompts, and a warm engine would skip the prefill its previous round did."""
+
+    @abc.abstractmethod
     def make_core(self) -> LLMCore:
         """A fresh core for the "with AIOS" kernel."""
 
@@ -92,6 +97,12 @@ class LocalBackend(Backend):
         if self._llama_server is not None:
             self._llama_server.stop()
             self._llama_server = None
+
+    def cold_batched(self) -> None:
+        # llama-server empties a slot only through an API that needs --slot-save-path, and not its host-RAM
+        # prompt cache: a fresh process on the same port is the one sure way
+        if self._llama_server is not None:
+            self._llama_server.restart()
 
     def start_native(self, timeout: float = 300.0) -> Endpoint:
         port = free_port()
@@ -169,6 +180,10 @@ class SimBackend(Backend):
         if self._batched is not None:
             self._batched.stop()
             self._batched = None
+
+    def cold_batched(self) -> None:
+        if self._batched is not None:
+            self._batched.clear_cache()
 
     def start_native(self) -> Endpoint:
         self._server = SimServer(self._core(1), model="sim")

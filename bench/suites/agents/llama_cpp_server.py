@@ -246,6 +246,19 @@ class LlamaServer:
         self.stop()
         raise LlamaServerFailed(f"llama-server did not become ready within {timeout:g} s; see {self.log_path}")
 
+    def restart(self, timeout: float = 300.0) -> str:
+        """A fresh process on the same port: every slot and its host-RAM prompt cache empty.
+
+        A benchmark round must not reuse what the previous round computed for the same prompts (AIOS's cores are
+        emptied alike). One short request then builds the compute graphs, so first-use costs stay out of the round
+        as they do for a kernel that keeps running; its prompt shares nothing with a task's.
+        """
+        self.stop()
+        url = self.start(timeout)
+        body = {"model": self.config.alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        httpx.post(f"{url}/chat/completions", json=body, timeout=timeout).raise_for_status()
+        return url
+
     def kill(self) -> None:
         """End the process abruptly (the scale-out study's engine failure)."""
         if self._proc is not None and self._proc.poll() is None:

@@ -72,6 +72,7 @@ class SimServer:
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ app
 
@@ -93,7 +94,7 @@ class SimServer:
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(self._sse(llm_request, include_usage), media_type="text/event-stream")
-            text, prompt_tokens, tokens, finish = await self._generate(llm_request)
+            text, prompt_tokens, cached, tokens, finish = await self._generate(llm_request)
             return JSONResponse(
                 {
                     "id": "chatcmpl-" + uuid.uuid4().hex[:12],
@@ -101,7 +102,10 @@ class SimServer:
                     "created": int(time.time()),
                     "model": self.model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens},
+                    "usage": {
+                        "prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens,
+                        "prompt_tokens_details": {"cached_tokens": cached},
+                    },
                 }
             )
 
@@ -116,15 +120,17 @@ class SimServer:
                 if chunk.finish_reason is not None:
                     return
 
-    async def _generate(self, request: LLMRequest) -> tuple[str, int, int, str]:
-        parts, prompt, tokens, finish = [], 0, 0, "stop"
+    async def _generate(self, request: LLMRequest) -> tuple[str, int, int, int, str]:
+        """Text, prompt tokens, prompt tokens from the cache, completion tokens, finish reason."""
+        parts, prompt, cached, tokens, finish = [], 0, 0, 0, "stop"
         async for chunk in self._pieces(request):
             parts.append(chunk.text)
-            prompt = prompt or chunk.prompt_tokens
+            if chunk.prompt_tokens and not prompt:
+                prompt, cached = chunk.prompt_tokens, chunk.cached_tokens
             tokens += chunk.tokens
             if chunk.finish_reason is not None:
                 finish = "length" if chunk.finish_reason == "length" else "stop"
-        return "".join(parts), prompt, tokens, finish
+        return "".join(parts), prompt, cached, tokens, finish
 
     async def _sse(self, request: LLMRequest, include_usage: bool) -> Any:
         cid = "chatcmpl-" + uuid.uuid4().hex[:12]
@@ -166,6 +172,7 @@ class SimServer:
         def run() -> None:
             async def main() -> None:
                 self._lock = asyncio.Lock()
+                self._loop = asyncio.get_running_loop()
                 await self.core.start()
                 config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
                 self._server = uvicorn.Server(config)
@@ -187,6 +194,12 @@ class SimServer:
         if not ready.wait(timeout) or failure:
             raise RuntimeError(f"the sim server did not start: {failure[0] if failure else 'timeout'}")
         return self.base_url
+
+    def clear_cache(self, timeout: float = 10.0) -> int:
+        """Empty the core's prefix cache (a benchmark round starts cold); returns how many entries went."""
+        if self._loop is None:
+            raise RuntimeError("the sim server is not running")
+        return int(asyncio.run_coroutine_threadsafe(self.core.clear_cache(), self._loop).result(timeout))
 
     def stop(self) -> None:
         if self._server is not None:
