@@ -133,6 +133,7 @@ class Scheduler(abc.ABC):
         return stats.attained if stats else 0.0
 
     def on_arrival(self, job: Job) -> None:
+        self._end_idle(job.arrival)
         stats = self._programs.get(job.program)
         if (
             stats is not None and stats.live == 0 and self.program_idle is not None
@@ -184,10 +185,29 @@ class Scheduler(abc.ABC):
             stats.live = max(0, stats.live - 1)
             if job.ended_at is not None:
                 stats.last_active = max(stats.last_active, job.ended_at)
+            self._programs.move_to_end(job.program)  # least recently active first (see _end_idle)
 
     def forget_program(self, program: str) -> None:
         """The program ended: drop its history (bounded memory for long-running kernels)."""
         self._programs.pop(program, None)
+
+    def _end_idle(self, now: float) -> None:
+        """Programs with no call in flight for ``program_idle`` seconds have ended, even if they never come back.
+
+        An OpenAI client never says its program ended, and a policy that learns from ended programs (PLAS's
+        Gittins rank) must hear of it. Programs are kept least recently active first, so this looks only at
+        the front, past the few with a call still running.
+        """
+        if self.program_idle is None:
+            return
+        ended = []
+        for name, stats in self._programs.items():
+            if now - stats.last_active <= self.program_idle:
+                break  # this one and every later one were active since
+            if stats.live == 0:
+                ended.append(name)
+        for name in ended:
+            self.forget_program(name)
 
     def _trim(self) -> None:
         # drop the least recently active programs with nothing in flight

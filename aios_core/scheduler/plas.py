@@ -21,23 +21,29 @@ seed, is in docs/benchmarks.md (it loses where programs are alike).
 
 Least-attained-service alone starves long programs while short ones keep
 arriving. A call whose program has waited more than ``starvation_ratio`` times
-the time it ran (as in Autellix; default 50), or, if set, that has itself waited
-more than ``max_wait`` seconds, is starving: it is served before every level
-(oldest program first) and may preempt. The ratio scales with the load; a fixed
+the time it ran (default 200), or, if set, that has itself waited more than
+``max_wait`` seconds, is starving: it is served before every level (oldest
+program first) and may preempt. The ratio scales with the load; a fixed
 ``max_wait`` bounds waits in seconds, but once the kernel is overloaded so far
 that most calls wait that long, every call starves and PLAS becomes FIFO (on
 the study's trace at 1000 agents, ``max_wait=120`` gave no gain over FIFO).
+Autellix uses 50; under sustained overload that turns the Gittins order below
+into FIFO too, and on the study's replayed MINT/GAIA agents it cost a fifth of
+the mean completion time, while no family's tail gained from it.
 
-``rank="gittins"`` orders programs by the Gittins index of their attained
-service under the sizes of the programs that have ended
-(:mod:`aios_core.scheduler.gittins`) once ``gittins_min_samples`` have ended,
-and by the levels until then: least attained service where programs are
-heavy-tailed, first come first served where they are alike (where plain LAS
-shares the engine among all of them and finishes every one late).
+The default ``rank="gittins"`` orders programs by the Gittins index of their
+attained service under the sizes of the programs seen so far, ended and still
+running (:mod:`aios_core.scheduler.gittins`), once ``gittins_min_samples`` have
+ended, and by the levels until then: least attained service where programs are
+heavy-tailed, first come first served where they are alike, where plain LAS
+(``rank="levels"``) shares the engine among all of them and finishes every one
+late. Per workload family and seed, the two ranks against an engine with its
+own prefix cache are in docs/benchmarks.md ("Scheduler study on the sim core").
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from aios_core.scheduler.base import Job, Scheduler
@@ -49,7 +55,7 @@ RANKS = ("levels", "gittins")
 
 class PLASScheduler(Scheduler):
     name = "plas"
-    description = "program-level least attained service (Autellix); the default"
+    description = "program-level scheduling (Autellix) by the Gittins index of attained service; the default"
 
     def __init__(
         self,
@@ -57,11 +63,11 @@ class PLASScheduler(Scheduler):
         base: float = 64.0,
         levels: int = 4,
         min_slice: int = 16,
-        starvation_ratio: float | None = 50.0,
+        starvation_ratio: float | None = 200.0,
         min_service: float = 1.0,
         max_wait: float | None = None,
         scan: int = 64,
-        rank: str = "levels",
+        rank: str = "gittins",
         gittins_window: int = 1000,
         gittins_min_samples: int = 5,
         preempt_ratio: float = 2.0,
@@ -80,6 +86,7 @@ class PLASScheduler(Scheduler):
         # every queued job, keyed by (minus its program's Gittins index, program arrival, queueing order)
         self._by_index = KeyedHeap()
         self._index_key: dict[str, tuple[float, float, int]] = {}
+        self._ranked_version = -1
         self.base = float(base)
         self.levels = int(levels)
         self.min_slice = int(min_slice)
@@ -123,9 +130,13 @@ class PLASScheduler(Scheduler):
 
     def forget_program(self, program: str) -> None:
         stats = self._programs.get(program)
-        if self.gittins is not None and stats is not None and stats.live == 0:
-            self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
+        ended = self.gittins is not None and stats is not None and stats.live == 0
         super().forget_program(program)
+        if ended:
+            self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
+            # the programs still running are samples too, of sizes at least what they have had (most recent first)
+            running = itertools.islice(reversed(self._programs.values()), self.gittins.window)
+            self.gittins.set_running(p.attained for p in running)
 
     def is_starving(self, job: Job, now: float) -> bool:
         if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
@@ -157,6 +168,8 @@ class PLASScheduler(Scheduler):
         if starving is not None:
             return starving
         if self._by_gittins():
+            if self._ranked_version != self.gittins.version:
+                self._rerank()
             while True:
                 job = self._by_index.peek()
                 if job is None:
@@ -180,6 +193,16 @@ class PLASScheduler(Scheduler):
                 self._queues[actual].push(job, self._key(job))
                 self._level_of[job.id] = actual
         return None
+
+    def _rerank(self) -> None:
+        # the estimate changed (a program ended): every queued job's index may have moved, not only the top's
+        heap = KeyedHeap()
+        for job in self._all:
+            key = self._gittins_key(job)
+            heap.push(job, key)
+            self._index_key[job.id] = key
+        self._by_index = heap
+        self._ranked_version = self.gittins.version
 
     def pop(self, now: float) -> Job | None:
         job = self.peek(now)

@@ -106,7 +106,8 @@ def setups(max_batch: int) -> list[Setup]:
         Setup("e", "AIOS fifo + prefix sharing", "fifo", prefix_sharing=True),
         Setup("f", "AIOS plas", "plas"),
         Setup("g", "AIOS plas + prefix sharing", "plas", prefix_sharing=True),
-        Setup("g2", "AIOS plas, Gittins rank + prefix sharing", "plas", prefix_sharing=True, options=(("rank", "gittins"),)),
+        # the default PLAS ranks by the Gittins index; (g2) is its former rank, least attained service by levels
+        Setup("g2", "AIOS plas, levels rank + prefix sharing", "plas", prefix_sharing=True, options=(("rank", "levels"),)),
         Setup("h", "srpt, known lengths (oracle)", "srpt"),
     ]
 
