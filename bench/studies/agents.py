@@ -651,7 +651,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def _key_values(parser: argparse.ArgumentParser, flag: str, items: list[str]) -> tuple[tuple[str, Any], ...]:
+def key_value_options(parser: argparse.ArgumentParser, flag: str, items: list[str]) -> tuple[tuple[str, Any], ...]:
     """``KEY=VALUE`` arguments as pairs; a value is JSON when it parses (numbers, booleans), else the text."""
     pairs = []
     for item in items:
@@ -716,8 +716,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(exc, file=sys.stderr)
                 return 2
             build()
-    core_options = _key_values(parser, "--core-option", args.core_option)
-    scheduler_options = _key_values(parser, "--scheduler-option", args.scheduler_option)
+    core_options = key_value_options(parser, "--core-option", args.core_option)
+    scheduler_options = key_value_options(parser, "--scheduler-option", args.scheduler_option)
     options = StudyOptions(
         levels=tuple(sorted(set(args.agents))), shared={"yes": (True,), "no": (False,), "both": (True, False)}[args.shared],
         setups=setups, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,

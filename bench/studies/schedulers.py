@@ -17,8 +17,10 @@ cache (what vLLM's automatic prefix caching, SGLang's radix cache and
 llama-server give: a prompt whose prefix is cached skips it, finished answers
 stay cached, least recently used entries are evicted under the KV capacity);
 (c) AIOS fifo; (d) AIOS round robin with snapshot/restore; (e) AIOS fifo with
-prefix sharing; (f) AIOS PLAS; (g) AIOS PLAS with prefix sharing; (h) SRPT
-with known lengths (an oracle for the mean). The baseline that counts is (b2):
+prefix sharing; (f) AIOS PLAS; (g) AIOS PLAS with prefix sharing; (g2) the
+same with PLAS's former rank, least attained service by levels; (h) SRPT with
+known lengths (an oracle for the mean). ``--scheduler-option`` sets PLAS
+options of (f), (g) and (g2). The baseline that counts is (b2):
 an engine a user would run anyway.
 
 Each setup gets its own lower bound (shared prefill only where that setup can
@@ -38,17 +40,19 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from aios.bench.metrics import jain, percentile, summarize
+from aios.bench.studies.agents import key_value_options
 from aios.bench.studies.workload import FAMILIES, PROFILES, Program, describe, make_family
 
 from aios_core.clock import run_virtual
 from aios_core.cores.base import Generation
 from aios_core.cores.sim import SimCore, SimCosts, message_tokens
 from aios_core.kernel import Kernel
+from aios_core.scheduler import PLASScheduler
 from aios_core.syscalls import LLMRequest, LLMSyscall
 
 #: the sim costs the study loads by default: fitted by the calibration command on this kind of machine
@@ -96,7 +100,18 @@ class Setup:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-def setups(max_batch: int) -> list[Setup]:
+def setups(max_batch: int, plas_options: tuple[tuple[str, Any], ...] = ()) -> list[Setup]:
+    """Every setup; ``plas_options`` go to the PLAS setups (f, g, g2), under each setup's own options."""
+    return [_with_plas_options(s, plas_options) for s in _setups(max_batch)]
+
+
+def _with_plas_options(setup: Setup, plas_options: tuple[tuple[str, Any], ...]) -> Setup:
+    if setup.scheduler != "plas" or not plas_options:
+        return setup
+    return replace(setup, options=tuple(plas_options) + setup.options)
+
+
+def _setups(max_batch: int) -> list[Setup]:
     return [
         Setup("a", "framework-native (no AIOS, one call at a time)", None, direct_slots=1),
         Setup("b", "engine FCFS batching (no AIOS)", None, direct_slots=max_batch),
@@ -458,15 +473,16 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def study(
     agents: int, seed: int, max_batch: int, arrival_rate: float, costs: SimCosts, data_dir: Path, *,
-    family: str = "pareto", only: list[str] | None = None,
+    family: str = "pareto", only: list[str] | None = None, plas_options: tuple[tuple[str, Any], ...] = (),
 ) -> dict[str, Any]:
     trace = make_family(family, agents=agents, seed=seed, arrival_rate=arrival_rate)
-    rows = [run_one(s, trace, max_batch, costs, data_dir) for s in setups(max_batch) if only is None or s.key in only]
+    rows = [run_one(s, trace, max_batch, costs, data_dir) for s in setups(max_batch, plas_options) if only is None or s.key in only]
     return {
         "kind": "aios-bench-schedulers",
         "config": {
             "family": family, "agents": agents, "seed": seed, "max_batch": max_batch, "arrival_rate": arrival_rate,
             "costs": costs.as_dict(), "kv_capacity": KV_CAPACITY, "context_length": CONTEXT_LENGTH,
+            "plas_options": dict(plas_options),
         },
         "trace": describe(trace),
         "rows": rows,
@@ -670,6 +686,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setups", default=None, help=f"comma-separated subset of {','.join(SETUP_KEYS)} (default: all)")
     parser.add_argument("--slo", action="store_true", help="also find the throughput at the SLO for (b2) and (g)")
     parser.add_argument("--slo-agents", type=int, default=120, help="agents per probe of the SLO search")
+    parser.add_argument(
+        "--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of PLAS in setups f, g and g2 (repeatable; JSON values), e.g. starvation_ratio=50",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--markdown", type=Path, metavar="JSON", help="print an earlier result file as Markdown and exit")
     args = parser.parse_args(argv)
@@ -687,6 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     only = args.setups.split(",") if args.setups else None
     if only and (unknown := sorted(set(only) - set(SETUP_KEYS))):
         parser.error(f"unknown setup(s) {unknown}; choose from {','.join(SETUP_KEYS)}")
+    plas_options = key_value_options(parser, "--scheduler-option", args.scheduler_option)
+    try:
+        PLASScheduler(**dict(plas_options))
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--scheduler-option: PLAS refuses {dict(plas_options)}: {exc}")
     costs = load_costs(args.profile)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -695,11 +720,14 @@ def main(argv: list[str] | None = None) -> int:
         for family in families:
             rate = args.arrival_rate if args.arrival_rate is not None else DEFAULT_RATES[family]
             for seed in seeds:
-                result = study(args.agents, seed, args.max_batch, rate, costs, Path(tmp) / f"{family}-{seed}", family=family, only=only)
+                result = study(
+                    args.agents, seed, args.max_batch, rate, costs, Path(tmp) / f"{family}-{seed}", family=family, only=only,
+                    plas_options=plas_options,
+                )
                 if args.slo:
                     result["slo"] = {
                         key: slo_throughput(s, family, args.slo_agents, seed, args.max_batch, costs, Path(tmp) / f"slo-{family}-{seed}")
-                        for s in setups(args.max_batch) for key in [s.key] if key in ("b2", "g")
+                        for s in setups(args.max_batch, plas_options) for key in [s.key] if key in ("b2", "g")
                     }
                     result["slo_config"] = {"agents": args.slo_agents, "slowdown_p99_at_most": SLO_SLOWDOWN}
                 result["profile"] = str(args.profile)

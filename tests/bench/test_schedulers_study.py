@@ -96,3 +96,18 @@ def test_the_command_writes_json_and_png_per_family_and_seed_and_a_summary(tmp_p
     assert {r["setup"] for r in saved["rows"]} == {"b2", "g"} and saved["config"]["family"] == "replay"
     (summary,) = tmp_path.glob("schedulers-summary-*.json")
     assert len(json.loads(summary.read_text())["runs"]) == 2
+
+
+def test_scheduler_options_reach_the_plas_setups_only_and_bad_ones_are_refused_up_front(tmp_path, capsys):
+    by = {s.key: s for s in setups(8, (("starvation_ratio", 50), ("rank", "gittins")))}
+    assert dict(by["g"].options) == {"starvation_ratio": 50, "rank": "gittins"}
+    assert dict(by["g2"].options)["rank"] == "levels"  # a setup's own option wins: (g2) is the levels rank
+    assert by["e"].options == () and by["b2"].options == ()
+    assert main(["--family", "replay", "--agents", "6", "--setups", "b2,g", "--scheduler-option", "starvation_ratio=50", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("schedulers-replay-s0-*.json")
+    assert json.loads(path.read_text())["config"]["plas_options"] == {"starvation_ratio": 50}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--family", "replay", "--agents", "6", "--scheduler-option", "rank=fastest", "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2 and "rank must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
