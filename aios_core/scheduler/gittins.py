@@ -49,7 +49,8 @@ class GittinsIndex:
         self._times: list[float] = []
         self._survival: list[float] = []
         self._memo: dict[int, float] = {}
-        #: bumped whenever the estimate changes: indices computed before are stale
+        self._stale = False
+        #: bumped whenever the samples change: indices computed before are stale
         self.version = 0
 
     @property
@@ -66,15 +67,22 @@ class GittinsIndex:
             del self._sorted[bisect.bisect_left(self._sorted, old)]
         self._recent.append(size)
         bisect.insort(self._sorted, size)
-        self._estimate()
+        self._changed()
 
     def set_running(self, attained: Iterable[float]) -> None:
         """The service of the programs that have not ended (at most ``window`` of them count): censored samples."""
         values = sorted(a for a in attained if a > 0 and math.isfinite(a))
         self._censored = values[-self.window:]
-        self._estimate()
+        self._changed()
+
+    def _changed(self) -> None:
+        # estimated when next asked for, so that many programs ending at once cost one estimate
+        self._stale = True
+        self._memo.clear()
+        self.version += 1
 
     def _estimate(self) -> None:
+        self._stale = False
         ended, censored = self._sorted, self._censored
         times: list[float] = []
         survival: list[float] = []
@@ -90,8 +98,6 @@ class GittinsIndex:
             survival.append(s)
             i = j
         self._times, self._survival = times, survival
-        self._memo.clear()
-        self.version += 1
 
     def _bucket(self, attained: float) -> int:
         return -1 if attained < 1 else int(math.log(attained) / math.log(self.resolution))
@@ -102,6 +108,8 @@ class GittinsIndex:
         cached = self._memo.get(bucket)
         if cached is not None:
             return cached
+        if self._stale:
+            self._estimate()
         # evaluate at the bucket's lower edge, so every attained value of a bucket shares one index
         a = 0.0 if bucket < 0 else self.resolution**bucket
         times, survival = self._times, self._survival

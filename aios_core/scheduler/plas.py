@@ -1,4 +1,4 @@
-"""PLAS: program-level least attained service (Autellix, arXiv 2502.13965).
+"""PLAS: program-level scheduling (Autellix, arXiv 2502.13965), by a Gittins index of attained service by default.
 
 An agent's calls form a program. A call is ranked by the service its whole
 program has attained so far (tokens, see :class:`Scheduler`), not by the call
@@ -17,7 +17,7 @@ the rest) keep the long programs together in the last level, where they finish
 in arrival order. On the study's heavy-tailed trace (``python -m aios.bench.studies.schedulers``)
 with 12 levels or call-level order, PLAS wins the mean but loses the p99; how
 much it gains over FIFO with the calibrated costs, per workload family and
-seed, is in docs/benchmarks.md (it loses where programs are alike).
+seed, is in docs/benchmarks.md (the levels lose where programs are alike).
 
 Least-attained-service alone starves long programs while short ones keep
 arriving. A call whose program has waited more than ``starvation_ratio`` times
@@ -87,6 +87,7 @@ class PLASScheduler(Scheduler):
         self._by_index = KeyedHeap()
         self._index_key: dict[str, tuple[float, float, int]] = {}
         self._ranked_version = -1
+        self._running_told = True
         self.base = float(base)
         self.levels = int(levels)
         self.min_slice = int(min_slice)
@@ -134,9 +135,7 @@ class PLASScheduler(Scheduler):
         super().forget_program(program)
         if ended:
             self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
-            # the programs still running are samples too, of sizes at least what they have had (most recent first)
-            running = itertools.islice(reversed(self._programs.values()), self.gittins.window)
-            self.gittins.set_running(p.attained for p in running)
+            self._running_told = False
 
     def is_starving(self, job: Job, now: float) -> bool:
         if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
@@ -168,6 +167,12 @@ class PLASScheduler(Scheduler):
         if starving is not None:
             return starving
         if self._by_gittins():
+            if not self._running_told:
+                # the programs still running are samples too, of sizes at least what they have had (most recent
+                # first); told once per batch of ended programs, not once per program
+                running = itertools.islice(reversed(self._programs.values()), self.gittins.window)
+                self.gittins.set_running(p.attained for p in running)
+                self._running_told = True
             if self._ranked_version != self.gittins.version:
                 self._rerank()
             while True:
