@@ -51,8 +51,8 @@ from aios.bench.studies.workload import FAMILIES, PROFILES, Program, describe, m
 from aios_core.clock import run_virtual
 from aios_core.cores.base import Generation
 from aios_core.cores.sim import SimCore, SimCosts, message_tokens
+from aios_core.errors import ConfigError
 from aios_core.kernel import Kernel
-from aios_core.scheduler import PLASScheduler
 from aios_core.syscalls import LLMRequest, LLMSyscall
 
 #: the sim costs the study loads by default: fitted by the calibration command on this kind of machine
@@ -708,10 +708,10 @@ def main(argv: list[str] | None = None) -> int:
     if only and (unknown := sorted(set(only) - set(SETUP_KEYS))):
         parser.error(f"unknown setup(s) {unknown}; choose from {','.join(SETUP_KEYS)}")
     plas_options = key_value_options(parser, "--scheduler-option", args.scheduler_option)
-    try:
-        PLASScheduler(**dict(plas_options))
-    except (TypeError, ValueError) as exc:
-        parser.error(f"--scheduler-option: PLAS refuses {dict(plas_options)}: {exc}")
+    try:  # the kernel's own check, before any run
+        Kernel(cores=[], scheduler="plas", scheduler_options=dict(plas_options), entry_point_plugins=False).check()
+    except ConfigError as exc:
+        parser.error(f"--scheduler-option: {exc}")
     costs = load_costs(args.profile)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
