@@ -120,12 +120,11 @@ class Scheduler(abc.ABC):
     # ------------------------------------------------------------------ accounting (shared)
 
     def program(self, name: str) -> ProgramStats:
+        """``name``'s stats, made on first sight. Reading them does not reorder programs (see :meth:`_end_idle`)."""
         stats = self._programs.get(name)
         if stats is None:
             stats = self._programs[name] = ProgramStats()
             self._trim()
-        else:
-            self._programs.move_to_end(name)
         return stats
 
     def attained(self, program: str) -> float:
@@ -133,17 +132,12 @@ class Scheduler(abc.ABC):
         return stats.attained if stats else 0.0
 
     def on_arrival(self, job: Job) -> None:
+        # an idle program coming back after program_idle is ended here, before it counts the new call
         self._end_idle(job.arrival)
-        stats = self._programs.get(job.program)
-        if (
-            stats is not None and stats.live == 0 and self.program_idle is not None
-            and job.arrival - stats.last_active > self.program_idle
-        ):
-            self.forget_program(job.program)
         stats = self.program(job.program)
         stats.calls += 1
         stats.live += 1
-        stats.last_active = max(stats.last_active, job.arrival)
+        self._touch(job.program, stats, job.arrival)
         if stats.first_arrival is None:
             stats.first_arrival = job.arrival
 
@@ -184,8 +178,14 @@ class Scheduler(abc.ABC):
         if stats is not None:
             stats.live = max(0, stats.live - 1)
             if job.ended_at is not None:
-                stats.last_active = max(stats.last_active, job.ended_at)
-            self._programs.move_to_end(job.program)  # least recently active first (see _end_idle)
+                self._touch(job.program, stats, job.ended_at)
+
+    def _touch(self, name: str, stats: ProgramStats, now: float) -> None:
+        """``name`` was active at ``now``: programs stay in order of ``last_active``, oldest first, which
+        :meth:`_end_idle` relies on. Only here do they move."""
+        if now >= stats.last_active:
+            stats.last_active = now
+            self._programs.move_to_end(name)
 
     def forget_program(self, program: str) -> None:
         """The program ended: drop its history (bounded memory for long-running kernels)."""
@@ -196,7 +196,8 @@ class Scheduler(abc.ABC):
 
         An OpenAI client never says its program ended, and a policy that learns from ended programs (PLAS's
         Gittins rank) must hear of it. Programs are kept least recently active first, so this looks only at
-        the front, past the few with a call still running.
+        the front, past the few with a call still running; a program that comes back after ``program_idle``
+        is among them.
         """
         if self.program_idle is None:
             return

@@ -194,6 +194,25 @@ def test_program_history_is_bounded():
     assert len(s._programs) <= 100
 
 
+def test_programs_stay_in_order_of_last_activity_so_the_idle_sweep_finds_every_ended_one():
+    # mutation caught: reading a program's stats (its prefill) or a call that ends without a time moving the
+    # program to the back, ahead of programs active later: the sweep stops at them and misses the idle one
+    s = PLASScheduler(program_idle=60.0)
+    a1 = job("a1", program="a", t=0.0)
+    s.on_arrival(a1)
+    s.on_tokens(a1, 50)
+    b1 = job("b1", program="b", t=5.0)
+    s.on_arrival(b1)
+    s.on_tokens(b1, 20)
+    b1.ended_at = 10.0
+    s.on_finish(b1)
+    s.on_prefill(a1, 100)  # accounting only: a was last active at 0
+    s.on_finish(a1)  # no end time known
+    assert [name for name, _ in s._programs.items()] == ["a", "b"]
+    s.on_arrival(job("c1", program="c", t=65.0))  # a idle 65 s, b 55 s
+    assert s.attained("a") == 0 and s.attained("b") == 20  # a ended, b (within program_idle) kept its history
+
+
 def test_plas_program_idle_past_program_idle_starts_over_and_a_busy_one_keeps_its_level():
     # mutation caught: history kept for ever (the agent that ran long once stays last in line), or reset while
     # the program still has a call in flight or came back within program_idle
