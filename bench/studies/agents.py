@@ -269,10 +269,16 @@ async def run_round(server: Server, base_url: str, model: str, plans: list[Agent
         keys = await server.api_keys(client, [p.name for p in plans])  # outside the timed part
         before = await asyncio.to_thread(server.counters)
         t0 = time.perf_counter()
-        agents = await asyncio.gather(*(run_agent(client, base_url, model, keys[p.name], p, t0, seed) for p in plans))
+
+        async def agent(plan: AgentPlan) -> AgentResult:
+            result = await run_agent(client, base_url, model, keys[plan.name], plan, t0, seed)
+            # the agent ended, as an SDK agent's scope does on exit (after its end was timed): PLAS learns its size
+            # while the others still run, and the same name next round starts a new program
+            await server.end_agents(client, [plan.name])
+            return result
+
+        agents = await asyncio.gather(*(agent(p) for p in plans))
         after = await asyncio.to_thread(server.counters)
-        # the same names come back next round: without this, PLAS would rank round 2's agents by round 1's service
-        await server.end_agents(client, [p.name for p in plans])
     seconds = [a.seconds for a in agents]
     calls = [c for a in agents for c in a.calls]
     makespan = max(a.end for a in agents) - min(a.start for a in agents)

@@ -90,6 +90,39 @@ def test_ratios_are_baseline_over_aios_from_medians_and_per_round():
     assert r["same_completion_tokens"] is True
 
 
+async def test_each_agent_ends_when_its_own_conversation_ends_not_at_the_round_end(monkeypatch):
+    # mutation caught: every agent ended together after the round, so PLAS learnt nothing from the agents
+    # that finished early while the others still ran (it ranks by the sizes of ended programs)
+    import asyncio
+    import time
+
+    from aios.bench.studies import agents as study
+
+    events: list[tuple[str, str]] = []
+
+    async def fake_agent(client, base_url, model, api_key, plan, t0, seed, **_):
+        await asyncio.sleep(0.01 if plan.name == "agent000" else 0.2)
+        events.append(("done", plan.name))
+        return study.AgentResult(agent=plan.name, start=0.0, end=time.perf_counter() - t0)
+
+    class Server:
+        key = "aios"
+
+        async def api_keys(self, client, names):
+            return {n: "k" for n in names}
+
+        def counters(self):
+            return {}
+
+        async def end_agents(self, client, names):
+            events.append(("ended", *names))
+
+    monkeypatch.setattr(study, "run_agent", fake_agent)
+    plans = make_workload(WorkloadSpec(agents=2, turns=1, tool_delay=0))
+    await study.run_round(Server(), "http://unused", "m", plans, round_index=0, seed=0)
+    assert events == [("done", "agent000"), ("ended", "agent000"), ("done", "agent001"), ("ended", "agent001")]
+
+
 def test_the_study_runs_three_setups_on_the_sim_core_through_aios_serve(tmp_path, capsys):
     """The whole harness: serial and batching stand-in servers and ``aios serve`` (a separate process), rotated per round."""
     code = main([
