@@ -53,6 +53,7 @@ from typing import Any, Protocol
 
 import httpx
 from aios.bench.metrics import per_round_ratios, percentile
+from aios.bench.studies.cli_options import key_value_options
 from aios.bench.suites.modes import SETUP_LABELS, round_order
 
 from aios_core.errors import ConfigError
@@ -655,21 +656,6 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def key_value_options(parser: argparse.ArgumentParser, flag: str, items: list[str]) -> tuple[tuple[str, Any], ...]:
-    """``KEY=VALUE`` arguments as pairs; a value is JSON when it parses (numbers, booleans), else the text."""
-    pairs = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            parser.error(f"{flag} takes KEY=VALUE, not {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        pairs.append((key.strip(), value))
-    return tuple(pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,9 @@ stay cached, least recently used entries are evicted under the KV capacity);
 (c) AIOS fifo; (d) AIOS round robin with snapshot/restore; (e) AIOS fifo with
 prefix sharing; (f) AIOS PLAS; (g) AIOS PLAS with prefix sharing; (g2) the
 same with PLAS's former rank, least attained service by levels; (h) SRPT with
-known lengths (an oracle for the mean). ``--scheduler-option`` sets PLAS
+known lengths (an oracle for the mean) and (h2) the same with prefix sharing:
+what an order that knew every program's length would give over (b2), the
+ceiling of what scheduling can add to the cache. ``--scheduler-option`` sets PLAS
 options of (f), (g) and (g2). The baseline that counts is (b2):
 an engine a user would run anyway.
 
@@ -36,7 +38,9 @@ import argparse
 import asyncio
 import json
 import math
+import shlex
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from aios.bench.metrics import jain, percentile, summarize
-from aios.bench.studies.agents import key_value_options
+from aios.bench.studies.cli_options import key_value_options
 from aios.bench.studies.workload import FAMILIES, PROFILES, Program, describe, make_family
 
 from aios_core.clock import run_virtual
@@ -124,6 +128,8 @@ def _setups(max_batch: int) -> list[Setup]:
         # the default PLAS ranks by the Gittins index; (g2) is its former rank, least attained service by levels
         Setup("g2", "AIOS plas, levels rank + prefix sharing", "plas", prefix_sharing=True, options=(("rank", "levels"),)),
         Setup("h", "srpt, known lengths (oracle)", "srpt"),
+        # what any order could give on top of the cache (g) shares: the ceiling of the scheduling targets against (b2)
+        Setup("h2", "srpt, known lengths (oracle) + prefix sharing", "srpt", prefix_sharing=True),
     ]
 
 
@@ -455,7 +461,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
             "plas_vs_fifo_p50": by["c"]["completion_p50"] / by["f"]["completion_p50"],
             "plas_vs_fifo_p99": by["c"]["completion_p99"] / by["f"]["completion_p99"],
         }
-    for key in ("g", "g2"):
+    for key in ("g", "g2", "h2"):
         if "b2" in by and key in by:
             out |= {
                 f"{key}_vs_b2_makespan": by["b2"]["makespan"] / by[key]["makespan"],
@@ -604,8 +610,9 @@ TARGETS = {"g_vs_b2_mean": 2.0, "g_vs_b2_p99": 1.2, "slo_throughput": 2.0}
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The multi-family, multi-seed run: (g) vs (b2) per family and seed, with the targets met or missed."""
     lines = [
-        "| family | seed | agents/s | (b2) mean s | (g) mean s | mean (b2)/(g) | (b2) p99 s | (g) p99 s | p99 (b2)/(g) | makespan (b2)/(g) | PLAS vs FIFO mean / p99 | SLO rate (b2) | SLO rate (g) | SLO (g)/(b2) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| family | seed | agents/s | (b2) mean s | (g) mean s | mean (b2)/(g) | (b2) p99 s | (g) p99 s | p99 (b2)/(g) | makespan (b2)/(g) "
+        "| PLAS vs FIFO mean / p99 | clairvoyant (h2): mean / p99 vs (b2) | SLO rate (b2) | SLO rate (g) | SLO (g)/(b2) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def mark(value: float, target: float) -> str:
@@ -624,6 +631,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"{by['g']['completion_mean']:.1f} | {mark(rt['g_vs_b2_mean'], TARGETS['g_vs_b2_mean'])} | {by['b2']['completion_p99']:.0f} | "
             f"{by['g']['completion_p99']:.0f} | {mark(rt['g_vs_b2_p99'], TARGETS['g_vs_b2_p99'])} | {rt['g_vs_b2_makespan']:.2f}x | "
             + (f"{rt['plas_vs_fifo_mean']:.2f}x / {rt['plas_vs_fifo_p99']:.2f}x" if "plas_vs_fifo_mean" in rt else "")
+            + " | " + (f"{rt['h2_vs_b2_mean']:.2f}x / {rt['h2_vs_b2_p99']:.2f}x" if "h2_vs_b2_mean" in rt else "")
             + f" | {' | '.join(slo_cells)} |"
         )
     return "\n".join(lines)
@@ -742,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"results: {path}" + (f", plot: {png}" if png else ""))
                 runs.append(result)
     if len(runs) > 1 and all("g_vs_b2_mean" in r["ratios"] for r in runs):
-        summary = {"kind": "aios-bench-schedulers-summary", "command": "python -m aios.bench.studies.schedulers " + " ".join(argv or []), "runs": runs}
+        summary = {"kind": "aios-bench-schedulers-summary", "command": "python -m aios.bench.studies.schedulers " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)), "runs": runs}
         path = args.out / f"schedulers-summary-{stamp}.json"
         path.write_text(_dump(summary))
         print(summary_markdown(summary))
