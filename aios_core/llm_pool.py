@@ -158,6 +158,7 @@ class LLMPool:
             arrival=now,
             enqueued_at=now,
             hint_tokens=syscall.hint_tokens,
+            application=syscall.request.application(),
         )
         flight = Flight(syscall, agent, job, stream=stream)
         job.payload = flight

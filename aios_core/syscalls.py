@@ -10,6 +10,7 @@ kernel fills in as the syscall moves through queues and cores.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -147,6 +148,21 @@ class LLMRequest(_Model):
     model: str | None = None
     #: core-specific options (e.g. the sim core's ``sim_tokens``); cores ignore keys they do not know
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    def application(self) -> str | None:
+        """Which application the calling agent is, as a digest of its leading system messages and the tools it offers.
+
+        Agents of one application send the same instructions and tools, and their programs run to alike
+        sizes: PLAS learns a size distribution per application. None when the request has neither.
+        """
+        system = [m.content or "" for m in itertools.takewhile(lambda m: m.role == "system", self.messages)]
+        if not system and not self.tools:
+            return None
+        h = hashlib.blake2b(digest_size=12)
+        for part in (*system, "\x00tools", *(t.name for t in self.tools)):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+        return h.hexdigest()
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -40,6 +40,8 @@ class Job:
     slice_tokens: int = 0
     #: caller's estimate of tokens still to generate (SRPT); None when unknown
     hint_tokens: int | None = None
+    #: the application the program belongs to (see ``LLMRequest.application``); None when unknown
+    application: str | None = None
     preemptions: int = 0
     #: loop time of the latest dispatch to a core
     dispatched_at: float | None = None
@@ -63,6 +65,8 @@ class ProgramStats:
     first_arrival: float | None = None
     #: loop time of its latest arrival or end of a call (an idle program starts over, see ``program_idle``)
     last_active: float = 0.0
+    #: the application of its latest call that named one
+    application: str | None = None
 
 
 class Scheduler(abc.ABC):
@@ -137,6 +141,8 @@ class Scheduler(abc.ABC):
         stats = self.program(job.program)
         stats.calls += 1
         stats.live += 1
+        if job.application is not None:
+            stats.application = job.application
         self._touch(job.program, stats, job.arrival)
         if stats.first_arrival is None:
             stats.first_arrival = job.arrival

@@ -39,14 +39,24 @@ heavy-tailed, first come first served where they are alike, where plain LAS
 (``rank="levels"``) shares the engine among all of them and finishes every one
 late. Per workload family and seed, the two ranks against an engine with its
 own prefix cache are in docs/benchmarks.md ("Scheduler study on the sim core").
+
+Programs of one application (the same system prompt and tools, see
+``LLMRequest.application``) run to alike sizes, and applications differ: a
+chat and a coding agent. With ``rank_by_application`` (the default) an
+application with ``application_min_samples`` ended programs is ranked under
+its own sizes, the others under everyone's; the indices compare across
+applications (the multi-class Gittins policy). On the replayed MINT/GAIA
+agents this shortened the mean completion 1.10x; where every application has
+the same sizes (the study's pareto family) it changes nothing but noise.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict, defaultdict
 
-from aios_core.scheduler.base import Job, Scheduler
+from aios_core.scheduler.base import Job, ProgramStats, Scheduler
 from aios_core.scheduler.gittins import GittinsIndex
 from aios_core.scheduler.queues import FifoQueue, KeyedHeap
 
@@ -71,11 +81,16 @@ class PLASScheduler(Scheduler):
         gittins_window: int = 1000,
         gittins_min_samples: int = 5,
         preempt_ratio: float = 2.0,
+        rank_by_application: bool = True,
+        application_min_samples: int = 20,
+        max_applications: int = 64,
         **options: float,
     ) -> None:
         super().__init__(**options)
         if base <= 0 or levels < 1:
             raise ValueError("base must be > 0 and levels >= 1")
+        if max_applications < 1 or application_min_samples < 1:
+            raise ValueError(f"max_applications and application_min_samples must be >= 1, got {max_applications!r} and {application_min_samples!r}")
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
         if preempt_ratio < 1:
@@ -83,6 +98,13 @@ class PLASScheduler(Scheduler):
         self.rank = rank
         self.preempt_ratio = float(preempt_ratio)
         self.gittins = GittinsIndex(window=gittins_window, min_samples=gittins_min_samples) if rank == "gittins" else None
+        # one more estimate per application (most recently ended last), used once it has its own min_samples
+        self.rank_by_application = bool(rank_by_application)
+        self.max_applications = int(max_applications)
+        self.application_min_samples = int(application_min_samples)
+        self._applications: OrderedDict[str, GittinsIndex] = OrderedDict()
+        # bumped whenever any estimate's samples change: every queued job's index may have moved
+        self._samples_version = 0
         # every queued job, keyed by (minus its program's Gittins index, program arrival, queueing order)
         self._by_index = KeyedHeap()
         self._index_key: dict[str, tuple[float, float, int]] = {}
@@ -114,7 +136,31 @@ class PLASScheduler(Scheduler):
 
     def index(self, program: str) -> float:
         """The program's Gittins index (higher: served first); 0 when ranking by levels."""
-        return self.gittins.index(self.attained(program)) if self.gittins is not None else 0.0
+        if self.gittins is None:
+            return 0.0
+        stats = self._programs.get(program)
+        return self.estimate_for(stats).index(stats.attained if stats is not None else 0.0)
+
+    def estimate_for(self, stats: ProgramStats | None) -> GittinsIndex:
+        """The size distribution a program is ranked under: its application's once enough of them have
+        ended, else that of every program. Indices from either are completions per unit of service, so
+        programs ranked under different ones compare (the multi-class Gittins policy)."""
+        if stats is not None and stats.application is not None:
+            own = self._applications.get(stats.application)
+            if own is not None and own.ready:
+                return own
+        assert self.gittins is not None
+        return self.gittins
+
+    def _application_estimate(self, application: str) -> GittinsIndex:
+        assert self.gittins is not None
+        estimate = self._applications.get(application)
+        if estimate is None:
+            estimate = self._applications[application] = GittinsIndex(window=self.gittins.window, min_samples=self.application_min_samples)
+            if len(self._applications) > self.max_applications:
+                self._applications.popitem(last=False)
+        self._applications.move_to_end(application)
+        return estimate
 
     def _gittins_key(self, job: Job) -> tuple[float, float, int]:
         return (-self.index(job.program), self.program_arrival(job), job.seq)
@@ -135,7 +181,10 @@ class PLASScheduler(Scheduler):
         super().forget_program(program)
         if ended:
             self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
+            if self.rank_by_application and stats.application is not None:
+                self._application_estimate(stats.application).observe(stats.attained)
             self._running_told = False
+            self._samples_version += 1
 
     def is_starving(self, job: Job, now: float) -> bool:
         if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
@@ -168,12 +217,8 @@ class PLASScheduler(Scheduler):
             return starving
         if self._by_gittins():
             if not self._running_told:
-                # the programs still running are samples too, of sizes at least what they have had (most recent
-                # first); told once per batch of ended programs, not once per program
-                running = itertools.islice(reversed(self._programs.values()), self.gittins.window)
-                self.gittins.set_running(p.attained for p in running)
-                self._running_told = True
-            if self._ranked_version != self.gittins.version:
+                self._tell_running()
+            if self._ranked_version != self._samples_version:
                 self._rerank()
             while True:
                 job = self._by_index.peek()
@@ -199,6 +244,21 @@ class PLASScheduler(Scheduler):
                 self._level_of[job.id] = actual
         return None
 
+    def _tell_running(self) -> None:
+        # the programs still running are samples too, of sizes at least what they have had (most recent
+        # first), each of its own application's as well; told once per batch of ended programs, not once per program
+        assert self.gittins is not None
+        running = list(itertools.islice(reversed(self._programs.values()), self.gittins.window))
+        self.gittins.set_running(p.attained for p in running)
+        if self._applications:
+            by_application: defaultdict[str | None, list[float]] = defaultdict(list)
+            for p in running:
+                by_application[p.application].append(p.attained)
+            for application, estimate in self._applications.items():
+                estimate.set_running(by_application.get(application, ()))
+        self._running_told = True
+        self._samples_version += 1
+
     def _rerank(self) -> None:
         # the estimate changed (a program ended): every queued job's index may have moved, not only the top's
         heap = KeyedHeap()
@@ -207,7 +267,7 @@ class PLASScheduler(Scheduler):
             heap.push(job, key)
             self._index_key[job.id] = key
         self._by_index = heap
-        self._ranked_version = self.gittins.version
+        self._ranked_version = self._samples_version
 
     def pop(self, now: float) -> Job | None:
         job = self.peek(now)

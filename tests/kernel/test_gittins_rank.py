@@ -126,3 +126,83 @@ def test_a_program_that_never_comes_back_ends_after_program_idle_and_teaches_the
     assert s.attained("a") == 300
     s.on_arrival(Job(id="c-1", agent="c", program="c", arrival=80.0))  # 70 s: it ended
     assert s.attained("a") == 0 and s.gittins.ready
+
+
+def _ended(s: PLASScheduler, program: str, tokens: int, application: str | None) -> None:
+    """``program`` of ``application`` ran ``tokens`` tokens and ended."""
+    j = Job(id=f"{program}-1", agent=program, program=program, application=application)
+    s.on_arrival(j)
+    s.on_tokens(j, tokens)
+    s.on_finish(j)
+    s.forget_program(program)
+
+
+def _queued(s: PLASScheduler, program: str, application: str | None, t: float) -> Job:
+    j = Job(id=f"{program}-q", agent=program, program=program, application=application, arrival=t, enqueued_at=t)
+    s.on_arrival(j)
+    s.push(j, t)
+    return j
+
+
+@pytest.mark.parametrize("by_application", [True, False])
+def test_a_new_program_is_ranked_by_the_sizes_of_its_own_application(by_application: bool):
+    # mutation caught: one size distribution for every program. Half the programs that ended were chats of
+    # 10 tokens, half coding runs of 1000: a new program of either looks the same under the mix, so they
+    # go in arrival order; under their own applications' sizes the chat is far nearer its end
+    s = PLASScheduler(gittins_min_samples=5, application_min_samples=5, rank_by_application=by_application)
+    for i in range(10):
+        _ended(s, f"chat{i}", 10, "chat")
+        _ended(s, f"code{i}", 1000, "code")
+    code = _queued(s, "code-new", "code", 1.0)
+    chat = _queued(s, "chat-new", "chat", 2.0)
+    order = [s.pop(3.0).id for _ in range(2)]
+    assert order == ([chat.id, code.id] if by_application else [code.id, chat.id])
+    if by_application:
+        assert s.index("chat-new") == pytest.approx(1 / 10) and s.index("code-new") == pytest.approx(1 / 1000)
+
+
+def test_an_application_with_few_ended_programs_is_ranked_under_every_programs_sizes():
+    s = PLASScheduler(gittins_min_samples=5, application_min_samples=5, max_applications=2)
+    for i in range(10):
+        _ended(s, f"x{i}", 100, None)
+    for i in range(4):
+        _ended(s, f"new{i}", 10, "new")
+    j = _queued(s, "new-q", "new", 1.0)
+    stats = s._programs[j.program]
+    assert s.estimate_for(stats) is s.gittins  # 4 of its own ended: not enough
+    _ended(s, "new4", 10, "new")
+    assert s.estimate_for(stats) is s._applications["new"]
+    # at most max_applications estimates are kept, the least recently ended application's dropped first
+    _ended(s, "a0", 10, "a")
+    _ended(s, "b0", 10, "b")
+    assert list(s._applications) == ["a", "b"]
+    assert s.estimate_for(stats) is s.gittins
+    for bad in ({"max_applications": 0}, {"application_min_samples": 0}):
+        with pytest.raises(ValueError, match="max_applications and application_min_samples"):
+            PLASScheduler(**bad)
+
+
+def test_the_application_is_the_leading_system_messages_and_the_tools_offered():
+    from aios_core.syscalls import LLMRequest
+
+    def app(messages, tools=()):
+        return LLMRequest(messages=messages, tools=[{"name": t} for t in tools]).application()
+
+    sys_a = {"role": "system", "content": "You are a coder."}
+    q1, q2 = {"role": "user", "content": "fix bug 1"}, {"role": "user", "content": "write a test"}
+    assert app([sys_a, q1]) == app([sys_a, q2]) is not None  # the task does not change the application
+    assert app([sys_a, q1]) != app([{"role": "system", "content": "You are a chat bot."}, q1])
+    assert app([sys_a, q1], ["run_tests"]) != app([sys_a, q1])
+    assert app([q1]) is None  # nothing names the application: ranked under every program's sizes
+    assert app([q1, {"role": "system", "content": "late"}]) is None  # only the leading system messages count
+
+
+async def test_the_kernel_tells_the_scheduler_which_application_a_call_belongs_to(make_kernel):
+    from aios_core.cores.sim import SimCore
+    from aios_core.syscalls import LLMRequest
+
+    messages = [{"role": "system", "content": "You sort numbers."}, {"role": "user", "content": "3 1 2"}]
+    async with make_kernel(scheduler="plas", cores=[SimCore(t0=0.0001)]) as kernel:
+        await kernel.agent("sorter").achat(messages, extra={"sim_tokens": 3})
+        (stats,) = [p for pool in kernel.pools.values() for p in pool.scheduler._programs.values()]
+    assert stats.application == LLMRequest(messages=messages).application() is not None
