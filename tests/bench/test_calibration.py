@@ -25,7 +25,7 @@ def test_fit_recovers_known_costs_including_the_context_term_and_the_sim_predict
     assert costs["b"] == pytest.approx(TRUE["b"], rel=0.5)
     assert costs["c"] == pytest.approx(TRUE["c"], rel=0.5)
     assert {g["context_tokens"] for g in costs["decode_groups"]} != {costs["decode_groups"][0]["context_tokens"]}
-    assert [r["setup"] for r in result["rows"]] == ["a", "b", "b2", "c", "d", "e", "f", "g", "g2", "h"]
+    assert [r["setup"] for r in result["rows"]] == ["a", "b", "b2", "c", "d", "e", "f", "g", "g2", "h", "h2"]
     # the "real" engine here is the sim itself: predictions are close (real-clock jitter only)
     assert result["mean_abs_error"]["makespan"] < 0.25
     for row in result["rows"]:
