@@ -206,3 +206,21 @@ async def test_the_kernel_tells_the_scheduler_which_application_a_call_belongs_t
         await kernel.agent("sorter").achat(messages, extra={"sim_tokens": 3})
         (stats,) = [p for pool in kernel.pools.values() for p in pool.scheduler._programs.values()]
     assert stats.application == LLMRequest(messages=messages).application() is not None
+
+
+def test_each_application_counts_its_own_running_programs_as_censored_sizes():
+    # mutation caught: running programs told only to the estimate of every program, so an application's
+    # estimate is made of its short programs that ended first while its long ones still run
+    s = PLASScheduler(gittins_min_samples=1, application_min_samples=1)
+    _ended(s, "chat-0", 10, "chat")
+    _ended(s, "code-0", 100, "code")
+    running = Job(id="code-1-a", agent="code-1", program="code-1", application="code")
+    s.on_arrival(running)
+    s.on_tokens(running, 700)
+    other = Job(id="chat-1-a", agent="chat-1", program="chat-1", application="chat")
+    s.on_arrival(other)
+    s.on_tokens(other, 5)
+    _queued(s, "code-2", "code", 1.0)
+    s.peek(2.0)
+    assert s._applications["code"]._censored == [700.0] and s._applications["chat"]._censored == [5.0]
+    assert s.gittins._censored == [5.0, 700.0]
