@@ -50,8 +50,6 @@ class GittinsIndex:
         self._survival: list[float] = []
         self._memo: dict[int, float] = {}
         self._stale = False
-        #: bumped whenever the samples change: indices computed before are stale
-        self.version = 0
 
     @property
     def ready(self) -> bool:
@@ -79,7 +77,6 @@ class GittinsIndex:
         # estimated when next asked for, so that many programs ending at once cost one estimate
         self._stale = True
         self._memo.clear()
-        self.version += 1
 
     def _estimate(self) -> None:
         self._stale = False

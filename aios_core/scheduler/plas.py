@@ -103,13 +103,12 @@ class PLASScheduler(Scheduler):
         self.max_applications = int(max_applications)
         self.application_min_samples = int(application_min_samples)
         self._applications: OrderedDict[str, GittinsIndex] = OrderedDict()
-        # bumped whenever any estimate's samples change: every queued job's index may have moved
-        self._samples_version = 0
         # every queued job, keyed by (minus its program's Gittins index, program arrival, queueing order)
         self._by_index = KeyedHeap()
         self._index_key: dict[str, tuple[float, float, int]] = {}
-        self._ranked_version = -1
-        self._running_told = True
+        # programs ended since the estimates were last told which programs still run: the estimates and every
+        # queued job's index may have moved (samples change only here), so the next peek tells and re-ranks
+        self._ended_since_ranked = False
         self.base = float(base)
         self.levels = int(levels)
         self.min_slice = int(min_slice)
@@ -183,8 +182,7 @@ class PLASScheduler(Scheduler):
             self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
             if self.rank_by_application and stats.application is not None:
                 self._application_estimate(stats.application).observe(stats.attained)
-            self._running_told = False
-            self._samples_version += 1
+            self._ended_since_ranked = True
 
     def is_starving(self, job: Job, now: float) -> bool:
         if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
@@ -216,9 +214,8 @@ class PLASScheduler(Scheduler):
         if starving is not None:
             return starving
         if self._by_gittins():
-            if not self._running_told:
+            if self._ended_since_ranked:
                 self._tell_running()
-            if self._ranked_version != self._samples_version:
                 self._rerank()
             while True:
                 job = self._by_index.peek()
@@ -256,8 +253,7 @@ class PLASScheduler(Scheduler):
                 by_application[p.application].append(p.attained)
             for application, estimate in self._applications.items():
                 estimate.set_running(by_application.get(application, ()))
-        self._running_told = True
-        self._samples_version += 1
+        self._ended_since_ranked = False
 
     def _rerank(self) -> None:
         # the estimate changed (a program ended): every queued job's index may have moved, not only the top's
@@ -267,7 +263,6 @@ class PLASScheduler(Scheduler):
             heap.push(job, key)
             self._index_key[job.id] = key
         self._by_index = heap
-        self._ranked_version = self._samples_version
 
     def pop(self, now: float) -> Job | None:
         job = self.peek(now)
