@@ -126,6 +126,7 @@ class LLMPool:
         self.failed = 0
         #: completion tokens of a typical answer here (a moving mean), for pricing a route when the caller gives no hint
         self._typical_output = MovingMean()
+        self._policy(lambda s: s.set_kv_cells(self.kv_cells()))
 
     # ------------------------------------------------------------------ public
 
@@ -184,6 +185,11 @@ class LLMPool:
     def shutdown(self, reason: AIOSError) -> None:
         for flight in list(self._queued.values()) + list(self._running.values()):
             self.cancel(flight, reason)
+
+    def kv_cells(self) -> int | None:
+        """KV cells the pool's engines keep conversations in between calls; None when one of them does not say."""
+        cells = [core.kv_cells() for core in self.cores]
+        return None if any(c is None for c in cells) else sum(cells)  # type: ignore[misc]
 
     @property
     def queued(self) -> int:

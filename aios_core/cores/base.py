@@ -222,6 +222,14 @@ class LLMCore(abc.ABC):
         """Prompt tokens this core could reuse from its cache for ``request`` (routing prefers higher)."""
         return 0
 
+    def kv_cells(self) -> int | None:
+        """KV cells in which this engine keeps conversations between calls (its prefix cache), when they bound it.
+
+        The scheduler keeps the conversations of the programs in flight within them (load control, see
+        :mod:`aios_core.scheduler.working_set`). None: unknown, or the engine keeps them elsewhere too.
+        """
+        return None
+
     def engine_speed(self) -> EngineSpeed | None:
         """The engine's measured costs, when it runs elsewhere and several such cores share a pool (routing prices them).
 

@@ -147,6 +147,7 @@ class OpenAICore(LLMCore):
         stream_usage: bool = True,
         extra_body: dict[str, Any] | None = None,
         prefix_cache: int = 4096,
+        kv_cells: int | None = None,
     ) -> None:
         """Options, as in a ``[[cores]] kind = "openai"`` table:
 
@@ -161,6 +162,9 @@ class OpenAICore(LLMCore):
           ``stream_options``); ``extra_body``: extra JSON fields of every request (e.g. ``top_k``).
         - ``prefix_cache``: message prefixes (and replies) remembered as sent to this server, so
           that a conversation's next turn is routed back to the server holding its KV (0: off).
+        - ``kv_cells``: tokens the server's KV cache holds (vLLM: ``num_gpu_blocks * block_size``, SGLang:
+          ``max_total_num_tokens``, llama-server: ``--ctx-size``), so that the scheduler keeps the
+          conversations of the programs in flight within it (load control); None: not known, none.
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -171,6 +175,8 @@ class OpenAICore(LLMCore):
             raise ConfigError(f"core {name}: max_retries must be 0 or more")
         if prefix_cache < 0:
             raise ConfigError(f"core {name}: prefix_cache must be 0 or more (got {prefix_cache})")
+        if kv_cells is not None and (isinstance(kv_cells, bool) or not isinstance(kv_cells, int) or kv_cells < 1):
+            raise ConfigError(f"core {name}: kv_cells must be a whole number of tokens >= 1, or unset (got {kv_cells!r})")
         if continuation not in ("auto", "completion", "continue_final_message", "prefill"):
             raise ConfigError(f"core {name}: continuation must be auto, completion, continue_final_message or prefill, not {continuation!r}")
         if continuation == "completion" and not chat_template:
@@ -195,6 +201,7 @@ class OpenAICore(LLMCore):
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str, _RemoteGen] = {}
         self._seen = ConversationIndex(prefix_cache)
+        self._kv_cells = kv_cells
         self._speed = EngineSpeed()
         self._stats = CoreStats(name=name, model=self.model, max_batch=max_batch)
         self._requests = 0
@@ -285,6 +292,9 @@ class OpenAICore(LLMCore):
     def _mark_alive(self) -> None:
         self._failures = 0
         self._down_until = 0.0
+
+    def kv_cells(self) -> int | None:
+        return self._kv_cells
 
     def prefix_affinity(self, request: LLMRequest) -> int:
         return self._seen.match(request.messages)

@@ -205,6 +205,10 @@ class SimCore(BatchingCore):
     async def clear_cache(self) -> int:
         return self._cache.clear()
 
+    def kv_cells(self) -> int | None:
+        # without a prefix cache nothing is kept between calls
+        return self.kv_capacity if self._cache.enabled else None
+
     def prefix_affinity(self, request: LLMRequest) -> int:
         return sum(n.tokens for n in self._cache.match(self._links(request)))
 

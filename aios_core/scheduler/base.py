@@ -67,6 +67,9 @@ class ProgramStats:
     last_active: float = 0.0
     #: the application of its latest call that named one
     application: str | None = None
+    #: tokens of its conversation as of its latest call (prompt, then each token generated): what a prefix cache
+    #: keeps for its next call; 0 until a call of it has been prefilled
+    context: int = 0
 
 
 class Scheduler(abc.ABC):
@@ -168,7 +171,9 @@ class Scheduler(abc.ABC):
 
     def on_prefill(self, job: Job, prompt_tokens: int) -> None:
         job.prompt_tokens = prompt_tokens
-        self.program(job.program).attained += self.prefill_weight * prompt_tokens
+        stats = self.program(job.program)
+        stats.attained += self.prefill_weight * prompt_tokens
+        stats.context = prompt_tokens + job.generated
 
     def on_tokens(self, job: Job, n: int) -> None:
         job.generated += n
@@ -178,6 +183,7 @@ class Scheduler(abc.ABC):
         stats = self._programs.get(job.program)
         if stats is not None:
             stats.attained += n
+            stats.context += n
 
     def on_finish(self, job: Job) -> None:
         stats = self._programs.get(job.program)
@@ -192,6 +198,12 @@ class Scheduler(abc.ABC):
         if now >= stats.last_active:
             stats.last_active = now
             self._programs.move_to_end(name)
+
+    def set_kv_cells(self, cells: int | None) -> None:
+        """The KV cells the pool's engines keep conversations in between calls (None: unknown).
+
+        Told once by the pool; policies that keep the conversations in flight within the cache use it.
+        """
 
     def forget_program(self, program: str) -> None:
         """The program ended: drop its history (bounded memory for long-running kernels)."""

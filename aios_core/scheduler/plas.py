@@ -48,6 +48,23 @@ its own sizes, the others under everyone's; the indices compare across
 applications (the multi-class Gittins policy). On the replayed MINT/GAIA
 agents this shortened the mean completion 1.10x; where every application has
 the same sizes (the study's pareto family) it changes nothing but noise.
+
+Under the Gittins rank PLAS also does load control (:mod:`aios_core.scheduler.working_set`)
+when the pool's engines say how many KV cells they keep conversations in (the
+sim core with its prefix cache; an ``openai`` core given ``kv_cells``). A
+program that has not started waits while the conversations of the programs in
+flight, plus the one its application is expected to grow, would exceed
+``kv_share`` of those cells (default 0.4: the running sequences need the rest
+to grow their answers). Programs in flight never wait for it, nor programs of
+an application whose conversations are small (``small_share`` of the budget)
+or whose calls do not carry their conversation, nor any program while nothing
+runs. A program between calls counts for ``resident_ttl`` seconds after its
+last call (an OpenAI client never says that its program ended). Without it,
+while few programs had ended the rank shared the engine among every long
+coding program of the study's bimodal family at once; their conversations no
+longer fitted, each call prefilled its whole conversation again, and every
+sequence of the batch waited for that prefill (docs/benchmarks.md, "Load
+control"). ``kv_share=None`` turns it off.
 """
 
 from __future__ import annotations
@@ -59,6 +76,7 @@ from collections import OrderedDict, defaultdict
 from aios_core.scheduler.base import Job, ProgramStats, Scheduler
 from aios_core.scheduler.gittins import GittinsIndex
 from aios_core.scheduler.queues import FifoQueue, KeyedHeap
+from aios_core.scheduler.working_set import WorkingSet
 
 RANKS = ("levels", "gittins")
 
@@ -84,6 +102,9 @@ class PLASScheduler(Scheduler):
         rank_by_application: bool = True,
         application_min_samples: int = 20,
         max_applications: int = 64,
+        kv_share: float | None = 0.4,
+        small_share: float = 1 / 16,
+        resident_ttl: float = 30.0,
         **options: float,
     ) -> None:
         super().__init__(**options)
@@ -95,6 +116,8 @@ class PLASScheduler(Scheduler):
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
         if preempt_ratio < 1:
             raise ValueError("preempt_ratio must be >= 1")
+        if not resident_ttl > 0:
+            raise ValueError(f"resident_ttl must be > 0 seconds, got {resident_ttl!r}")
         self.rank = rank
         self.preempt_ratio = float(preempt_ratio)
         self.gittins = GittinsIndex(window=gittins_window, min_samples=gittins_min_samples) if rank == "gittins" else None
@@ -109,6 +132,17 @@ class PLASScheduler(Scheduler):
         # programs ended since the estimates were last told which programs still run: the estimates and every
         # queued job's index may have moved (samples change only here), so the next peek tells and re-ranks
         self._ended_since_ranked = False
+        # load control (module docstring): new programs held while the conversations in flight fill the KV budget
+        self.working_set = WorkingSet(share=kv_share, small_share=small_share, max_applications=max_applications)
+        self.resident_ttl = float(resident_ttl)
+        # jobs of new programs that wait for room, keyed as in _by_index; back in _by_index once they fit
+        self._held = KeyedHeap()
+        # programs with a call queued or running, the jobs on a core now, and the programs among them that
+        # started and have not been prefilled yet (they count at their expected footprint)
+        self._live: dict[str, ProgramStats] = {}
+        self._dispatched: set[str] = set()
+        self._starting: set[str] = set()
+        self._in_flight_memo: tuple[float, float] | None = None
         self.base = float(base)
         self.levels = int(levels)
         self.min_slice = int(min_slice)
@@ -178,11 +212,107 @@ class PLASScheduler(Scheduler):
         stats = self._programs.get(program)
         ended = self.gittins is not None and stats is not None and stats.live == 0
         super().forget_program(program)
+        self._live.pop(program, None)
+        self._starting.discard(program)
+        self._in_flight_memo = None
+        if stats is not None and stats.context > 0:
+            self.working_set.ended(stats.application, stats.context)
         if ended:
             self.gittins.observe(stats.attained)  # an ended program is a sample of the size distribution
             if self.rank_by_application and stats.application is not None:
                 self._application_estimate(stats.application).observe(stats.attained)
             self._ended_since_ranked = True
+
+    # ------------------------------------------------------------------ load control (see working_set)
+
+    def set_kv_cells(self, cells: int | None) -> None:
+        self.working_set.set_cells(cells)
+
+    def on_arrival(self, job: Job) -> None:
+        super().on_arrival(job)
+        self._live[job.program] = self._programs[job.program]
+
+    def on_finish(self, job: Job) -> None:
+        super().on_finish(job)
+        self._dispatched.discard(job.id)
+        stats = self._programs.get(job.program)
+        if stats is not None and stats.live == 0:
+            self._live.pop(job.program, None)
+            self._starting.discard(job.program)
+        self._in_flight_memo = None
+
+    def on_dispatch(self, job: Job, now: float) -> None:
+        super().on_dispatch(job, now)
+        self._dispatched.add(job.id)
+        stats = self._programs.get(job.program)
+        if stats is not None and stats.context == 0:
+            self._starting.add(job.program)
+        self._in_flight_memo = None
+
+    def on_release(self, job: Job, now: float) -> None:
+        super().on_release(job, now)
+        self._dispatched.discard(job.id)
+
+    def on_prefill(self, job: Job, prompt_tokens: int) -> None:
+        before = self._programs.get(job.program)
+        if before is not None and before.context > 0 and job.generated == 0:
+            # a follow-up call: a prefix cache helps it only if its prompt carries the conversation so far
+            self.working_set.followed_up(before.application, carried=prompt_tokens >= before.context)
+        super().on_prefill(job, prompt_tokens)
+        stats = self._programs[job.program]
+        self.working_set.grew(stats.application, stats.context)
+        self._starting.discard(job.program)
+        self._in_flight_memo = None
+
+    def on_tokens(self, job: Job, n: int) -> None:
+        super().on_tokens(job, n)
+        stats = self._programs.get(job.program)
+        if stats is not None:
+            self.working_set.grew(stats.application, stats.context)
+
+    def in_flight_context(self, now: float) -> float:
+        """Tokens of conversation kept for the programs in flight: those with a call queued or running, and
+        those between calls (waiting for a tool) for ``resident_ttl`` seconds since their last call began or ended.
+        A program that has just started counts at its application's expected footprint until its prompt is known."""
+        memo = self._in_flight_memo
+        if memo is not None and memo[0] == now:
+            return memo[1]
+        keeps = self.working_set.keeps
+        total = float(sum(stats.context for stats in self._live.values() if keeps(stats.application)))
+        for program in self._starting:
+            stats = self._programs.get(program)
+            if stats is not None:
+                total += self.working_set.footprint(stats.application)[0]
+        cutoff = now - self.resident_ttl
+        for stats in reversed(self._programs.values()):  # most recently active first
+            if stats.last_active < cutoff:
+                break
+            if stats.live == 0 and keeps(stats.application):
+                total += stats.context
+        self._in_flight_memo = (now, total)
+        return total
+
+    def holds(self, job: Job, now: float) -> bool:
+        """Whether ``job`` waits for room: its program has not started and its conversation would not fit.
+
+        Never while nothing runs: load control must not idle the engine.
+        """
+        if not self.working_set.active or not self._dispatched:
+            return False
+        stats = self._programs.get(job.program)
+        if stats is not None and stats.context > 0:
+            return False
+        application = stats.application if stats is not None else job.application
+        return not self.working_set.admits(application, self.in_flight_context(now))
+
+    def _release_held(self, now: float) -> None:
+        # the best held job goes back once it fits (others of its kind follow in rank order)
+        while True:
+            job = self._held.peek()
+            if job is None or self.holds(job, now):
+                return
+            self._held.remove(job)
+            self._by_index.push(job, self._index_key[job.id])
 
     def is_starving(self, job: Job, now: float) -> bool:
         if self.max_wait is not None and now - job.enqueued_at > self.max_wait:
@@ -203,7 +333,7 @@ class PLASScheduler(Scheduler):
         for i, job in enumerate(self._all):
             if i >= self.scan:
                 break
-            if self.is_starving(job, now):
+            if self.is_starving(job, now) and not self.holds(job, now):
                 key = self._key(job)
                 if best_key is None or key < best_key:
                     best, best_key = job, key
@@ -217,13 +347,19 @@ class PLASScheduler(Scheduler):
             if self._ended_since_ranked:
                 self._tell_running()
                 self._rerank()
+            if self._held:
+                self._release_held(now)
             while True:
                 job = self._by_index.peek()
                 if job is None:
                     return None
                 key = self._gittins_key(job)
                 if key == self._index_key[job.id]:
-                    return job
+                    if not self.holds(job, now):
+                        return job
+                    self._by_index.remove(job)
+                    self._held.push(job, key)
+                    continue
                 # its program gained service while it waited (parallel calls): re-rank lazily
                 self._by_index.push(job, key)
                 self._index_key[job.id] = key
@@ -263,6 +399,7 @@ class PLASScheduler(Scheduler):
             heap.push(job, key)
             self._index_key[job.id] = key
         self._by_index = heap
+        self._held = KeyedHeap()  # held jobs are back in line: the next peek holds those that still do not fit
 
     def pop(self, now: float) -> Job | None:
         job = self.peek(now)
@@ -278,6 +415,7 @@ class PLASScheduler(Scheduler):
         self._all.remove(job)
         if self._index_key.pop(job.id, None) is not None:
             self._by_index.remove(job)
+            self._held.remove(job)
         return True
 
     def __len__(self) -> int:
