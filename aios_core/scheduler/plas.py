@@ -58,8 +58,9 @@ flight, plus the one its application is expected to grow, would exceed
 to grow their answers). Programs in flight never wait for it, nor programs of
 an application whose conversations are small (``small_share`` of the budget)
 or whose calls do not carry their conversation, nor any program while nothing
-runs. A program between calls counts for ``resident_ttl`` seconds after its
-last call (an OpenAI client never says that its program ended). Without it,
+runs, nor for longer than ``max_hold`` seconds. A program between calls
+counts for ``resident_ttl`` seconds after its last call (an OpenAI client
+never says that its program ended). Without it,
 while few programs had ended the rank shared the engine among every long
 coding program of the study's bimodal family at once; their conversations no
 longer fitted, each call prefilled its whole conversation again, and every
@@ -105,6 +106,7 @@ class PLASScheduler(Scheduler):
         kv_share: float | None = 0.4,
         small_share: float = 1 / 16,
         resident_ttl: float = 30.0,
+        max_hold: float | None = 1200.0,
         **options: float,
     ) -> None:
         super().__init__(**options)
@@ -118,6 +120,8 @@ class PLASScheduler(Scheduler):
             raise ValueError("preempt_ratio must be >= 1")
         if not resident_ttl > 0:
             raise ValueError(f"resident_ttl must be > 0 seconds, got {resident_ttl!r}")
+        if max_hold is not None and not max_hold > 0:
+            raise ValueError(f"max_hold must be > 0 seconds or None, got {max_hold!r}")
         self.rank = rank
         self.preempt_ratio = float(preempt_ratio)
         self.gittins = GittinsIndex(window=gittins_window, min_samples=gittins_min_samples) if rank == "gittins" else None
@@ -135,6 +139,7 @@ class PLASScheduler(Scheduler):
         # load control (module docstring): new programs held while the conversations in flight fill the KV budget
         self.working_set = WorkingSet(share=kv_share, small_share=small_share, max_applications=max_applications)
         self.resident_ttl = float(resident_ttl)
+        self.max_hold = max_hold
         # jobs of new programs that wait for room, keyed as in _by_index; back in _by_index once they fit
         self._held = KeyedHeap()
         # programs with a call queued or running, the jobs on a core now, and the programs among them that
@@ -295,9 +300,13 @@ class PLASScheduler(Scheduler):
     def holds(self, job: Job, now: float) -> bool:
         """Whether ``job`` waits for room: its program has not started and its conversation would not fit.
 
-        Never while nothing runs: load control must not idle the engine.
+        Never while nothing runs (load control must not idle the engine), nor once it has waited ``max_hold``
+        seconds (conversations that never end, or an agent that keeps one in flight on purpose, must not hold
+        everyone else back for ever).
         """
         if not self.working_set.active or not self._dispatched:
+            return False
+        if self.max_hold is not None and now - job.enqueued_at > self.max_hold:
             return False
         stats = self._programs.get(job.program)
         if stats is not None and stats.context > 0:

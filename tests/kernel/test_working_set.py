@@ -192,3 +192,19 @@ def test_a_program_that_has_just_started_counts_at_its_expected_footprint():
     s.on_prefill(first, 120)
     assert s.in_flight_context(1.0) == 10 + 120
     assert s.pop(1.0) is second  # 130 + 400 fits
+
+
+def test_an_agent_that_keeps_a_huge_conversation_in_flight_holds_others_back_for_max_hold_at_most():
+    s = _plas(max_hold=100.0)
+    _ended_program(s, "coder0", "code", 0.0, 400)
+    hog = _start(s, "hog", "hog", 0.0, 590)  # one conversation fills the budget, and its agent keeps calling
+    new = _job("coder1", "code", 1.0)
+    s.on_arrival(new)
+    s.push(new, 1.0)
+    for t in (2.0, 50.0, 100.0):
+        s.on_tokens(hog, 1)
+        assert s.peek(t) is None
+    assert s.peek(101.5) is new  # held 100 s: it starts whatever the budget says
+    assert not s.holds(new, 101.5)
+    with pytest.raises(ValueError, match="max_hold"):
+        PLASScheduler(max_hold=0)
