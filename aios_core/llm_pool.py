@@ -37,6 +37,8 @@ class FlightState(enum.StrEnum):
     """Where an LLM syscall is: QUEUED -> RUNNING -> (PREEMPTED -> RUNNING)* -> DONE (a ``StrEnum``: ``aios ps`` shows the words)."""
 
     QUEUED = "queued"
+    #: queued, and a new program that the scheduler holds until its conversation fits in the KV cache (load control)
+    HELD = "held"
     RUNNING = "running"
     #: paused with its snapshot kept; queued again until it resumes on the core that holds the snapshot
     PREEMPTED = "preempted"
@@ -201,6 +203,13 @@ class LLMPool:
 
     def flights(self) -> list[Flight]:
         return list(self._running.values()) + list(self._queued.values())
+
+    def state_of(self, flight: Flight) -> FlightState:
+        """``flight.state``, told apart: a queued flight the scheduler holds for room in the KV cache is HELD."""
+        state = flight.state
+        if state is FlightState.QUEUED and self._policy(lambda s: s.is_held(flight.job)):
+            return FlightState.HELD
+        return state
 
     # ------------------------------------------------------------------ policy calls, contained
 

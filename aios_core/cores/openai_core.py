@@ -163,8 +163,10 @@ class OpenAICore(LLMCore):
         - ``prefix_cache``: message prefixes (and replies) remembered as sent to this server, so
           that a conversation's next turn is routed back to the server holding its KV (0: off).
         - ``kv_cells``: tokens the server's KV cache holds (vLLM: ``num_gpu_blocks * block_size``, SGLang:
-          ``max_total_num_tokens``, llama-server: ``--ctx-size``), so that the scheduler keeps the
-          conversations of the programs in flight within it (load control); None: not known, none.
+          ``max_total_num_tokens``), so that the scheduler keeps the conversations of the programs in
+          flight within it (load control); None: not known, none. Leave it unset for a server that keeps
+          evicted prompts in host RAM (llama-server's ``--cache-ram``, vLLM with CPU offloading): there an
+          evicted conversation is copied back, not prefilled again.
         """
         super().__init__(name, model or "")
         if max_batch < 1:

@@ -199,6 +199,10 @@ class Scheduler(abc.ABC):
             stats.last_active = now
             self._programs.move_to_end(name)
 
+    def is_held(self, job: Job) -> bool:
+        """Whether queued ``job`` waits for room in the KV cache rather than for its turn (``aios ps`` shows it)."""
+        return False
+
     def set_kv_cells(self, cells: int | None) -> None:
         """The KV cells the pool's engines keep conversations in between calls (None: unknown).
 

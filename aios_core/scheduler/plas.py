@@ -233,6 +233,9 @@ class PLASScheduler(Scheduler):
     def set_kv_cells(self, cells: int | None) -> None:
         self.working_set.set_cells(cells)
 
+    def is_held(self, job: Job) -> bool:
+        return job in self._held
+
     def on_arrival(self, job: Job) -> None:
         super().on_arrival(job)
         self._live[job.program] = self._programs[job.program]

@@ -114,7 +114,7 @@ def kernel_stats(state: ServerState) -> dict[str, Any]:
                     "model": model,
                     "agent": flight.agent.name,
                     "program": (flight.syscall.program or flight.agent.name),
-                    "state": flight.state,
+                    "state": pool.state_of(flight),
                     "core": flight.core.name if flight.core is not None else flight.snapshot_core,
                     "completion_tokens": flight.completion_tokens,
                     "age": round(now - timing.created, 4) if timing.created is not None else 0.0,
@@ -133,7 +133,8 @@ def ps_rows(state: ServerState) -> list[dict[str, Any]]:
     for pool in kernel.pools.values():
         for flight in pool.flights():
             per_program = live.setdefault(flight.agent.name, {}).setdefault((flight.syscall.program or flight.agent.name), {})
-            per_program[flight.state] = per_program.get(flight.state, 0) + 1
+            flight_state = pool.state_of(flight)
+            per_program[flight_state] = per_program.get(flight_state, 0) + 1
     rows = []
     for record in kernel.agents.all():
         info = record.as_dict()
@@ -150,7 +151,7 @@ def ps_rows(state: ServerState) -> list[dict[str, Any]]:
 
 
 def _program_state(states: dict[str, int]) -> str:
-    for name in ("running", "preempted", "queued"):
+    for name in ("running", "preempted", "queued", "held"):
         if states.get(name):
             return name
     return "idle"

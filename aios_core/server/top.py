@@ -117,7 +117,7 @@ def render_top(stats: dict[str, Any], *, url: str = "", max_rows: int = 15) -> G
     for col in ("syscall", "agent", "program", "state", "core", "tokens", "age", "preempted"):
         running.add_column(col, justify="right" if col in ("tokens", "age", "preempted") else "left")
     for f in flights[:max_rows]:
-        style = {"running": "green", "preempted": "yellow", "queued": "dim"}.get(f["state"], "")
+        style = {"running": "green", "preempted": "yellow", "queued": "dim", "held": "magenta"}.get(f["state"], "")
         running.add_row(
             f["id"][:8], f["agent"], f["program"], Text(f["state"], style=style), f["core"] or "-", str(f["completion_tokens"]),
             _fmt_seconds(f["age"]), str(f["preemptions"]),

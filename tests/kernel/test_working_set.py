@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -208,3 +209,36 @@ def test_an_agent_that_keeps_a_huge_conversation_in_flight_holds_others_back_for
     assert not s.holds(new, 101.5)
     with pytest.raises(ValueError, match="max_hold"):
         PLASScheduler(max_hold=0)
+
+
+def test_a_held_call_shows_as_held_and_starts_when_the_conversation_in_flight_ends(tmp_path):
+    from aios_core.clock import run_virtual
+    from aios_core.llm_pool import FlightState
+    from aios_core.syscalls import LLMRequest, LLMSyscall
+
+    system = {"role": "system", "content": " ".join(["rule"] * 300)}
+
+    def call(agent: str, words: int, tokens: int) -> LLMSyscall:
+        user = {"role": "user", "content": " ".join([agent] * words)}
+        return LLMSyscall(agent=agent, request=LLMRequest(messages=[system, user], max_tokens=450, extra={"sim_tokens": tokens}))
+
+    async def main() -> list[FlightState]:
+        core = SimCore(kv_capacity=4096, max_batch=4)  # a budget of 0.4 * 4096 = 1638 tokens of conversation
+        async with Kernel(cores=[core], scheduler="plas", scheduler_options={"gittins_min_samples": 1}, data_dir=tmp_path, entry_point_plugins=False) as kernel:
+            pool = kernel.pools["sim"]
+            for name in ("a0", "a1", "a2"):
+                kernel.register_agent(name)
+            await kernel.acall(call("a0", 500, 16))  # a program of this application reached ~820 tokens
+            kernel.end_agent("a0")
+            first = asyncio.ensure_future(kernel.acall(call("a1", 600, 300)))  # ~920 tokens in flight for a while
+            await asyncio.sleep(0.5)
+            second = asyncio.ensure_future(kernel.acall(call("a2", 500, 16)))  # 920 + 820 > 1638: held
+            await asyncio.sleep(0.5)
+            states = [pool.state_of(f) for f in pool.flights()]
+            await first
+            kernel.end_agent("a1")
+            await asyncio.wait_for(second, timeout=60)
+            return states
+
+    states = run_virtual(main())
+    assert sorted(states) == sorted([FlightState.RUNNING, FlightState.HELD])

@@ -2,10 +2,10 @@
 
 import { clear, debounced, fmtInt, fmtSeconds, h } from "../dom.js";
 
-const STATE_ORDER = ["running", "preempted", "queued", "idle"];
+const STATE_ORDER = ["running", "preempted", "queued", "held", "idle"];
 
 export function agentState(row) {
-  for (const name of STATE_ORDER.slice(0, 3)) {
+  for (const name of STATE_ORDER.slice(0, -1)) {
     if ((row.programs || []).some((p) => p.state === name)) return name;
   }
   return row.in_flight ? "running" : "idle";
