@@ -111,3 +111,8 @@ def test_scheduler_options_reach_the_plas_setups_only_and_bad_ones_are_refused_u
         main(["--family", "replay", "--agents", "6", "--scheduler-option", "rank=fastest", "--out", str(tmp_path / "bad")])
     assert exc.value.code == 2 and "rank must be one of" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    for bad, says in [("kv_share=2", "kv_share"), ("application_min_samples=0", "application_min_samples"), ("max_hold=0", "max_hold")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["--family", "replay", "--agents", "6", "--scheduler-option", bad, "--out", str(tmp_path / "bad")])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
