@@ -13,14 +13,17 @@ conversations in flight, plus the one it is expected to grow, would exceed a
 budget; programs already in flight go on.
 
 A program's footprint is learned per application (the same system prompt and
-tools, see ``LLMRequest.application``): the largest conversation its programs
-reached, fading a little with every program that ends so that it follows an
-application that changes. Programs of an application whose footprint is known
-and small (``small_share`` of the budget) are never held: they come and go
-within a few calls, and holding a short chat behind long coding programs
-would cost the mean far more than its few cells. Until one of its programs
-has ended, an application's footprint is unknown and counts as large, with
-the largest conversation seen so far as its size.
+tools, see ``LLMRequest.application``): the mean conversation its last
+``WINDOW`` ended programs reached (the largest one tracks the long tail and
+held short programs of heavy-tailed applications for nothing). Programs of an
+application whose footprint is known and small (``small_share`` of the
+budget) are never held: they come and go within a few calls, and holding a
+short chat behind long coding programs would cost the mean far more than its
+few cells. Until one of its programs has ended, an application's footprint is
+unknown and counts as large, with the largest conversation seen so far as its
+size. An application whose follow-up calls do not carry the conversation so
+far (each sends its instructions and a fresh input) keeps nothing between
+calls: its programs neither count in flight nor wait.
 
 The policy that uses it decides what "in flight" is (see
 :meth:`aios_core.scheduler.plas.PLASScheduler.in_flight_context`) and never
