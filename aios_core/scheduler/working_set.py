@@ -58,7 +58,10 @@ class Footprint:
 
 
 class WorkingSet:
-    """The KV budget of the conversations in flight and each application's expected footprint in it."""
+    """The KV budget of the conversations in flight and each application's expected footprint in it.
+
+    Without a budget nothing is learnt: nothing would read it, and :meth:`grew` is called at every token.
+    """
 
     def __init__(self, *, share: float | None, small_share: float, max_applications: int) -> None:
         """``share``: the part of the KV cells that conversations in flight may hold (None: no load control)."""
@@ -92,18 +95,24 @@ class WorkingSet:
 
     def followed_up(self, application: str | None, *, carried: bool) -> None:
         """A program of ``application`` made another call; ``carried``: its prompt held the conversation so far."""
+        if self.budget is None:
+            return
         fp = self._footprint(application)
         value = 1.0 if carried else 0.0
         fp.continues = value if fp.continues is None else fp.continues + (value - fp.continues) / WINDOW
 
     def grew(self, application: str | None, context: int) -> None:
         """A program of ``application`` in flight now holds ``context`` tokens of conversation."""
+        if self.budget is None:
+            return
         fp = self._footprint(application)
         if not fp.ended and context > fp.size:
             fp.size = float(context)
 
     def ended(self, application: str | None, context: int) -> None:
         """A program of ``application`` ended with ``context`` tokens of conversation."""
+        if self.budget is None:
+            return
         fp = self._footprint(application)
         fp.ended += 1
         fp.size = float(context) if fp.ended == 1 else fp.size + (context - fp.size) / min(fp.ended, WINDOW)
