@@ -14,6 +14,19 @@ How the engine maps onto llama.cpp:
   The call runs in the process's single engine thread, awaited from the
   kernel loop, so the loop never blocks on compute and two engines never run
   their (spinning) ggml threads at the same time.
+* **Micro-batches under 64 tokens.** llama.cpp computes a batch in
+  micro-batches of ``n_ubatch`` tokens, 63 here (llama.cpp's default is
+  ``n_batch``). ggml's CPU flash attention changes kernel at 64 query rows
+  (``GGML_FA_TILE_Q`` in ``ggml-cpu/ops.cpp``). Below, it walks each row over
+  the cells and skips those the row's mask hides: a token costs its own
+  sequence's context. From 64 rows on, it works in tiles of 64 rows by 64
+  cells and skips a tile of cells only when every row of the tile is masked
+  from it. In a unified cache the cells of sequences that decode together
+  interleave, one cell per sequence per step, so a micro-batch holding the
+  decoding rows of many sequences (a step that also prefills a prompt chunk)
+  attends over every sequence's cells. With 16 sequences of 600 cells, 15
+  decoding rows plus a 56-token chunk took 2.1 s as one micro-batch and 0.9 s
+  split (``python -m aios.bench.studies.decode_calls``, docs/benchmarks.md).
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -116,6 +129,8 @@ MAX_SEQ_IDS = 256
 #: default prefix slots per batch slot: one kept conversation for every agent waiting on a tool or its turn
 #: (32 agents on 16 slots kept only 16 conversations with the old fixed 16, and re-prefilled the rest)
 DEFAULT_PREFIX_SLOTS_PER_SLOT = 4
+#: one less than ggml's GGML_FA_TILE_Q: see "Micro-batches under 64 tokens" above
+DEFAULT_UBATCH = 63
 
 
 @dataclass
@@ -219,7 +234,8 @@ class LlamaCppCore(BatchingCore):
             max_batch: generations decoded together.
             n_threads: ggml threads; default: the physical cores this process may use.
             n_batch: most tokens in one decode (prompt chunks + one per decoding sequence).
-            n_ubatch: tokens llama.cpp computes at once (default n_batch). llama.cpp's CPU kernels round
+            n_ubatch: tokens llama.cpp computes at once (default 63, see "Micro-batches under 64 tokens";
+                at most n_batch). llama.cpp's CPU kernels round
                 differently depending on a row's place in the batch, so a greedy output can differ (rarely,
                 at near-ties) between running alone and batched; ``n_ubatch=1`` makes every sequence's
                 numbers independent of the batch (bit-exact reproducibility) at the cost of batching speed.
@@ -268,7 +284,7 @@ class LlamaCppCore(BatchingCore):
         super().__init__(name, model or (self.model_path.stem if self.model_path else DEFAULT_MODEL_NAME), max_batch)
         self.n_ctx = n_ctx
         self.n_batch = min(n_batch, n_ctx)  # llama.cpp caps a batch at the context size
-        self.n_ubatch = min(n_ubatch or self.n_batch, self.n_batch)
+        self.n_ubatch = min(n_ubatch or DEFAULT_UBATCH, self.n_batch)
         self.decode_reserve = decode_reserve
         self.n_threads = n_threads or physical_cores()
         self.seed = seed

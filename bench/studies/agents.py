@@ -459,6 +459,8 @@ class StudyOptions:
     core_options: tuple[tuple[str, Any], ...] = ()
     #: options of the kernel's scheduler (ablations: PLAS's levels, base, rank...)
     scheduler_options: tuple[tuple[str, Any], ...] = ()
+    #: extra command-line arguments of llama-server (a variant of the baseline, e.g. its micro-batch size)
+    llama_server_args: tuple[str, ...] = ()
 
 
 def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[str, Server], str]:
@@ -480,7 +482,10 @@ def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[s
         model = "sim"
         core = sim_core
     elif options.model == "local":
-        local = LocalBackend(n_ctx=options.n_ctx, n_threads=options.threads, max_batch=slots, seed=options.seed, model_path=None, log_dir=work / "logs")
+        local = LocalBackend(
+            n_ctx=options.n_ctx, n_threads=options.threads, max_batch=slots, seed=options.seed, model_path=None, log_dir=work / "logs",
+            llama_server_args=options.llama_server_args,
+        )
         if "native" in options.setups:
             servers["native"] = _HTTPServer("native", lambda: local.start_native().base_url, local.stop_native, local.describe)
         if "llama_server" in options.setups:
@@ -689,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
         "--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
         help="an option of the kernel's scheduler (repeatable; JSON values), e.g. levels=12 for PLAS",
     )
+    parser.add_argument(
+        "--llama-server-arg", action="append", default=[], metavar="ARG",
+        help="an extra llama-server argument (repeatable, after the study's own; e.g. --llama-server-arg=-ub --llama-server-arg=63)",
+    )
     parser.add_argument("--build", action="store_true", help="build llama-server first if it is missing (15-25 minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -715,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         setups=setups, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, max_slots=args.max_slots, system_words=args.system_words, mean_tokens=args.mean_tokens,
         max_tokens=args.max_tokens, tool_delay=args.tool_delay, scheduler=args.scheduler, core_options=core_options,
-        scheduler_options=scheduler_options,
+        scheduler_options=scheduler_options, llama_server_args=tuple(args.llama_server_arg),
     )
     console = Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

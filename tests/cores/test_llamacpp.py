@@ -141,6 +141,13 @@ def test_bad_options_are_config_errors(options, message):
         LlamaCppCore(**options)
 
 
+def test_micro_batches_stay_below_the_flash_attention_tile_unless_asked_otherwise():
+    # from 64 query rows a micro-batch, ggml's CPU flash attention works through other sequences' cells too
+    assert LlamaCppCore().n_ubatch == 63
+    assert LlamaCppCore(n_batch=32, max_batch=8).n_ubatch == 32
+    assert LlamaCppCore(n_ubatch=512).n_ubatch == 512
+
+
 def test_idle_conversations_leave_the_kv_cache_at_once_only_when_host_ram_can_take_them():
     assert LlamaCppCore(n_ctx=4096).idle_kv_cells == 0
     assert LlamaCppCore(n_ctx=4096, host_cache_mib=0).idle_kv_cells == 512
@@ -208,6 +215,12 @@ async def exact():
     await c.start()
     yield c
     await c.stop()
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_context_computes_micro_batches_of_63_tokens(core):
+    assert llama_cpp.llama_n_ubatch(core._ctx) == 63 and llama_cpp.llama_n_batch(core._ctx) == 512
 
 
 @pytest.mark.model

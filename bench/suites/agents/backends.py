@@ -73,13 +73,17 @@ class Backend(abc.ABC):
 class LocalBackend(Backend):
     key = "local"
 
-    def __init__(self, *, n_ctx: int, n_threads: int, max_batch: int, seed: int, model_path: str | None, log_dir: Path) -> None:
+    def __init__(
+        self, *, n_ctx: int, n_threads: int, max_batch: int, seed: int, model_path: str | None, log_dir: Path,
+        llama_server_args: tuple[str, ...] = (),
+    ) -> None:
         from aios_core.cores.model_files import DEFAULT_MODEL_NAME, default_model_path
 
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.model_name = DEFAULT_MODEL_NAME if model_path is None else self.model_path.stem
         self.n_ctx, self.n_threads, self.max_batch, self.seed = n_ctx, n_threads, max_batch, seed
         self.log_dir = log_dir
+        self.llama_server_args = llama_server_args
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
         self._llama_server: Any = None
@@ -89,6 +93,7 @@ class LocalBackend(Backend):
 
         config = ServerConfig(
             model_path=self.model_path, slots=slots, n_ctx=self.n_ctx, threads=self.n_threads, seed=self.seed, alias=self.model_name,
+            extra_args=self.llama_server_args,
         )
         self._llama_server = LlamaServer(config, log_dir=self.log_dir)
         return Endpoint(base_url=self._llama_server.start(), model=self.model_name)

@@ -1,0 +1,186 @@
+"""What a ``llama_decode`` costs by the size of llama.cpp's micro-batches, on a KV cache as decoding leaves it.
+
+    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63] [--rounds 4]
+
+ggml's CPU flash attention changes kernel at 64 query rows in a micro-batch: below, each row skips the
+cells its mask hides; from 64 on, a tile of 64 cells is skipped only when every row of the 64-row tile is
+masked from it. Sequences that decode together leave their cells interleaved in a unified cache, so a
+micro-batch mixing several sequences' rows attends over all their cells. This study builds that cache
+(``--sequences`` sequences, each a ``--prompt``-token prompt then ``--decode`` steps decoded together),
+once per ``--ubatch`` value, in contexts made like the embedded core's (unified KV, ``swa_full``, 32768
+cells, ``n_batch`` 512, 80 sequence ids), and times the same batches in each, alternating the contexts
+every round. Each batch is rolled back after it is timed, so every round sees the same cache.
+
+Batches: the decoding rows of all sequences but the last; a 56-token chunk of the last sequence alone
+(a tool result appended to a conversation); both in one batch (a step that decodes and prefills);
+a 400-token prompt alone; and with the decoding rows. Writes ``ubatch-<stamp>.json`` (every timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+from rich.console import Console
+from rich.table import Table
+
+from aios_core.cores.llamacpp_runtime import load_model
+from aios_core.cores.model_files import default_model_path
+
+N_CTX = 32768
+N_BATCH = 512
+N_SEQ_MAX = 80
+
+
+class Engine:
+    """One llama.cpp context and the positions of its sequences."""
+
+    def __init__(self, model: Any, ubatch: int, threads: int, sequences: int) -> None:
+        params = L.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = N_CTX, N_BATCH, ubatch, N_SEQ_MAX
+        params.n_threads = params.n_threads_batch = threads
+        params.swa_full, params.kv_unified, params.no_perf = True, True, True
+        self.ctx = L.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise SystemExit(f"llama.cpp could not create a context with n_ubatch={ubatch}")
+        self.memory = L.llama_get_memory(self.ctx)
+        self.batch = L.llama_batch_init(N_BATCH, 0, 1)
+        self.pos = [0] * sequences
+
+    def decode(self, items: list[tuple[int, int]]) -> float:
+        """One llama_decode of ``n`` tokens for each ``(sequence, n)``; its time in seconds."""
+        k = 0
+        for seq, n in items:
+            for j in range(n):
+                p = self.pos[seq]
+                # the same tokens in every context: a function of sequence and position
+                self.batch.token[k] = 1000 + (seq * 7919 + p * 104729) % 40000
+                self.batch.pos[k] = p
+                self.batch.n_seq_id[k] = 1
+                self.batch.seq_id[k][0] = seq
+                self.batch.logits[k] = j == n - 1
+                self.pos[seq] = p + 1
+                k += 1
+        self.batch.n_tokens = k
+        t0 = time.perf_counter()
+        rc = L.llama_decode(self.ctx, self.batch)
+        elapsed = time.perf_counter() - t0
+        if rc != 0:
+            raise SystemExit(f"llama_decode failed with code {rc}")
+        return elapsed
+
+    def timed(self, items: list[tuple[int, int]]) -> float:
+        """The batch's time, with the cache put back as it was."""
+        before = list(self.pos)
+        elapsed = self.decode(items)
+        for seq, _ in items:
+            L.llama_memory_seq_rm(self.memory, seq, before[seq], -1)
+            self.pos[seq] = before[seq]
+        return elapsed
+
+    def close(self) -> None:
+        L.llama_batch_free(self.batch)
+        L.llama_free(self.ctx)
+
+
+def shapes(sequences: int) -> dict[str, list[tuple[int, int]]]:
+    last = sequences - 1
+    decoding = [(s, 1) for s in range(last)]
+    return {
+        f"{last} decoding rows": decoding,
+        "56-token chunk": [(last, 56)],
+        f"{last} decoding rows + 56-token chunk": decoding + [(last, 56)],
+        "400-token prompt": [(last, 400)],
+        f"{last} decoding rows + 400-token prompt": decoding + [(last, 400)],
+    }
+
+
+def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int) -> dict[str, Any]:
+    load = os.getloadavg()
+    L.llama_backend_init()
+    model = load_model(default_model_path())
+    engines = {u: Engine(model, u, threads, sequences) for u in ubatches}
+    for u, engine in engines.items():
+        print(f"filling the cache of n_ubatch={u}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
+        for s in range(sequences):
+            left = prompt
+            while left:
+                n = min(left, N_BATCH)
+                engine.decode([(s, n)])
+                left -= n
+        for _ in range(decode):
+            engine.decode([(s, 1) for s in range(sequences)])
+    batches = shapes(sequences)
+    times: dict[str, dict[str, list[float]]] = {str(u): {name: [] for name in batches} for u in ubatches}
+    for r in range(rounds):
+        order = ubatches if r % 2 == 0 else list(reversed(ubatches))
+        for u in order:
+            for name, items in batches.items():
+                times[str(u)][name].append(engines[u].timed(items))
+    for engine in engines.values():
+        engine.close()
+    L.llama_model_free(model)
+    return {
+        "kind": "aios-bench-ubatch",
+        "command": "python -m aios.bench.studies.ubatch " + " ".join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "rounds": rounds,
+                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches},
+        "cells_per_sequence": prompt + decode,
+        "median_ms": {u: {name: round(1000 * statistics.median(v), 1) for name, v in per.items()} for u, per in times.items()},
+        "seconds": times,
+    }
+
+
+def render(result: dict[str, Any]) -> Table:
+    ubatches = list(result["median_ms"])
+    table = Table(title=f"median ms per llama_decode, {result['options']['sequences']} sequences of "
+                        f"{result['cells_per_sequence']} interleaved cells, {result['options']['threads']} thread(s)")
+    table.add_column("batch")
+    for u in ubatches:
+        table.add_column(f"n_ubatch {u}", justify="right")
+    if len(ubatches) == 2:
+        table.add_column(f"{ubatches[0]} / {ubatches[1]}", justify="right")
+    for name in result["median_ms"][ubatches[0]]:
+        cells = [result["median_ms"][u][name] for u in ubatches]
+        row = [name] + [f"{c:.0f}" for c in cells]
+        if len(ubatches) == 2:
+            row.append(f"{cells[0] / cells[1]:.2f}x")
+        table.add_row(*row)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aios.bench.studies.ubatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ubatch", type=int, nargs="+", default=[512, 63], help="n_ubatch values compared (default 512 63)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sequences", type=int, default=16)
+    parser.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence before decoding (default 300)")
+    parser.add_argument("--decode", type=int, default=300, help="steps all sequences decode together (default 300)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if any(not 1 <= u <= N_BATCH for u in args.ubatch) or args.sequences < 2 or args.threads < 1 or args.rounds < 1:
+        parser.error(f"--ubatch values must be 1..{N_BATCH}, --sequences >= 2, --threads and --rounds >= 1")
+    if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + 400) > N_CTX:
+        parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
+    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds)
+    Console(width=140).print(render(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"ubatch-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
