@@ -25,8 +25,9 @@ How the engine maps onto llama.cpp:
   interleave, one cell per sequence per step, so a micro-batch holding the
   decoding rows of many sequences (a step that also prefills a prompt chunk)
   attends over every sequence's cells. With 16 sequences of 600 cells, 15
-  decoding rows plus a 56-token chunk took 2.1 s as one micro-batch and 0.9 s
-  split (``python -m aios.bench.studies.decode_calls``, docs/benchmarks.md).
+  decoding rows plus a 56-token chunk took 2.07 s as one micro-batch and
+  0.92 s split (``python -m aios.bench.studies.ubatch``, docs/benchmarks.md;
+  60, a multiple of 4, was no faster).
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into

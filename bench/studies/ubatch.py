@@ -1,6 +1,6 @@
 """What a ``llama_decode`` costs by the size of llama.cpp's micro-batches, on a KV cache as decoding leaves it.
 
-    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63] [--rounds 4]
+    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4]
 
 ggml's CPU flash attention changes kernel at 64 query rows in a micro-batch: below, each row skips the
 cells its mask hides; from 64 on, a tile of 64 cells is skipped only when every row of the 64-row tile is
@@ -95,6 +95,7 @@ def shapes(sequences: int) -> dict[str, list[tuple[int, int]]]:
     decoding = [(s, 1) for s in range(last)]
     return {
         f"{last} decoding rows": decoding,
+        f"{last + 1} decoding rows": decoding + [(last, 1)],
         "56-token chunk": [(last, 56)],
         f"{last} decoding rows + 56-token chunk": decoding + [(last, 56)],
         "400-token prompt": [(last, 400)],
@@ -147,21 +148,18 @@ def render(result: dict[str, Any]) -> Table:
     table.add_column("batch")
     for u in ubatches:
         table.add_column(f"n_ubatch {u}", justify="right")
-    if len(ubatches) == 2:
-        table.add_column(f"{ubatches[0]} / {ubatches[1]}", justify="right")
+    for u in ubatches[1:]:
+        table.add_column(f"{ubatches[0]} / {u}", justify="right")
     for name in result["median_ms"][ubatches[0]]:
         cells = [result["median_ms"][u][name] for u in ubatches]
-        row = [name] + [f"{c:.0f}" for c in cells]
-        if len(ubatches) == 2:
-            row.append(f"{cells[0] / cells[1]:.2f}x")
-        table.add_row(*row)
+        table.add_row(name, *(f"{c:.0f}" for c in cells), *(f"{cells[0] / c:.2f}x" for c in cells[1:]))
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aios.bench.studies.ubatch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ubatch", type=int, nargs="+", default=[512, 63], help="n_ubatch values compared (default 512 63)")
+    parser.add_argument("--ubatch", type=int, nargs="+", default=[512, 63, 60], help="n_ubatch values compared (default 512 63 60)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sequences", type=int, default=16)
     parser.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence before decoding (default 300)")

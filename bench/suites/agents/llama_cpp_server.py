@@ -154,6 +154,10 @@ class ServerConfig:
     threads: int = 1
     seed: int = 0
     n_batch: int = 512
+    #: llama-server's own default micro-batch, kept as shipped. The core computes micro-batches of 63 tokens
+    #: (see aios_core.cores.llamacpp, "Micro-batches under 64 tokens"); the agents study's
+    #: ``--llama-server-arg=-ub --llama-server-arg=63`` measures llama-server with that setting too.
+    n_ubatch: int = 512
     alias: str = "gemma-3-270m"
     chat_template_file: Path | None = None
     extra_args: tuple[str, ...] = ()
@@ -172,7 +176,7 @@ def server_argv(binary: str | Path, config: ServerConfig, port: int, *, options:
         "--host", "127.0.0.1", "--port", str(port),
         "-np", str(config.slots), "-c", str(config.n_ctx),
         "-t", str(config.threads), "-tb", str(config.threads),
-        "-b", str(config.n_batch), "-ub", str(config.n_batch),
+        "-b", str(config.n_batch), "-ub", str(config.n_ubatch),
         "--seed", str(config.seed),
     ]
     if "--kv-unified" in known:
