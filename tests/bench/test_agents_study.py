@@ -191,6 +191,17 @@ def test_scheduler_and_core_options_reach_the_kernel_config(tmp_path):
     assert tomllib.loads(serve._toml()) == config
 
 
+def test_extra_llama_server_arguments_reach_its_command_line(tmp_path, monkeypatch):
+    from aios.bench.suites.agents import llama_cpp_server
+
+    started = []
+    monkeypatch.setattr(llama_cpp_server.LlamaServer, "start", lambda self, timeout=300.0: started.append(self.config) or "http://x/v1")
+    options = StudyOptions(levels=(2,), shared=(False,), setups=("llama_server",), model="local", llama_server_args=("-ub", "63"))
+    servers, _ = make_servers(options, 2, tmp_path)
+    servers["llama_server"].start()
+    assert started and started[0].extra_args == ("-ub", "63") and started[0].slots == 2
+
+
 def test_an_option_the_kernel_refuses_stops_the_study_before_any_round(tmp_path, capsys):
     """Checked with ``aios serve --check`` before the baselines' rounds, not found when aios serve starts after them."""
     with pytest.raises(SystemExit) as exit_:

@@ -91,6 +91,14 @@ def test_server_argv_mirrors_the_core_options():
     assert _value(argv, "--host") == "127.0.0.1"
 
 
+def test_llama_server_keeps_its_own_micro_batch_and_extra_arguments_come_last():
+    # as shipped, not the core's 63: the study measures llama-server as an expert runs it, and the variant with
+    # --llama-server-arg puts its value after the study's own, where llama.cpp's parser lets the last one win
+    argv = _argv({"--jinja"}, extra_args=("-ub", "63"))
+    assert _value(argv, "-b") == "512" and _value(argv, "-ub") == "512"
+    assert argv[-2:] == ["-ub", "63"]
+
+
 def test_server_argv_leaves_out_what_this_version_lacks():
     argv = _argv({"--jinja"})
     assert "--kv-unified" not in argv and "--swa-full" not in argv and "--no-webui" not in argv
