@@ -16,7 +16,7 @@ How the engine maps onto llama.cpp:
   their (spinning) ggml threads at the same time.
 * **Micro-batches under 64 tokens.** llama.cpp computes a batch in
   micro-batches of ``n_ubatch`` tokens, 63 here (llama.cpp's default is
-  ``n_batch``). ggml's CPU flash attention changes kernel at 64 query rows
+  512). ggml's CPU flash attention changes kernel at 64 query rows
   (``GGML_FA_TILE_Q`` in ``ggml-cpu/ops.cpp``). Below, it walks each row over
   the cells and skips those the row's mask hides: a token costs its own
   sequence's context. From 64 rows on, it works in tiles of 64 rows by 64
