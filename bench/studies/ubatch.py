@@ -103,7 +103,7 @@ def shapes(sequences: int) -> dict[str, list[tuple[int, int]]]:
     }
 
 
-def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int) -> dict[str, Any]:
+def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int, command: str = "") -> dict[str, Any]:
     load = os.getloadavg()
     L.llama_backend_init()
     model = load_model(default_model_path())
@@ -130,7 +130,7 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
     L.llama_model_free(model)
     return {
         "kind": "aios-bench-ubatch",
-        "command": "python -m aios.bench.studies.ubatch " + " ".join(sys.argv[1:]),
+        "command": command,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": [round(x, 2) for x in load],
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "rounds": rounds,
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--ubatch values must be 1..{N_BATCH}, --sequences >= 2, --threads and --rounds >= 1")
     if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + 400) > N_CTX:
         parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
-    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds)
+    command = "python -m aios.bench.studies.ubatch " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command)
     Console(width=140).print(render(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"ubatch-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aios.bench.studies import managers, server_load
 
 
@@ -24,3 +25,27 @@ def test_the_server_load_test_loses_nothing_and_memory_stays_flat(tmp_path):
     assert http["sent"] == http["answered"] and http["lost"] == 0 and http["sent"] > 20
     assert http["kernel_completed"] + http["kernel_failed"] == http["sent"]
     assert result["embedded"]["ok"] > 0 and result["sequential_median_ms"]
+
+
+def test_the_micro_batch_study_refuses_bad_options_before_loading_anything(capsys):
+    from aios.bench.studies import ubatch
+
+    for argv in (["--ubatch", "0"], ["--ubatch", "600"], ["--sequences", "1"], ["--sequences", "90"], ["--prompt", "5000"]):
+        with pytest.raises(SystemExit) as exit_info:
+            ubatch.main(argv)
+        assert exit_info.value.code == 2, argv
+    assert "--ubatch values must be" in capsys.readouterr().err
+
+
+def test_the_micro_batch_study_table_gives_each_size_against_the_first():
+    from aios.bench.studies import ubatch
+    from rich.console import Console
+
+    result = {
+        "options": {"sequences": 16, "threads": 1}, "cells_per_sequence": 600,
+        "median_ms": {"512": {"mixed": 2000.0}, "63": {"mixed": 1000.0}, "60": {"mixed": 800.0}},
+    }
+    console = Console(width=200, record=True)
+    console.print(ubatch.render(result))
+    text = console.export_text()
+    assert "2.00x" in text and "2.50x" in text and "512 / 63" in text and "512 / 60" in text
