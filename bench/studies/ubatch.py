@@ -105,7 +105,6 @@ def shapes(sequences: int) -> dict[str, list[tuple[int, int]]]:
 
 def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int, command: str = "") -> dict[str, Any]:
     load = os.getloadavg()
-    L.llama_backend_init()
     model = load_model(default_model_path())
     engines = {u: Engine(model, u, threads, sequences) for u in ubatches}
     for u, engine in engines.items():
