@@ -28,6 +28,18 @@ How the engine maps onto llama.cpp:
   decoding rows plus a 56-token chunk took 2.07 s as one micro-batch and
   0.92 s split (``python -m aios.bench.studies.ubatch``, docs/benchmarks.md;
   60, a multiple of 4, was no faster).
+* **Even logits rows.** ggml's quantized matrix products take a micro-batch's
+  rows in pairs and compute a leftover row in a pass of its own; for the
+  output layer (262,144 tokens by 640) that pass costs more than a pair, so
+  3 logits rows took longer than 4 (``python -m aios.bench.studies.rows``,
+  docs/benchmarks.md). A step whose first micro-batch has an odd number of
+  logits rows gets one more: a guessed next token for one greedy decoding
+  sequence (prompt lookup, :mod:`aios_core.cores.llamacpp_drafts`), verified
+  in the same step and kept only if it is the model's pick, which then gives
+  that sequence two tokens in one step; or else one more prompt row's logits,
+  computed and ignored. A sequence decoding alone is guessed for only while
+  its guesses are mostly right (a second row costs it about a third more).
+  ``even_logits=False`` turns this off.
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -98,6 +110,7 @@ from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
+from aios_core.cores.llamacpp_drafts import NgramLookup, even_outputs, first_ubatch_logits, pick_guess
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
@@ -149,6 +162,12 @@ class LlamaCppMetrics:
     #: time inside ``llama_decode`` and the tokens it computed there
     decode_seconds: float = 0.0
     decoded_tokens: int = 0
+    #: guessed tokens verified in a step that had a logits row to spare (see "Even logits rows"), and how many
+    #: the model picked
+    guesses: int = 0
+    guesses_accepted: int = 0
+    #: prompt rows whose logits were computed only to make a micro-batch's logits rows even
+    marked_rows: int = 0
 
     def copy(self) -> "LlamaCppMetrics":
         return LlamaCppMetrics(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -177,6 +196,8 @@ class _SeqState:
     publish: int = 0
     #: tokens[:n_prompt] as an array, made when first compared with a new prompt
     prompt_arr: np.ndarray | None = None
+    #: its tokens by n-gram, made when it is first guessed for
+    lookup: NgramLookup | None = None
 
     @property
     def shared(self) -> int:
@@ -198,6 +219,8 @@ class _Plan:
 
     items: list[tuple[EngineSeq, int, int]]
     publishes: list[tuple[_SeqState, PrefixEntry, int]]
+    #: a guessed next token by sequence id, computed in the row after the sequence's decoding row
+    guesses: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the core
@@ -226,6 +249,7 @@ class LlamaCppCore(BatchingCore):
         retain_finished: bool = True,
         idle_kv_cells: int | None = None,
         host_cache_mib: int = 4096,
+        even_logits: bool = True,
     ) -> None:
         """
         Args:
@@ -253,6 +277,9 @@ class LlamaCppCore(BatchingCore):
                 cache can take them (a copy back costs far less than the slower steps), n_ctx / 8 without one.
             host_cache_mib: host RAM for kept conversations moved out of the KV cache (0: they are dropped),
                 as llama-server's ``--cache-ram``.
+            even_logits: give a micro-batch with an odd number (3 or more) of logits rows one more: a guessed
+                token for a greedy sequence, verified in the same step, or a prompt row's logits (see "Even
+                logits rows"); False computes exactly the rows asked for.
         """
         problems = []
         if prefix_slots is None:
@@ -291,6 +318,7 @@ class LlamaCppCore(BatchingCore):
         self.seed = seed
         self.prefix_slots = prefix_slots
         self.retain_finished = retain_finished
+        self.even_logits = even_logits
         self._template_override = chat_template
 
         # llama.cpp handles, set by _load
@@ -670,7 +698,36 @@ class LlamaCppCore(BatchingCore):
                     if entry is not None:
                         publishes.append((st, entry, st.publish))
                     st.publish = 0
-        return _Plan(items=items, publishes=publishes)
+        plan = _Plan(items=items, publishes=publishes)
+        if self.even_logits and budget > 0:
+            self._guess(plan)
+        return plan
+
+    def _guess(self, plan: _Plan) -> None:
+        """Add a guessed token after one decoding row when the first micro-batch's logits rows are odd."""
+        decoding = [seq for seq, _, n in plan.items if n == 1 and len(seq.state.tokens) - seq.state.n_past == 1]
+        if not decoding or len(decoding) + 1 > self.n_ubatch:
+            return
+        prompts = [(n, start + n == len(seq.state.tokens)) for seq, start, n in plan.items[len(decoding):]]
+        outputs = first_ubatch_logits(len(decoding), prompts, self.n_ubatch)
+        if outputs % 2 == 0:
+            return
+        candidates = []
+        for seq in decoding:
+            st: _SeqState = seq.state
+            if (
+                st.chooser.verifies_guesses
+                and seq.n_generated + 2 <= seq.gen.request.max_tokens
+                and len(st.tokens) + 2 <= self._ctx_limit
+                and st.grant.covers(st.n_past + 2)
+            ):
+                if st.lookup is None:
+                    st.lookup = NgramLookup()
+                st.lookup.extend(st.tokens)
+                candidates.append((seq.id, st.lookup))
+        picked = pick_guess(candidates, outputs)
+        if picked is not None:
+            plan.guesses[picked[0]] = picked[1]
 
     def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, int]]:
         """Engine thread: one llama_decode over the planned tokens, then one sampled token per sequence whose input is complete."""
@@ -678,16 +735,21 @@ class LlamaCppCore(BatchingCore):
         outputs: list[tuple[EngineSeq, int]] = []
         for seq, start, n in plan.items:
             st: _SeqState = seq.state
-            self._b_token[k : k + n] = st.tokens[start : start + n]
-            self._b_pos[k : k + n] = np.arange(start, start + n, dtype=np.int32)
-            self._b_nseq[k : k + n] = 1
-            self._b_logits[k : k + n] = 0
-            for j in range(k, k + n):
+            guess = plan.guesses.get(seq.id)
+            rows = st.tokens[start : start + n] if guess is None else [st.tokens[start], guess]
+            m = len(rows)
+            self._b_token[k : k + m] = rows
+            self._b_pos[k : k + m] = np.arange(start, start + m, dtype=np.int32)
+            self._b_nseq[k : k + m] = 1
+            self._b_logits[k : k + m] = 0
+            for j in range(k, k + m):
                 self._b_seq[j][0] = st.slot
-            k += n
             if start + n == len(st.tokens):
-                self._b_logits[k - 1] = 1
-                outputs.append((seq, k - 1))
+                self._b_logits[k + n - 1 : k + m] = 1
+                outputs.append((seq, k + n - 1))
+            k += m
+        if self.even_logits:
+            self._metrics.marked_rows += even_outputs(self._b_logits, k, self.n_ubatch)
         self._batch.n_tokens = k
         t0 = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
@@ -700,12 +762,32 @@ class LlamaCppCore(BatchingCore):
         for st, entry, n in plan.publishes:
             self._kv.share(st.slot, entry.slot, n)
             entry.ready = True
-        chosen = []
+        chosen: list[tuple[EngineSeq, list[int]]] = []
         for seq, i in outputs:
             st = seq.state
-            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, i), shape=(self._n_vocab,))
-            chosen.append((seq, st.chooser.choose(logits, len(st.tokens) - st.n_prompt)))
+            n_generated = len(st.tokens) - st.n_prompt
+            picked = [st.chooser.choose(self._logits(i), n_generated)]
+            guess = plan.guesses.get(seq.id)
+            if guess is not None:
+                right = picked[0] == guess and not self._ends(guess)
+                self._metrics.guesses += 1
+                st.lookup.record(right)
+                if right:
+                    # the guess's cell holds the token the model picked: keep it, and take the pick after it
+                    self._metrics.guesses_accepted += 1
+                    st.n_past += 1
+                    picked.append(st.chooser.choose(self._logits(i + 1), n_generated + 1))
+                else:
+                    self._kv.cut(st.slot, st.n_past)
+            chosen.append((seq, picked))
         return chosen
+
+    def _logits(self, row: int) -> np.ndarray:
+        return np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+
+    def _ends(self, token: int) -> bool:
+        """Whether the model's turn ends with ``token`` (end of generation, or the start of another turn)."""
+        return bool(L.llama_vocab_is_eog(self._vocab, token)) or token in self._turn_markers
 
     def _prefilling(self, seq: EngineSeq) -> bool:
         st = seq.state
@@ -725,15 +807,17 @@ class LlamaCppCore(BatchingCore):
             if cf.done():
                 self._inflight = None
         outputs = []
-        for seq, token in chosen:
+        for seq, tokens in chosen:
             st = seq.state
-            if L.llama_vocab_is_eog(self._vocab, token) or token in self._turn_markers:
-                outputs.append(StepOutput(seq=seq, text="", tokens=1, eos=True))
-                continue
-            st.tokens.append(token)
-            text = st.detok.piece(token)
-            # check_request keeps prompt + max_tokens within the context; this only guards against a bad resume
-            outputs.append(StepOutput(seq=seq, text=text, tokens=1, eos=len(st.tokens) >= self._ctx_limit))
+            # one output per token (an accepted guess gives two), so stop strings and max_tokens apply token by token
+            for token in tokens:
+                if self._ends(token):
+                    outputs.append(StepOutput(seq=seq, text="", tokens=1, eos=True))
+                    break
+                st.tokens.append(token)
+                text = st.detok.piece(token)
+                # check_request keeps prompt + max_tokens within the context; this only guards against a bad resume
+                outputs.append(StepOutput(seq=seq, text=text, tokens=1, eos=len(st.tokens) >= self._ctx_limit))
         return outputs
 
     # ------------------------------------------------------------------ snapshots and slots
@@ -872,6 +956,9 @@ class LlamaCppCore(BatchingCore):
                 "restore_fallbacks": m.restore_fallbacks,
                 "kv_pauses": m.kv_pauses,
                 "decode_tokens_per_s": round(m.decoded_tokens / m.decode_seconds, 1) if m.decode_seconds else 0.0,
+                "guesses": m.guesses,
+                "guesses_accepted": m.guesses_accepted,
+                "marked_rows": m.marked_rows,
                 "n_threads": self.n_threads,
             }
         )

@@ -188,6 +188,11 @@ class LlamaMemory:
         if self.handle is not None:
             L.llama_memory_seq_rm(self.handle, slot, -1, -1)
 
+    def cut(self, slot: int, keep: int) -> None:
+        """Forget sequence ``slot``'s cells at positions ``keep`` and beyond (a guessed token the model did not pick)."""
+        if self.handle is not None:
+            L.llama_memory_seq_rm(self.handle, slot, keep, -1)
+
     def share(self, src: int, dst: int, n: int) -> None:
         """Tag the first ``n`` cells of sequence ``src`` with ``dst`` too (shared, not copied)."""
         if self.handle is not None:

@@ -147,6 +147,12 @@ class TokenChooser:
                 raise InvalidSyscallError("llama.cpp could not parse the output grammar built for this request")
             self._grammar = smpl
 
+    @property
+    def verifies_guesses(self) -> bool:
+        """Whether a guessed token can be checked against this chooser's pick after the fact: greedy, no grammar
+        (a grammar's state moves with every token it accepts, so a rejected guess would have moved it)."""
+        return self.greedy and self._grammar is None
+
     # ------------------------------------------------------------------ choosing
 
     def choose(self, logits: np.ndarray, n_generated: int) -> int:
