@@ -54,10 +54,14 @@ class Engine:
         self.batch = L.llama_batch_init(N_BATCH, 0, 1)
         self.pos = [0] * sequences
 
-    def decode(self, items: list[tuple[int, int]]) -> float:
-        """One llama_decode of ``n`` tokens for each ``(sequence, n)``; its time in seconds."""
+    def decode(self, items: list[tuple[int, int]], logits: list[int] | None = None) -> float:
+        """One llama_decode of ``n`` tokens for each ``(sequence, n)``; its time in seconds.
+
+        ``logits``: per item, how many of its last rows compute logits (default 1).
+        """
         k = 0
-        for seq, n in items:
+        for i, (seq, n) in enumerate(items):
+            outputs = 1 if logits is None else logits[i]
             for j in range(n):
                 p = self.pos[seq]
                 # the same tokens in every context: a function of sequence and position
@@ -65,7 +69,7 @@ class Engine:
                 self.batch.pos[k] = p
                 self.batch.n_seq_id[k] = 1
                 self.batch.seq_id[k][0] = seq
-                self.batch.logits[k] = j == n - 1
+                self.batch.logits[k] = j >= n - outputs
                 self.pos[seq] = p + 1
                 k += 1
         self.batch.n_tokens = k
@@ -76,10 +80,10 @@ class Engine:
             raise SystemExit(f"llama_decode failed with code {rc}")
         return elapsed
 
-    def timed(self, items: list[tuple[int, int]]) -> float:
+    def timed(self, items: list[tuple[int, int]], logits: list[int] | None = None) -> float:
         """The batch's time, with the cache put back as it was."""
         before = list(self.pos)
-        elapsed = self.decode(items)
+        elapsed = self.decode(items, logits)
         for seq, _ in items:
             L.llama_memory_seq_rm(self.memory, seq, before[seq], -1)
             self.pos[seq] = before[seq]

@@ -49,3 +49,29 @@ def test_the_micro_batch_study_table_gives_each_size_against_the_first():
     console.print(ubatch.render(result))
     text = console.export_text()
     assert "2.00x" in text and "2.50x" in text and "512 / 63" in text and "512 / 60" in text
+
+
+def test_the_logits_rows_study_refuses_bad_options_before_loading_anything(capsys):
+    from aios.bench.studies import rows
+
+    for argv in (["--max-rows", "0"], ["--max-rows", "13"], ["--sequences", "90", "--max-rows", "5"], ["--prompt", "4"], ["--rounds", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            rows.main(argv)
+        assert exit_info.value.code == 2, argv
+    assert "--max-rows must be" in capsys.readouterr().err
+
+
+def test_the_logits_rows_study_compares_each_batch_with_one_logits_row_more():
+    from aios.bench.studies import rows
+    from rich.console import Console
+
+    shapes = rows.batches(3)
+    assert list(shapes) == ["1 decoding rows", "2 decoding rows", "3 decoding rows", *(f"8 rows, {j} with logits" for j in range(1, 9))]
+    assert shapes["3 decoding rows"] == ([(0, 1), (1, 1), (2, 1)], [1, 1, 1])
+    assert shapes["8 rows, 3 with logits"] == ([(0, 8)], [3])
+    med = {name: 100.0 for name in shapes} | {"3 decoding rows": 150.0, "8 rows, 8 with logits": 50.0}
+    console = Console(width=200, record=True)
+    console.print(rows.render({"options": {"sequences": 12, "threads": 1, "max_rows": 3}, "cells_per_sequence": 350, "median_ms": med}))
+    text = console.export_text()
+    # 2 rows (100 ms) against 3 (150 ms); 7 logits rows (100 ms) against 8 (50 ms)
+    assert "0.67x" in text and "2.00x" in text

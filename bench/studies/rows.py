@@ -1,0 +1,130 @@
+"""What a ``llama_decode`` costs by the number of rows that compute logits, on a KV cache as decoding leaves it.
+
+    python -m aios.bench.studies.rows [--threads 1] [--sequences 12] [--max-rows 12] [--rounds 5]
+
+ggml's quantized matrix products take a micro-batch's rows in pairs and compute a leftover row in a pass of
+its own. For the output layer (Gemma 3: 262,144 tokens by 640) that pass costs more than a pair, which is
+why the embedded core evens out a micro-batch's logits rows (its "Even logits rows"). This study measures
+it in a context made like the core's (``n_ubatch`` 63, unified KV, ``swa_full``), on ``--sequences``
+sequences of ``--prompt`` prompt tokens and ``--decode`` steps decoded together:
+
+* ``k decoding rows``: one token of each of ``k`` sequences, each with logits (a decode step), k = 1..max;
+* ``8 rows, j with logits``: 8 prompt tokens of one sequence, the last ``j`` with logits (a chunk whose
+  rows are marked), j = 1..8.
+
+Every round times every batch once, in an order rotated each round; each batch is rolled back after it is
+timed, so every round sees the same cache. Writes ``rows-<stamp>.json`` (every timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+from aios.bench.studies.ubatch import N_BATCH, N_CTX, N_SEQ_MAX, Engine
+from aios.bench.suites.modes import round_order
+from rich.console import Console
+from rich.table import Table
+
+from aios_core.cores.llamacpp import DEFAULT_UBATCH
+from aios_core.cores.llamacpp_runtime import load_model
+from aios_core.cores.model_files import default_model_path
+
+CHUNK = 8
+
+
+def batches(max_rows: int) -> dict[str, tuple[list[tuple[int, int]], list[int]]]:
+    """Each batch by name: its items ``(sequence, tokens)`` and, per item, how many last rows have logits."""
+    out: dict[str, tuple[list[tuple[int, int]], list[int]]] = {}
+    for k in range(1, max_rows + 1):
+        out[f"{k} decoding rows"] = ([(s, 1) for s in range(k)], [1] * k)
+    for j in range(1, CHUNK + 1):
+        out[f"{CHUNK} rows, {j} with logits"] = ([(0, CHUNK)], [j])
+    return out
+
+
+def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, rounds: int, command: str = "") -> dict[str, Any]:
+    load = os.getloadavg()
+    model = load_model(default_model_path())
+    engine = Engine(model, DEFAULT_UBATCH, threads, sequences)
+    print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
+    for s in range(sequences):
+        left = prompt
+        while left:
+            n = min(left, N_BATCH)
+            engine.decode([(s, n)])
+            left -= n
+    for _ in range(decode):
+        engine.decode([(s, 1) for s in range(sequences)])
+    shapes = batches(max_rows)
+    times: dict[str, list[float]] = {name: [] for name in shapes}
+    for r in range(rounds):
+        for name in round_order(list(shapes), r):
+            items, logits = shapes[name]
+            times[name].append(engine.timed(items, logits))
+    engine.close()
+    L.llama_model_free(model)
+    return {
+        "kind": "aios-bench-rows",
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "max_rows": max_rows,
+                    "rounds": rounds, "n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": DEFAULT_UBATCH},
+        "cells_per_sequence": prompt + decode,
+        "median_ms": {name: round(1000 * statistics.median(v), 1) for name, v in times.items()},
+        "seconds": times,
+    }
+
+
+def render(result: dict[str, Any]) -> Table:
+    med = result["median_ms"]
+    table = Table(title=f"median ms per llama_decode, {result['options']['sequences']} sequences of "
+                        f"{result['cells_per_sequence']} interleaved cells, {result['options']['threads']} thread(s)")
+    table.add_column("batch")
+    table.add_column("ms", justify="right")
+    table.add_column("/ one more logits row", justify="right")
+    groups = [[f"{k} decoding rows" for k in range(1, result["options"]["max_rows"] + 1)],
+              [f"{CHUNK} rows, {j} with logits" for j in range(1, CHUNK + 1)]]
+    for group in groups:
+        for name, more in zip(group, [*group[1:], None]):
+            table.add_row(name, f"{med[name]:.1f}", f"{med[name] / med[more]:.2f}x" if more else "")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aios.bench.studies.rows", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sequences", type=int, default=12)
+    parser.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence before decoding (default 300)")
+    parser.add_argument("--decode", type=int, default=50, help="steps all sequences decode together (default 50)")
+    parser.add_argument("--max-rows", type=int, default=12, help="most decoding rows timed (default 12, at most --sequences)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.rounds < 1 or args.prompt < CHUNK or args.decode < 0:
+        parser.error(f"--threads and --rounds must be >= 1, --prompt >= {CHUNK}, --decode >= 0")
+    if not 1 <= args.max_rows <= args.sequences or args.max_rows > DEFAULT_UBATCH:
+        parser.error(f"--max-rows must be 1..--sequences and at most {DEFAULT_UBATCH} (one micro-batch)")
+    if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + CHUNK) > N_CTX:
+        parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
+    command = "python -m aios.bench.studies.rows " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = run(args.threads, args.sequences, args.prompt, args.decode, args.max_rows, args.rounds, command)
+    Console(width=140).print(render(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"rows-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
