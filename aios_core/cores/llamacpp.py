@@ -729,8 +729,9 @@ class LlamaCppCore(BatchingCore):
         if picked is not None:
             plan.guesses[picked[0]] = picked[1]
 
-    def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, int]]:
-        """Engine thread: one llama_decode over the planned tokens, then one sampled token per sequence whose input is complete."""
+    def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, list[int]]]:
+        """Engine thread: one llama_decode over the planned tokens, then the picked tokens of each sequence whose
+        input is complete: one, or two when its guess was right."""
         k = 0
         outputs: list[tuple[EngineSeq, int]] = []
         for seq, start, n in plan.items:
