@@ -55,14 +55,7 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
     model = load_model(default_model_path())
     engine = Engine(model, DEFAULT_UBATCH, threads, sequences)
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
-    for s in range(sequences):
-        left = prompt
-        while left:
-            n = min(left, N_BATCH)
-            engine.decode([(s, n)])
-            left -= n
-    for _ in range(decode):
-        engine.decode([(s, 1) for s in range(sequences)])
+    engine.fill(prompt, decode)
     shapes = batches(max_rows)
     times: dict[str, list[float]] = {name: [] for name in shapes}
     for r in range(rounds):

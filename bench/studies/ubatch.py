@@ -80,6 +80,18 @@ class Engine:
             raise SystemExit(f"llama_decode failed with code {rc}")
         return elapsed
 
+    def fill(self, prompt: int, decode: int) -> None:
+        """Each sequence's ``prompt`` tokens, one sequence after another, then ``decode`` steps of all of them together
+        (their cells interleave, as decoding leaves a unified cache)."""
+        for s in range(len(self.pos)):
+            left = prompt
+            while left:
+                n = min(left, N_BATCH)
+                self.decode([(s, n)])
+                left -= n
+        for _ in range(decode):
+            self.decode([(s, 1) for s in range(len(self.pos))])
+
     def timed(self, items: list[tuple[int, int]], logits: list[int] | None = None) -> float:
         """The batch's time, with the cache put back as it was."""
         before = list(self.pos)
@@ -113,14 +125,7 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
     engines = {u: Engine(model, u, threads, sequences) for u in ubatches}
     for u, engine in engines.items():
         print(f"filling the cache of n_ubatch={u}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
-        for s in range(sequences):
-            left = prompt
-            while left:
-                n = min(left, N_BATCH)
-                engine.decode([(s, n)])
-                left -= n
-        for _ in range(decode):
-            engine.decode([(s, 1) for s in range(sequences)])
+        engine.fill(prompt, decode)
     batches = shapes(sequences)
     times: dict[str, dict[str, list[float]]] = {str(u): {name: [] for name in batches} for u in ubatches}
     for r in range(rounds):
