@@ -683,6 +683,7 @@ class LlamaCppCore(BatchingCore):
                     continue
                 items.append((seq, st.n_past, 1))
                 budget -= 1
+        n_decoding = len(items)
         publishes: list[tuple[_SeqState, PrefixEntry, int]] = []
         for seq in seqs:
             st = seq.state
@@ -700,16 +701,19 @@ class LlamaCppCore(BatchingCore):
                     st.publish = 0
         plan = _Plan(items=items, publishes=publishes)
         if self.even_logits and budget > 0:
-            self._guess(plan)
+            self._guess(plan, n_decoding)
         return plan
 
-    def _guess(self, plan: _Plan) -> None:
-        """Add a guessed token after one decoding row when the first micro-batch's logits rows are odd."""
-        decoding = [seq for seq, _, n in plan.items if n == 1 and len(seq.state.tokens) - seq.state.n_past == 1]
-        if not decoding or len(decoding) + 1 > self.n_ubatch:
+    def _guess(self, plan: _Plan, n_decoding: int) -> None:
+        """Add a guessed token after one decoding row when the first micro-batch's logits rows are odd.
+
+        ``plan.items`` starts with its ``n_decoding`` decoding rows (one token each), prompt chunks after them.
+        """
+        if not n_decoding or n_decoding + 1 > self.n_ubatch:
             return
-        prompts = [(n, start + n == len(seq.state.tokens)) for seq, start, n in plan.items[len(decoding):]]
-        outputs = first_ubatch_logits(len(decoding), prompts, self.n_ubatch)
+        decoding = [seq for seq, _, _ in plan.items[:n_decoding]]
+        prompts = [(n, start + n == len(seq.state.tokens)) for seq, start, n in plan.items[n_decoding:]]
+        outputs = first_ubatch_logits(n_decoding, prompts, self.n_ubatch)
         if outputs % 2 == 0:
             return
         candidates = []
@@ -722,8 +726,7 @@ class LlamaCppCore(BatchingCore):
                 and st.grant.covers(st.n_past + 2)
             ):
                 if st.lookup is None:
-                    st.lookup = NgramLookup()
-                st.lookup.extend(st.tokens)
+                    st.lookup = NgramLookup(st.tokens)
                 candidates.append((seq.id, st.lookup))
         picked = pick_guess(candidates, outputs)
         if picked is not None:

@@ -49,33 +49,35 @@ class Guess:
 
 
 class NgramLookup:
-    """A sequence's tokens indexed by the n-grams that precede each position, to guess what comes next."""
+    """A sequence's tokens indexed by the n-grams that precede each position, to guess what comes next.
 
-    def __init__(self) -> None:
-        self._tokens: list[int] = []
+    It reads the sequence's own token list (which only grows) and indexes what is new at each guess, so it
+    holds no copy of the tokens.
+    """
+
+    def __init__(self, tokens: list[int]) -> None:
+        self._tokens = tokens
+        self._indexed = 0
         self._index: dict[tuple[int, ...], int] = {}
         #: running share of this sequence's guesses the model accepted (starts hopeful, so a solo sequence
         #: tries a guess before its record exists)
         self.acceptance = SOLO_ACCEPTANCE
 
-    def extend(self, tokens: list[int]) -> None:
-        """Index ``tokens`` beyond the ones already seen (the sequence's whole token list; it only grows)."""
-        seen = len(self._tokens)
-        if len(tokens) < seen:
-            raise ValueError("a sequence's tokens only grow")
-        if len(tokens) == seen:
-            return
-        self._tokens.extend(tokens[seen:])
+    def _catch_up(self) -> None:
         t = self._tokens
+        if len(t) < self._indexed:
+            raise ValueError("a sequence's tokens only grow")
         # position i is indexed under the n tokens before it once token i exists, so a lookup of the
         # sequence's own ending (which no token follows yet) finds an earlier occurrence
-        for i in range(max(1, seen), len(t)):
+        for i in range(max(1, self._indexed), len(t)):
             for n in NGRAM_SIZES:
                 if i >= n:
                     self._index[tuple(t[i - n : i])] = i
+        self._indexed = len(t)
 
     def guess(self) -> Guess:
         """The token that followed the latest earlier occurrence of the longest matching ending."""
+        self._catch_up()
         t = self._tokens
         for n in NGRAM_SIZES:
             if len(t) <= n:

@@ -23,26 +23,28 @@ from aios_core.syscalls import LLMRequest, Message
 
 
 def test_a_guess_is_what_followed_the_latest_earlier_occurrence_of_the_longest_ending():
-    lookup = NgramLookup()
-    lookup.extend([5, 1, 2, 3, 9, 7, 2, 3, 4, 1, 2, 3])
+    tokens = [5, 1, 2, 3, 9, 7, 2, 3, 4, 1, 2, 3]
+    lookup = NgramLookup(tokens)
     # "1 2 3" occurred at the start, followed by 9 ("2 3" was followed later by 4, but the longer ending wins)
     assert (lookup.guess().token, lookup.guess().match) == (9, 3)
-    lookup.extend([5, 1, 2, 3, 9, 7, 2, 3, 4, 1, 2, 3, 8, 2, 3])
+    tokens += [8, 2, 3]  # the sequence grows: the lookup reads its list, no copy
     # "8 2 3" never occurred; "2 3" last came before 8
     assert (lookup.guess().token, lookup.guess().match) == (8, 2)
 
 
 def test_a_sequence_without_repeats_gets_a_filler_guess_and_tokens_only_grow():
-    lookup = NgramLookup()
+    tokens: list[int] = []
+    lookup = NgramLookup(tokens)
     assert lookup.guess().match == 0
-    lookup.extend([4, 5, 6])
+    tokens += [4, 5, 6]
     assert lookup.guess().match == 0
+    tokens.pop()
     with pytest.raises(ValueError):
-        lookup.extend([4, 5])
+        lookup.guess()
 
 
 def test_acceptance_follows_the_latest_guesses():
-    lookup = NgramLookup()
+    lookup = NgramLookup([])
     assert lookup.acceptance == SOLO_ACCEPTANCE
     for _ in range(10):
         lookup.record(False)
@@ -60,8 +62,7 @@ def test_the_first_micro_batch_counts_decoding_rows_and_prompts_ending_in_it():
 
 
 def lookup_of(tokens: list[int], acceptance: float = SOLO_ACCEPTANCE) -> NgramLookup:
-    lookup = NgramLookup()
-    lookup.extend(tokens)
+    lookup = NgramLookup(tokens)
     lookup.acceptance = acceptance
     return lookup
 
@@ -99,13 +100,12 @@ ECHO = "Repeat after me, word for word, three times: the quick brown fox jumps o
 class GuessEveryStep(LlamaCppCore):
     """Guesses for every decoding sequence at every step (where the default guesses only to even out rows)."""
 
-    def _guess(self, plan) -> None:  # noqa: ANN001 - the core's private plan
+    def _guess(self, plan, n_decoding) -> None:  # noqa: ANN001 - the core's private plan
         for seq, _, n in plan.items:
             st = seq.state
             if n == 1 and len(st.tokens) - st.n_past == 1 and st.chooser.verifies_guesses and seq.n_generated + 2 <= seq.gen.request.max_tokens:
                 if st.lookup is None:
-                    st.lookup = NgramLookup()
-                st.lookup.extend(st.tokens)
+                    st.lookup = NgramLookup(st.tokens)
                 plan.guesses[seq.id] = st.lookup.guess().token
 
 
