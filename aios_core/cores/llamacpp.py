@@ -28,18 +28,22 @@ How the engine maps onto llama.cpp:
   decoding rows plus a 56-token chunk took 2.07 s as one micro-batch and
   0.92 s split (``python -m aios.bench.studies.ubatch``, docs/benchmarks.md;
   60, a multiple of 4, was no faster).
-* **Even logits rows.** ggml's quantized matrix products take a micro-batch's
-  rows in pairs and compute a leftover row in a pass of its own; for the
-  output layer (262,144 tokens by 640) that pass costs more than a pair, so
-  3 logits rows took longer than 4 (``python -m aios.bench.studies.rows``,
-  docs/benchmarks.md). A step whose first micro-batch has an odd number of
-  logits rows gets one more: a guessed next token for one greedy decoding
-  sequence (prompt lookup, :mod:`aios_core.cores.llamacpp_drafts`), verified
-  in the same step and kept only if it is the model's pick, which then gives
-  that sequence two tokens in one step; or else one more prompt row's logits,
-  computed and ignored. A sequence decoding alone is guessed for only while
-  its guesses are mostly right (a second row costs it about a third more).
-  ``even_logits=False`` turns this off.
+* **Even logits rows, and guessed tokens where rows pay.** ggml's quantized
+  matrix products take a micro-batch's rows in pairs and compute a leftover
+  row in a pass of its own; for the output layer (262,144 tokens by 640) that
+  pass costs more than a pair, so 3 logits rows took longer than 4 (``python
+  -m aios.bench.studies.rows``, docs/benchmarks.md). And a pair of rows more
+  costs less than a token does on average. So a decoding step gets guessed
+  next tokens for greedy sequences (prompt lookup,
+  :mod:`aios_core.cores.llamacpp_drafts`), in rows after the sequence's
+  decoding row, verified in the same step and kept only where each is the
+  model's pick: one guess where the first micro-batch's logits rows would be
+  odd, then pairs for the sequences whose guesses are mostly right, a run of
+  several tokens for one sequence. A step without decoding rows to guess
+  for computes one more prompt row's logits instead, and ignores them. A
+  sequence decoding alone is guessed for only while its guesses are mostly
+  right (a second row costs it about a third more). ``even_logits=False``
+  turns all of this off.
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -110,7 +114,7 @@ from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
-from aios_core.cores.llamacpp_drafts import NgramLookup, even_outputs, first_ubatch_logits, pick_guess
+from aios_core.cores.llamacpp_drafts import NgramLookup, even_outputs, plan_guesses
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
@@ -219,8 +223,8 @@ class _Plan:
 
     items: list[tuple[EngineSeq, int, int]]
     publishes: list[tuple[_SeqState, PrefixEntry, int]]
-    #: a guessed next token by sequence id, computed in the row after the sequence's decoding row
-    guesses: dict[str, int] = field(default_factory=dict)
+    #: guessed next tokens by sequence id, computed in the rows after the sequence's decoding row
+    guesses: dict[str, list[int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the core
@@ -277,9 +281,9 @@ class LlamaCppCore(BatchingCore):
                 cache can take them (a copy back costs far less than the slower steps), n_ctx / 8 without one.
             host_cache_mib: host RAM for kept conversations moved out of the KV cache (0: they are dropped),
                 as llama-server's ``--cache-ram``.
-            even_logits: give a micro-batch with an odd number (3 or more) of logits rows one more: a guessed
-                token for a greedy sequence, verified in the same step, or a prompt row's logits (see "Even
-                logits rows"); False computes exactly the rows asked for.
+            even_logits: give a micro-batch with an odd number (3 or more) of logits rows one more, and add
+                pairs of rows where they pay: guessed tokens for greedy sequences, verified in the same step,
+                or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
         """
         problems = []
         if prefix_slots is None:
@@ -701,46 +705,44 @@ class LlamaCppCore(BatchingCore):
                     st.publish = 0
         plan = _Plan(items=items, publishes=publishes)
         if self.even_logits and budget > 0:
-            self._guess(plan, n_decoding)
+            self._guess(plan, n_decoding, budget)
         return plan
 
-    def _guess(self, plan: _Plan, n_decoding: int) -> None:
-        """Add a guessed token after one decoding row when the first micro-batch's logits rows are odd.
+    def _guess(self, plan: _Plan, n_decoding: int, budget: int) -> None:
+        """Add guessed tokens after decoding rows where the rows pay (see "Even logits rows").
 
-        ``plan.items`` starts with its ``n_decoding`` decoding rows (one token each), prompt chunks after them.
+        ``plan.items`` starts with its ``n_decoding`` decoding rows (one token each), prompt chunks after them;
+        ``budget`` rows are left in the batch.
         """
-        if not n_decoding or n_decoding + 1 > self.n_ubatch:
+        room = min(budget, self.n_ubatch - n_decoding)
+        if not n_decoding or room < 1:
             return
-        decoding = [seq for seq, _, _ in plan.items[:n_decoding]]
         prompts = [(n, start + n == len(seq.state.tokens)) for seq, start, n in plan.items[n_decoding:]]
-        outputs = first_ubatch_logits(n_decoding, prompts, self.n_ubatch)
-        if outputs % 2 == 0:
-            return
         candidates = []
-        for seq in decoding:
+        for seq, _, _ in plan.items[:n_decoding]:
             st: _SeqState = seq.state
-            if (
-                st.chooser.verifies_guesses
-                and seq.n_generated + 2 <= seq.gen.request.max_tokens
-                and len(st.tokens) + 2 <= self._ctx_limit
-                and st.grant.covers(st.n_past + 2)
-            ):
+            if not st.chooser.verifies_guesses:
+                continue
+            # each guessed token needs a cell the grant already promises, within max_tokens and the context
+            longest = min(
+                seq.gen.request.max_tokens - seq.n_generated - 1,
+                self._ctx_limit - len(st.tokens) - 1,
+                st.grant.shared + st.grant.cells - st.n_past - 1,
+            )
+            if longest >= 1:
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
-                candidates.append((seq.id, st.lookup))
-        picked = pick_guess(candidates, outputs)
-        if picked is not None:
-            plan.guesses[picked[0]] = picked[1]
+                candidates.append((seq.id, st.lookup, longest))
+        plan.guesses.update(plan_guesses(candidates, n_decoding, prompts, self.n_ubatch, room))
 
     def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, list[int]]]:
         """Engine thread: one llama_decode over the planned tokens, then the picked tokens of each sequence whose
-        input is complete: one, or two when its guess was right."""
+        input is complete: one, and one more for each of its guessed tokens kept."""
         k = 0
         outputs: list[tuple[EngineSeq, int]] = []
         for seq, start, n in plan.items:
             st: _SeqState = seq.state
-            guess = plan.guesses.get(seq.id)
-            rows = st.tokens[start : start + n] if guess is None else [st.tokens[start], guess]
+            rows = st.tokens[start : start + n] + plan.guesses.get(seq.id, [])
             m = len(rows)
             self._b_token[k : k + m] = rows
             self._b_pos[k : k + m] = np.arange(start, start + m, dtype=np.int32)
@@ -771,17 +773,22 @@ class LlamaCppCore(BatchingCore):
             st = seq.state
             n_generated = len(st.tokens) - st.n_prompt
             picked = [st.chooser.choose(self._logits(i), n_generated)]
-            guess = plan.guesses.get(seq.id)
-            if guess is not None:
-                right = picked[0] == guess and not self._ends(guess)
-                self._metrics.guesses += 1
+            guesses = plan.guesses.get(seq.id, [])
+            kept = 0
+            for guess in guesses:
+                # a guessed token is kept if the model picked it (and it does not end the turn): its cell then
+                # holds the right token, and the row's logits give the pick after it
+                right = picked[-1] == guess and not self._ends(guess)
                 st.lookup.record(right)
-                if right:
-                    # the guess's cell holds the token the model picked: keep it, and take the pick after it
-                    self._metrics.guesses_accepted += 1
-                    st.n_past += 1
-                    picked.append(st.chooser.choose(self._logits(i + 1), n_generated + 1))
-                else:
+                if not right:
+                    break
+                kept += 1
+                picked.append(st.chooser.choose(self._logits(i + kept), n_generated + kept))
+            if guesses:
+                self._metrics.guesses += len(guesses)
+                self._metrics.guesses_accepted += kept
+                st.n_past += kept
+                if kept < len(guesses):
                     self._kv.cut(st.slot, st.n_past)
             chosen.append((seq, picked))
         return chosen

@@ -1,24 +1,35 @@
-"""Guessed tokens for the rows a llama.cpp step would compute at a loss anyway, and the rows it should mark.
+"""Guessed tokens for the rows a llama.cpp step computes at a loss anyway or for less than they return.
 
 Why this exists: ggml's CPU matrix products (the repacked quantized kernels) take a micro-batch's rows in
 pairs and do a leftover row in a separate pass. For the output layer, Gemma 3's 262,144-token vocabulary
 by 640, that pass costs more than a whole pair: on this project's reference machine a step whose
 micro-batch computes logits for 3 rows took longer than one for 4, and likewise 5 against 6 and 7 against
 8 (``python -m aios.bench.studies.rows``, docs/benchmarks.md). One logits row alone is a cheaper pass
-(a matrix-vector product) and stays as it is.
+(a matrix-vector product). And a pair of rows more costs less than a token costs on average in the same
+step (about 11-16 ms against 17-31 ms in that study), because the model's weights are read once per step
+whatever its rows.
 
-So a micro-batch that would compute an odd number (3 or more) of logits rows gets one more:
+So a decoding step gets guessed next tokens (:class:`NgramLookup`, prompt lookup: what followed the last
+place the sequence's latest n-gram appeared, copied on as far as the guess goes) for greedy sequences,
+in rows right after the sequence's decoding row:
 
-* when the step decodes, a guessed next token for one greedy sequence (:class:`NgramLookup`, prompt
-  lookup: the token that followed the last place the sequence's latest n-gram appeared). The same step
-  verifies it: the guess is kept only if it is the token the model picks after the sequence's last
-  token, and then the model's pick after the guess comes too. A rejected guess's KV cell is removed. So
-  a sequence's tokens are the ones one-token steps would give (up to llama.cpp's batch-dependent
-  rounding, see the core's "Numerics"), and an accepted guess is a token for free;
-* otherwise, the logits of one more prompt row (:func:`even_outputs`), which are computed and ignored.
+* one guess when the first micro-batch would compute an odd number (3 or more) of logits rows: the row is
+  cheaper than none, so even a filler goes there when nothing matches;
+* a sequence decoding alone gets one only while its guesses have been right often enough to pay for the
+  second row (:data:`SOLO_ACCEPTANCE`);
+* pairs of rows more, for the guesses whose chance of being kept is at least :data:`ROW_VALUE`: the
+  ``j``-th token of a sequence's guess is kept only if the ones before it were, so its chance is the
+  sequence's running acceptance to the power ``j`` (the acceptance is recorded per guessed token, given
+  that the tokens before it were right).
 
-A sequence decoding alone is guessed for too when its guesses have been right often enough to pay for
-the second row (:data:`SOLO_ACCEPTANCE`).
+The same step verifies them: a guessed token is kept only if it is the token the model picks after what
+comes before it, and then the model's pick after it comes too. The KV cells of the rejected ones are
+removed. So a sequence's tokens are the ones one-token steps would give (up to llama.cpp's
+batch-dependent rounding, see the core's "Numerics"), and each kept guess is a token for a row.
+
+A step that would otherwise compute an odd number (3 or more) of logits rows in a micro-batch without
+decoding rows to guess for gets the logits of one more prompt row (:func:`even_outputs`), computed and
+ignored.
 """
 
 from __future__ import annotations
@@ -36,16 +47,26 @@ NGRAM_SIZES = (3, 2, 1)
 #: a guess for a sequence decoding alone costs a second logits row (about a third more time, same study);
 #: it is made only while the sequence's guesses have been right at least this often
 SOLO_ACCEPTANCE = 0.5
-#: weight of the latest guess in a sequence's running acceptance rate
+#: weight of the latest guessed token in a sequence's running acceptance rate
 ACCEPTANCE_WEIGHT = 0.2
+#: a pair of rows beyond the first guess is added only for guessed tokens kept at least this likely: a row
+#: costs 11-16 ms where a token costs 17-32 ms on average (the rows study at 2-12 rows), so a row pays
+#: when it is kept 45-70 % of the time; this leaves a margin
+ROW_VALUE = 0.75
+#: longest guess for one sequence in one step
+MAX_GUESS = 15
 
 
 @dataclass(frozen=True)
 class Guess:
-    """A guessed next token and the length of the n-gram that matched (0: no match, a filler)."""
+    """Guessed next tokens and the length of the n-gram that matched (0: no match, one filler token)."""
 
-    token: int
+    tokens: tuple[int, ...]
     match: int
+
+    @property
+    def token(self) -> int:
+        return self.tokens[0]
 
 
 class NgramLookup:
@@ -59,8 +80,9 @@ class NgramLookup:
         self._tokens = tokens
         self._indexed = 0
         self._index: dict[tuple[int, ...], int] = {}
-        #: running share of this sequence's guesses the model accepted (starts hopeful, so a solo sequence
-        #: tries a guess before its record exists)
+        #: running share of this sequence's guessed tokens the model kept, each given that the ones before
+        #: it in the same step were kept (starts hopeful, so a solo sequence tries a guess before its record
+        #: exists)
         self.acceptance = SOLO_ACCEPTANCE
 
     def _catch_up(self) -> None:
@@ -75,56 +97,92 @@ class NgramLookup:
                     self._index[tuple(t[i - n : i])] = i
         self._indexed = len(t)
 
-    def guess(self) -> Guess:
-        """The token that followed the latest earlier occurrence of the longest matching ending."""
+    def guess(self, n: int = 1) -> Guess:
+        """Up to ``n`` tokens: what followed the latest earlier occurrence of the longest matching ending, and on.
+
+        The copy runs on into the tokens it copies (as an LZ77 match does), so a sequence repeating a
+        short pattern gets the pattern repeated.
+        """
         self._catch_up()
         t = self._tokens
-        for n in NGRAM_SIZES:
-            if len(t) <= n:
+        for size in NGRAM_SIZES:
+            if len(t) <= size:
                 continue
-            i = self._index.get(tuple(t[-n:]))
+            i = self._index.get(tuple(t[-size:]))
             if i is not None:
-                return Guess(t[i], n)
-        return Guess(t[-1] if t else 0, 0)
+                out: list[int] = []
+                for j in range(max(1, n)):
+                    at = i + j
+                    out.append(t[at] if at < len(t) else out[at - len(t)])
+                return Guess(tuple(out), size)
+        return Guess((t[-1] if t else 0,), 0)
 
     def record(self, accepted: bool) -> None:
         self.acceptance += ACCEPTANCE_WEIGHT * (float(accepted) - self.acceptance)
 
 
-def first_ubatch_logits(decoding: int, prompts: Sequence[tuple[int, bool]], n_ubatch: int) -> int:
-    """Logits rows the first micro-batch computes once a guess row is added.
+def first_ubatch_logits(rows: int, prompts: Sequence[tuple[int, bool]], n_ubatch: int) -> int:
+    """Logits rows the first micro-batch computes.
 
-    The core lays a batch out as llama.cpp splits it: ``decoding`` rows first (one logits row each), then the
-    guess, then each prompt chunk as ``(rows, ends)``, whose last row has logits when the prompt ends there.
+    The core lays a batch out as llama.cpp splits it: ``rows`` decoding and guess rows first (logits for
+    each), then each prompt chunk as ``(rows, ends)``, whose last row has logits when the prompt ends there.
     """
-    outputs, row = decoding, decoding + 1
-    for rows, ends in prompts:
-        row += rows
+    outputs, row = min(rows, n_ubatch), rows
+    for n, ends in prompts:
+        row += n
         if row > n_ubatch:
             break
         outputs += ends
     return outputs
 
 
-def pick_guess(candidates: Sequence[tuple[K, NgramLookup]], outputs: int) -> tuple[K, int] | None:
-    """Which sequence gets a guess, and the token; None when none should.
+@dataclass(frozen=True)
+class _Row:
+    value: float
+    at: int
+    match: int
+    key: object
+    token: int
 
-    With ``outputs`` (the first micro-batch's logits rows) odd and 3 or more the row is cheaper than none, so
-    the longest n-gram match gets it (then the best record), a filler if nothing matches. With 1 it costs a
-    third more, so only a matching sequence whose guesses are mostly right gets it.
+
+def plan_guesses(
+    candidates: Sequence[tuple[K, NgramLookup, int]],
+    decoding: int,
+    prompts: Sequence[tuple[int, bool]],
+    n_ubatch: int,
+    room: int,
+) -> dict[K, list[int]]:
+    """Which sequences get guessed tokens this step, and the tokens.
+
+    ``candidates`` are the greedy decoding sequences as ``(key, lookup, longest guess allowed)``;
+    ``decoding`` and ``prompts`` lay out the batch as :func:`first_ubatch_logits` reads it; at most ``room``
+    guess rows fit. The first micro-batch's logits rows end up even (or stay one): the first row goes to
+    the guess most likely kept (the longest match breaks ties), a filler if it evens out 3 or more rows,
+    only a good record if the sequence decodes alone; then pairs of rows, while both are kept at least
+    :data:`ROW_VALUE` likely.
     """
-    if outputs % 2 == 0 or not candidates:
-        return None
-    best: tuple[int, float, K, int] | None = None
-    for key, lookup in candidates:
-        guess = lookup.guess()
-        if best is None or (guess.match, lookup.acceptance) > best[:2]:
-            best = (guess.match, lookup.acceptance, key, guess.token)
-    assert best is not None
-    match, acceptance, key, token = best
-    if outputs == 1 and (match == 0 or acceptance < SOLO_ACCEPTANCE):
-        return None
-    return key, token
+    base = first_ubatch_logits(decoding, prompts, n_ubatch)
+    rows: list[_Row] = []
+    for key, lookup, longest in candidates:
+        if longest < 1:
+            continue
+        guess = lookup.guess(min(longest, MAX_GUESS))
+        p = lookup.acceptance if guess.match else 0.0
+        for j, token in enumerate(guess.tokens if guess.match else guess.tokens[:1], 1):
+            rows.append(_Row(p**j, j, guess.match, key, token))
+    # a sequence's tokens are worth less the further they go, so each takes its guess from the first token on
+    rows.sort(key=lambda r: (-r.value, r.at, -r.match))
+    first = 0.0 if base >= 3 and base % 2 else SOLO_ACCEPTANCE if base == 1 else ROW_VALUE
+    take = 0
+    for g in range(1, min(room, len(rows)) + 1):
+        if rows[0].value < first or (g > 1 and rows[g - 1].value < ROW_VALUE):
+            break
+        if first_ubatch_logits(decoding + g, prompts, n_ubatch) % 2 == 0:
+            take = g
+    planned: dict[K, list[int]] = {}
+    for r in rows[:take]:
+        planned.setdefault(r.key, []).append(r.token)  # type: ignore[arg-type]
+    return planned
 
 
 def even_outputs(logits: np.ndarray, n_rows: int, n_ubatch: int) -> int:

@@ -1,9 +1,10 @@
 """Guessed tokens and marked rows that keep a micro-batch's logits rows even (the embedded core's "Even logits rows").
 
-Without the model: the n-gram lookup and the row marking. With it: a guess changes no output (with one row per
-micro-batch, so every sequence's numbers are independent of its batch, a core that guesses at every step gives the
-same text as one that never does: a wrong verification, or a rejected guess left in the KV cache, changes it), and
-the default core guesses and marks rows where a micro-batch's logits rows are odd.
+Without the model: the n-gram lookup, where rows go and the row marking. With it: guesses change no output (with
+one row per micro-batch, so every sequence's numbers are independent of its batch, a core that guesses runs of
+tokens at every step gives the same text as one that never does: a wrong verification, a rejected guess left in
+the KV cache or a pick read from the wrong row changes it), and the default core guesses and marks rows where a
+micro-batch's logits rows are odd.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from aios_core.cores.base import Generation
-from aios_core.cores.llamacpp_drafts import SOLO_ACCEPTANCE, NgramLookup, even_outputs, first_ubatch_logits, pick_guess
+from aios_core.cores.llamacpp_drafts import ROW_VALUE, SOLO_ACCEPTANCE, NgramLookup, even_outputs, first_ubatch_logits, plan_guesses
 from aios_core.syscalls import LLMRequest, Message
 
 # --------------------------------------------------------------------------- without the model
@@ -54,11 +55,24 @@ def test_acceptance_follows_the_latest_guesses():
     assert lookup.acceptance > 0.85
 
 
-def test_the_first_micro_batch_counts_decoding_rows_and_prompts_ending_in_it():
-    # 3 decoding rows, the guess's row, then a 50-row chunk ending at row 54 and a 20-row one ending at row 74
-    assert first_ubatch_logits(3, [(50, True), (20, True)], 63) == 4
-    assert first_ubatch_logits(3, [(50, False)], 63) == 3
-    assert first_ubatch_logits(3, [(50, True), (5, True)], 63) == 5
+def test_a_longer_guess_copies_on_from_the_match_and_into_what_it_copies():
+    # "1 2 3" came first at the start: what followed it, then on
+    tokens = [1, 2, 3, 9, 8, 7, 6, 1, 2, 3]
+    assert NgramLookup(tokens).guess(4).tokens == (9, 8, 7, 6)
+    # the copy runs past the end of the tokens into itself: a repeating pattern goes on repeating
+    assert NgramLookup([5, 4, 5, 4, 5]).guess(5).tokens == (4, 5, 4, 5, 4)
+    assert NgramLookup([7, 7, 7]).guess(3).tokens == (7, 7, 7)
+    # without a match there is one filler token, however many were asked for
+    assert NgramLookup([1, 2, 3]).guess(4).tokens == (3,)
+
+
+def test_the_first_micro_batch_counts_decoding_and_guess_rows_and_prompts_ending_in_it():
+    # 4 decoding and guess rows, then a 50-row chunk ending at row 54 and a 20-row one ending at row 74
+    assert first_ubatch_logits(4, [(50, True), (20, True)], 63) == 5
+    assert first_ubatch_logits(4, [(50, False)], 63) == 4
+    assert first_ubatch_logits(4, [(50, True), (5, True)], 63) == 6
+    # rows beyond the micro-batch are not in it
+    assert first_ubatch_logits(70, [(5, True)], 63) == 63
 
 
 def lookup_of(tokens: list[int], acceptance: float = SOLO_ACCEPTANCE) -> NgramLookup:
@@ -67,17 +81,50 @@ def lookup_of(tokens: list[int], acceptance: float = SOLO_ACCEPTANCE) -> NgramLo
     return lookup
 
 
-def test_the_guess_goes_to_the_longest_match_and_alone_only_to_a_good_record():
-    echo, fresh = lookup_of([1, 2, 3, 4, 1, 2, 3]), lookup_of([7, 8, 9])
-    assert pick_guess([("fresh", fresh), ("echo", echo)], 3) == ("echo", 4)
-    assert pick_guess([("fresh", fresh), ("echo", echo)], 4) is None
-    # three rows with no match anywhere: a filler still beats the odd row
-    assert pick_guess([("fresh", fresh)], 3) == ("fresh", 9)
-    # alone, the second row costs: only a matching sequence with a good record is guessed for
-    assert pick_guess([("echo", echo)], 1) == ("echo", 4)
-    assert pick_guess([("fresh", fresh)], 1) is None
-    assert pick_guess([("echo", lookup_of([1, 2, 3, 4, 1, 2, 3], acceptance=0.2))], 1) is None
-    assert pick_guess([], 3) is None
+ECHOING = [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3]  # guesses 4, 5, 6, ...
+
+
+def test_one_guess_evens_out_odd_rows_and_goes_to_the_likeliest():
+    echo, fresh = lookup_of(ECHOING), lookup_of([7, 8, 9])
+    three = [("fresh", fresh, 4), ("echo", echo, 4), ("other", lookup_of([10, 11]), 4)]
+    assert plan_guesses(three, 3, [], 63, 10) == {"echo": [4]}
+    # four decoding rows are even already: nothing is likely enough for a pair
+    assert plan_guesses([*three, ("fourth", lookup_of([12]), 4)], 4, [], 63, 10) == {}
+    # no match anywhere: a filler still beats the odd row
+    assert plan_guesses([("fresh", fresh, 4), ("other", lookup_of([10, 11]), 4), ("x", lookup_of([5]), 4)], 3, [], 63, 10) == {"fresh": [9]}
+    # a prompt ending in the first micro-batch makes the rows odd too; one ending beyond it does not
+    two = three[:2]
+    assert plan_guesses(two, 2, [(30, True)], 63, 10) == {"echo": [4]}
+    assert plan_guesses(two, 2, [(70, True)], 63, 10) == {}
+    # no room in the batch, or nobody to guess for
+    assert plan_guesses(three, 3, [], 63, 0) == {} and plan_guesses([], 3, [], 63, 10) == {}
+
+
+def test_alone_a_sequence_is_guessed_for_only_with_a_match_and_a_good_record():
+    assert plan_guesses([("echo", lookup_of(ECHOING), 4)], 1, [], 63, 10) == {"echo": [4]}
+    assert plan_guesses([("fresh", lookup_of([7, 8, 9]), 4)], 1, [], 63, 10) == {}
+    assert plan_guesses([("echo", lookup_of(ECHOING, acceptance=0.2), 4)], 1, [], 63, 10) == {}
+
+
+def test_pairs_of_rows_more_go_to_guesses_likely_enough_to_be_kept():
+    # kept 95 % of the time: the j-th token is kept with 0.95 ** j, so tokens 1-5 are worth their rows
+    # (0.95 ** 5 = 0.77), the 6th (0.735) is not; alone, 1 + 5 rows are even
+    sure = lookup_of(ECHOING * 3, acceptance=0.95)
+    assert 0.95**5 >= ROW_VALUE > 0.95**6
+    assert plan_guesses([("sure", sure, 15)], 1, [], 63, 20) == {"sure": [4, 5, 6, 7, 8]}
+    # the guess stops where the sequence must: max_tokens, its context, its grant
+    assert plan_guesses([("sure", sure, 3)], 1, [], 63, 20) == {"sure": [4, 5, 6]}
+    # ... and where the batch or the micro-batch ends
+    assert plan_guesses([("sure", sure, 15)], 1, [], 63, 2) == {"sure": [4]}
+    assert plan_guesses([("sure", sure, 15)], 60, [], 63, 3) == {"sure": [4, 5]}
+    # two sequences: rows go to the likeliest tokens, pairs only while both are worth it
+    so_so = lookup_of(ECHOING * 3, acceptance=0.8)
+    got = plan_guesses([("so-so", so_so, 15), ("sure", sure, 15)], 2, [], 63, 20)
+    # 0.95 .. 0.95**5 and 0.8 are worth a row (6), 0.8 ** 2 = 0.64 is not
+    assert got == {"sure": [4, 5, 6, 7, 8], "so-so": [4]}
+    # a record of wrong guesses gets no more than the row that evens out an odd count
+    poor = lookup_of(ECHOING * 3, acceptance=0.3)
+    assert plan_guesses([("a", poor, 15), ("b", lookup_of(ECHOING, 0.3), 15), ("c", lookup_of(ECHOING, 0.3), 15)], 3, [], 63, 20) == {"a": [4]}
 
 
 def test_odd_logits_rows_of_three_or_more_get_one_more_row_in_their_own_micro_batch():
@@ -98,15 +145,55 @@ ECHO = "Repeat after me, word for word, three times: the quick brown fox jumps o
 
 
 class GuessEveryStep(LlamaCppCore):
-    """Guesses for every decoding sequence at every step (where the default guesses only to even out rows)."""
+    """Guesses three tokens (prompt lookup) for every decoding sequence at every step, where the default guesses
+    only where rows pay: most guesses are wrong, so every step cuts cells."""
 
-    def _guess(self, plan, n_decoding) -> None:  # noqa: ANN001 - the core's private plan
-        for seq, _, n in plan.items:
+    def _guess(self, plan, n_decoding, budget) -> None:  # noqa: ANN001 - the core's private plan
+        for seq, _, _ in plan.items[:n_decoding]:
             st = seq.state
-            if n == 1 and len(st.tokens) - st.n_past == 1 and st.chooser.verifies_guesses and seq.n_generated + 2 <= seq.gen.request.max_tokens:
+            if st.chooser.verifies_guesses and seq.n_generated + 4 <= seq.gen.request.max_tokens and st.grant.covers(st.n_past + 4):
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
-                plan.guesses[seq.id] = st.lookup.guess().token
+                plan.guesses[seq.id] = (list(st.lookup.guess(3).tokens) * 3)[:3]
+
+
+class Recording(LlamaCppCore):
+    """Records the tokens each prompt was answered with, for :class:`GuessRight`."""
+
+    def __init__(self, **kw) -> None:  # noqa: ANN003
+        super().__init__(**kw)
+        self.answers: dict[str, list[int]] = {}
+
+    def _run_plan(self, plan):  # noqa: ANN001, ANN202 - the core's private plan
+        chosen = super()._run_plan(plan)
+        for seq, tokens in chosen:
+            self.answers.setdefault(seq.gen.request.messages[-1].content, []).extend(tokens)
+        return chosen
+
+
+class GuessRight(LlamaCppCore):
+    """Guesses the next three tokens of a recorded answer for every decoding sequence: several sequences' runs of
+    guesses in one batch, all kept."""
+
+    def __init__(self, answers: dict[str, list[int]], **kw) -> None:  # noqa: ANN003
+        super().__init__(**kw)
+        self.answers = answers
+        self.steps_with_several = 0
+
+    def _guess(self, plan, n_decoding, budget) -> None:  # noqa: ANN001 - the core's private plan
+        for seq, _, _ in plan.items[:n_decoding]:
+            st = seq.state
+            done = len(st.tokens) - st.n_prompt
+            room = min(3, seq.gen.request.max_tokens - done - 1, st.grant.shared + st.grant.cells - st.n_past - 1)
+            guesses = []
+            for token in self.answers[seq.gen.request.messages[-1].content][done : done + max(0, room)]:
+                if self._ends(token):
+                    break
+                guesses.append(token)
+            if guesses:
+                st.lookup = st.lookup or NgramLookup(st.tokens)  # keeps the record of the sequence's guesses
+                plan.guesses[seq.id] = guesses
+        self.steps_with_several += len(plan.guesses) > 1
 
 
 def ask(user: str, max_tokens: int) -> LLMRequest:
@@ -126,11 +213,16 @@ async def text_of(core, request: LLMRequest, *, preempt_after: int | None = None
     return "".join(c.text for c in chunks), chunks
 
 
+# one row per micro-batch: a sequence's numbers do not depend on its batch. They do depend on the order of its KV
+# cells (attention sums over them in cell order), and a rejected guess's cell is removed and reused by whichever
+# sequence comes next, so exact equality is asked of wrong guesses one sequence at a time, of right ones together.
+ONE_ROW = dict(n_ctx=2048, max_batch=3, n_threads=1, n_ubatch=1, prefix_slots=2)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pair():
-    # one row per micro-batch: a sequence's numbers do not depend on its batch, so outputs must match exactly
-    plain = LlamaCppCore(name="plain", n_ctx=2048, max_batch=3, n_threads=1, n_ubatch=1, prefix_slots=2)
-    guessing = GuessEveryStep(name="guessing", n_ctx=2048, max_batch=3, n_threads=1, n_ubatch=1, prefix_slots=2)
+    plain = Recording(name="plain", **ONE_ROW)
+    guessing = GuessEveryStep(name="guessing", **ONE_ROW)
     await plain.start()
     await guessing.start()
     yield plain, guessing
@@ -140,18 +232,40 @@ async def pair():
 
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
-async def test_guessed_tokens_change_no_output(pair):
+async def test_wrong_and_right_guesses_change_no_output(pair):
     plain, guessing = pair
     requests = [ask(ECHO, 40), ask("Count from 1 to 30, separated by commas.", 40), ask("Name three colours.", 24)]
-    expected = await asyncio.gather(*(text_of(plain, r) for r in requests))
-    got = await asyncio.gather(*(text_of(guessing, r) for r in requests))
-    assert [t for t, _ in got] == [t for t, _ in expected]
-    # every token counted once, max_tokens kept, although a right guess gives a sequence two tokens in a step
-    assert [sum(c.tokens for c in chunks) for _, chunks in got] == [sum(c.tokens for c in chunks) for _, chunks in expected]
+    for request in requests:
+        expected, expected_chunks = await text_of(plain, request)
+        got, chunks = await text_of(guessing, request)
+        assert got == expected
+        # every token counted once, max_tokens kept, although kept guesses give a sequence several tokens in a step
+        assert sum(c.tokens for c in chunks) == sum(c.tokens for c in expected_chunks)
     m = guessing.metrics()
-    # both paths ran: right guesses kept their cell, wrong ones were removed
+    # both paths ran: right guesses kept their cells, wrong ones were removed
     assert 0 < m.guesses_accepted < m.guesses, (m.guesses_accepted, m.guesses)
     assert plain.metrics().guesses == 0
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_several_sequences_runs_of_guesses_in_one_batch_change_no_output(pair):
+    plain, _ = pair
+    prompts = ["Repeat after me, word for word, twice: pack my box with five dozen liquor jugs.", "Count from 1 to 30, separated by commas.", "Name three colours."]
+    requests = [ask(p, 32) for p in prompts]
+    plain.answers.clear()
+    expected = await asyncio.gather(*(text_of(plain, r) for r in requests))
+    right = GuessRight(dict(plain.answers), name="right", **ONE_ROW)
+    await right.start()
+    try:
+        got = await asyncio.gather(*(text_of(right, r) for r in requests))
+    finally:
+        await right.stop()
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    assert [sum(c.tokens for c in chunks) for _, chunks in got] == [sum(c.tokens for c in chunks) for _, chunks in expected]
+    m = right.metrics()
+    assert m.guesses > 30 and m.guesses_accepted == m.guesses, m
+    assert right.steps_with_several > 0
 
 
 @pytest.mark.model
