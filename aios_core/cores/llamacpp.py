@@ -714,8 +714,7 @@ class LlamaCppCore(BatchingCore):
         ``plan.items`` starts with its ``n_decoding`` decoding rows (one token each), prompt chunks after them;
         ``budget`` rows are left in the batch.
         """
-        room = min(budget, self.n_ubatch - n_decoding)
-        if not n_decoding or room < 1:
+        if not n_decoding or n_decoding >= self.n_ubatch:
             return
         prompts = [(n, start + n == len(seq.state.tokens)) for seq, start, n in plan.items[n_decoding:]]
         candidates = []
@@ -733,7 +732,7 @@ class LlamaCppCore(BatchingCore):
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
                 candidates.append((seq.id, st.lookup, longest))
-        plan.guesses.update(plan_guesses(candidates, n_decoding, prompts, self.n_ubatch, room))
+        plan.guesses.update(plan_guesses(candidates, n_decoding, prompts, self.n_ubatch, budget))
 
     def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, list[int]]]:
         """Engine thread: one llama_decode over the planned tokens, then the picked tokens of each sequence whose

@@ -5,9 +5,9 @@ pairs and do a leftover row in a separate pass. For the output layer, Gemma 3's 
 by 640, that pass costs more than a whole pair: on this project's reference machine a step whose
 micro-batch computes logits for 3 rows took longer than one for 4, and likewise 5 against 6 and 7 against
 8 (``python -m aios.bench.studies.rows``, docs/benchmarks.md). One logits row alone is a cheaper pass
-(a matrix-vector product). And a pair of rows more costs less than a token costs on average in the same
-step (about 11-16 ms against 17-31 ms in that study), because the model's weights are read once per step
-whatever its rows.
+(a matrix-vector product). And a step's cost grows by less per row than its average per row: from 2 to
+12 logits rows it took about 36 ms plus 14 ms a row, the fixed part being what every step pays (the
+model's weights read once, whatever its rows).
 
 So a decoding step gets guessed next tokens (:class:`NgramLookup`, prompt lookup: what followed the last
 place the sequence's latest n-gram appeared, copied on as far as the guess goes) for greedy sequences,
@@ -17,10 +17,12 @@ in rows right after the sequence's decoding row:
   cheaper than none, so even a filler goes there when nothing matches;
 * a sequence decoding alone gets one only while its guesses have been right often enough to pay for the
   second row (:data:`SOLO_ACCEPTANCE`);
-* pairs of rows more, for the guesses whose chance of being kept is at least :data:`ROW_VALUE`: the
-  ``j``-th token of a sequence's guess is kept only if the ones before it were, so its chance is the
-  sequence's running acceptance to the power ``j`` (the acceptance is recorded per guessed token, given
-  that the tokens before it were right).
+* pairs of rows more while they raise the step's expected tokens per unit of cost: a pair is added when
+  the tokens it is expected to keep, per row, exceed the step's expected tokens per row counted with its
+  fixed part (:data:`STEP_ROWS`). The ``j``-th token of a sequence's guess is kept only if the ones before
+  it were, so its chance is the sequence's running acceptance to the power ``j`` (the acceptance is
+  recorded per guessed token, given that the tokens before it were right). So a sequence alone with a
+  good record gets a run of several tokens, and 16 sequences decoding together get few guesses more.
 
 The same step verifies them: a guessed token is kept only if it is the token the model picks after what
 comes before it, and then the model's pick after it comes too. The KV cells of the rejected ones are
@@ -49,10 +51,9 @@ NGRAM_SIZES = (3, 2, 1)
 SOLO_ACCEPTANCE = 0.5
 #: weight of the latest guessed token in a sequence's running acceptance rate
 ACCEPTANCE_WEIGHT = 0.2
-#: a pair of rows beyond the first guess is added only for guessed tokens kept at least this likely: a row
-#: costs 11-16 ms where a token costs 17-32 ms on average (the rows study at 2-12 rows), so a row pays
-#: when it is kept 45-70 % of the time; this leaves a margin
-ROW_VALUE = 0.75
+#: a step's fixed cost in rows: from 2 to 12 logits rows a step took 36 ms + 14 ms a row on this project's
+#: reference machine (the rows study), so 36 / 14
+STEP_ROWS = 2.5
 #: longest guess for one sequence in one step
 MAX_GUESS = 15
 
@@ -155,11 +156,11 @@ def plan_guesses(
     """Which sequences get guessed tokens this step, and the tokens.
 
     ``candidates`` are the greedy decoding sequences as ``(key, lookup, longest guess allowed)``;
-    ``decoding`` and ``prompts`` lay out the batch as :func:`first_ubatch_logits` reads it; at most ``room``
-    guess rows fit. The first micro-batch's logits rows end up even (or stay one): the first row goes to
+    ``decoding`` and ``prompts`` lay out the batch as :func:`first_ubatch_logits` reads it; ``room`` guess
+    rows are left in the batch, and all go in the first micro-batch. The first micro-batch's logits rows end up even (or stay one): the first row goes to
     the guess most likely kept (the longest match breaks ties), a filler if it evens out 3 or more rows,
-    only a good record if the sequence decodes alone; then pairs of rows, while both are kept at least
-    :data:`ROW_VALUE` likely.
+    only a good record if the sequence decodes alone; then pairs of rows, while the tokens a pair is
+    expected to keep exceed what two rows of the step make (see the module docstring).
     """
     base = first_ubatch_logits(decoding, prompts, n_ubatch)
     rows: list[_Row] = []
@@ -172,13 +173,18 @@ def plan_guesses(
             rows.append(_Row(p**j, j, guess.match, key, token))
     # a sequence's tokens are worth less the further they go, so each takes its guess from the first token on
     rows.sort(key=lambda r: (-r.value, r.at, -r.match))
-    first = 0.0 if base >= 3 and base % 2 else SOLO_ACCEPTANCE if base == 1 else ROW_VALUE
-    take = 0
-    for g in range(1, min(room, len(rows)) + 1):
-        if rows[0].value < first or (g > 1 and rows[g - 1].value < ROW_VALUE):
+    room = min(room, len(rows), n_ubatch - decoding)
+    take, expected = 0, float(decoding)
+    if base % 2 and room and (base >= 3 or rows[0].value >= SOLO_ACCEPTANCE):
+        if first_ubatch_logits(decoding + 1, prompts, n_ubatch) % 2 == 0:
+            take, expected = 1, expected + rows[0].value
+    while take + 2 <= room:
+        pair = rows[take].value + rows[take + 1].value
+        if pair <= 2 * expected / (decoding + take + STEP_ROWS):
             break
-        if first_ubatch_logits(decoding + g, prompts, n_ubatch) % 2 == 0:
-            take = g
+        if first_ubatch_logits(decoding + take + 2, prompts, n_ubatch) % 2:
+            break
+        take, expected = take + 2, expected + pair
     planned: dict[K, list[int]] = {}
     for r in rows[:take]:
         planned.setdefault(r.key, []).append(r.token)  # type: ignore[arg-type]

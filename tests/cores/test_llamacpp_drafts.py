@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from aios_core.cores.base import Generation
-from aios_core.cores.llamacpp_drafts import ROW_VALUE, SOLO_ACCEPTANCE, NgramLookup, even_outputs, first_ubatch_logits, plan_guesses
+from aios_core.cores.llamacpp_drafts import SOLO_ACCEPTANCE, NgramLookup, even_outputs, first_ubatch_logits, plan_guesses
 from aios_core.syscalls import LLMRequest, Message
 
 # --------------------------------------------------------------------------- without the model
@@ -106,25 +106,24 @@ def test_alone_a_sequence_is_guessed_for_only_with_a_match_and_a_good_record():
     assert plan_guesses([("echo", lookup_of(ECHOING, acceptance=0.2), 4)], 1, [], 63, 10) == {}
 
 
-def test_pairs_of_rows_more_go_to_guesses_likely_enough_to_be_kept():
-    # kept 95 % of the time: the j-th token is kept with 0.95 ** j, so tokens 1-5 are worth their rows
-    # (0.95 ** 5 = 0.77), the 6th (0.735) is not; alone, 1 + 5 rows are even
+def test_pairs_of_rows_more_go_where_they_raise_the_tokens_a_step_makes_for_its_cost():
+    # right 95 % of the time: alone, a run of several tokens (the copy from the match on), rows kept even
     sure = lookup_of(ECHOING * 3, acceptance=0.95)
-    assert 0.95**5 >= ROW_VALUE > 0.95**6
-    assert plan_guesses([("sure", sure, 15)], 1, [], 63, 20) == {"sure": [4, 5, 6, 7, 8]}
-    # the guess stops where the sequence must: max_tokens, its context, its grant
+    alone = plan_guesses([("sure", sure, 15)], 1, [], 63, 20)["sure"]
+    assert len(alone) >= 5 and len(alone) % 2 == 1
+    assert alone == [4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2][: len(alone)]
+    # the run stops where the sequence must (max_tokens, its context, its grant), and where the batch ends
     assert plan_guesses([("sure", sure, 3)], 1, [], 63, 20) == {"sure": [4, 5, 6]}
-    # ... and where the batch or the micro-batch ends
     assert plan_guesses([("sure", sure, 15)], 1, [], 63, 2) == {"sure": [4]}
-    assert plan_guesses([("sure", sure, 15)], 60, [], 63, 3) == {"sure": [4, 5]}
-    # two sequences: rows go to the likeliest tokens, pairs only while both are worth it
-    so_so = lookup_of(ECHOING * 3, acceptance=0.8)
-    got = plan_guesses([("so-so", so_so, 15), ("sure", sure, 15)], 2, [], 63, 20)
-    # 0.95 .. 0.95**5 and 0.8 are worth a row (6), 0.8 ** 2 = 0.64 is not
-    assert got == {"sure": [4, 5, 6, 7, 8], "so-so": [4]}
-    # a record of wrong guesses gets no more than the row that evens out an odd count
-    poor = lookup_of(ECHOING * 3, acceptance=0.3)
-    assert plan_guesses([("a", poor, 15), ("b", lookup_of(ECHOING, 0.3), 15), ("c", lookup_of(ECHOING, 0.3), 15)], 3, [], 63, 20) == {"a": [4]}
+    # ... or the micro-batch: 60 decoding rows leave room for 3 guesses, and the rows stay even
+    many = [(i, lookup_of(ECHOING * 3, acceptance=0.99), 15) for i in range(60)]
+    assert sum(len(g) for g in plan_guesses(many, 60, [], 63, 100).values()) == 2
+    # the more sequences decode together, the more a step already makes per row: fewer guesses each
+    eight = plan_guesses([(i, lookup_of(ECHOING * 3, acceptance=0.95), 15) for i in range(8)], 8, [], 63, 60)
+    assert max(len(g) for g in eight.values()) < len(alone) and sum(len(g) for g in eight.values()) % 2 == 0
+    # a poor record gets no more than the row that evens out an odd count
+    poor = [(k, lookup_of(ECHOING * 3, acceptance=0.3), 15) for k in "abc"]
+    assert plan_guesses(poor, 3, [], 63, 20) == {"a": [4]}
 
 
 def test_odd_logits_rows_of_three_or_more_get_one_more_row_in_their_own_micro_batch():
