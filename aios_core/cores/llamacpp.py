@@ -32,8 +32,9 @@ How the engine maps onto llama.cpp:
   matrix products take a micro-batch's rows in pairs and compute a leftover
   row in a pass of its own; for the output layer (262,144 tokens by 640) that
   pass costs more than a pair, so 3 logits rows took longer than 4 (``python
-  -m aios.bench.studies.rows``, docs/benchmarks.md). And a pair of rows more
-  costs less than a token does on average. So a decoding step gets guessed
+  -m aios.bench.studies.rows``, docs/benchmarks.md). And a row more costs
+  less than a step's average row, since every step pays a fixed part (about
+  36 ms plus 14 ms a row there). So a decoding step gets guessed
   next tokens for greedy sequences (prompt lookup,
   :mod:`aios_core.cores.llamacpp_drafts`), in rows after the sequence's
   decoding row, verified in the same step and kept only where each is the
