@@ -65,10 +65,6 @@ class Guess:
     tokens: tuple[int, ...]
     match: int
 
-    @property
-    def token(self) -> int:
-        return self.tokens[0]
-
 
 class NgramLookup:
     """A sequence's tokens indexed by the n-grams that precede each position, to guess what comes next.
@@ -157,10 +153,10 @@ def plan_guesses(
 
     ``candidates`` are the greedy decoding sequences as ``(key, lookup, longest guess allowed)``;
     ``decoding`` and ``prompts`` lay out the batch as :func:`first_ubatch_logits` reads it; ``room`` guess
-    rows are left in the batch, and all go in the first micro-batch. The first micro-batch's logits rows end up even (or stay one): the first row goes to
-    the guess most likely kept (the longest match breaks ties), a filler if it evens out 3 or more rows,
-    only a good record if the sequence decodes alone; then pairs of rows, while the tokens a pair is
-    expected to keep exceed what two rows of the step make (see the module docstring).
+    rows are left in the batch, and all go in the first micro-batch. Its logits rows end up even (or stay
+    one): the first row goes to the guess most likely kept (the longest match breaks ties), a filler if it
+    evens out 3 or more rows, only a good record if the sequence decodes alone; then pairs of rows, while
+    the tokens a pair is expected to keep exceed what two rows of the step make (see the module docstring).
     """
     base = first_ubatch_logits(decoding, prompts, n_ubatch)
     rows: list[_Row] = []
@@ -169,7 +165,7 @@ def plan_guesses(
             continue
         guess = lookup.guess(min(longest, MAX_GUESS))
         p = lookup.acceptance if guess.match else 0.0
-        for j, token in enumerate(guess.tokens if guess.match else guess.tokens[:1], 1):
+        for j, token in enumerate(guess.tokens, 1):
             rows.append(_Row(p**j, j, guess.match, key, token))
     # a sequence's tokens are worth less the further they go, so each takes its guess from the first token on
     rows.sort(key=lambda r: (-r.value, r.at, -r.match))

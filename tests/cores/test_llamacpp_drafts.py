@@ -27,10 +27,10 @@ def test_a_guess_is_what_followed_the_latest_earlier_occurrence_of_the_longest_e
     tokens = [5, 1, 2, 3, 9, 7, 2, 3, 4, 1, 2, 3]
     lookup = NgramLookup(tokens)
     # "1 2 3" occurred at the start, followed by 9 ("2 3" was followed later by 4, but the longer ending wins)
-    assert (lookup.guess().token, lookup.guess().match) == (9, 3)
+    assert (lookup.guess().tokens, lookup.guess().match) == ((9,), 3)
     tokens += [8, 2, 3]  # the sequence grows: the lookup reads its list, no copy
     # "8 2 3" never occurred; "2 3" last came before 8
-    assert (lookup.guess().token, lookup.guess().match) == (8, 2)
+    assert (lookup.guess().tokens, lookup.guess().match) == ((8,), 2)
 
 
 def test_a_sequence_without_repeats_gets_a_filler_guess_and_tokens_only_grow():
