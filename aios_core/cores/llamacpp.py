@@ -106,6 +106,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
@@ -115,7 +116,8 @@ from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
-from aios_core.cores.llamacpp_drafts import NgramLookup, even_outputs, plan_guesses
+from aios_core.cores.llamacpp_drafts import HEAD_STEP_ROWS, STEP_ROWS, NgramLookup, even_outputs, plan_guesses
+from aios_core.cores.llamacpp_head import GreedyHead, HiddenTap, OutputHead
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
@@ -150,6 +152,8 @@ MAX_SEQ_IDS = 256
 DEFAULT_PREFIX_SLOTS_PER_SLOT = 4
 #: one less than ggml's GGML_FA_TILE_Q: see "Micro-batches under 64 tokens" above
 DEFAULT_UBATCH = 63
+#: logits rows from which the core's greedy output head is cheaper than llama.cpp's (see "Greedy output head")
+DEFAULT_FAST_HEAD_ROWS = 5
 
 
 @dataclass
@@ -173,6 +177,11 @@ class LlamaCppMetrics:
     guesses_accepted: int = 0
     #: prompt rows whose logits were computed only to make a micro-batch's logits rows even
     marked_rows: int = 0
+    #: greedy rows picked by the core's own output head (see "Greedy output head"), the tokens it computed
+    #: exactly for them, and its seconds (outside ``decode_seconds``)
+    head_rows: int = 0
+    head_close_tokens: int = 0
+    head_seconds: float = 0.0
 
     def copy(self) -> "LlamaCppMetrics":
         return LlamaCppMetrics(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -255,6 +264,7 @@ class LlamaCppCore(BatchingCore):
         idle_kv_cells: int | None = None,
         host_cache_mib: int = 4096,
         even_logits: bool = True,
+        fast_head_rows: int | None = None,
     ) -> None:
         """
         Args:
@@ -285,6 +295,10 @@ class LlamaCppCore(BatchingCore):
             even_logits: give a micro-batch with an odd number (3 or more) of logits rows one more, and add
                 pairs of rows where they pay: guessed tokens for greedy sequences, verified in the same step,
                 or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
+            fast_head_rows: from this many logits rows in a decode whose picks are all greedy, the core computes
+                the output layer itself (see "Greedy output head"; default 5); 0 leaves it
+                to llama.cpp always. It needs torch and a Q8_0 output matrix, and sets torch's threads to
+                ``n_threads``.
         """
         problems = []
         if prefix_slots is None:
@@ -305,6 +319,8 @@ class LlamaCppCore(BatchingCore):
             problems.append(f"idle_kv_cells must be >= 0 (got {idle_kv_cells})")
         if host_cache_mib < 0:
             problems.append(f"host_cache_mib must be >= 0 (got {host_cache_mib})")
+        if fast_head_rows is not None and fast_head_rows < 0:
+            problems.append(f"fast_head_rows must be >= 0 (got {fast_head_rows})")
         if decode_reserve < 1:
             problems.append(f"decode_reserve must be at least 1 (got {decode_reserve})")
         if n_threads is not None and n_threads < 1:
@@ -324,6 +340,9 @@ class LlamaCppCore(BatchingCore):
         self.prefix_slots = prefix_slots
         self.retain_finished = retain_finished
         self.even_logits = even_logits
+        self.fast_head_rows = DEFAULT_FAST_HEAD_ROWS if fast_head_rows is None else fast_head_rows
+        #: the core's own output layer for greedy rows, set by _open when the model allows it
+        self._head: OutputHead | None = None
         self._template_override = chat_template
 
         # llama.cpp handles, set by _load
@@ -376,6 +395,7 @@ class LlamaCppCore(BatchingCore):
         path = self.model_path or default_model_path()
         check_gguf(path)
         model = load_model(path)
+        head = self._make_head(path, model)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
@@ -386,6 +406,8 @@ class LlamaCppCore(BatchingCore):
         cparams.swa_full = True
         cparams.kv_unified = True
         cparams.no_perf = True
+        if head is not None:
+            cparams.cb_eval = head.tap.callback
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
             L.llama_model_free(model)
@@ -429,6 +451,7 @@ class LlamaCppCore(BatchingCore):
         self._b_nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_batch,))
         self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
         self._b_seq = [b.seq_id[i] for i in range(self.n_batch)]
+        self._head = head if head is not None and self._head_agrees(head) else None
         log.info(
             "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
             self.name, path, arch, template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots, self.n_threads,
@@ -451,6 +474,32 @@ class LlamaCppCore(BatchingCore):
             return frozenset()
         return frozenset(t for t in tokens if L.llama_vocab_is_control(self._vocab, t))
 
+    def _make_head(self, path: Any, model: Any) -> OutputHead | None:
+        if not self.fast_head_rows:
+            return None
+        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+        n_embd = L.llama_model_n_embd(model)
+        greedy = GreedyHead.from_gguf(Path(path), n_vocab, n_embd, threads=self.n_threads)
+        return OutputHead(greedy, HiddenTap(n_embd), self.fast_head_rows) if greedy is not None else None
+
+    def _head_agrees(self, head: OutputHead) -> bool:
+        """Engine thread, at load: the head's pick for one token equals llama.cpp's own (else it is not used)."""
+        self._batch.n_tokens = 1
+        self._b_token[0] = L.llama_vocab_bos(self._vocab) if L.llama_vocab_bos(self._vocab) >= 0 else 0
+        self._b_pos[0], self._b_nseq[0], self._b_logits[0] = 0, 1, 1
+        self._b_seq[0][0] = 0
+        head.tap.take()
+        head.tap.active, head.tap.stop = True, False  # llama.cpp computes its own logits as well, to compare
+        rc = L.llama_decode(self._ctx, self._batch)
+        picks = head.picks(self._b_logits[:1], [0], [None]) if rc == 0 else None
+        ours = picks[0] if picks else None
+        theirs = int(np.argmax(self._logits(0))) if rc == 0 else None
+        self._kv.drop(0)
+        if ours is None or ours != theirs:
+            log.warning("core %s: the greedy output head picked %s where llama.cpp picks %s; not used", self.name, ours, theirs)
+            return False
+        return True
+
     async def _unload(self) -> None:
         if self._ctx is None:
             return
@@ -472,6 +521,7 @@ class LlamaCppCore(BatchingCore):
         L.llama_free(self._ctx)
         L.llama_model_free(self._model)
         self._ctx = self._model = self._vocab = None
+        self._head = None  # its eval callback may go only with the context that calls it
         self._end_tokens = None
         self._kv.handle = None
         self._kv.ctx = None
@@ -733,7 +783,21 @@ class LlamaCppCore(BatchingCore):
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
                 candidates.append((seq.id, st.lookup, longest))
-        plan.guesses.update(plan_guesses(candidates, n_decoding, prompts, self.n_ubatch, budget))
+        head = self._head_takes(plan, n_decoding)
+        plan.guesses.update(
+            plan_guesses(
+                candidates, n_decoding, prompts, self.n_ubatch, budget,
+                step_rows=HEAD_STEP_ROWS if head else STEP_ROWS, even=not head,
+            )
+        )
+
+    def _head_takes(self, plan: _Plan, n_decoding: int) -> bool:
+        """Whether the greedy output head will take this step's decode (before guesses, which only add rows)."""
+        if self._head is None:
+            return False
+        ends = [seq for seq, start, n in plan.items[n_decoding:] if start + n == len(seq.state.tokens)]
+        reading = [seq for seq, _, _ in plan.items[:n_decoding]] + ends
+        return len(reading) >= self._head.min_rows and all(seq.state.chooser.verifies_guesses for seq in reading)
 
     def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, list[int]]]:
         """Engine thread: one llama_decode over the planned tokens, then the picked tokens of each sequence whose
@@ -754,7 +818,10 @@ class LlamaCppCore(BatchingCore):
                 self._b_logits[k + n - 1 : k + m] = 1
                 outputs.append((seq, k + n - 1))
             k += m
-        if self.even_logits:
+        head = self._head is not None and self._head.arm(
+            int(np.count_nonzero(self._b_logits[:k])), all(seq.state.chooser.verifies_guesses for seq, _ in outputs)
+        )
+        if self.even_logits and not head:  # the head's cost hardly depends on the rows: nothing to even out
             self._metrics.marked_rows += even_outputs(self._b_logits, k, self.n_ubatch)
         self._batch.n_tokens = k
         t0 = time.perf_counter()
@@ -762,6 +829,7 @@ class LlamaCppCore(BatchingCore):
         if rc != 0:
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
         self._metrics.decode_seconds += time.perf_counter() - t0
+        picks = self._head_picks(outputs, plan, k) if head else None
         self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:
             seq.state.n_past = start + n
@@ -772,7 +840,7 @@ class LlamaCppCore(BatchingCore):
         for seq, i in outputs:
             st = seq.state
             n_generated = len(st.tokens) - st.n_prompt
-            picked = [st.chooser.choose(self._logits(i), n_generated)]
+            picked = [self._pick(st, i, n_generated, picks)]
             guesses = plan.guesses.get(seq.id, [])
             kept = 0
             for guess in guesses:
@@ -783,7 +851,7 @@ class LlamaCppCore(BatchingCore):
                 if not right:
                     break
                 kept += 1
-                picked.append(st.chooser.choose(self._logits(i + kept), n_generated + kept))
+                picked.append(self._pick(st, i + kept, n_generated + kept, picks))
             if guesses:
                 self._metrics.guesses += len(guesses)
                 self._metrics.guesses_accepted += kept
@@ -792,6 +860,28 @@ class LlamaCppCore(BatchingCore):
                     self._kv.cut(st.slot, st.n_past)
             chosen.append((seq, picked))
         return chosen
+
+    def _head_picks(self, outputs: list[tuple[EngineSeq, int]], plan: _Plan, k: int) -> dict[int, int] | None:
+        """The greedy head's picks for every row a sequence reads this step (its last row and its guesses')."""
+        assert self._head is not None
+        rows: list[int] = []
+        banned: list[np.ndarray | None] = []
+        for seq, i in outputs:
+            n = 1 + len(plan.guesses.get(seq.id, []))
+            rows += range(i, i + n)
+            banned += [seq.state.chooser.banned] * n
+        t0 = time.perf_counter()
+        picks = self._head.picks(self._b_logits[:k], rows, banned)
+        if picks is not None:
+            m = self._metrics
+            m.head_seconds += time.perf_counter() - t0
+            m.head_rows += len(rows)
+            m.head_close_tokens += sum(self._head.head.last_close)
+        return picks
+
+    def _pick(self, st: _SeqState, row: int, n_generated: int, picks: dict[int, int] | None) -> int:
+        """A sequence's next token from batch row ``row``: the greedy head's pick, else its chooser's on llama.cpp's logits."""
+        return picks[row] if picks is not None else st.chooser.choose(self._logits(row), n_generated)
 
     def _logits(self, row: int) -> np.ndarray:
         return np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
@@ -970,6 +1060,9 @@ class LlamaCppCore(BatchingCore):
                 "guesses": m.guesses,
                 "guesses_accepted": m.guesses_accepted,
                 "marked_rows": m.marked_rows,
+                "head_rows": m.head_rows,
+                "head_close_tokens": m.head_close_tokens,
+                "head_seconds": round(m.head_seconds, 3),
                 "n_threads": self.n_threads,
             }
         )

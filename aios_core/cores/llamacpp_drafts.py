@@ -54,6 +54,10 @@ ACCEPTANCE_WEIGHT = 0.2
 #: a step's fixed cost in rows: from 2 to 12 logits rows a step took 36 ms + 14 ms a row on this project's
 #: reference machine (the rows study), so 36 / 14
 STEP_ROWS = 2.5
+#: the same with the core's greedy output head taking the step (no output layer in llama.cpp): about 45 ms
+#: plus 6.6 ms a row from 2 to 16 rows, of which the head's bf16 pass is about 37 ms (python -m
+#: aios.bench.studies.head)
+HEAD_STEP_ROWS = 6.5
 #: longest guess for one sequence in one step
 MAX_GUESS = 15
 
@@ -148,6 +152,9 @@ def plan_guesses(
     prompts: Sequence[tuple[int, bool]],
     n_ubatch: int,
     room: int,
+    *,
+    step_rows: float = STEP_ROWS,
+    even: bool = True,
 ) -> dict[K, list[int]]:
     """Which sequences get guessed tokens this step, and the tokens.
 
@@ -157,6 +164,8 @@ def plan_guesses(
     one): the first row goes to the guess most likely kept (the longest match breaks ties), a filler if it
     evens out 3 or more rows, only a good record if the sequence decodes alone; then pairs of rows, while
     the tokens a pair is expected to keep exceed what two rows of the step make (see the module docstring).
+    ``step_rows`` is the step's fixed cost in rows; ``even`` False (llama.cpp computes no output layer for this
+    step, see the core's "Greedy output head") drops the evening row and adds rows one at a time.
     """
     base = first_ubatch_logits(decoding, prompts, n_ubatch)
     rows: list[_Row] = []
@@ -171,12 +180,15 @@ def plan_guesses(
     rows.sort(key=lambda r: (-r.value, r.at, -r.match))
     room = min(room, len(rows), n_ubatch - decoding)
     take, expected = 0, float(decoding)
-    if base % 2 and room and (base >= 3 or rows[0].value >= SOLO_ACCEPTANCE):
+    if not even:
+        while take < room and rows[take].value > expected / (decoding + take + step_rows):
+            take, expected = take + 1, expected + rows[take].value
+    elif base % 2 and room and (base >= 3 or rows[0].value >= SOLO_ACCEPTANCE):
         if first_ubatch_logits(decoding + 1, prompts, n_ubatch) % 2 == 0:
             take, expected = 1, expected + rows[0].value
-    while take + 2 <= room:
+    while even and take + 2 <= room:
         pair = rows[take].value + rows[take + 1].value
-        if pair <= 2 * expected / (decoding + take + STEP_ROWS):
+        if pair <= 2 * expected / (decoding + take + step_rows):
             break
         if first_ubatch_logits(decoding + take + 2, prompts, n_ubatch) % 2:
             break
