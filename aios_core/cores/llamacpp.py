@@ -45,6 +45,19 @@ How the engine maps onto llama.cpp:
   sequence decoding alone is guessed for only while its guesses are mostly
   right (a second row costs it about a third more). ``even_logits=False``
   turns all of this off.
+* **Greedy output head.** The output layer (Gemma 3's 262,144 tokens by 640,
+  Q8_0) costs llama.cpp about 7 ms a logits row on one thread, more than the
+  rest of the model at 16 decoding rows. When every row of a decode that
+  asks for a pick is greedy (no sampling, no grammar) and at least
+  ``fast_head_rows`` rows compute logits, llama.cpp's graph is stopped at the
+  final hidden states and :mod:`aios_core.cores.llamacpp_head` picks the
+  tokens: one bf16 pass bounds every logit, and the few tokens that could be
+  the largest are computed exactly as ggml's Q8_0 product defines them. The
+  pass costs about 37 ms whatever the rows (``python -m
+  aios.bench.studies.rows --head``), so guessed tokens are priced for it
+  (rows are cheap; no evening row). At load the head's pick for one token
+  is checked against llama.cpp's; a model whose output matrix is not Q8_0,
+  or a mismatch, leaves every output layer to llama.cpp.
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -80,7 +93,8 @@ differently depending on its row in the batch, and attention sums a
 sequence's cells in cache order, so a greedy output can (rarely, at a
 near-tie) differ between running alone and batched, or after cells moved.
 ``n_ubatch=1`` removes the batch dependence (for reproducibility studies) at
-the cost of batching speed.
+the cost of batching speed. The greedy output head's picks are llama.cpp's
+up to the float32 order in which ggml sums a row's 20 blocks.
 
 Structured output: tool calls and JSON formats are enforced with a llama.cpp
 grammar (see :mod:`aios_core.cores.llamacpp_sampling`); the chat template is
@@ -106,7 +120,6 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
@@ -117,7 +130,7 @@ from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
 from aios_core.cores.llamacpp_drafts import HEAD_STEP_ROWS, STEP_ROWS, NgramLookup, even_outputs, plan_guesses
-from aios_core.cores.llamacpp_head import GreedyHead, HiddenTap, OutputHead
+from aios_core.cores.llamacpp_head import OutputHead, agrees_with_llama, head_for_model
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
@@ -395,7 +408,7 @@ class LlamaCppCore(BatchingCore):
         path = self.model_path or default_model_path()
         check_gguf(path)
         model = load_model(path)
-        head = self._make_head(path, model)
+        head = head_for_model(path, model, self.fast_head_rows, self.n_threads) if self.fast_head_rows else None
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
         cparams.n_batch = self.n_batch
@@ -451,7 +464,8 @@ class LlamaCppCore(BatchingCore):
         self._b_nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_batch,))
         self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
         self._b_seq = [b.seq_id[i] for i in range(self.n_batch)]
-        self._head = head if head is not None and self._head_agrees(head) else None
+        bos = L.llama_vocab_bos(vocab)
+        self._head = head if head is not None and agrees_with_llama(head, ctx, b, max(bos, 0), 0) else None
         log.info(
             "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
             self.name, path, arch, template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots, self.n_threads,
@@ -473,32 +487,6 @@ class LlamaCppCore(BatchingCore):
         except AIOSError:
             return frozenset()
         return frozenset(t for t in tokens if L.llama_vocab_is_control(self._vocab, t))
-
-    def _make_head(self, path: Any, model: Any) -> OutputHead | None:
-        if not self.fast_head_rows:
-            return None
-        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
-        n_embd = L.llama_model_n_embd(model)
-        greedy = GreedyHead.from_gguf(Path(path), n_vocab, n_embd, threads=self.n_threads)
-        return OutputHead(greedy, HiddenTap(n_embd), self.fast_head_rows) if greedy is not None else None
-
-    def _head_agrees(self, head: OutputHead) -> bool:
-        """Engine thread, at load: the head's pick for one token equals llama.cpp's own (else it is not used)."""
-        self._batch.n_tokens = 1
-        self._b_token[0] = L.llama_vocab_bos(self._vocab) if L.llama_vocab_bos(self._vocab) >= 0 else 0
-        self._b_pos[0], self._b_nseq[0], self._b_logits[0] = 0, 1, 1
-        self._b_seq[0][0] = 0
-        head.tap.take()
-        head.tap.active, head.tap.stop = True, False  # llama.cpp computes its own logits as well, to compare
-        rc = L.llama_decode(self._ctx, self._batch)
-        picks = head.picks(self._b_logits[:1], [0], [None]) if rc == 0 else None
-        ours = picks[0] if picks else None
-        theirs = int(np.argmax(self._logits(0))) if rc == 0 else None
-        self._kv.drop(0)
-        if ours is None or ours != theirs:
-            log.warning("core %s: the greedy output head picked %s where llama.cpp picks %s; not used", self.name, ours, theirs)
-            return False
-        return True
 
     async def _unload(self) -> None:
         if self._ctx is None:

@@ -61,8 +61,8 @@ _BF16_REL = (2 * 2.0**-8 + 2.0**-16 + 1024 * 2.0**-24) * 1.25
 _BF16_OUT_REL = 2.0**-8 * 1.25
 #: rows of the output matrix converted at once at load (bounds the float32 scratch to 40 MB)
 _LOAD_CHUNK = 16384
-#: close tokens computed exactly per row before the bound is judged too loose for this row (then all of them are)
-_MAX_CLOSE = 4096
+#: close tokens under the bound for every token beyond which each token's own bound is worth computing
+_FEW = 64
 
 
 def quantize_q8_0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,15 +93,15 @@ class GreedyHead:
         self.n_vocab, n_blocks = blocks.shape[:2]
         self.n_embd = n_blocks * Q8_0_BLOCK
         self._weights = torch.empty((self.n_vocab, self.n_embd), dtype=torch.bfloat16)
-        norm_max = torch.zeros(n_blocks, dtype=torch.float32)
+        #: the bound's weight side: each token's norm per block (Cauchy-Schwarz per block), and the largest
+        self._block_norms = np.empty((self.n_vocab, n_blocks), dtype=np.float32)
         for lo in range(0, self.n_vocab, _LOAD_CHUNK):
             values, scales = self._rows(np.arange(lo, min(lo + _LOAD_CHUNK, self.n_vocab)))
             # the product of a float16 scale and an int8 value is exact in float32; only the bf16 cast rounds
             w = torch.from_numpy(values).float() * torch.from_numpy(scales)[:, :, None]
-            norm_max = torch.maximum(norm_max, w.square().sum(dim=2).sqrt().max(dim=0).values)
+            self._block_norms[lo : lo + len(w)] = w.square().sum(dim=2).sqrt().numpy()
             self._weights[lo : lo + len(w)] = w.reshape(len(w), self.n_embd).to(torch.bfloat16)
-        #: the bound's weight side: the largest norm of any token's block, per block (Cauchy-Schwarz per block)
-        self._block_norm_max = norm_max.double().numpy()
+        self._block_norm_max = self._block_norms.max(axis=0).astype(np.float64)
         #: tokens computed exactly in the last call, per row (for the tests and the core's counters)
         self.last_close: list[int] = []
 
@@ -147,15 +147,16 @@ class GreedyHead:
             if banned is not None and banned[r] is not None:
                 row[torch.from_numpy(np.asarray(banned[r], dtype=np.int64))] = -float("inf")
             top = float(row.max())
-            # every approximate logit is within err of its exact value, so a token whose approximation is more
-            # than 2 * err below the top one cannot be the largest
+            # every approximate logit is within err of its exact value (err: one bound for all tokens first),
+            # so a token whose approximation is more than 2 * err below the top one cannot be the largest
             err = _BF16_REL * reach[r] + _BF16_OUT_REL * (abs(top) + _BF16_REL * reach[r])
             close = torch.nonzero(row >= top - 2 * err).flatten().numpy()
-            if len(close) > _MAX_CLOSE:
-                log.debug("row %d: %d tokens within the bf16 bound; computing all exactly", r, len(close))
-                close = np.arange(self.n_vocab)
-                if banned is not None and banned[r] is not None:
-                    close = np.setdiff1d(close, banned[r])
+            if len(close) > _FEW:
+                # many: each token's own bound (its block norms), tighter than the largest token's
+                near = row.numpy()[close].astype(np.float64)
+                own = _BF16_REL * (self._block_norms[close].astype(np.float64) @ act_norms[r])
+                own_err = own + _BF16_OUT_REL * (np.abs(near) + own)
+                close = close[near + own_err >= np.max(near - own_err)]
             self.last_close.append(len(close))
             picks[r] = close[int(np.argmax(self.exact(q[r], qscale[r], close)))]
         return picks
@@ -298,3 +299,40 @@ class OutputHead:
         index = np.cumsum(logits_flags != 0) - 1  # a batch row's place among the output rows
         chosen = self.head.argmax(hidden[index[rows]], banned)
         return dict(zip(rows, (int(t) for t in chosen)))
+
+
+def head_for_model(path: Path, model: Any, min_rows: int, threads: int) -> OutputHead | None:
+    """The greedy head of a loaded llama.cpp model (its ``cb_eval`` goes into the context's parameters), or None."""
+    import llama_cpp as L
+
+    n_embd = L.llama_model_n_embd(model)
+    greedy = GreedyHead.from_gguf(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd, threads=threads)
+    return OutputHead(greedy, HiddenTap(n_embd), min_rows) if greedy is not None else None
+
+
+def agrees_with_llama(head: OutputHead, ctx: Any, batch: Any, token: int, seq: int) -> bool:
+    """At load: the head's pick after ``token`` (decoded at position 0 of sequence ``seq``, removed after) is
+    llama.cpp's own argmax of the same row. A layout of ggml's tensor this module does not read, or any other
+    disagreement, is found here, before a request depends on it."""
+    import llama_cpp as L
+
+    batch.n_tokens = 1
+    batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = token, 0, 1, 1
+    batch.seq_id[0][0] = seq
+    head.tap.take()
+    head.tap.active, head.tap.stop = True, False  # llama.cpp computes its own logits as well, to compare
+    try:
+        rc = L.llama_decode(ctx, batch)
+    finally:
+        head.tap.active = False
+    ours = head.picks(np.ones(1, dtype=np.int8), [0], [None]) if rc == 0 else None
+    theirs = None
+    if rc == 0:
+        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(L.llama_get_model(ctx)))
+        theirs = int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, 0), shape=(n_vocab,))))
+    L.llama_memory_seq_rm(L.llama_get_memory(ctx), seq, -1, -1)
+    if ours is None or ours[0] != theirs:
+        log.warning("the greedy output head picked %s where llama.cpp picks %s; llama.cpp computes every output layer",
+                    None if ours is None else ours[0], theirs)
+        return False
+    return True

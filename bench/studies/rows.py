@@ -1,6 +1,6 @@
 """What a ``llama_decode`` costs by the number of rows that compute logits, on a KV cache as decoding leaves it.
 
-    python -m aios.bench.studies.rows [--threads 1] [--sequences 12] [--max-rows 12] [--rounds 5]
+    python -m aios.bench.studies.rows [--threads 1] [--sequences 12] [--max-rows 12] [--rounds 5] [--head]
 
 ggml's quantized matrix products take a micro-batch's rows in pairs and compute a leftover row in a pass of
 its own. For the output layer (Gemma 3: 262,144 tokens by 640) that pass costs more than a pair, which is
@@ -11,6 +11,11 @@ sequences of ``--prompt`` prompt tokens and ``--decode`` steps decoded together:
 * ``k decoding rows``: one token of each of ``k`` sequences, each with logits (a decode step), k = 1..max;
 * ``8 rows, j with logits``: 8 prompt tokens of one sequence, the last ``j`` with logits (a chunk whose
   rows are marked), j = 1..8.
+
+With ``--head``, the same decoding rows are timed once more with the core's greedy output head
+(``aios_core.cores.llamacpp_head``): llama.cpp stops before its output layer and the head picks each row's
+token (``k decoding rows, head``: the decode and the head's pass together). The context then has the head's
+eval callback, so every batch pays its call per graph node, as the core's decodes do.
 
 Every round times every batch once, in an order rotated each round; each batch is rolled back after it is
 timed, so every round sees the same cache. Writes ``rows-<stamp>.json`` (every timing).
@@ -34,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aios_core.cores.llamacpp import DEFAULT_UBATCH
+from aios_core.cores.llamacpp_head import GreedyHead, HiddenTap, OutputHead
 from aios_core.cores.llamacpp_runtime import load_model
 from aios_core.cores.model_files import default_model_path
 
@@ -50,18 +56,49 @@ def batches(max_rows: int) -> dict[str, tuple[list[tuple[int, int]], list[int]]]
     return out
 
 
-def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, rounds: int, command: str = "") -> dict[str, Any]:
+def head_timed(engine: Engine, head: OutputHead, items: list[tuple[int, int]]) -> float:
+    """A decode stopped before llama.cpp's output layer, and the head's picks for its rows: the time of both."""
+    head.tap.take()
+    head.tap.active = head.tap.stop = True
+    try:
+        elapsed = engine.timed(items, [1] * len(items))
+    finally:
+        head.tap.active = head.tap.stop = False
+    hidden = head.tap.take()
+    if len(hidden) != len(items):
+        raise SystemExit(f"the head took {len(hidden)} hidden rows for {len(items)} outputs")
+    t0 = time.perf_counter()
+    head.head.argmax(hidden)
+    return elapsed + time.perf_counter() - t0
+
+
+def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, rounds: int, command: str = "",
+        with_head: bool = False) -> dict[str, Any]:
     load = os.getloadavg()
-    model = load_model(default_model_path())
-    engine = Engine(model, DEFAULT_UBATCH, threads, sequences)
+    path = default_model_path()
+    model = load_model(path)
+    head = None
+    if with_head:
+        n_embd = L.llama_model_n_embd(model)
+        greedy = GreedyHead.from_gguf(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd, threads=threads)
+        if greedy is None:
+            raise SystemExit("this model's output matrix is not Q8_0: the greedy head does not apply")
+        head = OutputHead(greedy, HiddenTap(n_embd), 1)
+    engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None)
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
     engine.fill(prompt, decode)
     shapes = batches(max_rows)
+    if head is not None:
+        shapes.update({f"{k} decoding rows, head": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})
     times: dict[str, list[float]] = {name: [] for name in shapes}
     for r in range(rounds):
         for name in round_order(list(shapes), r):
             items, logits = shapes[name]
-            times[name].append(engine.timed(items, logits))
+            if name.endswith(", head"):
+                assert head is not None
+                times[name].append(head_timed(engine, head, items))
+            else:
+                times[name].append(engine.timed(items, logits))
     engine.close()
     L.llama_model_free(model)
     return {
@@ -70,7 +107,7 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": [round(x, 2) for x in load],
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "max_rows": max_rows,
-                    "rounds": rounds, "n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": DEFAULT_UBATCH},
+                    "rounds": rounds, "head": with_head, "n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": DEFAULT_UBATCH},
         "cells_per_sequence": prompt + decode,
         "median_ms": {name: round(1000 * statistics.median(v), 1) for name, v in times.items()},
         "seconds": times,
@@ -86,6 +123,8 @@ def render(result: dict[str, Any]) -> Table:
     table.add_column("/ one more logits row", justify="right")
     groups = [[f"{k} decoding rows" for k in range(1, result["options"]["max_rows"] + 1)],
               [f"{CHUNK} rows, {j} with logits" for j in range(1, CHUNK + 1)]]
+    if result["options"].get("head"):
+        groups.append([f"{k} decoding rows, head" for k in range(1, result["options"]["max_rows"] + 1)])
     for group in groups:
         for name, more in zip(group, [*group[1:], None]):
             table.add_row(name, f"{med[name]:.1f}", f"{med[name] / med[more]:.2f}x" if more else "")
@@ -101,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode", type=int, default=50, help="steps all sequences decode together (default 50)")
     parser.add_argument("--max-rows", type=int, default=12, help="most decoding rows timed (default 12, at most --sequences)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--head", action="store_true", help="time the decoding rows with the core's greedy output head too")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.threads < 1 or args.rounds < 1 or args.prompt < CHUNK or args.decode < 0:
@@ -110,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + CHUNK) > N_CTX:
         parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
     command = "python -m aios.bench.studies.rows " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args.threads, args.sequences, args.prompt, args.decode, args.max_rows, args.rounds, command)
+    result = run(args.threads, args.sequences, args.prompt, args.decode, args.max_rows, args.rounds, command, args.head)
     Console(width=140).print(render(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"rows-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -42,11 +42,13 @@ N_SEQ_MAX = 80
 class Engine:
     """One llama.cpp context and the positions of its sequences."""
 
-    def __init__(self, model: Any, ubatch: int, threads: int, sequences: int) -> None:
+    def __init__(self, model: Any, ubatch: int, threads: int, sequences: int, eval_callback: Any = None) -> None:
         params = L.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = N_CTX, N_BATCH, ubatch, N_SEQ_MAX
         params.n_threads = params.n_threads_batch = threads
         params.swa_full, params.kv_unified, params.no_perf = True, True, True
+        if eval_callback is not None:  # ggml's eval callback (the greedy head's tap), kept alive by the caller
+            params.cb_eval = eval_callback
         self.ctx = L.llama_init_from_model(model, params)
         if not self.ctx:
             raise SystemExit(f"llama.cpp could not create a context with n_ubatch={ubatch}")

@@ -1,0 +1,234 @@
+"""The embedded core's greedy output head: the argmax of a Q8_0 output layer from a bf16 pass and exact close tokens.
+
+Without the model: activations quantized as ggml quantizes them; picks equal to the exact argmax of the Q8_0
+product, including rows built so that bf16's rounding alone would pick another token, with banned tokens and
+with every token tied; the output matrix found in a GGUF written here (and none for another type). With the
+model: a core whose head takes every greedy decode gives the plain core's text, one row per micro-batch (where
+numbers do not depend on the batch) and with several sequences (a row read from the wrong place changes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aios_core.cores.llamacpp_head import Q8_0_BLOCK, GreedyHead, HiddenTap, OutputHead, quantize_q8_0
+
+N_EMBD = 64
+N_VOCAB = 3000
+
+
+def q8_0_blocks(weights: np.ndarray) -> np.ndarray:
+    """The GGUF bytes of a float32 matrix quantized to Q8_0, shaped (rows, blocks, 34)."""
+    gguf = pytest.importorskip("gguf")
+    raw = gguf.quants.quantize(weights.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+    return raw.reshape(weights.shape[0], weights.shape[1] // Q8_0_BLOCK, 2 + Q8_0_BLOCK)
+
+
+def exact_logits(blocks: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The Q8_0 product's logits in float64, written independently of the head: dequantize both sides."""
+    scales = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    values = blocks[:, :, 2:].copy().view(np.int8).astype(np.float64)
+    weights = (values * scales[:, :, None]).reshape(blocks.shape[0], -1)
+    q, qscale = quantize_q8_0(hidden)
+    acts = (q.reshape(len(q), -1, Q8_0_BLOCK).astype(np.float64) * qscale[:, :, None].astype(np.float64)).reshape(len(q), -1)
+    return acts @ weights.T
+
+
+@pytest.fixture(scope="module")
+def matrix() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return q8_0_blocks(rng.standard_normal((N_VOCAB, N_EMBD)).astype(np.float32) * 0.05)
+
+
+# --------------------------------------------------------------------------- without the model
+
+
+def test_activations_are_quantized_as_ggml_does():
+    x = np.zeros((2, 64), dtype=np.float32)
+    x[0, :32] = np.linspace(-1.0, 2.54, 32)  # max |x| 2.54: scale 0.02, values x / 0.02 rounded half to even
+    x[0, 32:] = 0.0  # an all-zero block: scale 0, values 0
+    x[1, :] = 0.5
+    q, scale = quantize_q8_0(x)
+    assert q.dtype == np.int8 and scale.shape == (2, 2)
+    assert scale[0, 0] == np.float32(np.float16(2.54 / 127)) and scale[0, 1] == 0
+    assert q[0, 31] == 127 and q[0, 0] == round(-1.0 * 127 / 2.54) and not q[0, 32:].any()
+    assert (q[1] == 127).all()
+
+
+def test_picks_are_the_exact_argmax_of_the_q8_0_product(matrix):
+    head = GreedyHead(matrix)
+    rng = np.random.default_rng(1)
+    hidden = rng.standard_normal((40, N_EMBD)).astype(np.float32)
+    assert head.argmax(hidden).tolist() == np.argmax(exact_logits(matrix, hidden), axis=1).tolist()
+    assert all(n >= 1 for n in head.last_close)
+
+
+def test_a_near_tie_that_bf16_gets_wrong_is_settled_exactly():
+    # token 1 has the larger scale and one value a unit smaller: exactly, its logit is the larger by 0.1 in
+    # 163. bf16 rounds both scales' products to the same weights, except that one smaller value: the bf16 pass
+    # alone picks token 0. The head must pick token 1.
+    rng = np.random.default_rng(3)
+    hidden = np.ones((1, N_EMBD), dtype=np.float32)
+    blocks = q8_0_blocks(rng.uniform(0.01, 0.02, (N_VOCAB, N_EMBD)).astype(np.float32))
+    values = blocks[:, :, 2:].view(np.int8)
+    scales = blocks[:, :, :2].view(np.float16)
+    values[:2] = 127
+    values[1, 0, 0] = 126
+    scales[0, :, 0] = np.float16(0.0200)
+    scales[1, :, 0] = np.float16(0.02002)
+    values[2:] = 1
+    exact = exact_logits(blocks, hidden)[0]
+    assert int(np.argmax(exact)) == 1
+    head = GreedyHead(blocks)
+    torch = pytest.importorskip("torch")
+    approx = (torch.from_numpy(hidden).to(torch.bfloat16) @ head._weights.T).float().numpy()[0]
+    assert int(np.argmax(approx)) == 0  # the case is real: bf16 alone picks wrong
+    assert head.argmax(hidden).tolist() == [1]
+
+
+def test_banned_tokens_are_never_picked_and_ties_go_to_the_first(matrix):
+    head = GreedyHead(matrix)
+    rng = np.random.default_rng(2)
+    hidden = rng.standard_normal((3, N_EMBD)).astype(np.float32)
+    exact = exact_logits(matrix, hidden)
+    top = np.argsort(-exact, axis=1)[:, :5]
+    picks = head.argmax(hidden, [top[0], None, top[2, :1]])
+    assert picks[0] == int(np.argmax(np.where(np.isin(np.arange(N_VOCAB), top[0]), -np.inf, exact[0])))
+    assert picks[1] == top[1, 0] and picks[2] == top[2, 1]
+    # a zero row: every logit is 0, every token is close; the first one is picked, as np.argmax does
+    assert head.argmax(np.zeros((1, N_EMBD), dtype=np.float32)).tolist() == [0]
+    assert head.last_close == [N_VOCAB]
+
+
+def _write_gguf(path: Path, tensor: np.ndarray, qtype) -> None:  # noqa: ANN001 - a gguf enum
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    if qtype == gguf.GGMLQuantizationType.F32:
+        writer.add_tensor("token_embd.weight", tensor)
+    else:
+        raw = gguf.quants.quantize(tensor, qtype)
+        writer.add_tensor("token_embd.weight", raw, raw_shape=raw.shape, raw_dtype=qtype)
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_the_output_matrix_is_read_from_the_gguf_only_when_it_is_q8_0(tmp_path, caplog):
+    gguf = pytest.importorskip("gguf")
+    rng = np.random.default_rng(5)
+    weights = rng.standard_normal((N_VOCAB, N_EMBD)).astype(np.float32)
+    q8 = tmp_path / "q8.gguf"
+    _write_gguf(q8, weights, gguf.GGMLQuantizationType.Q8_0)
+    head = GreedyHead.from_gguf(q8, N_VOCAB, N_EMBD)
+    assert head is not None
+    hidden = rng.standard_normal((4, N_EMBD)).astype(np.float32)
+    assert head.argmax(hidden).tolist() == np.argmax(exact_logits(q8_0_blocks(weights), hidden), axis=1).tolist()
+    f32 = tmp_path / "f32.gguf"
+    _write_gguf(f32, weights, gguf.GGMLQuantizationType.F32)
+    with caplog.at_level(logging.INFO, logger="aios_core.cores.llamacpp_head"):
+        assert GreedyHead.from_gguf(f32, N_VOCAB, N_EMBD) is None
+        assert GreedyHead.from_gguf(q8, N_VOCAB + 1, N_EMBD) is None  # not the shape the model says
+    assert "not Q8_0" in caplog.text
+
+
+def test_a_decode_is_taken_only_with_enough_rows_all_greedy(matrix):
+    out = OutputHead(GreedyHead(matrix), HiddenTap(N_EMBD), min_rows=4)
+    assert not out.arm(3, True) and not out.tap.active
+    assert not out.arm(8, False) and not out.tap.stop
+    assert out.arm(4, True) and out.tap.active and out.tap.stop
+    # no hidden states came (the graph was not stopped): llama.cpp's logits stand
+    assert out.picks(np.array([1, 1, 1, 1], dtype=np.int8), [0, 1], [None, None]) is None
+    assert not out.tap.active
+
+
+# --------------------------------------------------------------------------- with the model
+
+from aios_core.cores.base import Generation  # noqa: E402
+from aios_core.cores.llamacpp import LlamaCppCore  # noqa: E402 - installed by scripts/setup.sh: missing fails, not skips
+from aios_core.syscalls import LLMRequest, Message  # noqa: E402
+
+PROMPTS = [
+    "Repeat after me, word for word, twice: pack my box with five dozen liquor jugs.",
+    "Count from 1 to 30, separated by commas.",
+    "Name three colours.",
+    "Write a Python function that adds two numbers.",
+]
+
+
+async def text_of(core: LlamaCppCore, request: LLMRequest) -> str:
+    chunks = [c async for c in core.generate(Generation(id=uuid.uuid4().hex, request=request))]
+    return "".join(c.text for c in chunks)
+
+
+def requests() -> list[LLMRequest]:
+    out = [LLMRequest(messages=[Message(role="user", content=p)], max_tokens=40, temperature=0.0) for p in PROMPTS]
+    # never ends by itself: its end-of-turn tokens are banned, which the head must respect
+    out.append(LLMRequest(messages=[Message(role="user", content="Say hi.")], max_tokens=24, temperature=0.0, extra={"ignore_eos": True}))
+    return out
+
+
+async def texts(fast_head_rows: int, **kw) -> tuple[list[str], LlamaCppCore]:  # noqa: ANN003
+    core = LlamaCppCore(name=f"head{fast_head_rows}", n_ctx=4096, max_batch=6, n_threads=1, prefix_slots=2, fast_head_rows=fast_head_rows, **kw)
+    await core.start()
+    try:
+        return list(await asyncio.gather(*(text_of(core, r) for r in requests()))), core
+    finally:
+        await core.stop()
+
+
+@pytest.mark.model
+@pytest.mark.asyncio
+async def test_the_head_gives_llama_cpps_text_one_row_per_micro_batch():
+    plain, off = await texts(0, n_ubatch=1)
+    got, on = await texts(1, n_ubatch=1)
+    assert got == plain
+    assert off.metrics().head_rows == 0
+    m = on.metrics()
+    assert m.head_rows > 100 and m.head_close_tokens >= m.head_rows, m
+    assert on.stats().extra["head_rows"] == m.head_rows
+
+
+@pytest.mark.model
+@pytest.mark.asyncio
+async def test_the_head_gives_llama_cpps_picks_for_a_batch_of_sequences(monkeypatch):
+    # the default micro-batches, llama.cpp's output layer computed as well: every pick the head gives for a
+    # decode it takes is llama.cpp's own argmax of the same row (a row read from the wrong place is not)
+    checked: list[bool] = []
+    arm, pick = OutputHead.arm, LlamaCppCore._pick
+
+    def arm_and_compute(self, n, greedy):  # noqa: ANN001, ANN202
+        taken = arm(self, n, greedy)
+        self.tap.stop = False
+        return taken
+
+    def compare(self, st, row, n_generated, picks):  # noqa: ANN001, ANN202
+        if picks is not None:
+            checked.append(picks[row] == int(np.argmax(self._logits(row))))
+        return pick(self, st, row, n_generated, picks)
+
+    monkeypatch.setattr(OutputHead, "arm", arm_and_compute)
+    monkeypatch.setattr(LlamaCppCore, "_pick", compare)
+    _, core = await texts(2)
+    assert len(checked) > 100 and all(checked), checked.count(False)
+    assert core.metrics().head_rows >= len(checked)  # rows after a wrong guess are picked for, never read
+
+
+@pytest.mark.model
+@pytest.mark.asyncio
+async def test_a_head_that_disagrees_at_load_is_not_used(caplog, monkeypatch):
+    # a head reading another width than the model's hidden states takes nothing; the load-time check sees it
+    original = HiddenTap.__init__
+    monkeypatch.setattr(HiddenTap, "__init__", lambda self, n_embd: original(self, n_embd + 32))
+    with caplog.at_level(logging.WARNING):
+        got, core = await texts(1, n_ubatch=1)
+    assert core.metrics().head_rows == 0 and "llama.cpp computes every output layer" in caplog.text
+    expected, _ = await texts(0, n_ubatch=1)
+    assert got == expected
