@@ -248,6 +248,8 @@ class _Plan:
     publishes: list[tuple[_SeqState, PrefixEntry, int]]
     #: guessed next tokens by sequence id, computed in the rows after the sequence's decoding row
     guesses: dict[str, list[int]] = field(default_factory=dict)
+    #: the greedy output head takes this step's decode (see "Greedy output head")
+    head: bool = False
 
 
 # --------------------------------------------------------------------------- the core
@@ -356,6 +358,7 @@ class LlamaCppCore(BatchingCore):
         self.fast_head_rows = DEFAULT_FAST_HEAD_ROWS if fast_head_rows is None else fast_head_rows
         #: the core's own output layer for greedy rows, set by _open when the model allows it
         self._head: OutputHead | None = None
+        self._head_tap_owner: OutputHead | None = None
         self._template_override = chat_template
 
         # llama.cpp handles, set by _load
@@ -465,6 +468,8 @@ class LlamaCppCore(BatchingCore):
         self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
         self._b_seq = [b.seq_id[i] for i in range(self.n_batch)]
         bos = L.llama_vocab_bos(vocab)
+        # the context calls the head's tap for as long as it lives, even when the head is not used
+        self._head_tap_owner = head
         self._head = head if head is not None and agrees_with_llama(head, ctx, b, max(bos, 0), 0) else None
         log.info(
             "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
@@ -509,7 +514,7 @@ class LlamaCppCore(BatchingCore):
         L.llama_free(self._ctx)
         L.llama_model_free(self._model)
         self._ctx = self._model = self._vocab = None
-        self._head = None  # its eval callback may go only with the context that calls it
+        self._head = self._head_tap_owner = None  # its eval callback may go only with the context that calls it
         self._end_tokens = None
         self._kv.handle = None
         self._kv.ctx = None
@@ -743,6 +748,7 @@ class LlamaCppCore(BatchingCore):
                         publishes.append((st, entry, st.publish))
                     st.publish = 0
         plan = _Plan(items=items, publishes=publishes)
+        plan.head = self._head_takes(plan, n_decoding)
         if self.even_logits and budget > 0:
             self._guess(plan, n_decoding, budget)
         return plan
@@ -771,21 +777,21 @@ class LlamaCppCore(BatchingCore):
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
                 candidates.append((seq.id, st.lookup, longest))
-        head = self._head_takes(plan, n_decoding)
         plan.guesses.update(
             plan_guesses(
                 candidates, n_decoding, prompts, self.n_ubatch, budget,
-                step_rows=HEAD_STEP_ROWS if head else STEP_ROWS, even=not head,
+                step_rows=HEAD_STEP_ROWS if plan.head else STEP_ROWS, even=not plan.head,
             )
         )
 
     def _head_takes(self, plan: _Plan, n_decoding: int) -> bool:
-        """Whether the greedy output head will take this step's decode (before guesses, which only add rows)."""
+        """Whether the greedy output head takes this step's decode: by the sequences that read a pick (decoding,
+        or ending their prompt), decided before guesses."""
         if self._head is None:
             return False
         ends = [seq for seq, start, n in plan.items[n_decoding:] if start + n == len(seq.state.tokens)]
         reading = [seq for seq, _, _ in plan.items[:n_decoding]] + ends
-        return len(reading) >= self._head.min_rows and all(seq.state.chooser.verifies_guesses for seq in reading)
+        return self._head.takes(len(reading), all(seq.state.chooser.verifies_guesses for seq in reading))
 
     def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, list[int]]]:
         """Engine thread: one llama_decode over the planned tokens, then the picked tokens of each sequence whose
@@ -806,15 +812,15 @@ class LlamaCppCore(BatchingCore):
                 self._b_logits[k + n - 1 : k + m] = 1
                 outputs.append((seq, k + n - 1))
             k += m
-        head = self._head is not None and self._head.arm(
-            int(np.count_nonzero(self._b_logits[:k])), all(seq.state.chooser.verifies_guesses for seq, _ in outputs)
-        )
+        head = self._head is not None and self._head.arm(plan.head)
         if self.even_logits and not head:  # the head's cost hardly depends on the rows: nothing to even out
             self._metrics.marked_rows += even_outputs(self._b_logits, k, self.n_ubatch)
         self._batch.n_tokens = k
         t0 = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
         if rc != 0:
+            if self._head is not None:
+                self._head.arm(False)
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
         self._metrics.decode_seconds += time.perf_counter() - t0
         picks = self._head_picks(outputs, plan, k) if head else None

@@ -141,9 +141,9 @@ def test_the_output_matrix_is_read_from_the_gguf_only_when_it_is_q8_0(tmp_path, 
 
 def test_a_decode_is_taken_only_with_enough_rows_all_greedy(matrix):
     out = OutputHead(GreedyHead(matrix), HiddenTap(N_EMBD), min_rows=4)
-    assert not out.arm(3, True) and not out.tap.active
-    assert not out.arm(8, False) and not out.tap.stop
-    assert out.arm(4, True) and out.tap.active and out.tap.stop
+    assert not out.takes(3, True) and not out.takes(8, False) and out.takes(4, True)
+    assert not out.arm(False) and not out.tap.active and not out.tap.stop
+    assert out.arm(True) and out.tap.active and out.tap.stop
     # no hidden states came (the graph was not stopped): llama.cpp's logits stand
     assert out.picks(np.array([1, 1, 1, 1], dtype=np.int8), [0, 1], [None, None]) is None
     assert not out.tap.active
@@ -204,8 +204,8 @@ async def test_the_head_gives_llama_cpps_picks_for_a_batch_of_sequences(monkeypa
     checked: list[bool] = []
     arm, pick = OutputHead.arm, LlamaCppCore._pick
 
-    def arm_and_compute(self, n, greedy):  # noqa: ANN001, ANN202
-        taken = arm(self, n, greedy)
+    def arm_and_compute(self, take):  # noqa: ANN001, ANN202
+        taken = arm(self, take)
         self.tap.stop = False
         return taken
 
