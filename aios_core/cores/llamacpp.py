@@ -248,7 +248,7 @@ class _Plan:
     publishes: list[tuple[_SeqState, PrefixEntry, int]]
     #: guessed next tokens by sequence id, computed in the rows after the sequence's decoding row
     guesses: dict[str, list[int]] = field(default_factory=dict)
-    #: the greedy output head takes this step's decode (see "Greedy output head")
+    #: the greedy output head will take this step's decode (see "Greedy output head"): guesses are priced for it
     head: bool = False
 
 
@@ -785,8 +785,8 @@ class LlamaCppCore(BatchingCore):
         )
 
     def _head_takes(self, plan: _Plan, n_decoding: int) -> bool:
-        """Whether the greedy output head takes this step's decode: by the sequences that read a pick (decoding,
-        or ending their prompt), decided before guesses."""
+        """Whether the greedy output head will take this step's decode, before guesses (which only add rows): by
+        the sequences that read a pick (decoding, or ending their prompt)."""
         if self._head is None:
             return False
         ends = [seq for seq, start, n in plan.items[n_decoding:] if start + n == len(seq.state.tokens)]
@@ -812,7 +812,11 @@ class LlamaCppCore(BatchingCore):
                 self._b_logits[k + n - 1 : k + m] = 1
                 outputs.append((seq, k + n - 1))
             k += m
-        head = self._head is not None and self._head.arm(plan.head)
+        # from the rows that compute logits, guessed tokens' too: a sequence alone with a run of guesses is the
+        # head's from fast_head_rows rows (counting the sequences instead was slower at 8 agents, see docs)
+        head = self._head is not None and self._head.arm(
+            self._head.takes(int(np.count_nonzero(self._b_logits[:k])), all(seq.state.chooser.verifies_guesses for seq, _ in outputs))
+        )
         if self.even_logits and not head:  # the head's cost hardly depends on the rows: nothing to even out
             self._metrics.marked_rows += even_outputs(self._b_logits, k, self.n_ubatch)
         self._batch.n_tokens = k

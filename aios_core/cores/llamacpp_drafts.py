@@ -54,9 +54,9 @@ ACCEPTANCE_WEIGHT = 0.2
 #: a step's fixed cost in rows: from 2 to 12 logits rows a step took 36 ms + 14 ms a row on this project's
 #: reference machine (the rows study), so 36 / 14
 STEP_ROWS = 2.5
-#: the same with the core's greedy output head taking the step (no output layer in llama.cpp): about 45 ms
-#: plus 6.6 ms a row from 2 to 16 rows, of which the head's bf16 pass is about 37 ms (python -m
-#: aios.bench.studies.head)
+#: the same when the core's greedy output head takes the step (no output layer in llama.cpp, no odd-row
+#: pass): set from an exploratory probe on 80-token contexts, about 45 ms plus 6.6 ms a row; the rows study
+#: (python -m aios.bench.studies.rows --head, 350 cells a sequence) fits 41.6 ms plus 9.5 ms a row, 4.4 rows
 HEAD_STEP_ROWS = 6.5
 #: longest guess for one sequence in one step
 MAX_GUESS = 15

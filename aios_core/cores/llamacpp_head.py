@@ -271,7 +271,7 @@ class OutputHead:
     """Where the core's decodes meet the greedy head: which decodes it takes, and the picks it gives for them.
 
     A decode is taken when every row asked for a pick belongs to a greedy sequence without a grammar and at
-    least ``min_rows`` sequences read a pick (below that llama.cpp's own output layer is cheaper: its cost
+    least ``min_rows`` rows compute logits (below that llama.cpp's own output layer is cheaper: its cost
     grows with the rows, the bf16 pass's hardly does).
     """
 
@@ -281,8 +281,7 @@ class OutputHead:
         self.min_rows = min_rows
 
     def takes(self, n_rows: int, all_greedy: bool) -> bool:
-        """Whether a decode whose ``n_rows`` rows ask for a pick (guessed tokens' rows not counted: for a few
-        sequences, llama.cpp computes a run of them for less, evened out) is the head's."""
+        """Whether a decode with ``n_rows`` logits rows, all of greedy sequences, is the head's."""
         return all_greedy and n_rows >= self.min_rows
 
     def arm(self, take: bool) -> bool:
