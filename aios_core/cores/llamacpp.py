@@ -46,14 +46,15 @@ How the engine maps onto llama.cpp:
   right (a second row costs it about a third more). ``even_logits=False``
   turns all of this off.
 * **Greedy output head.** The output layer (Gemma 3's 262,144 tokens by 640,
-  Q8_0) costs llama.cpp about 7 ms a logits row on one thread, more than the
-  rest of the model at 16 decoding rows. When every row of a decode that
+  Q8_0) costs llama.cpp about 6.5 ms a logits row on one thread, nearly half
+  of a decoding row (``python -m aios.bench.studies.rows``). When every row of a decode that
   asks for a pick is greedy (no sampling, no grammar) and at least
   ``fast_head_rows`` rows compute logits, llama.cpp's graph is stopped at the
   final hidden states and :mod:`aios_core.cores.llamacpp_head` picks the
   tokens: one bf16 pass bounds every logit, and the few tokens that could be
   the largest are computed exactly as ggml's Q8_0 product defines them. The
-  pass costs about 37 ms whatever the rows (``python -m
+  pass costs about the same whatever the rows: a step took 41.6 ms plus 9.5
+  ms a row with it, 36.8 ms plus 13.3 ms a row without (``python -m
   aios.bench.studies.rows --head``), so guessed tokens are priced for it
   (rows are cheap; no evening row). At load the head's pick for one token
   is checked against llama.cpp's; a model whose output matrix is not Q8_0,

@@ -2,9 +2,9 @@
 
 Gemma 3's output layer is its token embedding, 262,144 tokens by 640 (Q8_0 in
 the default GGUF). llama.cpp computes it row by row with int8 dot products, about
-7 ms a logits row on one thread here: at 16 decoding sequences, more than the rest
-of the model's step. A greedy row needs only the argmax of those logits, and that
-can be had for much less:
+6.5 ms a logits row on one thread here, nearly half of a decoding row (``python -m
+aios.bench.studies.rows``). A greedy row needs only the argmax of those logits, and
+that can be had for much less:
 
 1. The rows' final hidden states (the graph node ``result_norm``) are taken from
    llama.cpp's graph as it runs (an eval callback), and the graph is stopped
@@ -23,8 +23,8 @@ So the pick is llama.cpp's up to its own float32 rounding (the order in which
 it sums 20 blocks), which already differs between its own kernels for one row
 and for several; the bound is worst-case, never a guess. The bf16 pass reads
 335 MB of weights whatever the number of rows, so it pays from a few rows on
-(``LlamaCppCore(fast_head_rows=...)``); below that, and for rows that sample,
-follow a grammar or are not asked a pick, llama.cpp's own output layer runs.
+(``LlamaCppCore(fast_head_rows=...)``); below that, and in a decode where a row
+samples or follows a grammar, llama.cpp's own output layer runs.
 
 Only a Q8_0 output matrix is read (the default model's); any other type
 leaves the output layer to llama.cpp (:meth:`GreedyHead.from_gguf` returns None).
