@@ -183,16 +183,17 @@ def plan_guesses(
     if not even:
         while take < room and rows[take].value > expected / (decoding + take + step_rows):
             take, expected = take + 1, expected + rows[take].value
-    elif base % 2 and room and (base >= 3 or rows[0].value >= SOLO_ACCEPTANCE):
-        if first_ubatch_logits(decoding + 1, prompts, n_ubatch) % 2 == 0:
-            take, expected = 1, expected + rows[0].value
-    while even and take + 2 <= room:
-        pair = rows[take].value + rows[take + 1].value
-        if pair <= 2 * expected / (decoding + take + step_rows):
-            break
-        if first_ubatch_logits(decoding + take + 2, prompts, n_ubatch) % 2:
-            break
-        take, expected = take + 2, expected + pair
+    else:
+        if base % 2 and room and (base >= 3 or rows[0].value >= SOLO_ACCEPTANCE):
+            if first_ubatch_logits(decoding + 1, prompts, n_ubatch) % 2 == 0:
+                take, expected = 1, expected + rows[0].value
+        while take + 2 <= room:
+            pair = rows[take].value + rows[take + 1].value
+            if pair <= 2 * expected / (decoding + take + step_rows):
+                break
+            if first_ubatch_logits(decoding + take + 2, prompts, n_ubatch) % 2:
+                break
+            take, expected = take + 2, expected + pair
     planned: dict[K, list[int]] = {}
     for r in rows[:take]:
         planned.setdefault(r.key, []).append(r.token)  # type: ignore[arg-type]

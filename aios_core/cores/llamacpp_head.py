@@ -136,10 +136,10 @@ class GreedyHead:
         torch = self._torch
         q, qscale = quantize_q8_0(hidden)
         n_blocks = self.n_embd // Q8_0_BLOCK
-        acts = (q.reshape(-1, n_blocks, Q8_0_BLOCK).astype(np.float32) * qscale[:, :, None]).reshape(len(q), self.n_embd)
-        approx = (torch.from_numpy(acts).to(torch.bfloat16) @ self._weights.T).float()
+        act_blocks = q.reshape(-1, n_blocks, Q8_0_BLOCK).astype(np.float32) * qscale[:, :, None]
+        approx = (torch.from_numpy(act_blocks.reshape(len(q), self.n_embd)).to(torch.bfloat16) @ self._weights.T).float()
         # |logit| <= sum_b |w_b| |a_b| <= sum_b max_v |w_vb| * |a_b|: one bound per row for every token
-        act_norms = np.sqrt((acts.reshape(-1, n_blocks, Q8_0_BLOCK).astype(np.float64) ** 2).sum(axis=2))
+        act_norms = np.sqrt((act_blocks.astype(np.float64) ** 2).sum(axis=2))
         reach = act_norms @ self._block_norm_max
         picks = np.empty(len(q), dtype=np.int64)
         self.last_close = []

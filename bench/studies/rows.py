@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 from aios.bench.studies.ubatch import N_BATCH, N_CTX, N_SEQ_MAX, Engine
 from aios.bench.suites.modes import round_order
 from rich.console import Console
 from rich.table import Table
 
 from aios_core.cores.llamacpp import DEFAULT_UBATCH
-from aios_core.cores.llamacpp_head import GreedyHead, HiddenTap, OutputHead
+from aios_core.cores.llamacpp_head import OutputHead, head_for_model
 from aios_core.cores.llamacpp_runtime import load_model
 from aios_core.cores.model_files import default_model_path
 
@@ -58,17 +59,14 @@ def batches(max_rows: int) -> dict[str, tuple[list[tuple[int, int]], list[int]]]
 
 def head_timed(engine: Engine, head: OutputHead, items: list[tuple[int, int]]) -> float:
     """A decode stopped before llama.cpp's output layer, and the head's picks for its rows: the time of both."""
-    head.tap.take()
-    head.tap.active = head.tap.stop = True
+    head.arm(True)
     try:
         elapsed = engine.timed(items, [1] * len(items))
     finally:
-        head.tap.active = head.tap.stop = False
-    hidden = head.tap.take()
-    if len(hidden) != len(items):
-        raise SystemExit(f"the head took {len(hidden)} hidden rows for {len(items)} outputs")
+        head.tap.active = False
     t0 = time.perf_counter()
-    head.head.argmax(hidden)
+    if head.picks(np.ones(len(items), dtype=np.int8), list(range(len(items))), [None] * len(items)) is None:
+        raise SystemExit(f"the head took no hidden rows for {len(items)} outputs")
     return elapsed + time.perf_counter() - t0
 
 
@@ -77,13 +75,9 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
     load = os.getloadavg()
     path = default_model_path()
     model = load_model(path)
-    head = None
-    if with_head:
-        n_embd = L.llama_model_n_embd(model)
-        greedy = GreedyHead.from_gguf(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd, threads=threads)
-        if greedy is None:
-            raise SystemExit("this model's output matrix is not Q8_0: the greedy head does not apply")
-        head = OutputHead(greedy, HiddenTap(n_embd), 1)
+    head = head_for_model(path, model, 1, threads) if with_head else None
+    if with_head and head is None:
+        raise SystemExit("the greedy head does not apply to this model (its output matrix is not Q8_0, or no torch)")
     engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None)
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
     engine.fill(prompt, decode)
