@@ -163,6 +163,13 @@ PROMPTS = [
 ]
 
 
+def test_a_negative_fast_head_rows_is_a_clear_error():
+    from aios_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fast_head_rows must be >= 0"):
+        LlamaCppCore(name="bad", fast_head_rows=-1)
+
+
 async def text_of(core: LlamaCppCore, request: LLMRequest) -> str:
     chunks = [c async for c in core.generate(Generation(id=uuid.uuid4().hex, request=request))]
     return "".join(c.text for c in chunks)
