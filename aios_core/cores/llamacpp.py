@@ -51,14 +51,16 @@ How the engine maps onto llama.cpp:
   asks for a pick is greedy (no sampling, no grammar) and at least
   ``fast_head_rows`` rows compute logits, llama.cpp's graph is stopped at the
   final hidden states and :mod:`aios_core.cores.llamacpp_head` picks the
-  tokens: one bf16 pass bounds every logit, and the few tokens that could be
-  the largest are computed exactly as ggml's Q8_0 product defines them. The
-  pass costs about the same whatever the rows: a step took 41.6 ms plus 9.5
-  ms a row with it, 36.8 ms plus 13.3 ms a row without (``python -m
-  aios.bench.studies.rows --head``), so guessed tokens are priced for it
-  (rows are cheap; no evening row). At load the head's pick for one token
-  is checked against llama.cpp's; a model whose output matrix is not Q8_0,
-  or a mismatch, leaves every output layer to llama.cpp.
+  tokens: one int8 pass (oneDNN through torch) bounds every logit, and the
+  few tokens that could be the largest are computed exactly as ggml's Q8_0
+  product defines them. The pass costs about the same whatever the rows: a
+  step of 16 sequences took 158 ms with it, 241 ms without; one row 33 ms,
+  38.8 without (``python -m aios.bench.studies.rows --head``), so it takes
+  every greedy decode by default, and guessed tokens are priced for it
+  (rows are cheap; no evening row). At load the head is built from the
+  hidden states of a probe text, and its picks for them are checked against
+  llama.cpp's; a model whose output matrix is not Q8_0, a CPU whose int8
+  product is not exact, or a mismatch leaves every output layer to llama.cpp.
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -131,7 +133,7 @@ from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
 from aios_core.cores.llamacpp_drafts import HEAD_STEP_ROWS, STEP_ROWS, NgramLookup, even_outputs, plan_guesses
-from aios_core.cores.llamacpp_head import OutputHead, agrees_with_llama, head_for_model
+from aios_core.cores.llamacpp_head import OutputHead, head_for_model, probe_tokens
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
@@ -167,7 +169,7 @@ DEFAULT_PREFIX_SLOTS_PER_SLOT = 4
 #: one less than ggml's GGML_FA_TILE_Q: see "Micro-batches under 64 tokens" above
 DEFAULT_UBATCH = 63
 #: logits rows from which the core's greedy output head is cheaper than llama.cpp's (see "Greedy output head")
-DEFAULT_FAST_HEAD_ROWS = 5
+DEFAULT_FAST_HEAD_ROWS = 1
 
 
 @dataclass
@@ -312,7 +314,7 @@ class LlamaCppCore(BatchingCore):
                 pairs of rows where they pay: guessed tokens for greedy sequences, verified in the same step,
                 or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
             fast_head_rows: from this many logits rows in a decode whose picks are all greedy, the core computes
-                the output layer itself (see "Greedy output head"; default 5); 0 leaves it
+                the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves it
                 to llama.cpp always. It needs torch and a Q8_0 output matrix, and sets torch's threads to
                 ``n_threads``.
         """
@@ -471,7 +473,7 @@ class LlamaCppCore(BatchingCore):
         bos = L.llama_vocab_bos(vocab)
         # the context calls the head's tap for as long as it lives, even when the head is not used
         self._head_tap_owner = head
-        self._head = head if head is not None and agrees_with_llama(head, ctx, b, max(bos, 0), 0) else None
+        self._head = head if head is not None and head.build(ctx, b, probe_tokens(vocab, self.n_batch), 0) else None
         log.info(
             "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
             self.name, path, arch, template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots, self.n_threads,

@@ -1,4 +1,4 @@
-"""The output layer of greedy rows, computed outside llama.cpp: a fast bf16 pass, then the few close tokens exactly.
+"""The output layer of greedy rows, computed outside llama.cpp: a fast int8 pass, then the few close tokens exactly.
 
 Gemma 3's output layer is its token embedding, 262,144 tokens by 640 (Q8_0 in
 the default GGUF). llama.cpp computes it row by row with int8 dot products, about
@@ -12,22 +12,32 @@ that can be had for much less:
 2. Each row is quantized as ggml quantizes it for a Q8_0 matrix product
    (:func:`quantize_q8_0`), so that the logits aimed at are those llama.cpp
    would compute.
-3. One bf16 matrix product with the dequantized weights (torch, which uses
-   the CPU's bf16 units where it has them) gives every logit within a bound
-   that follows from bf16's rounding (:data:`_BF16_REL`), per row.
+3. One int8 matrix product gives every logit within a known bound. At load each
+   token's row of weights is quantized again with one scale for the whole row
+   (instead of one per block of 32) and packed for oneDNN (through torch, which
+   picks the CPU's int8 units: VNNI, AMX); each hidden row is quantized the same
+   way before the product. The integer sums are exact, and the two
+   requantization errors are known: the weights' per token at load, the row's
+   at each call. Cauchy-Schwarz turns them into a worst-case bound per row, one
+   for every token first, then each close token's own.
 4. Only the tokens whose approximate logit could still be the largest are
-   computed exactly, from the int8 values and scales (integer dot products per
-   block, scaled and summed in float64), and the largest of them is the pick.
+   computed exactly, from the Q8_0 int8 values and scales (integer dot products
+   per block, scaled and summed in float64), and the largest of them is the pick.
 
 So the pick is llama.cpp's up to its own float32 rounding (the order in which
 it sums 20 blocks), which already differs between its own kernels for one row
-and for several; the bound is worst-case, never a guess. The bf16 pass reads
-335 MB of weights whatever the number of rows, so it pays from a few rows on
-(``LlamaCppCore(fast_head_rows=...)``); below that, and in a decode where a row
-samples or follows a grammar, llama.cpp's own output layer runs.
+and for several; the bound is worst-case, never a guess. The int8 pass reads
+the 168 MB of packed weights whatever the number of rows, about 13 ms a step
+here (a bf16 pass, the first version, read 335 MB in 35-46 ms), so it pays from
+a couple of rows on (``LlamaCppCore(fast_head_rows=...)``); below that, and in a
+decode where a row samples or follows a grammar, llama.cpp's own output layer runs.
 
-Only a Q8_0 output matrix is read (the default model's); any other type
-leaves the output layer to llama.cpp (:meth:`GreedyHead.from_gguf` returns None).
+The pass is checked at load against integer products computed in numpy, with
+rows built to overflow 16-bit partial sums (the saturating AVX2 instructions
+some int8 kernels use): a pass that is not exact is not used. Only a Q8_0 output
+matrix is read (the default model's); any other type, or a torch without
+oneDNN's int8 linear, leaves the output layer to llama.cpp
+(:func:`output_matrix` returns None).
 """
 
 from __future__ import annotations
@@ -54,16 +64,21 @@ _NB_OFFSET = 48
 _DATA_OFFSET = 248
 _NAME_OFFSET = 256
 
-#: bf16 keeps 8 significant bits: each input is within 2**-8 of its value, so a product is within
-#: 2 * 2**-8 + 2**-16 of it; float32 accumulation over 640 terms adds at most 640 * 2**-24; the margin
-#: covers any order the library sums in
-_BF16_REL = (2 * 2.0**-8 + 2.0**-16 + 1024 * 2.0**-24) * 1.25
-#: the bf16 result itself is rounded once more: within 2**-8 of the logit (a margin again)
-_BF16_OUT_REL = 2.0**-8 * 1.25
-#: rows of the output matrix converted at once at load (bounds the float32 scratch to 40 MB)
+#: the int8 pass's output is scale * integer sum in float32: within two roundings (2 * 2**-24) of it, with room
+_OUT_REL = 2.0**-22
+#: float32's rounding in the pass, the float dimensions' scaling and their sum (at most 64 terms: 66 * 2**-24)
+_ROUND_REL = 2.0**-17
+#: dimensions of the hidden states multiplied in float32 (the largest ones, found at load)
+FLOAT_DIMS = 32
+#: the bound's margin over the rounding in the norms and the requantization errors (float32's at load: a few parts
+#: in 10**5)
+_MARGIN = 1.001
+#: rows of the output matrix requantized at once at load (bounds the float32 scratch to 42 MB a copy)
 _LOAD_CHUNK = 16384
 #: close tokens under the bound for every token beyond which each token's own bound is worth computing
 _FEW = 64
+#: tokens whose int8 products are checked against numpy at load (besides the saturation rows' own tokens)
+_CHECK_TOKENS = 4096
 
 
 def quantize_q8_0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,13 +94,40 @@ def quantize_q8_0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q.reshape(n, k), scale
 
 
+def requantize_rows(x: Any) -> tuple[Any, Any, Any]:
+    """Rows of a float torch tensor as int8 under one scale each (max|x| / 127 in float32; 0 for a zero row).
+    Returns (int8 values, float32 scales, errors ``x - scale * values`` in x's dtype: exact but for its rounding)."""
+    import torch
+
+    scale = (x.abs().amax(dim=1) / 127).to(torch.float32)
+    safe = torch.where(scale > 0, scale, 1.0).to(x.dtype)
+    values = torch.round(x / safe[:, None]).clamp_(-127, 127)
+    return values.to(torch.int8), scale, x - scale.to(x.dtype)[:, None] * values
+
+
+class InexactPass(RuntimeError):
+    """The int8 matrix product disagreed with exact integer arithmetic (a saturating kernel, say)."""
+
+
+def largest_dims(hidden: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` dimensions where rows of hidden states are largest (by |value| over the row's RMS, summed):
+    transformers keep a few such dimensions in every row, and an int8 pass with one scale per row loses the
+    others' precision to them."""
+    rms = np.sqrt((hidden.astype(np.float64) ** 2).mean(axis=1, keepdims=True))
+    weight = (np.abs(hidden) / np.where(rms > 0, rms, 1.0)).sum(axis=0)
+    return np.sort(np.argsort(-weight, kind="stable")[:count])
+
+
 class GreedyHead:
     """Argmax of a Q8_0 output layer for rows of hidden states (see the module docstring)."""
 
-    def __init__(self, blocks: np.ndarray, *, threads: int = 1) -> None:
+    def __init__(self, blocks: np.ndarray, float_dims: np.ndarray | None = None, *, threads: int = 1) -> None:
         """``blocks``: the output matrix as GGUF stores Q8_0, uint8 (n_vocab, n_embd / 32, 34): per block a float16
         scale and 32 int8 values (a view of the model file is enough: rows are read from it only when checked).
-        ``threads``: torch's threads for the bf16 pass (the core's own count: both run in the engine thread)."""
+        ``float_dims``: dimensions multiplied in float32 instead of int8 (:func:`largest_dims`; none by default).
+        ``threads``: torch's threads (the core's own count: the head runs in the engine thread).
+        Raises :class:`InexactPass` when this CPU's int8 product is not exact, and whatever torch raises
+        without oneDNN."""
         import torch  # a heavy import, needed only when the head is used
 
         torch.set_num_threads(threads)
@@ -93,16 +135,37 @@ class GreedyHead:
         self._blocks = blocks
         self.n_vocab, n_blocks = blocks.shape[:2]
         self.n_embd = n_blocks * Q8_0_BLOCK
-        self._weights = torch.empty((self.n_vocab, self.n_embd), dtype=torch.bfloat16)
-        #: the bound's weight side: each token's norm per block (Cauchy-Schwarz per block), and the largest
-        self._block_norms = np.empty((self.n_vocab, n_blocks), dtype=np.float32)
+        self._float_dims = np.zeros(0, dtype=np.int64) if float_dims is None else np.asarray(float_dims, dtype=np.int64)
+        self._int_dims = np.setdiff1d(np.arange(self.n_embd), self._float_dims)
+        values = np.empty((self.n_vocab, len(self._int_dims)), dtype=np.int8)
+        scales = np.empty(self.n_vocab, dtype=np.float32)
+        float_weights = np.empty((self.n_vocab, len(self._float_dims)), dtype=np.float32)
+        #: the bound's weight side, per token: the requantization error's norm, the pass's own weights' norm and
+        #: the float dimensions' norm
+        self._err_norm = np.empty(self.n_vocab, dtype=np.float64)
+        self._pass_norm = np.empty(self.n_vocab, dtype=np.float64)
+        self._float_norm = np.empty(self.n_vocab, dtype=np.float64)
+        float_index, int_index = torch.from_numpy(self._float_dims), torch.from_numpy(self._int_dims)
         for lo in range(0, self.n_vocab, _LOAD_CHUNK):
-            values, scales = self._rows(np.arange(lo, min(lo + _LOAD_CHUNK, self.n_vocab)))
-            # the product of a float16 scale and an int8 value is exact in float32; only the bf16 cast rounds
-            w = torch.from_numpy(values).float() * torch.from_numpy(scales)[:, :, None]
-            self._block_norms[lo : lo + len(w)] = w.square().sum(dim=2).sqrt().numpy()
-            self._weights[lo : lo + len(w)] = w.reshape(len(w), self.n_embd).to(torch.bfloat16)
-        self._block_norm_max = self._block_norms.max(axis=0).astype(np.float64)
+            hi = min(lo + _LOAD_CHUNK, self.n_vocab)
+            q, s = self._rows(np.arange(lo, hi))
+            # the product of a float16 scale and an int8 value is exact in float32; the norms below are float32's,
+            # within a few parts in 10**5 of exact (_MARGIN)
+            w = (torch.from_numpy(q).float() * torch.from_numpy(s)[:, :, None]).reshape(hi - lo, self.n_embd)
+            float_weights[lo:hi] = w[:, float_index].numpy()
+            v, scale, err = requantize_rows(w[:, int_index])
+            values[lo:hi], scales[lo:hi] = v.numpy(), scale.numpy()
+            self._err_norm[lo:hi] = err.norm(dim=1).numpy()
+            self._pass_norm[lo:hi] = (scale * v.float().norm(dim=1)).numpy()
+            self._float_norm[lo:hi] = w[:, float_index].norm(dim=1).numpy()
+        self._max_err_norm = float(self._err_norm.max())
+        self._max_pass_norm = float(self._pass_norm.max())
+        self._max_float_norm = float(self._float_norm.max())
+        self._scales = torch.from_numpy(scales)
+        self._zero_points = torch.zeros(self.n_vocab, dtype=torch.int64)
+        self._packed = torch.ops.onednn.qlinear_prepack(torch.from_numpy(values), None)
+        self._float_weights_t = torch.from_numpy(np.ascontiguousarray(float_weights.T))  # (dims, n_vocab): a faster addmm
+        self._check_pass(values, scales)
         #: tokens computed exactly in the last call, per row (for the tests and the core's counters)
         self.last_close: list[int] = []
 
@@ -111,64 +174,92 @@ class GreedyHead:
         raw = np.ascontiguousarray(self._blocks[tokens])
         return raw[:, :, 2:].view(np.int8), raw[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float32)
 
-    @classmethod
-    def from_gguf(cls, path: Path, n_vocab: int, n_embd: int, *, threads: int = 1) -> "GreedyHead | None":
-        """The head of a GGUF whose output matrix is Q8_0 (``output.weight``, else the tied ``token_embd.weight``),
-        found by ggml's own GGUF reader; None for any other type, or without torch."""
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            log.info("the greedy output head needs torch; llama.cpp computes every output layer")
-            return None
-        found = _find_tensor(path, (b"output.weight", b"token_embd.weight"))
-        if found is None or found[1] != _GGML_TYPE_Q8_0:
-            log.info("output matrix of %s is not Q8_0; llama.cpp computes every output layer", path.name)
-            return None
-        offset, _, size = found
-        shape = (n_vocab, n_embd // Q8_0_BLOCK, 2 + Q8_0_BLOCK)
-        if n_embd % Q8_0_BLOCK or size != int(np.prod(shape)):
-            log.info("output matrix of %s is not %d x %d; llama.cpp computes every output layer", path.name, n_vocab, n_embd)
-            return None
-        return cls(np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape), threads=threads)
+    def int8_pass(self, rows: np.ndarray) -> Any:
+        """``scale[v] * (rows @ values[v])`` for every token ``v`` (the int8 dimensions), a float32 tensor
+        (n, n_vocab), from int8 ``rows`` (n, int8 dimensions)."""
+        torch = self._torch
+        return torch.ops.onednn.qlinear_pointwise(
+            torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int8)), 1.0, 0, self._packed, self._scales,
+            self._zero_points, None, 1.0, 0, torch.float32, "none", [], "",
+        )
+
+    def _check_pass(self, values: np.ndarray, scales: np.ndarray) -> None:
+        """The pass against numpy's integer products on sampled tokens: random rows, and for some tokens a row of
+        +-127 with their weights' signs (the largest sums, which overflow 16-bit partial sums)."""
+        rng = np.random.default_rng(0)
+        stride = max(1, self.n_vocab // _CHECK_TOKENS)
+        strongest = stride * np.argsort(-np.abs(values[::stride].astype(np.int32)).sum(axis=1))[:4]
+        tokens = np.unique(np.concatenate([strongest, rng.integers(0, self.n_vocab, min(_CHECK_TOKENS, self.n_vocab))]))
+        signs = np.where(values[strongest] >= 0, 127, -127).astype(np.int8)
+        rows = np.concatenate([signs, rng.integers(-127, 128, (4, values.shape[1])).astype(np.int8)])
+        got = self.int8_pass(rows).numpy()[:, tokens].astype(np.float64)
+        want = (rows.astype(np.int64) @ values[tokens].astype(np.int64).T) * scales[tokens].astype(np.float64)
+        if not (np.abs(got - want) <= _OUT_REL * np.abs(want)).all():
+            worst = np.unravel_index(np.argmax(np.abs(got - want)), got.shape)
+            raise InexactPass(f"the int8 pass gave {got[worst]} where the integer product is {want[worst]}")
 
     def argmax(self, hidden: np.ndarray, banned: list[np.ndarray | None] | None = None) -> np.ndarray:
         """The greedy pick of each row of ``hidden`` (n, n_embd) float32; ``banned[i]`` are tokens row ``i`` never picks."""
         torch = self._torch
+        n = len(hidden)
         q, qscale = quantize_q8_0(hidden)
         n_blocks = self.n_embd // Q8_0_BLOCK
-        act_blocks = q.reshape(-1, n_blocks, Q8_0_BLOCK).astype(np.float32) * qscale[:, :, None]
-        approx = (torch.from_numpy(act_blocks.reshape(len(q), self.n_embd)).to(torch.bfloat16) @ self._weights.T).float()
-        # |logit| <= sum_b |w_b| |a_b| <= sum_b max_v |w_vb| * |a_b|: one bound per row for every token
-        act_norms = np.sqrt((act_blocks.astype(np.float64) ** 2).sum(axis=2))
-        reach = act_norms @ self._block_norm_max
-        picks = np.empty(len(q), dtype=np.int64)
-        self.last_close = []
-        for r in range(len(q)):
-            row = approx[r]
-            if banned is not None and banned[r] is not None:
-                row[torch.from_numpy(np.asarray(banned[r], dtype=np.int64))] = -float("inf")
-            top = float(row.max())
-            # every approximate logit is within err of its exact value (err: one bound for all tokens first),
-            # so a token whose approximation is more than 2 * err below the top one cannot be the largest; a
-            # token just below may be up to 2 * err larger in magnitude than the top one, and its bf16 rounding
-            # with it (a few parts in a thousand of err): 2.05
-            err = _BF16_REL * reach[r] + _BF16_OUT_REL * (abs(top) + _BF16_REL * reach[r])
-            close = torch.nonzero(row >= top - 2.05 * err).flatten().numpy()
-            if len(close) > _FEW:
-                # many: each token's own bound (its block norms), tighter than the largest token's
-                near = row.numpy()[close].astype(np.float64)
-                own = _BF16_REL * (self._block_norms[close].astype(np.float64) @ act_norms[r])
-                own_err = own + _BF16_OUT_REL * (np.abs(near) + own)
-                close = close[near + own_err >= np.max(near - own_err)]
-            self.last_close.append(len(close))
-            picks[r] = close[int(np.argmax(self.exact(q[r], qscale[r], close)))]
-        return picks
+        # the activations llama.cpp multiplies (exact in float64), and their int8 dimensions requantized
+        acts = (q.reshape(n, n_blocks, Q8_0_BLOCK).astype(np.float64) * qscale[:, :, None]).reshape(n, self.n_embd)
+        rows_t, scale_t, err_t = requantize_rows(torch.from_numpy(acts[:, self._int_dims]))
+        rows, row_scale, row_err = rows_t.numpy(), scale_t.numpy(), err_t.numpy()
+        unit = np.where(row_scale > 0, row_scale, 1.0).astype(np.float64)
+        # every logit in units of its row's scale: the int8 pass, plus the float dimensions (in place)
+        floats = (acts[:, self._float_dims] / unit[:, None]).astype(np.float32)
+        approx_t = self.int8_pass(rows)
+        if len(self._float_dims):
+            approx_t.addmm_(torch.from_numpy(floats), self._float_weights_t)
+        approx = approx_t.numpy()
+        if banned is not None:
+            for r, tokens in enumerate(banned):
+                if tokens is not None:
+                    approx[r, np.asarray(tokens, dtype=np.int64)] = -np.inf
+        # logit / unit = approx + (err . acts + scale * values . row_err) / unit + roundings (exactly), so by
+        # Cauchy-Schwarz each token is within own_err of approx (the int8 dimensions' error norms, and float32's
+        # rounding over the pass's and the float dimensions' sizes)
+        act_side = np.sqrt((acts[:, self._int_dims] ** 2).sum(axis=1)) / unit
+        row_side = np.sqrt((row_err**2).sum(axis=1)) / unit + _ROUND_REL * np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1))
+        float_side = _ROUND_REL * np.sqrt((floats.astype(np.float64) ** 2).sum(axis=1))
+
+        def own_err(r: Any, tokens: np.ndarray) -> np.ndarray:
+            return _MARGIN * (self._err_norm[tokens] * act_side[r] + self._pass_norm[tokens] * row_side[r]
+                              + self._float_norm[tokens] * float_side[r])
+
+        top_token = approx.argmax(axis=1)
+        top = approx[np.arange(n), top_token].astype(np.float64)
+        # first with the largest norms for every token: one threshold per row below the top token's lower bound
+        every_err = _MARGIN * (self._max_err_norm * act_side + self._max_pass_norm * row_side + self._max_float_norm * float_side)
+        threshold = top - own_err(np.arange(n), top_token) - every_err
+        threshold = np.nextafter(threshold.astype(np.float32), np.float32(-np.inf))
+        close_rows, close_tokens = np.divmod(np.flatnonzero(approx >= threshold[:, None]), self.n_vocab)  # 2-D nonzero is 7x slower
+        # then each of those tokens' own bound: kept if it could reach the best lower bound of its row
+        near = approx[close_rows, close_tokens].astype(np.float64)
+        err = own_err(close_rows, close_tokens)
+        best_low = np.full(n, -np.inf)
+        np.maximum.at(best_low, close_rows, near - err)
+        keep = near + err >= best_low[close_rows]
+        close_rows, close_tokens = close_rows[keep], close_tokens[keep]
+        exact = self.exact(q[close_rows], qscale[close_rows], close_tokens)
+        # per row, the first (lowest) token of the largest exact logit: pairs come by row, then token
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, close_rows, exact)
+        first = np.flatnonzero(exact == best[close_rows])
+        seen_rows, at = np.unique(close_rows[first], return_index=True)
+        if len(seen_rows) != n:
+            raise ValueError("a row of hidden states has no finite logit (NaN or every token banned)")
+        self.last_close = np.bincount(close_rows, minlength=n).tolist()
+        return close_tokens[first[at]].astype(np.int64)
 
     def exact(self, q: np.ndarray, qscale: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """The logits of ``tokens`` for one quantized row, as ggml's Q8_0 dot product defines them (integer dot
-        products per block, times both scales, summed), in float64. ``tokens`` ascending: ties go to the first."""
+        """The logits of ``tokens[i]`` for quantized row ``q[i]`` (with its block scales ``qscale[i]``), as ggml's
+        Q8_0 dot product defines them (integer dot products per block, times both scales, summed), in float64."""
         values, scales = self._rows(tokens)
-        dots = np.einsum("tbj,bj->tb", values.astype(np.int32), q.reshape(scales.shape[1], Q8_0_BLOCK).astype(np.int32))
+        dots = np.einsum("tbj,tbj->tb", values.astype(np.int32), q.reshape(len(q), -1, Q8_0_BLOCK).astype(np.int32))
         return (dots * scales.astype(np.float64) * qscale.astype(np.float64)).sum(axis=1)
 
 
@@ -275,27 +366,32 @@ class OutputHead:
 
     A decode is taken when every row asked for a pick belongs to a greedy sequence without a grammar and at
     least ``min_rows`` rows compute logits (below that llama.cpp's own output layer is cheaper: its cost
-    grows with the rows, the bf16 pass's hardly does).
+    grows with the rows, the int8 pass's hardly does). The head itself is built by :meth:`build`, once the
+    context exists: its float dimensions come from hidden states of that context's model.
     """
 
-    def __init__(self, head: GreedyHead, tap: HiddenTap, min_rows: int) -> None:
-        self.head = head
+    def __init__(self, blocks: np.ndarray, tap: HiddenTap, min_rows: int, threads: int = 1) -> None:
+        self.blocks = blocks
         self.tap = tap
         self.min_rows = min_rows
+        self.threads = threads
+        self.head: GreedyHead | None = None
 
     def takes(self, n_rows: int, all_greedy: bool) -> bool:
         """Whether a decode with ``n_rows`` logits rows, all of greedy sequences, is the head's."""
-        return all_greedy and n_rows >= self.min_rows
+        return self.head is not None and all_greedy and n_rows >= self.min_rows
 
-    def arm(self, take: bool) -> bool:
-        """Before a llama_decode: take it (stop llama.cpp before its output layer) or leave it alone."""
+    def arm(self, take: bool, *, stop: bool = True) -> bool:
+        """Before a llama_decode: take its hidden states or not; ``stop``: and stop llama.cpp before its output
+        layer (False at load, where llama.cpp's logits are compared with the head's)."""
         self.tap.take()  # nothing left over from a decode that failed
-        self.tap.active = self.tap.stop = take
+        self.tap.active, self.tap.stop = take, take and stop
         return take
 
     def picks(self, logits_flags: np.ndarray, rows: list[int], banned: list[np.ndarray | None]) -> dict[int, int] | None:
         """After a taken llama_decode: the pick of each batch row in ``rows`` (rows with logits flags), or None if
         the hidden states did not come (then llama.cpp's graph was not stopped: its logits stand)."""
+        assert self.head is not None
         self.tap.active = self.tap.stop = False
         hidden = self.tap.take()
         n_outputs = int(np.count_nonzero(logits_flags))
@@ -306,39 +402,91 @@ class OutputHead:
         chosen = self.head.argmax(hidden[index[rows]], banned)
         return dict(zip(rows, (int(t) for t in chosen)))
 
+    def build(self, ctx: Any, batch: Any, tokens: list[int], seq: int) -> bool:
+        """At load: decode ``tokens`` in sequence ``seq`` (removed after) with llama.cpp's logits on every row, build
+        the head with the float dimensions of their hidden states, and check that its pick for each row is
+        llama.cpp's own argmax. A layout of ggml's tensor this module does not read, a CPU whose int8 product is
+        not exact, or any other disagreement is found here, before a request depends on it; then False, and
+        llama.cpp computes every output layer."""
+        import llama_cpp as L
+
+        n = len(tokens)
+        batch.n_tokens = n
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
+            batch.seq_id[i][0] = seq
+        self.arm(True, stop=False)
+        try:
+            rc = L.llama_decode(ctx, batch)
+        finally:
+            self.tap.active = False
+        try:
+            hidden = self.tap.take()
+            if rc != 0 or len(hidden) != n:
+                log.warning("the greedy output head took %d hidden rows for %d (llama_decode %d); llama.cpp computes "
+                            "every output layer", len(hidden), n, rc)
+                return False
+            try:
+                self.head = GreedyHead(self.blocks, largest_dims(hidden, FLOAT_DIMS), threads=self.threads)
+            except RuntimeError as exc:  # InexactPass, or oneDNN refusing this CPU
+                log.warning("the greedy output head cannot be used here (%s); llama.cpp computes every output layer", exc)
+                return False
+            n_vocab = self.blocks.shape[0]
+            theirs = [int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)))) for i in range(n)]
+            ours = self.head.argmax(hidden).tolist()
+            if ours != theirs:
+                log.warning("the greedy output head picked %s where llama.cpp picks %s; llama.cpp computes every output "
+                            "layer", ours, theirs)
+                self.head = None
+            return self.head is not None
+        finally:
+            L.llama_memory_seq_rm(L.llama_get_memory(ctx), seq, -1, -1)
+
+
+#: the text whose hidden states choose the float dimensions and check the head at load
+PROBE_TEXT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b  # 12 + 30 = 42"
+
+
+def probe_tokens(vocab: Any, limit: int) -> list[int]:
+    """:data:`PROBE_TEXT` in the model's tokens, beginning of sequence first, at most ``limit``."""
+    import llama_cpp as L
+
+    text = PROBE_TEXT.encode()
+    buf = (L.llama_token * (len(text) + 2))()
+    n = L.llama_tokenize(vocab, text, len(text), buf, len(buf), True, False)
+    return list(buf[: max(0, min(n, limit))])
+
+
+def output_matrix(path: Path, n_vocab: int, n_embd: int) -> np.ndarray | None:
+    """The Q8_0 output matrix of a GGUF (``output.weight``, else the tied ``token_embd.weight``) as a read-only
+    view (n_vocab, n_embd / 32, 34), found by ggml's own GGUF reader; None for any other type or shape, or
+    without torch's oneDNN int8 linear."""
+    try:
+        import torch
+    except ImportError:
+        log.info("the greedy output head needs torch; llama.cpp computes every output layer")
+        return None
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
+        log.info("this torch has no oneDNN int8 linear; llama.cpp computes every output layer")
+        return None
+    found = _find_tensor(path, (b"output.weight", b"token_embd.weight"))
+    if found is None or found[1] != _GGML_TYPE_Q8_0:
+        log.info("output matrix of %s is not Q8_0; llama.cpp computes every output layer", path.name)
+        return None
+    offset, _, size = found
+    shape = (n_vocab, n_embd // Q8_0_BLOCK, 2 + Q8_0_BLOCK)
+    if n_embd % Q8_0_BLOCK or size != int(np.prod(shape)):
+        log.info("output matrix of %s is not %d x %d; llama.cpp computes every output layer", path.name, n_vocab, n_embd)
+        return None
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
+
 
 def head_for_model(path: Path, model: Any, min_rows: int, threads: int) -> OutputHead | None:
-    """The greedy head of a loaded llama.cpp model (its ``cb_eval`` goes into the context's parameters), or None."""
+    """The greedy head of a loaded llama.cpp model, to be built (:meth:`OutputHead.build`) once its context exists
+    (the tap's ``callback`` goes into the context's ``cb_eval``), or None when the model's output layer is not one
+    the head reads."""
     import llama_cpp as L
 
     n_embd = L.llama_model_n_embd(model)
-    greedy = GreedyHead.from_gguf(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd, threads=threads)
-    return OutputHead(greedy, HiddenTap(n_embd), min_rows) if greedy is not None else None
-
-
-def agrees_with_llama(head: OutputHead, ctx: Any, batch: Any, token: int, seq: int) -> bool:
-    """At load: the head's pick after ``token`` (decoded at position 0 of sequence ``seq``, removed after) is
-    llama.cpp's own argmax of the same row. A layout of ggml's tensor this module does not read, or any other
-    disagreement, is found here, before a request depends on it."""
-    import llama_cpp as L
-
-    batch.n_tokens = 1
-    batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = token, 0, 1, 1
-    batch.seq_id[0][0] = seq
-    head.tap.take()
-    head.tap.active, head.tap.stop = True, False  # llama.cpp computes its own logits as well, to compare
-    try:
-        rc = L.llama_decode(ctx, batch)
-    finally:
-        head.tap.active = False
-    ours = head.picks(np.ones(1, dtype=np.int8), [0], [None]) if rc == 0 else None
-    theirs = None
-    if rc == 0:
-        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(L.llama_get_model(ctx)))
-        theirs = int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, 0), shape=(n_vocab,))))
-    L.llama_memory_seq_rm(L.llama_get_memory(ctx), seq, -1, -1)
-    if ours is None or ours[0] != theirs:
-        log.warning("the greedy output head picked %s where llama.cpp picks %s; llama.cpp computes every output layer",
-                    None if ours is None else ours[0], theirs)
-        return False
-    return True
+    blocks = output_matrix(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd)
+    return OutputHead(blocks, HiddenTap(n_embd), min_rows, threads) if blocks is not None else None

@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aios_core.cores.llamacpp import DEFAULT_UBATCH
-from aios_core.cores.llamacpp_head import OutputHead, head_for_model
+from aios_core.cores.llamacpp_head import OutputHead, head_for_model, probe_tokens
 from aios_core.cores.llamacpp_runtime import load_model
 from aios_core.cores.model_files import default_model_path
 
@@ -79,6 +79,8 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
     if with_head and head is None:
         raise SystemExit("the greedy head does not apply to this model (its output matrix is not Q8_0, or no torch)")
     engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None)
+    if head is not None and not head.build(engine.ctx, engine.batch, probe_tokens(L.llama_model_get_vocab(model), N_BATCH), 0):
+        raise SystemExit("the greedy head was refused at load (see the log)")
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
     engine.fill(prompt, decode)
     shapes = batches(max_rows)

@@ -1,10 +1,11 @@
-"""The embedded core's greedy output head: the argmax of a Q8_0 output layer from a bf16 pass and exact close tokens.
+"""The embedded core's greedy output head: the argmax of a Q8_0 output layer from an int8 pass and exact close tokens.
 
 Without the model: activations quantized as ggml quantizes them; picks equal to the exact argmax of the Q8_0
-product, including rows built so that bf16's rounding alone would pick another token, with banned tokens and
-with every token tied; the output matrix found in a GGUF written here (and none for another type). With the
-model: a core whose head takes every greedy decode gives the plain core's text, one row per micro-batch (where
-numbers do not depend on the batch) and with several sequences (a row read from the wrong place changes it).
+product, with and without float dimensions, including rows built so that the int8 pass alone would pick
+another token, with banned tokens and with every token tied; a pass that is not exact refused; the output
+matrix found in a GGUF written here (and none for another type). With the model: a core whose head takes every
+greedy decode gives the plain core's text, one row per micro-batch (where numbers do not depend on the batch)
+and with several sequences (a row read from the wrong place changes it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aios_core.cores.llamacpp_head import Q8_0_BLOCK, GreedyHead, HiddenTap, OutputHead, quantize_q8_0
+from aios_core.cores.llamacpp_head import (
+    Q8_0_BLOCK,
+    GreedyHead,
+    HiddenTap,
+    InexactPass,
+    OutputHead,
+    largest_dims,
+    output_matrix,
+    quantize_q8_0,
+    requantize_rows,
+)
 
 N_EMBD = 64
 N_VOCAB = 3000
@@ -30,14 +41,25 @@ def q8_0_blocks(weights: np.ndarray) -> np.ndarray:
     return raw.reshape(weights.shape[0], weights.shape[1] // Q8_0_BLOCK, 2 + Q8_0_BLOCK)
 
 
+def q8_0_activations(hidden: np.ndarray) -> np.ndarray:
+    """The activations ggml multiplies (each row quantized to Q8_0), in float64."""
+    q, qscale = quantize_q8_0(hidden)
+    return (q.reshape(len(q), -1, Q8_0_BLOCK).astype(np.float64) * qscale[:, :, None].astype(np.float64)).reshape(len(q), -1)
+
+
 def exact_logits(blocks: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     """The Q8_0 product's logits in float64, written independently of the head: dequantize both sides."""
     scales = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
     values = blocks[:, :, 2:].copy().view(np.int8).astype(np.float64)
     weights = (values * scales[:, :, None]).reshape(blocks.shape[0], -1)
-    q, qscale = quantize_q8_0(hidden)
-    acts = (q.reshape(len(q), -1, Q8_0_BLOCK).astype(np.float64) * qscale[:, :, None].astype(np.float64)).reshape(len(q), -1)
-    return acts @ weights.T
+    return q8_0_activations(hidden) @ weights.T
+
+
+def pass_alone(head: GreedyHead, hidden: np.ndarray) -> np.ndarray:
+    """The logits of the head's int8 pass alone (a head without float dimensions), before any exact step."""
+    torch = pytest.importorskip("torch")
+    rows, scale, _ = requantize_rows(torch.from_numpy(q8_0_activations(hidden)))
+    return head.int8_pass(rows.numpy()).numpy() * scale.numpy()[:, None]
 
 
 @pytest.fixture(scope="module")
@@ -61,35 +83,61 @@ def test_activations_are_quantized_as_ggml_does():
     assert (q[1] == 127).all()
 
 
-def test_picks_are_the_exact_argmax_of_the_q8_0_product(matrix):
-    head = GreedyHead(matrix)
+@pytest.mark.parametrize("float_dims", [None, [0, 5, 33, 63]])
+def test_picks_are_the_exact_argmax_of_the_q8_0_product(matrix, float_dims):
+    head = GreedyHead(matrix, float_dims)
     rng = np.random.default_rng(1)
     hidden = rng.standard_normal((40, N_EMBD)).astype(np.float32)
+    hidden[:, 5] *= 30  # one large dimension, as transformers have
     assert head.argmax(hidden).tolist() == np.argmax(exact_logits(matrix, hidden), axis=1).tolist()
     assert all(n >= 1 for n in head.last_close)
 
 
-def test_a_near_tie_that_bf16_gets_wrong_is_settled_exactly():
-    # token 1 has the larger scale and one value a unit smaller: exactly, its logit is the larger by 0.1 in
-    # 163. bf16 rounds both scales' products to the same weights, except that one smaller value: the bf16 pass
-    # alone picks token 0. The head must pick token 1.
-    rng = np.random.default_rng(3)
+def test_the_largest_dimensions_are_found_over_rows():
+    rng = np.random.default_rng(4)
+    hidden = rng.standard_normal((6, N_EMBD)).astype(np.float32)
+    hidden[:, 7] *= 40
+    hidden[:, 3] *= 20
+    hidden[2] *= 100  # one loud row does not choose alone: each row counts against its own RMS
+    hidden[2, 50] = 5000
+    assert largest_dims(hidden, 2).tolist() == [3, 7]
+
+
+def test_a_near_tie_that_the_int8_pass_gets_wrong_is_settled_exactly():
+    # token 0's two blocks have different scales: quantized again under one scale for the row, its second
+    # block's values lose precision (63.5 rounds to 64) and the int8 pass misplaces it. Token 1 has one scale, so
+    # the pass has it exactly; set between the two values of token 0, the pass alone picks wrong. The head must not.
     hidden = np.ones((1, N_EMBD), dtype=np.float32)
-    blocks = q8_0_blocks(rng.uniform(0.01, 0.02, (N_VOCAB, N_EMBD)).astype(np.float32))
+    blocks = q8_0_blocks(np.full((N_VOCAB, N_EMBD), 0.001, dtype=np.float32))
     values = blocks[:, :, 2:].view(np.int8)
     scales = blocks[:, :, :2].view(np.float16)
     values[:2] = 127
-    values[1, 0, 0] = 126
-    scales[0, :, 0] = np.float16(0.0200)
-    scales[1, :, 0] = np.float16(0.02002)
-    values[2:] = 1
+    scales[0, 0, 0], scales[0, 1, 0] = np.float16(0.02), np.float16(0.01)
+    pass_0, exact_0 = pass_alone(GreedyHead(blocks), hidden)[0, 0], exact_logits(blocks, hidden)[0, 0]
+    assert abs(pass_0 - exact_0) > 0.1
+    scales[1, :, 0] = np.float16((pass_0 + exact_0) / 2 / (N_EMBD * 127 * q8_0_activations(hidden)[0, 0]))
     exact = exact_logits(blocks, hidden)[0]
-    assert int(np.argmax(exact)) == 1
+    assert min(pass_0, exact_0) < exact[1] < max(pass_0, exact_0)
+    right = int(np.argmax(exact))
     head = GreedyHead(blocks)
-    torch = pytest.importorskip("torch")
-    approx = (torch.from_numpy(hidden).to(torch.bfloat16) @ head._weights.T).float().numpy()[0]
-    assert int(np.argmax(approx)) == 0  # the case is real: bf16 alone picks wrong
-    assert head.argmax(hidden).tolist() == [1]
+    assert int(np.argmax(pass_alone(head, hidden)[0])) == 1 - right  # the case is real: the pass alone picks wrong
+    assert head.argmax(hidden).tolist() == [right]
+
+
+def test_a_pass_that_is_not_exact_is_refused(matrix, monkeypatch):
+    # a kernel whose 16-bit partial sums saturate is wrong only on large sums: emulated here on the rows the
+    # load-time check builds to reach them
+    exact_pass = GreedyHead.int8_pass
+
+    def saturating(self, rows):  # noqa: ANN001, ANN202
+        out = exact_pass(self, rows)
+        loud = np.abs(rows.astype(np.int64)).sum(axis=1) > 127 * (rows.shape[1] - 1)
+        out[loud] *= 0.999
+        return out
+
+    monkeypatch.setattr(GreedyHead, "int8_pass", saturating)
+    with pytest.raises(InexactPass, match="integer product"):
+        GreedyHead(matrix)
 
 
 def test_banned_tokens_are_never_picked_and_ties_go_to_the_first(matrix):
@@ -127,22 +175,26 @@ def test_the_output_matrix_is_read_from_the_gguf_only_when_it_is_q8_0(tmp_path, 
     weights = rng.standard_normal((N_VOCAB, N_EMBD)).astype(np.float32)
     q8 = tmp_path / "q8.gguf"
     _write_gguf(q8, weights, gguf.GGMLQuantizationType.Q8_0)
-    head = GreedyHead.from_gguf(q8, N_VOCAB, N_EMBD)
-    assert head is not None
+    blocks = output_matrix(q8, N_VOCAB, N_EMBD)
+    assert blocks is not None
+    head = GreedyHead(blocks)
     hidden = rng.standard_normal((4, N_EMBD)).astype(np.float32)
     assert head.argmax(hidden).tolist() == np.argmax(exact_logits(q8_0_blocks(weights), hidden), axis=1).tolist()
     f32 = tmp_path / "f32.gguf"
     _write_gguf(f32, weights, gguf.GGMLQuantizationType.F32)
     with caplog.at_level(logging.INFO, logger="aios_core.cores.llamacpp_head"):
-        assert GreedyHead.from_gguf(f32, N_VOCAB, N_EMBD) is None
-        assert GreedyHead.from_gguf(q8, N_VOCAB + 1, N_EMBD) is None  # not the shape the model says
+        assert output_matrix(f32, N_VOCAB, N_EMBD) is None
+        assert output_matrix(q8, N_VOCAB + 1, N_EMBD) is None  # not the shape the model says
     assert "not Q8_0" in caplog.text
 
 
 def test_a_decode_is_taken_only_with_enough_rows_all_greedy(matrix):
-    out = OutputHead(GreedyHead(matrix), HiddenTap(N_EMBD), min_rows=4)
+    out = OutputHead(matrix, HiddenTap(N_EMBD), min_rows=4)
+    assert not out.takes(8, True)  # not built yet (at load)
+    out.head = GreedyHead(matrix)
     assert not out.takes(3, True) and not out.takes(8, False) and out.takes(4, True)
     assert not out.arm(False) and not out.tap.active and not out.tap.stop
+    assert out.arm(True, stop=False) and out.tap.active and not out.tap.stop  # at load: llama.cpp's logits as well
     assert out.arm(True) and out.tap.active and out.tap.stop
     # no hidden states came (the graph was not stopped): llama.cpp's logits stand
     assert out.picks(np.array([1, 1, 1, 1], dtype=np.int8), [0, 1], [None, None]) is None
@@ -211,10 +263,8 @@ async def test_the_head_gives_llama_cpps_picks_for_a_batch_of_sequences(monkeypa
     checked: list[bool] = []
     arm, pick = OutputHead.arm, LlamaCppCore._pick
 
-    def arm_and_compute(self, take):  # noqa: ANN001, ANN202
-        taken = arm(self, take)
-        self.tap.stop = False
-        return taken
+    def arm_and_compute(self, take, stop=True):  # noqa: ANN001, ANN202
+        return arm(self, take, stop=False)
 
     def compare(self, st, row, n_generated, picks):  # noqa: ANN001, ANN202
         if picks is not None:
