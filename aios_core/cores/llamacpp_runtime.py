@@ -8,7 +8,8 @@ Everything here exists once per process, whatever the number of cores:
 * every llama.cpp compute call runs in one engine thread
   (:func:`engine_executor`): ggml's worker threads spin while they wait, so two
   engines stepping at once on the same CPUs slow each other down by far more
-  than 2x;
+  than 2x; while it exists, the interpreter's GIL switch interval is at most
+  :data:`ENGINE_SWITCH_INTERVAL`;
 * :class:`LlamaMemory` is the handful of KV-cell operations the prefix cache
   and the core apply to llama.cpp's unified KV cache (drop a slot's cells,
   share cells between slots), so those callers hold no raw handle.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,7 @@ import llama_cpp as L
 
 from aios_core.errors import ConfigError
 
+log = logging.getLogger(__name__)
 #: the logger ggml's lines go to (kept under the core's name: users filter on it)
 ggml_log = logging.getLogger("aios_core.cores.llamacpp.ggml")
 
@@ -69,16 +72,35 @@ def init_backend() -> None:
             _backend_ready = True
 
 
+#: the GIL switch interval while an engine thread exists (Python's default is 5 ms): see :func:`engine_executor`
+ENGINE_SWITCH_INTERVAL = 0.0005
+
+
+def shorten_switch_interval() -> None:
+    """The process's GIL switch interval at most :data:`ENGINE_SWITCH_INTERVAL` (see :func:`engine_executor`)."""
+    if sys.getswitchinterval() > ENGINE_SWITCH_INTERVAL:
+        log.debug("GIL switch interval %.4f s -> %.4f s for the engine thread", sys.getswitchinterval(), ENGINE_SWITCH_INTERVAL)
+        sys.setswitchinterval(ENGINE_SWITCH_INTERVAL)
+
+
 def engine_executor() -> ThreadPoolExecutor:
     """The single thread that runs every llama.cpp compute call in this process.
 
     ggml's worker threads spin while they wait for work; two engines stepping
     at once on the same cores slow each other down by far more than 2x, so all
     llama.cpp cores of a process share this one thread and take turns.
+
+    The engine thread gives up the GIL in every llama.cpp, torch and large numpy
+    call of a step, and takes it back after. When agents run in the same process
+    (a patched framework), the event loop's thread holds the GIL most of the
+    time, and each take can wait for a whole switch interval; so the first
+    engine shortens the process's interval to :data:`ENGINE_SWITCH_INTERVAL`
+    (it never lengthens it).
     """
     global _executor
     with _setup_lock:
         if _executor is None:
+            shorten_switch_interval()
             _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp-engine")
         return _executor
 
