@@ -470,7 +470,6 @@ class LlamaCppCore(BatchingCore):
         self._b_nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_batch,))
         self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
         self._b_seq = [b.seq_id[i] for i in range(self.n_batch)]
-        bos = L.llama_vocab_bos(vocab)
         # the context calls the head's tap for as long as it lives, even when the head is not used
         self._head_tap_owner = head
         self._head = head if head is not None and head.build(ctx, b, probe_tokens(vocab, self.n_batch), 0) else None

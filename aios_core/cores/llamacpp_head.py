@@ -29,8 +29,8 @@ it sums 20 blocks), which already differs between its own kernels for one row
 and for several; the bound is worst-case, never a guess. The int8 pass reads
 the 168 MB of packed weights whatever the number of rows, about 13 ms a step
 here (a bf16 pass, the first version, read 335 MB in 35-46 ms), so it pays from
-a couple of rows on (``LlamaCppCore(fast_head_rows=...)``); below that, and in a
-decode where a row samples or follows a grammar, llama.cpp's own output layer runs.
+one row on (``LlamaCppCore(fast_head_rows=...)``); in a decode where a row
+samples or follows a grammar, llama.cpp's own output layer runs.
 
 The pass is checked at load against integer products computed in numpy, with
 rows built to overflow 16-bit partial sums (the saturating AVX2 instructions
@@ -58,7 +58,7 @@ Q8_0_BLOCK = 32
 
 # struct ggml_tensor (ggml.h): type, buffer, ne[4], nb[4], op, op_params[16], flags, src[10], view_src,
 # view_offs, data, name[64] on a 64-bit platform. The tap takes nothing from a tensor whose shape or strides do
-# not fit, and the core checks the head against llama.cpp at load (:func:`agrees_with_llama`).
+# not fit, and the head is checked against llama.cpp at load (:meth:`OutputHead.build`).
 _NE_OFFSET = 16
 _NB_OFFSET = 48
 _DATA_OFFSET = 248
@@ -149,8 +149,9 @@ class GreedyHead:
         for lo in range(0, self.n_vocab, _LOAD_CHUNK):
             hi = min(lo + _LOAD_CHUNK, self.n_vocab)
             q, s = self._rows(np.arange(lo, hi))
-            # the product of a float16 scale and an int8 value is exact in float32; the norms below are float32's,
-            # within a few parts in 10**5 of exact (_MARGIN)
+            # the product of a float16 scale and an int8 value is exact in float32; the errors and norms below are
+            # float32's: within a few parts in 10**5 of exact (_MARGIN), and an error that rounds to nothing is
+            # below 2**-23 of the row's norm, inside the pass's own rounding term (_ROUND_REL)
             w = (torch.from_numpy(q).float() * torch.from_numpy(s)[:, :, None]).reshape(hi - lo, self.n_embd)
             float_weights[lo:hi] = w[:, float_index].numpy()
             v, scale, err = requantize_rows(w[:, int_index])
