@@ -315,7 +315,7 @@ class LlamaCppCore(BatchingCore):
                 or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
             fast_head_rows: from this many logits rows in a decode whose picks are all greedy, the core computes
                 the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves it
-                to llama.cpp always. It needs torch and a Q8_0 output matrix, and sets torch's threads to
+                to llama.cpp always. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets torch's threads to
                 ``n_threads``.
         """
         problems = []

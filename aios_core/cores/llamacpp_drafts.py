@@ -55,8 +55,9 @@ ACCEPTANCE_WEIGHT = 0.2
 #: reference machine (the rows study), so 36 / 14
 STEP_ROWS = 2.5
 #: the same when the core's greedy output head takes the step (no output layer in llama.cpp, no odd-row
-#: pass): set from an exploratory probe on 80-token contexts, about 45 ms plus 6.6 ms a row; the rows study
-#: (python -m aios.bench.studies.rows --head, 350 cells a sequence) fits 41.6 ms plus 9.5 ms a row, 4.4 rows
+#: pass): set from an exploratory probe on 80-token contexts with the head's first (bf16) pass, about 45 ms
+#: plus 6.6 ms a row. Not retuned: the rows study (python -m aios.bench.studies.rows --head, 350 cells a
+#: sequence) fits 41.6 + 9.5 ms a row (4.4 rows) for the bf16 pass and 23.8 + 8.6 ms (2.8 rows) for the int8 one
 HEAD_STEP_ROWS = 6.5
 #: longest guess for one sequence in one step
 MAX_GUESS = 15

@@ -75,8 +75,6 @@ FLOAT_DIMS = 32
 _MARGIN = 1.001
 #: rows of the output matrix requantized at once at load (bounds the float32 scratch to 42 MB a copy)
 _LOAD_CHUNK = 16384
-#: close tokens under the bound for every token beyond which each token's own bound is worth computing
-_FEW = 64
 #: tokens whose int8 products are checked against numpy at load (besides the saturation rows' own tokens)
 _CHECK_TOKENS = 4096
 
@@ -153,12 +151,13 @@ class GreedyHead:
             # float32's: within a few parts in 10**5 of exact (_MARGIN), and an error that rounds to nothing is
             # below 2**-23 of the row's norm, inside the pass's own rounding term (_ROUND_REL)
             w = (torch.from_numpy(q).float() * torch.from_numpy(s)[:, :, None]).reshape(hi - lo, self.n_embd)
-            float_weights[lo:hi] = w[:, float_index].numpy()
+            floats = w[:, float_index]
+            float_weights[lo:hi] = floats.numpy()
+            self._float_norm[lo:hi] = floats.norm(dim=1).numpy()
             v, scale, err = requantize_rows(w[:, int_index])
             values[lo:hi], scales[lo:hi] = v.numpy(), scale.numpy()
             self._err_norm[lo:hi] = err.norm(dim=1).numpy()
             self._pass_norm[lo:hi] = (scale * v.float().norm(dim=1)).numpy()
-            self._float_norm[lo:hi] = w[:, float_index].norm(dim=1).numpy()
         self._max_err_norm = float(self._err_norm.max())
         self._max_pass_norm = float(self._pass_norm.max())
         self._max_float_norm = float(self._float_norm.max())
