@@ -31,6 +31,12 @@ from aios_core.syscalls import ToolCall, ToolSyscall
 #: every setup a comparison knows, in the order a first round runs them
 SETUPS = ("native", "llama_server", "aios")
 SETUP_LABELS = {"native": "serial server", "llama_server": "llama-server", "aios": "AIOS"}
+#: counters in a core's stats extras that only grow (the llama.cpp core's time in llama_decode and in its output
+#: head, its guessed tokens): a round's JSON gets their differences, like the agents study's
+_CUMULATIVE_EXTRAS = (
+    "decode_seconds", "head_seconds", "head_rows", "head_close_tokens", "guesses", "guesses_accepted", "marked_rows",
+    "snapshot_bytes", "kv_pauses", "restore_fallbacks",
+)
 #: the setups without AIOS, each a baseline the AIOS setup is compared with (the one that counts first)
 BASELINES = ("llama_server", "native")
 
@@ -181,8 +187,13 @@ class AIOSMode(Mode):
         return self.recorder.take()
 
     def _core_counters(self) -> dict[str, Any]:
-        # stats() returns the core's live counters: copy them
-        return {name: dataclasses.replace(core.stats(), extra={}) for name, core in self.kernel.cores.items()}
+        # stats() returns the core's live counters: copy them, with the cumulative engine counters of its extras
+        out = {}
+        for name, core in self.kernel.cores.items():
+            stats = core.stats()
+            extra = {k: stats.extra[k] for k in _CUMULATIVE_EXTRAS if isinstance(stats.extra.get(k), (int, float))}
+            out[name] = dataclasses.replace(stats, extra=extra)
+        return out
 
     def engine_stats(self) -> dict[str, Any]:
         """Batching, prefix reuse and snapshots during the round (differences of the core's counters)."""
@@ -199,5 +210,7 @@ class AIOSMode(Mode):
                 "prefix_hit_rate": cached / prompt if prompt else 0.0,
                 "snapshots": after.snapshots - (before.snapshots if before else 0),
                 "generated_tokens": after.generated_tokens - (before.generated_tokens if before else 0),
+                "busy_seconds": round(after.busy_seconds - (before.busy_seconds if before else 0.0), 3),
+                **{k: round(v - (before.extra.get(k, 0) if before else 0), 3) for k, v in after.extra.items()},
             }
         return out
