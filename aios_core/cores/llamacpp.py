@@ -132,7 +132,7 @@ from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
 from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
-from aios_core.cores.llamacpp_drafts import HEAD_STEP_ROWS, STEP_ROWS, NgramLookup, even_outputs, plan_guesses
+from aios_core.cores.llamacpp_drafts import HEAD_STEP_ROWS, STEP_ROWS, NgramLookup, StepCost, even_outputs, plan_guesses
 from aios_core.cores.llamacpp_head import OutputHead, head_for_model, probe_tokens
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
@@ -395,6 +395,8 @@ class LlamaCppCore(BatchingCore):
         self._system_prefix_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._checked_grammars: set[str] = set()
         self._metrics = LlamaCppMetrics()
+        #: decoding steps' fixed part in rows, fitted from this core's own steps, with and without the greedy head
+        self._step_cost = {True: StepCost(HEAD_STEP_ROWS), False: StepCost(STEP_ROWS)}
 
     def metrics(self) -> LlamaCppMetrics:
         """A copy of the engine's counters (time in ``llama_decode``, snapshot costs, KV pauses), e.g. for a benchmark."""
@@ -782,7 +784,7 @@ class LlamaCppCore(BatchingCore):
         plan.guesses.update(
             plan_guesses(
                 candidates, n_decoding, prompts, self.n_ubatch, budget,
-                step_rows=HEAD_STEP_ROWS if plan.head else STEP_ROWS, even=not plan.head,
+                step_rows=self._step_cost[plan.head].rows(), even=not plan.head,
             )
         )
 
@@ -830,6 +832,8 @@ class LlamaCppCore(BatchingCore):
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
         self._metrics.decode_seconds += time.perf_counter() - t0
         picks = self._head_picks(outputs, plan, k) if head else None
+        if all(n == 1 for _, _, n in plan.items):  # a decoding step (no prompt chunk): its cost prices guesses
+            self._step_cost[picks is not None].add(k, time.perf_counter() - t0)
         self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:
             seq.state.n_past = start + n
@@ -1063,6 +1067,9 @@ class LlamaCppCore(BatchingCore):
                 "head_rows": m.head_rows,
                 "head_close_tokens": m.head_close_tokens,
                 "head_seconds": round(m.head_seconds, 3),
+                # the fixed part of a decoding step in rows, as the guess rule prices it now (with the head, without)
+                "step_rows_head": round(self._step_cost[True].rows(), 2),
+                "step_rows": round(self._step_cost[False].rows(), 2),
                 "n_threads": self.n_threads,
             }
         )

@@ -19,9 +19,10 @@ in rows right after the sequence's decoding row:
   second row (:data:`SOLO_ACCEPTANCE`);
 * pairs of rows more while they raise the step's expected tokens per unit of cost: a pair is added when
   the tokens it is expected to keep, per row, exceed the step's expected tokens per row counted with its
-  fixed part (:data:`STEP_ROWS`). The ``j``-th token of a sequence's guess is kept only if the ones before
-  it were, so its chance is the sequence's running acceptance to the power ``j`` (the acceptance is
-  recorded per guessed token, given that the tokens before it were right). So a sequence alone with a
+  fixed part (:class:`StepCost`: the core's own fit, :data:`STEP_ROWS` until it has one). The ``j``-th
+  token of a sequence's guess is kept only if the ones before it were, so its chance is the sequence's
+  running acceptance to the power ``j`` (the acceptance is recorded per guessed token, given that the
+  tokens before it were right). So a sequence alone with a
   good record gets a run of several tokens, and 16 sequences decoding together get few guesses more.
 
 The same step verifies them: a guessed token is kept only if it is the token the model picks after what
@@ -51,16 +52,21 @@ NGRAM_SIZES = (3, 2, 1)
 SOLO_ACCEPTANCE = 0.5
 #: weight of the latest guessed token in a sequence's running acceptance rate
 ACCEPTANCE_WEIGHT = 0.2
-#: a step's fixed cost in rows: from 2 to 12 logits rows a step took 36 ms + 14 ms a row on this project's
-#: reference machine (the rows study), so 36 / 14
+#: a step's fixed cost in rows until the core has fitted its own (:class:`StepCost`): from 2 to 12 logits rows
+#: a step took 36 ms + 14 ms a row on this project's reference machine (the rows study), so 36 / 14
 STEP_ROWS = 2.5
 #: the same when the core's greedy output head takes the step (no output layer in llama.cpp, no odd-row
-#: pass): set from an exploratory probe on 80-token contexts with the head's first (bf16) pass, about 45 ms
-#: plus 6.6 ms a row. Not retuned: the rows study (python -m aios.bench.studies.rows --head, 350 cells a
-#: sequence) fits 41.6 + 9.5 ms a row (4.4 rows) for the bf16 pass and 23.8 + 8.6 ms (2.8 rows) for the int8 one
-HEAD_STEP_ROWS = 6.5
+#: pass), until fitted: the rows study (python -m aios.bench.studies.rows --head, 350 cells a sequence) fits
+#: 23.8 + 8.6 ms a row with the int8 pass, and MINT's decoding steps 25.4 + 6.9 ms (see docs/benchmarks.md)
+HEAD_STEP_ROWS = 3.5
 #: longest guess for one sequence in one step
 MAX_GUESS = 15
+#: weight a step cost fit keeps of what it saw, per step it adds (about the last 200 steps count)
+STEP_COST_MEMORY = 0.995
+#: a fit prices guesses only after this much weight, with steps of different sizes among it
+STEP_COST_MIN_WEIGHT = 30.0
+#: and only within these bounds (a fit outside them is noise, or a machine the guess rule was not made for)
+STEP_COST_ROWS_RANGE = (0.5, 16.0)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,51 @@ class NgramLookup:
 
     def record(self, accepted: bool) -> None:
         self.acceptance += ACCEPTANCE_WEIGHT * (float(accepted) - self.acceptance)
+
+
+class StepCost:
+    """A step's fixed cost in rows, fitted from the core's own decoding steps (seconds against rows).
+
+    The guess rule weighs a row against the step's fixed part (see the module docstring). That ratio depends
+    on the machine, the model and the contexts (attention grows with them), so the core measures it: a
+    least-squares line through the recent decoding steps (prompt-free, each with its rows and seconds),
+    older ones weighing less (:data:`STEP_COST_MEMORY`). Until the steps seen give a usable line (enough of
+    them, of different sizes, a positive slope and fixed part), it answers ``default``.
+    """
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        m = STEP_COST_MEMORY
+        self._w = m * self._w + 1.0
+        self._x = m * self._x + rows
+        self._y = m * self._y + seconds
+        self._xx = m * self._xx + rows * rows
+        self._xy = m * self._xy + rows * seconds
+
+    def fit(self) -> tuple[float, float] | None:
+        """``(fixed seconds, seconds a row)`` of the recent steps, or None while they do not give a usable line."""
+        if self._w < STEP_COST_MIN_WEIGHT:
+            return None
+        mean_x, mean_y = self._x / self._w, self._y / self._w
+        var = self._xx / self._w - mean_x * mean_x
+        if var < 0.25:  # (nearly) every step had the same rows: the line is not determined
+            return None
+        slope = (self._xy / self._w - mean_x * mean_y) / var
+        fixed = mean_y - slope * mean_x
+        if slope <= 0 or fixed <= 0:
+            return None
+        return fixed, slope
+
+    def rows(self) -> float:
+        """The fixed part in rows: the fit's, else ``default``."""
+        fit = self.fit()
+        if fit is None:
+            return self.default
+        low, high = STEP_COST_ROWS_RANGE
+        return min(high, max(low, fit[0] / fit[1]))
 
 
 def first_ubatch_logits(rows: int, prompts: Sequence[tuple[int, bool]], n_ubatch: int) -> int:

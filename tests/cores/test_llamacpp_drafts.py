@@ -17,7 +17,15 @@ import pytest
 import pytest_asyncio
 
 from aios_core.cores.base import Generation
-from aios_core.cores.llamacpp_drafts import SOLO_ACCEPTANCE, NgramLookup, even_outputs, first_ubatch_logits, plan_guesses
+from aios_core.cores.llamacpp_drafts import (
+    SOLO_ACCEPTANCE,
+    STEP_COST_ROWS_RANGE,
+    NgramLookup,
+    StepCost,
+    even_outputs,
+    first_ubatch_logits,
+    plan_guesses,
+)
 from aios_core.syscalls import LLMRequest, Message
 
 # --------------------------------------------------------------------------- without the model
@@ -124,6 +132,37 @@ def test_pairs_of_rows_more_go_where_they_raise_the_tokens_a_step_makes_for_its_
     # a poor record gets no more than the row that evens out an odd count
     poor = [(k, lookup_of(ECHOING * 3, acceptance=0.3), 15) for k in "abc"]
     assert plan_guesses(poor, 3, [], 63, 20) == {"a": [4]}
+
+
+def test_the_step_cost_is_fitted_from_the_steps_seen_and_follows_a_change():
+    cost = StepCost(6.5)
+    assert cost.rows() == 6.5 and cost.fit() is None  # nothing seen yet
+    for _ in range(100):
+        cost.add(16, 0.14)
+    assert cost.fit() is None and cost.rows() == 6.5  # steps of one size do not determine a line
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        rows = int(rng.integers(1, 17))
+        cost.add(rows, 0.025 + 0.007 * rows + rng.normal(0, 0.001))
+    fixed, per_row = cost.fit()
+    assert abs(fixed - 0.025) < 0.003 and abs(per_row - 0.007) < 0.0005
+    assert abs(cost.rows() - 0.025 / 0.007) < 0.5
+    # the machine gets slower per row (longer contexts): the recent steps decide
+    for _ in range(1500):
+        rows = int(rng.integers(1, 17))
+        cost.add(rows, 0.025 + 0.0125 * rows)
+    assert abs(cost.rows() - 2.0) < 0.1
+
+
+def test_a_step_cost_line_that_makes_no_sense_is_not_used_and_a_fit_is_bounded():
+    falling = StepCost(2.5)
+    for i in range(200):
+        falling.add(1 + i % 16, 0.2 - 0.01 * (i % 16))  # cheaper with more rows: noise, not a cost
+    assert falling.fit() is None and falling.rows() == 2.5
+    flat = StepCost(2.5)
+    for i in range(200):
+        flat.add(1 + i % 16, 0.1 + 0.00001 * (i % 16))  # rows cost next to nothing: a huge fixed part
+    assert flat.rows() == STEP_COST_ROWS_RANGE[1]
 
 
 def test_odd_logits_rows_of_three_or_more_get_one_more_row_in_their_own_micro_batch():
