@@ -1,6 +1,6 @@
 """What a ``llama_decode`` costs by the size of llama.cpp's micro-batches, on a KV cache as decoding leaves it.
 
-    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4]
+    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4] [--streams 63]
 
 ggml's CPU flash attention changes kernel at 64 query rows in a micro-batch: below, each row skips the
 cells its mask hides; from 64 on, a tile of 64 cells is skipped only when every row of the 64-row tile is
@@ -14,6 +14,12 @@ every round. Each batch is rolled back after it is timed, so every round sees th
 Batches: the decoding rows of all sequences but the last; a 56-token chunk of the last sequence alone
 (a tool result appended to a conversation); both in one batch (a step that decodes and prefills);
 a 400-token prompt alone; and with the decoding rows. Writes ``ubatch-<stamp>.json`` (every timing).
+
+``--streams U`` adds a context with one KV stream per sequence (``kv_unified`` off, as llama-server runs
+without ``--kv-unified``), micro-batches of ``U``, filled and timed alike. A row there walks only its own
+sequence's cells; in the unified cache, even below 64 rows, it walks every cell up to the highest one in
+use and skips, one by one and once per attention head and layer, those its mask hides. The difference is
+what that walk costs (the embedded core shares prefix cells between sequences, which needs one stream).
 """
 
 from __future__ import annotations
@@ -42,11 +48,15 @@ N_SEQ_MAX = 80
 class Engine:
     """One llama.cpp context and the positions of its sequences."""
 
-    def __init__(self, model: Any, ubatch: int, threads: int, sequences: int, eval_callback: Any = None) -> None:
+    def __init__(self, model: Any, ubatch: int, threads: int, sequences: int, eval_callback: Any = None,
+                 stream_cells: int = 0) -> None:
+        """``stream_cells``: one KV stream of that many cells per sequence instead of the unified cache."""
         params = L.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = N_CTX, N_BATCH, ubatch, N_SEQ_MAX
+        if stream_cells:
+            params.n_ctx, params.n_seq_max = stream_cells * sequences, sequences
         params.n_threads = params.n_threads_batch = threads
-        params.swa_full, params.kv_unified, params.no_perf = True, True, True
+        params.swa_full, params.kv_unified, params.no_perf = True, not stream_cells, True
         if eval_callback is not None:  # ggml's eval callback (the greedy head's tap), kept alive by the caller
             params.cb_eval = eval_callback
         self.ctx = L.llama_init_from_model(model, params)
@@ -121,20 +131,25 @@ def shapes(sequences: int) -> dict[str, list[tuple[int, int]]]:
     }
 
 
-def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int, command: str = "") -> dict[str, Any]:
+def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int, command: str = "",
+        streams: int = 0) -> dict[str, Any]:
     load = os.getloadavg()
     model = load_model(default_model_path())
-    engines = {u: Engine(model, u, threads, sequences) for u in ubatches}
-    for u, engine in engines.items():
-        print(f"filling the cache of n_ubatch={u}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
+    engines = {str(u): Engine(model, u, threads, sequences) for u in ubatches}
+    if streams:
+        # each stream holds its sequence and the largest batch timed on it (a 400-token prompt), in whole 256s
+        cells = -(-(prompt + decode + 400) // 256) * 256
+        engines[f"{streams} streams"] = Engine(model, streams, threads, sequences, stream_cells=cells)
+    for key, engine in engines.items():
+        print(f"filling the cache of n_ubatch={key}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
         engine.fill(prompt, decode)
     batches = shapes(sequences)
-    times: dict[str, dict[str, list[float]]] = {str(u): {name: [] for name in batches} for u in ubatches}
+    times: dict[str, dict[str, list[float]]] = {key: {name: [] for name in batches} for key in engines}
+    keys = list(engines)
     for r in range(rounds):
-        order = ubatches if r % 2 == 0 else list(reversed(ubatches))
-        for u in order:
+        for key in keys if r % 2 == 0 else list(reversed(keys)):
             for name, items in batches.items():
-                times[str(u)][name].append(engines[u].timed(items))
+                times[key][name].append(engines[key].timed(items))
     for engine in engines.values():
         engine.close()
     L.llama_model_free(model)
@@ -144,7 +159,7 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": [round(x, 2) for x in load],
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "rounds": rounds,
-                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches},
+                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches, "streams": streams},
         "cells_per_sequence": prompt + decode,
         "median_ms": {u: {name: round(1000 * statistics.median(v), 1) for name, v in per.items()} for u, per in times.items()},
         "seconds": times,
@@ -175,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence before decoding (default 300)")
     parser.add_argument("--decode", type=int, default=300, help="steps all sequences decode together (default 300)")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=0, metavar="U",
+                        help="also time a context with one KV stream per sequence and n_ubatch U (default: none)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if any(not 1 <= u <= N_BATCH for u in args.ubatch) or args.sequences < 2 or args.threads < 1 or args.rounds < 1:
         parser.error(f"--ubatch values must be 1..{N_BATCH}, --sequences >= 2, --threads and --rounds >= 1")
+    if not 0 <= args.streams <= N_BATCH:
+        parser.error(f"--streams must be a micro-batch size 1..{N_BATCH} (or 0: no such context)")
     if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + 400) > N_CTX:
         parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
     command = "python -m aios.bench.studies.ubatch " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command)
+    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command, args.streams)
     Console(width=140).print(render(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"ubatch-{time.strftime('%Y%m%d-%H%M%S')}.json"

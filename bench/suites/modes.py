@@ -25,6 +25,7 @@ from aios.bench.suites.calls import CallRecord, HttpCallRecorder, KernelCallReco
 from aios.bench.suites.tasks.base import ExecResult, ToolBox
 from aios.bench.suites.tasks.sandbox import LocalToolBox
 
+from aios_core.cores.batching import BatchingCore, StepTiming
 from aios_core.identity import agent_scope
 from aios_core.syscalls import ToolCall, ToolSyscall
 
@@ -146,6 +147,9 @@ class AIOSMode(Mode):
         super().__init__(framework, endpoint, sampling)
         self.kernel, self.recorder = kernel, recorder
         self._stats_before: dict[str, Any] = {}
+        #: per core, the round's steps that carried prompt tokens: [steps, seconds]
+        self._prompt_steps: dict[str, list[float]] = {}
+        self._unobserve: list[Callable[[], None]] = []
 
     def spec(self, name: str, system: str | None) -> AgentSpec:
         return AgentSpec(name=name, system=system, endpoint=self.endpoint, sampling=self.sampling, kernel=self.kernel)
@@ -173,6 +177,11 @@ class AIOSMode(Mode):
             bridge.run_sync(self.kernel.loop, core.clear_cache())
         self.recorder.take()
         self._stats_before = self._core_counters()
+        self._prompt_steps = {}
+        for name, core in self.kernel.cores.items():
+            if isinstance(core, BatchingCore):  # how much of the engine's time went to steps with prompts
+                self._prompt_steps[name] = tally = [0, 0.0]
+                self._unobserve.append(core.observe_steps(_prompt_step_counter(tally)))
         if self.framework.adapter:
             aios.patch(self.framework.adapter, self.kernel)
         super().begin()
@@ -182,6 +191,8 @@ class AIOSMode(Mode):
 
         if self.framework.adapter:
             aios.unpatch(self.framework.adapter)
+        while self._unobserve:
+            self._unobserve.pop()()
 
     def take_calls(self) -> list[CallRecord]:
         return self.recorder.take()
@@ -213,4 +224,19 @@ class AIOSMode(Mode):
                 "busy_seconds": round(after.busy_seconds - (before.busy_seconds if before else 0.0), 3),
                 **{k: round(v - (before.extra.get(k, 0) if before else 0), 3) for k, v in after.extra.items()},
             }
+            if name in self._prompt_steps:
+                # steps with some sequence still in its prompt (prompt chunks, with whatever decoded beside them)
+                steps_with_prompt, seconds = self._prompt_steps[name]
+                out[name].update(prompt_steps=int(steps_with_prompt), prompt_step_seconds=round(seconds, 3))
         return out
+
+
+def _prompt_step_counter(tally: list[float]) -> Callable[[StepTiming], None]:
+    """A step observer adding each step that carries prompt tokens to ``tally`` ([steps, seconds])."""
+
+    def observe(timing: StepTiming) -> None:
+        if timing.prefill:
+            tally[0] += 1
+            tally[1] += timing.seconds
+
+    return observe

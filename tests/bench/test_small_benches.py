@@ -30,11 +30,12 @@ def test_the_server_load_test_loses_nothing_and_memory_stays_flat(tmp_path):
 def test_the_micro_batch_study_refuses_bad_options_before_loading_anything(capsys):
     from aios.bench.studies import ubatch
 
-    for argv in (["--ubatch", "0"], ["--ubatch", "600"], ["--sequences", "1"], ["--sequences", "90"], ["--prompt", "5000"]):
+    for argv in (["--ubatch", "0"], ["--ubatch", "600"], ["--sequences", "1"], ["--sequences", "90"], ["--prompt", "5000"], ["--streams", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
             ubatch.main(argv)
         assert exit_info.value.code == 2, argv
-    assert "--ubatch values must be" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--ubatch values must be" in err and "--streams must be" in err
 
 
 def test_the_micro_batch_study_table_gives_each_size_against_the_first():

@@ -39,7 +39,9 @@ async def test_each_suite_runs_three_setups_on_the_sim_core(suite, tmp_path):
         assert all(a["end"] >= a["start"] and a["replies"] >= 1 for a in r["agents"])
     aios = next(r for r in result["rounds"] if r["setup"] == "aios")
     assert aios["overhead_us_median"] is not None and aios["engine"]["sim"]["steps"] > 0
-    assert aios["engine"]["sim"]["busy_seconds"] > 0  # the engine's time in steps, for the round alone
+    engine = aios["engine"]["sim"]
+    assert engine["busy_seconds"] > 0  # the engine's time in steps, for the round alone
+    assert 1 <= engine["prompt_steps"] <= engine["steps"] and 0 < engine["prompt_step_seconds"] <= engine["busy_seconds"]
     assert set(result["summary"]) == {"native", "llama_server", "aios"}
     assert list(result["ratios"]) == ["llama_server", "native"]  # llama-server is the baseline reported first
     assert all(r["makespan"] > 0 for r in result["ratios"].values())
