@@ -475,10 +475,31 @@ class LlamaCppCore(BatchingCore):
         # the context calls the head's tap for as long as it lives, even when the head is not used
         self._head_tap_owner = head
         self._head = head if head is not None and head.build(ctx, b, probe_tokens(vocab, self.n_batch), 0) else None
+        if head is not None and self._head is None:
+            self._drop_tap(model, cparams)
         log.info(
             "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
             self.name, path, arch, template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots, self.n_threads,
         )
+
+    def _drop_tap(self, model: Any, cparams: Any) -> None:
+        """Make the context again without the refused head's tap.
+
+        ggml calls an eval callback for every node of every decode's graph (about 700 a step for Gemma 3
+        270M), each a Python call that must take the GIL: with the kernel's loop busy in another thread, a
+        step took 8-11 % longer (``python -m aios.bench.studies.ubatch --tap``, docs/benchmarks.md). The head
+        was refused after the context was made (its check needs the context), so the context is made again.
+        """
+        cparams.cb_eval = L.ggml_backend_sched_eval_callback()  # none
+        ctx = L.llama_init_from_model(model, cparams)
+        if not ctx:
+            log.warning("core %s: llama.cpp could not make the context again without the head's tap; it stays", self.name)
+            return
+        L.llama_free(self._ctx)
+        self._ctx = ctx
+        self._kv.handle = L.llama_get_memory(ctx)
+        self._kv.ctx = ctx
+        self._head_tap_owner = None
 
     def _find_turn_markers(self) -> frozenset[int]:
         """Control tokens the chat template writes around turns (e.g. Gemma's <start_of_turn>).

@@ -143,6 +143,11 @@ class StepCost:
         self.default = default
         self._w = self._x = self._y = self._xx = self._xy = 0.0
 
+    @property
+    def weight(self) -> float:
+        """The steps the fit holds, older ones counted less (:data:`STEP_COST_MEMORY`)."""
+        return self._w
+
     def add(self, rows: int, seconds: float) -> None:
         m = STEP_COST_MEMORY
         self._w = m * self._w + 1.0

@@ -1,6 +1,6 @@
 """What a ``llama_decode`` costs by the size of llama.cpp's micro-batches, on a KV cache as decoding leaves it.
 
-    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4] [--streams 63]
+    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4] [--streams 63] [--tap] [--busy]
 
 ggml's CPU flash attention changes kernel at 64 query rows in a micro-batch: below, each row skips the
 cells its mask hides; from 64 on, a tile of 64 cells is skipped only when every row of the 64-row tile is
@@ -20,6 +20,11 @@ without ``--kv-unified``), micro-batches of ``U``, filled and timed alike. A row
 sequence's cells; in the unified cache, even below 64 rows, it walks every cell up to the highest one in
 use and skips, one by one and once per attention head and layer, those its mask hides. The difference is
 what that walk costs (the embedded core shares prefix cells between sequences, which needs one stream).
+
+``--tap`` adds a context like the first ``--ubatch`` one with an eval callback that takes nothing (what the
+greedy head's tap is while the head does not take a decode): ggml calls it, in Python, for every node of
+every graph. ``--busy`` keeps a Python thread spinning while every batch is timed, as the kernel's loop
+is when agents run in its process: each of those calls then waits for the GIL.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,7 @@ import llama_cpp as L
 from rich.console import Console
 from rich.table import Table
 
-from aios_core.cores.llamacpp_runtime import load_model
+from aios_core.cores.llamacpp_runtime import load_model, shorten_switch_interval
 from aios_core.cores.model_files import default_model_path
 
 N_CTX = 32768
@@ -131,8 +137,12 @@ def shapes(sequences: int) -> dict[str, list[tuple[int, int]]]:
     }
 
 
+def _take_nothing(tensor: Any, ask: bool, user_data: Any) -> bool:
+    return False
+
+
 def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int, command: str = "",
-        streams: int = 0) -> dict[str, Any]:
+        streams: int = 0, tap: bool = False, busy: bool = False) -> dict[str, Any]:
     load = os.getloadavg()
     model = load_model(default_model_path())
     engines = {str(u): Engine(model, u, threads, sequences) for u in ubatches}
@@ -140,16 +150,28 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
         # each stream holds its sequence and the largest batch timed on it (a 400-token prompt), in whole 256s
         cells = -(-(prompt + decode + 400) // 256) * 256
         engines[f"{streams} streams"] = Engine(model, streams, threads, sequences, stream_cells=cells)
+    callback = L.ggml_backend_sched_eval_callback(_take_nothing)  # alive until the contexts are freed
+    if tap:
+        engines[f"{ubatches[0]} tap"] = Engine(model, ubatches[0], threads, sequences, callback)
     for key, engine in engines.items():
         print(f"filling the cache of n_ubatch={key}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
         engine.fill(prompt, decode)
     batches = shapes(sequences)
     times: dict[str, dict[str, list[float]]] = {key: {name: [] for name in batches} for key in engines}
     keys = list(engines)
-    for r in range(rounds):
-        for key in keys if r % 2 == 0 else list(reversed(keys)):
-            for name, items in batches.items():
-                times[key][name].append(engines[key].timed(items))
+    spinning = threading.Event()
+    spinner = threading.Thread(target=_spin, args=(spinning,), daemon=True)
+    if busy:
+        shorten_switch_interval()  # as the embedded core does in a process with its engine thread
+        spinning.set()
+        spinner.start()
+    try:
+        for r in range(rounds):
+            for key in keys if r % 2 == 0 else list(reversed(keys)):
+                for name, items in batches.items():
+                    times[key][name].append(engines[key].timed(items))
+    finally:
+        spinning.clear()
     for engine in engines.values():
         engine.close()
     L.llama_model_free(model)
@@ -159,11 +181,18 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": [round(x, 2) for x in load],
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "rounds": rounds,
-                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches, "streams": streams},
+                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches, "streams": streams, "tap": tap, "busy": busy},
         "cells_per_sequence": prompt + decode,
         "median_ms": {u: {name: round(1000 * statistics.median(v), 1) for name, v in per.items()} for u, per in times.items()},
         "seconds": times,
     }
+
+
+def _spin(spinning: threading.Event) -> None:
+    """Python bytecode without pause (it holds the GIL but for the interpreter's switch interval)."""
+    n = 0
+    while spinning.is_set():
+        n += 1
 
 
 def render(result: dict[str, Any]) -> Table:
@@ -192,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--streams", type=int, default=0, metavar="U",
                         help="also time a context with one KV stream per sequence and n_ubatch U (default: none)")
+    parser.add_argument("--tap", action="store_true", help="also time a context with an eval callback that takes nothing")
+    parser.add_argument("--busy", action="store_true", help="keep a Python thread busy while timing")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if any(not 1 <= u <= N_BATCH for u in args.ubatch) or args.sequences < 2 or args.threads < 1 or args.rounds < 1:
@@ -201,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + 400) > N_CTX:
         parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
     command = "python -m aios.bench.studies.ubatch " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command, args.streams)
+    result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command, args.streams,
+                 args.tap, args.busy)
     Console(width=140).print(render(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"ubatch-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -38,6 +38,9 @@ _CUMULATIVE_EXTRAS = (
     "decode_seconds", "head_seconds", "head_rows", "head_close_tokens", "guesses", "guesses_accepted", "marked_rows",
     "snapshot_bytes", "kv_pauses", "restore_fallbacks",
 )
+#: values in a core's stats extras that are a state, not a count (the llama.cpp core's step cost as it prices
+#: guesses): a round's JSON gets them as they were at its end
+ENGINE_GAUGES = ("step_rows_head", "step_rows")
 #: the setups without AIOS, each a baseline the AIOS setup is compared with (the one that counts first)
 BASELINES = ("llama_server", "native")
 
@@ -202,7 +205,7 @@ class AIOSMode(Mode):
         out = {}
         for name, core in self.kernel.cores.items():
             stats = core.stats()
-            extra = {k: stats.extra[k] for k in _CUMULATIVE_EXTRAS if isinstance(stats.extra.get(k), (int, float))}
+            extra = {k: stats.extra[k] for k in (*_CUMULATIVE_EXTRAS, *ENGINE_GAUGES) if isinstance(stats.extra.get(k), (int, float))}
             out[name] = dataclasses.replace(stats, extra=extra)
         return out
 
@@ -222,7 +225,8 @@ class AIOSMode(Mode):
                 "snapshots": after.snapshots - (before.snapshots if before else 0),
                 "generated_tokens": after.generated_tokens - (before.generated_tokens if before else 0),
                 "busy_seconds": round(after.busy_seconds - (before.busy_seconds if before else 0.0), 3),
-                **{k: round(v - (before.extra.get(k, 0) if before else 0), 3) for k, v in after.extra.items()},
+                **{k: round(v - (before.extra.get(k, 0) if before else 0), 3) for k, v in after.extra.items() if k not in ENGINE_GAUGES},
+                **{k: v for k, v in after.extra.items() if k in ENGINE_GAUGES},
             }
             if name in self._prompt_steps:
                 # steps with some sequence still in its prompt (prompt chunks, with whatever decoded beside them)

@@ -136,10 +136,11 @@ def test_pairs_of_rows_more_go_where_they_raise_the_tokens_a_step_makes_for_its_
 
 def test_the_step_cost_is_fitted_from_the_steps_seen_and_follows_a_change():
     cost = StepCost(6.5)
-    assert cost.rows() == 6.5 and cost.fit() is None  # nothing seen yet
+    assert cost.rows() == 6.5 and cost.fit() is None and cost.weight == 0  # nothing seen yet
     for _ in range(100):
         cost.add(16, 0.14)
     assert cost.fit() is None and cost.rows() == 6.5  # steps of one size do not determine a line
+    assert 60 < cost.weight < 100  # older steps count less
     rng = np.random.default_rng(0)
     for _ in range(300):
         rows = int(rng.integers(1, 17))

@@ -276,6 +276,10 @@ async def test_the_head_gives_llama_cpps_picks_for_a_batch_of_sequences(monkeypa
     _, core = await texts(2)
     assert len(checked) > 100 and all(checked), checked.count(False)
     assert core.metrics().head_rows >= len(checked)  # rows after a wrong guess are picked for, never read
+    # every decoding step the head took went into the step cost fit that prices guesses
+    cost = core._step_cost[True]
+    assert cost.weight > 20 and core._step_cost[False].weight == 0, (cost.weight, core._step_cost[False].weight)
+    assert core.stats().extra["step_rows_head"] == round(cost.rows(), 2)
 
 
 @pytest.mark.model
@@ -284,8 +288,26 @@ async def test_a_head_that_disagrees_at_load_is_not_used(caplog, monkeypatch):
     # a head reading another width than the model's hidden states takes nothing; the load-time check sees it
     original = HiddenTap.__init__
     monkeypatch.setattr(HiddenTap, "__init__", lambda self, n_embd: original(self, n_embd + 32))
+    # and the context is made again without its tap: ggml calls no Python for the decodes that follow
+    calls = {"load": 0, "after": 0}
+    phase = ["load"]
+    on_node = HiddenTap._on_node
+
+    def counted(self, tensor, ask, user_data):  # noqa: ANN001, ANN202
+        calls[phase[0]] += 1
+        return on_node(self, tensor, ask, user_data)
+
+    monkeypatch.setattr(HiddenTap, "_on_node", counted)
+    start = LlamaCppCore.start
+
+    async def start_then_count(self):  # noqa: ANN001, ANN202
+        await start(self)
+        phase[0] = "after"
+
+    monkeypatch.setattr(LlamaCppCore, "start", start_then_count)
     with caplog.at_level(logging.WARNING):
         got, core = await texts(1, n_ubatch=1)
     assert core.metrics().head_rows == 0 and "llama.cpp computes every output layer" in caplog.text
+    assert calls["load"] > 0 and calls["after"] == 0, calls  # the probe ran through the tap, nothing since
     expected, _ = await texts(0, n_ubatch=1)
     assert got == expected
