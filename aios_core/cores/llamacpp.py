@@ -34,7 +34,8 @@ How the engine maps onto llama.cpp:
   pass costs more than a pair, so 3 logits rows took longer than 4 (``python
   -m aios.bench.studies.rows``, docs/benchmarks.md). And a row more costs
   less than a step's average row, since every step pays a fixed part (about
-  36 ms plus 14 ms a row there). So a decoding step gets guessed
+  36 ms plus 14 ms a row there; the core fits the ratio from its own
+  decoding steps as it runs). So a decoding step gets guessed
   next tokens for greedy sequences (prompt lookup,
   :mod:`aios_core.cores.llamacpp_drafts`), in rows after the sequence's
   decoding row, verified in the same step and kept only where each is the
@@ -486,9 +487,10 @@ class LlamaCppCore(BatchingCore):
         """Make the context again without the refused head's tap.
 
         ggml calls an eval callback for every node of every decode's graph (about 700 a step for Gemma 3
-        270M), each a Python call that must take the GIL: with the kernel's loop busy in another thread, a
-        step took 8-11 % longer (``python -m aios.bench.studies.ubatch --tap``, docs/benchmarks.md). The head
-        was refused after the context was made (its check needs the context), so the context is made again.
+        270M), each a Python call that must take the GIL: with a Python thread busy beside it, a step of 15
+        or 16 decoding rows took 12-25 % longer (``python -m aios.bench.studies.ubatch --tap --busy``,
+        docs/benchmarks.md). The head was refused after the context was made (its check needs the context),
+        so the context is made again.
         """
         cparams.cb_eval = L.ggml_backend_sched_eval_callback()  # none
         ctx = L.llama_init_from_model(model, cparams)

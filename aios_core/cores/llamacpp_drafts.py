@@ -22,8 +22,8 @@ in rows right after the sequence's decoding row:
   fixed part (:class:`StepCost`: the core's own fit, :data:`STEP_ROWS` until it has one). The ``j``-th
   token of a sequence's guess is kept only if the ones before it were, so its chance is the sequence's
   running acceptance to the power ``j`` (the acceptance is recorded per guessed token, given that the
-  tokens before it were right). So a sequence alone with a
-  good record gets a run of several tokens, and 16 sequences decoding together get few guesses more.
+  tokens before it were right). So a sequence alone with a good record gets a run of several tokens,
+  and 16 sequences decoding together get few guesses more.
 
 The same step verifies them: a guessed token is kept only if it is the token the model picks after what
 comes before it, and then the model's pick after it comes too. The KV cells of the rejected ones are
@@ -57,7 +57,7 @@ ACCEPTANCE_WEIGHT = 0.2
 STEP_ROWS = 2.5
 #: the same when the core's greedy output head takes the step (no output layer in llama.cpp, no odd-row
 #: pass), until fitted: the rows study (python -m aios.bench.studies.rows --head, 350 cells a sequence) fits
-#: 23.8 + 8.6 ms a row with the int8 pass, and MINT's decoding steps 25.4 + 6.9 ms (see docs/benchmarks.md)
+#: 23.8 + 8.6 ms a row with the int8 pass (2.8 rows); the fits of the benchmarks' runs end at 3 to 6 rows
 HEAD_STEP_ROWS = 3.5
 #: longest guess for one sequence in one step
 MAX_GUESS = 15
@@ -65,6 +65,8 @@ MAX_GUESS = 15
 STEP_COST_MEMORY = 0.995
 #: a fit prices guesses only after this much weight, with steps of different sizes among it
 STEP_COST_MIN_WEIGHT = 30.0
+#: and a variance of the steps' rows of at least this (a quarter: half the steps one row off the other half)
+STEP_COST_MIN_SPREAD = 0.25
 #: and only within these bounds (a fit outside them is noise, or a machine the guess rule was not made for)
 STEP_COST_ROWS_RANGE = (0.5, 16.0)
 
@@ -162,7 +164,7 @@ class StepCost:
             return None
         mean_x, mean_y = self._x / self._w, self._y / self._w
         var = self._xx / self._w - mean_x * mean_x
-        if var < 0.25:  # (nearly) every step had the same rows: the line is not determined
+        if var < STEP_COST_MIN_SPREAD:  # (nearly) every step had the same rows: the line is not determined
             return None
         slope = (self._xy / self._w - mean_x * mean_y) / var
         fixed = mean_y - slope * mean_x
