@@ -210,7 +210,8 @@ class AIOSMode(Mode):
         return out
 
     def engine_stats(self) -> dict[str, Any]:
-        """Batching, prefix reuse and snapshots during the round (differences of the core's counters)."""
+        """Batching, prefix reuse, snapshots, engine seconds and guesses during the round (differences of the core's
+        counters), the steps that carried prompt tokens, and the :data:`ENGINE_GAUGES` as at the round's end."""
         out: dict[str, Any] = {}
         for name, after in self._core_counters().items():
             before = self._stats_before.get(name)
