@@ -316,8 +316,8 @@ class LlamaCppCore(BatchingCore):
                 or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
             fast_head_rows: from this many logits rows in a decode whose picks are all greedy, the core computes
                 the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves it
-                to llama.cpp always. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets torch's threads to
-                ``n_threads``.
+                to llama.cpp always. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets
+                torch's threads to ``n_threads``.
         """
         problems = []
         if prefix_slots is None:
@@ -473,7 +473,7 @@ class LlamaCppCore(BatchingCore):
         self._b_nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_batch,))
         self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
         self._b_seq = [b.seq_id[i] for i in range(self.n_batch)]
-        # the context calls the head's tap for as long as it lives, even when the head is not used
+        # the context calls the head's tap for as long as it lives; a refused head's context is made again without it
         self._head_tap_owner = head
         self._head = head if head is not None and head.build(ctx, b, probe_tokens(vocab, self.n_batch), 0) else None
         if head is not None and self._head is None:

@@ -150,8 +150,8 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
         # each stream holds its sequence and the largest batch timed on it (a 400-token prompt), in whole 256s
         cells = -(-(prompt + decode + 400) // 256) * 256
         engines[f"{streams} streams"] = Engine(model, streams, threads, sequences, stream_cells=cells)
-    callback = L.ggml_backend_sched_eval_callback(_take_nothing)  # alive until the contexts are freed
-    if tap:
+    callback = L.ggml_backend_sched_eval_callback(_take_nothing) if tap else None  # alive until the contexts go
+    if callback is not None:
         engines[f"{ubatches[0]} tap"] = Engine(model, ubatches[0], threads, sequences, callback)
     for key, engine in engines.items():
         print(f"filling the cache of n_ubatch={key}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
@@ -160,11 +160,10 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
     times: dict[str, dict[str, list[float]]] = {key: {name: [] for name in batches} for key in engines}
     keys = list(engines)
     spinning = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(spinning,), daemon=True)
     if busy:
         shorten_switch_interval()  # as the embedded core does in a process with its engine thread
         spinning.set()
-        spinner.start()
+        threading.Thread(target=_spin, args=(spinning,), daemon=True).start()
     try:
         for r in range(rounds):
             for key in keys if r % 2 == 0 else list(reversed(keys)):
