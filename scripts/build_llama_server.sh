@@ -15,7 +15,7 @@ source scripts/llama_flags.sh
 # The extra flags of the server build: no network client, no TLS, no prebuilt web UI download.
 SERVER_CMAKE_ARGS="-DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DBUILD_SHARED_LIBS=OFF"
 # Keep this key in step with aios.bench.suites.agents.llama_cpp_server.cache_key().
-key=$(printf '%s %s %s' "$CMAKE_ARGS" "$SERVER_CMAKE_ARGS" "$LLAMA_VERSION" | sha256sum | cut -c1-12)
+key=$(printf '%s %s %s %s' "$CMAKE_ARGS" "$SERVER_CMAKE_ARGS" "$LLAMA_VERSION" "$LLAMA_PATCHES_HASH" | sha256sum | cut -c1-12)
 CACHE_ROOT=${AIOS_LLAMA_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aios/llama-server}
 DEST="$CACHE_ROOT/$key"
 if [ "${1:-}" = "--print-dir" ]; then
@@ -34,12 +34,8 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/aios-llama-server.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-echo "fetching the llama-cpp-python $LLAMA_VERSION sdist..." >&2
-# --no-binary for this one package only: its build requirements may come as wheels (pip prepares the
-# sdist's metadata in an isolated environment; building cmake itself from source there takes ages)
-"$PYTHON" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$work" "llama-cpp-python==$LLAMA_VERSION"
-tar -xzf "$work"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$work"
-src="$work/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp"
+echo "fetching the llama-cpp-python $LLAMA_VERSION sdist and applying scripts/patches..." >&2
+src="$(llama_sdist_patched "$PYTHON" "$work")/vendor/llama.cpp"
 [ -f "$src/CMakeLists.txt" ] || { echo "no vendored llama.cpp in the sdist ($src)" >&2; exit 1; }
 
 echo "building llama-server and llama-batched-bench (portable flags, about 15-25 minutes on 2 cores)..." >&2
@@ -51,7 +47,7 @@ cmake --build "$work/build" --config Release --target llama-server llama-batched
 
 mkdir -p "$DEST.tmp"
 cp "$work/build/bin/llama-server" "$work/build/bin/llama-batched-bench" "$DEST.tmp/"
-printf '%s\n%s\n%s\n' "$LLAMA_VERSION" "$CMAKE_ARGS" "$SERVER_CMAKE_ARGS" > "$DEST.tmp/BUILD_FLAGS"
+printf '%s\n%s\n%s\npatches %s\n' "$LLAMA_VERSION" "$CMAKE_ARGS" "$SERVER_CMAKE_ARGS" "$LLAMA_PATCHES_HASH" > "$DEST.tmp/BUILD_FLAGS"
 rm -rf "$DEST"
 mv "$DEST.tmp" "$DEST"
 echo "$DEST"

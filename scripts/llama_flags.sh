@@ -7,3 +7,22 @@ export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 # The pinned llama-cpp-python release; its sdist vendors the llama.cpp source both builds use.
 LLAMA_VERSION=0.3.36
+# Patches to the vendored llama.cpp, applied to both builds (see scripts/patches/llama.cpp/README.md), and
+# part of both cache keys: a wheel or a llama-server built without them is never picked up.
+LLAMA_PATCH_DIR=scripts/patches/llama.cpp
+LLAMA_PATCHES_HASH=$(export LC_ALL=C; cat "$LLAMA_PATCH_DIR"/*.patch | sha256sum | cut -c1-12)
+
+# llama_sdist_patched PYTHON DIR: fetch the pinned sdist into DIR, unpack it, apply the patches, print the
+# unpacked source's path.
+llama_sdist_patched() {
+    local python=$1 dir=$2 root patch_file
+    # --no-binary for this one package only: its build requirements may come as wheels (pip prepares the
+    # sdist's metadata in an isolated environment; building cmake itself from source there takes ages)
+    "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$dir" "llama-cpp-python==$LLAMA_VERSION" >&2
+    tar -xzf "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz" -C "$dir"
+    root="$dir/llama_cpp_python-$LLAMA_VERSION"
+    for patch_file in $(LC_ALL=C ls "$LLAMA_PATCH_DIR"/*.patch); do
+        patch --quiet --forward -p1 -d "$root" < "$patch_file" >&2
+    done
+    echo "$root"
+}

@@ -21,7 +21,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
-inputs_hash=$(cat pyproject.toml requirements/*.txt scripts/setup.sh scripts/llama_flags.sh scripts/install_frameworks.sh 2>/dev/null | sha256sum | cut -c1-16)
+inputs_hash=$(cat pyproject.toml requirements/*.txt scripts/setup.sh scripts/llama_flags.sh scripts/install_frameworks.sh "$LLAMA_PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -c1-16)
 stamp="$VENV/.aios-setup-$inputs_hash"
 if [ -f "$stamp" ]; then
     exit 0
@@ -31,15 +31,21 @@ fi
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade pip wheel setuptools
 
-# Build the llama-cpp-python wheel once per flag set, in a wheelhouse keyed by the flags, so that a
-# wheel built elsewhere with unsafe flags (pip's own cache does not key on CMAKE_ARGS) is never used.
-flags_hash=$(printf '%s %s' "$CMAKE_ARGS" "$LLAMA_VERSION" | sha256sum | cut -c1-12)
+# Build the llama-cpp-python wheel once per flag and patch set, in a wheelhouse keyed by both, so that a
+# wheel built elsewhere with unsafe flags (pip's own cache does not key on CMAKE_ARGS) or without the
+# patches is never used.
+flags_hash=$(printf '%s %s %s' "$CMAKE_ARGS" "$LLAMA_VERSION" "$LLAMA_PATCHES_HASH" | sha256sum | cut -c1-12)
 WHEELHOUSE=${AIOS_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/aios/wheels/$flags_hash}
 mkdir -p "$WHEELHOUSE"
 if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-    echo "building llama-cpp-python $LLAMA_VERSION with portable CPU flags (about 10 minutes on 2 cores)..." >&2
-    $PIP wheel --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$WHEELHOUSE" "llama-cpp-python==$LLAMA_VERSION"
+    echo "building llama-cpp-python $LLAMA_VERSION with portable CPU flags and scripts/patches (about 10 minutes on 2 cores)..." >&2
+    work=$(mktemp -d "${TMPDIR:-/tmp}/aios-llama-wheel.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    src=$(llama_sdist_patched "$VENV/bin/python" "$work")
+    $PIP wheel --no-deps --no-cache-dir -w "$WHEELHOUSE" "$src"
 fi
+# this very wheel, even over an unpatched llama-cpp-python of the same version installed before
+$PIP install --quiet --no-deps --force-reinstall "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 
 # torch: the pinned CPU build (an unpinned torch would pull a multi-GB CUDA build)
 $PIP install --quiet --find-links "$WHEELHOUSE" "torch==2.13.0"

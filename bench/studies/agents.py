@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import httpx
 from aios.bench.metrics import per_round_ratios, percentile
 from aios.bench.studies.cli_options import key_value_options
+from aios.bench.suites.agents import llama_cpp_server
 from aios.bench.suites.modes import ENGINE_GAUGES, SETUP_LABELS, round_order
 
 from aios_core.errors import ConfigError
@@ -573,6 +574,9 @@ async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any
         "wall_seconds": time.time() - started,
         "load_average_at_start": [round(x, 2) for x in load],
         "cpus": os.cpu_count(),
+        # the build both engines ran: llama-server's cache key and the patches of scripts/patches/llama.cpp
+        "llama_cpp": {"version": llama_cpp_server.LLAMA_VERSION, "server_cache_key": llama_cpp_server.cache_key(),
+                      "patches": llama_cpp_server.patches_hash()},
         "levels": levels,
     }
 

@@ -8,6 +8,7 @@ import tomllib
 
 import pytest
 from aios.bench.studies.agents import StudyOptions, WorkloadSpec, agreement, main, make_servers, make_workload, markdown, ratios, summarize
+from aios.bench.suites.agents import llama_cpp_server as ls
 
 
 def test_workload_is_deterministic_per_seed_and_differs_across_seeds():
@@ -134,6 +135,8 @@ def test_the_study_runs_three_setups_on_the_sim_core_through_aios_serve(tmp_path
     [path] = tmp_path.glob("agents-sim-*.json")
     assert path.with_suffix(".png").stat().st_size > 10_000
     result = json.loads(path.read_text())
+    # the JSON names the llama.cpp build: the server's cache key and the patches both engines carry
+    assert result["llama_cpp"]["patches"] == ls.patches_hash() and result["llama_cpp"]["server_cache_key"] == ls.cache_key()
     [level] = result["levels"]
     assert level["agents"] == 3 and level["slots"] == 3 and level["shared"] is True
     assert [(r["round"], r["setup"]) for r in level["rounds"]] == [

@@ -35,6 +35,22 @@ def test_cache_key_changes_with_flags_and_version():
     assert ls.cache_key(cmake_args=ls.CMAKE_ARGS.replace("AVX2=ON", "AVX2=OFF")) != base
     assert ls.cache_key(version="0.3.37") != base
     assert ls.cache_key(server_args=ls.SERVER_CMAKE_ARGS + " -DLLAMA_CURL=ON") != base
+    assert ls.cache_key(patches=ls.patches_hash(Path("/nonexistent"))) != base  # a build without the patches
+
+
+def test_both_builds_apply_the_same_patches(tmp_path):
+    """The wheel and llama-server run the same kernels: both scripts fetch the sdist through the one function
+    that patches it, the patches apply to the pinned sdist's tree as written, and they are part of both keys."""
+    flags = (REPO / "scripts" / "llama_flags.sh").read_text()
+    assert "llama_sdist_patched()" in flags and f"LLAMA_PATCH_DIR={ls.PATCH_DIR.as_posix()}" in flags
+    for script in ("setup.sh", "build_llama_server.sh"):
+        text = (REPO / "scripts" / script).read_text()
+        assert "llama_sdist_patched " in text and "$LLAMA_PATCHES_HASH" in text, script
+    patches = sorted((REPO / ls.PATCH_DIR).glob("*.patch"))
+    assert patches
+    for patch in patches:
+        targets = [line.split()[1] for line in patch.read_text().splitlines() if line.startswith("+++ ")]
+        assert targets and all(t.startswith("b/vendor/llama.cpp/") for t in targets), patch.name
 
 
 def test_missing_binary_names_the_build_command(tmp_path, monkeypatch):

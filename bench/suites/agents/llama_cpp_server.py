@@ -7,7 +7,8 @@ baseline every real-engine comparison reports first.
 
 The binaries come from ``scripts/build_llama_server.sh``: built from the very
 llama.cpp source vendored in the pinned llama-cpp-python sdist, with the same
-portable CMake flags as the wheel, into a cache keyed by flags and version
+portable CMake flags and the same patches (``scripts/patches/llama.cpp``) as
+the wheel, into a cache keyed by flags, version and patches
 (``~/.cache/aios/llama-server/<key>/``). :func:`find_binary` finds them
 (``$AIOS_LLAMA_SERVER`` / ``$AIOS_LLAMA_BATCHED_BENCH`` override); when they
 are missing, :class:`LlamaServerMissing` names the exact build command.
@@ -49,6 +50,8 @@ SERVER_CMAKE_ARGS = (
     "-DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON "
     "-DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DBUILD_SHARED_LIBS=OFF"
 )
+#: the patches to the vendored llama.cpp that the wheel and these binaries are built with (part of the key)
+PATCH_DIR = Path("scripts") / "patches" / "llama.cpp"
 BINARIES = ("llama-server", "llama-batched-bench")
 ENV_OVERRIDES = {"llama-server": "AIOS_LLAMA_SERVER", "llama-batched-bench": "AIOS_LLAMA_BATCHED_BENCH"}
 BUILD_COMMAND = "nice bash scripts/build_llama_server.sh"
@@ -62,9 +65,20 @@ class LlamaServerFailed(RuntimeError):
     """llama-server exited or did not become ready; the message names its log."""
 
 
-def cache_key(cmake_args: str = CMAKE_ARGS, server_args: str = SERVER_CMAKE_ARGS, version: str = LLAMA_VERSION) -> str:
+def patches_hash(root: Path | None = None) -> str:
+    """The hash of the patches both builds apply to the vendored llama.cpp (``scripts/patches/llama.cpp``), as
+    ``scripts/llama_flags.sh`` computes it; that of no patch outside a source checkout."""
+    root = root or _repo_root()
+    files = sorted((root / PATCH_DIR).glob("*.patch")) if root else []
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+
+
+def cache_key(
+    cmake_args: str = CMAKE_ARGS, server_args: str = SERVER_CMAKE_ARGS, version: str = LLAMA_VERSION, patches: str | None = None
+) -> str:
     """The cache directory's name: a hash of everything that changes the binaries (as the build script computes it)."""
-    return hashlib.sha256(f"{cmake_args} {server_args} {version}".encode()).hexdigest()[:12]
+    patches = patches_hash() if patches is None else patches
+    return hashlib.sha256(f"{cmake_args} {server_args} {version} {patches}".encode()).hexdigest()[:12]
 
 
 def cache_root() -> Path:
@@ -277,4 +291,5 @@ class LlamaServer:
             self._tmp = None
 
     def describe(self) -> dict[str, Any]:
-        return {"server": "llama.cpp llama-server", "argv": self.argv, "binary_cache_key": cache_key(), "llama_cpp_python": LLAMA_VERSION}
+        return {"server": "llama.cpp llama-server", "argv": self.argv, "binary_cache_key": cache_key(), "llama_cpp_python": LLAMA_VERSION,
+                "llama_cpp_patches": patches_hash()}
