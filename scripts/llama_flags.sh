@@ -22,7 +22,11 @@ llama_sdist_patched() {
     tar -xzf "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz" -C "$dir"
     root="$dir/llama_cpp_python-$LLAMA_VERSION"
     for patch_file in $(LC_ALL=C ls "$LLAMA_PATCH_DIR"/*.patch); do
-        patch --quiet --forward -p1 -d "$root" < "$patch_file" >&2
+        if command -v patch >/dev/null 2>&1; then
+            patch --quiet --forward -p1 -d "$root" < "$patch_file" >&2
+        else  # a machine without patch(1) has git: this is a clone
+            git apply -p1 --directory="$root" --unsafe-paths "$patch_file" >&2
+        fi
     done
     echo "$root"
 }
