@@ -18,8 +18,8 @@ a 400-token prompt alone; and with the decoding rows. Writes ``ubatch-<stamp>.js
 ``--streams U`` adds a context with one KV stream per sequence (``kv_unified`` off, as llama-server runs
 without ``--kv-unified``), micro-batches of ``U``, filled and timed alike. A row there walks only its own
 sequence's cells; in the unified cache, even below 64 rows, it walks every cell up to the highest one in
-use and skips, once per attention head and layer, those its mask hides: one by one in stock llama.cpp, 16
-at a time with ``scripts/patches/llama.cpp``. The difference is what that walk costs (the embedded core
+use and skips, once per attention head and layer, those its mask hides: one by one in stock llama.cpp,
+16 mask values at a time with ``scripts/patches/llama.cpp``. The difference is what that walk costs (the embedded core
 shares prefix cells between sequences, which needs one stream). The JSON names the ggml library that ran
 (``$LLAMA_CPP_LIB_PATH`` picks another build: the unpatched wheel's, say).
 
@@ -182,7 +182,7 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": [round(x, 2) for x in load],
         # which build ran: the wheel's (with scripts/patches) or one chosen by $LLAMA_CPP_LIB_PATH
-        "ggml_cpu_library": _loaded("libggml-cpu"),
+        "ggml_cpu_library": loaded_library("libggml-cpu"),
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "rounds": rounds,
                     "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches, "streams": streams, "tap": tap, "busy": busy},
         "cells_per_sequence": prompt + decode,
@@ -191,7 +191,7 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
     }
 
 
-def _loaded(name: str) -> str | None:
+def loaded_library(name: str) -> str | None:
     """The path of the shared library ``name`` this process has loaded (Linux), or None."""
     try:
         with open("/proc/self/maps") as maps:

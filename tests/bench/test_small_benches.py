@@ -38,6 +38,16 @@ def test_the_micro_batch_study_refuses_bad_options_before_loading_anything(capsy
     assert "--ubatch values must be" in err and "--streams must be" in err
 
 
+def test_the_logits_digest_refuses_bad_options_before_loading_anything(capsys):
+    from aios.bench.studies import logits_digest
+
+    for argv in (["--sequences", "0"], ["--sequences", "11"], ["--steps", "-1"], ["--steps", "201"]):
+        with pytest.raises(SystemExit) as exit_info:
+            logits_digest.main(argv)
+        assert exit_info.value.code == 2, argv
+    assert "--sequences must be 1..10" in capsys.readouterr().err
+
+
 def test_the_micro_batch_study_table_gives_each_size_against_the_first():
     from aios.bench.studies import ubatch
     from rich.console import Console

@@ -1,0 +1,106 @@
+"""One digest of everything llama.cpp computes for a multi-sequence workload: for checking a build against another.
+
+    python -m aios.bench.studies.logits_digest [--sequences 8] [--steps 20]
+    LLAMA_CPP_LIB_PATH=<another build's lib dir> python -m aios.bench.studies.logits_digest
+
+A patch in ``scripts/patches/llama.cpp`` may change how fast llama.cpp computes, never what. This study
+decodes a fixed workload in a context made like the embedded core's (unified KV, ``swa_full``, micro-batches
+of 63, one thread): ``--sequences`` prompts of different lengths, prefilled in interleaved chunks of up to 50
+tokens per sequence, then ``--steps`` decoding steps of all sequences together, so that the masks hold
+prompt-long runs, interleaved cells and causal triangles. It takes the logits of every row that has them
+and writes their SHA-256 (of the float32 bytes) and the ggml library that ran to ``logits-digest-<stamp>.json``.
+Two builds agree bit for bit when the digests are equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+import numpy as np
+from aios.bench.studies.ubatch import loaded_library
+
+from aios_core.cores.llamacpp_runtime import load_model
+from aios_core.cores.model_files import default_model_path
+
+N_CTX = 8192
+N_UBATCH = 63  # the core's
+CHUNK = 50
+
+
+def run(sequences: int, steps: int, seed: int) -> dict[str, Any]:
+    model = load_model(default_model_path())
+    params = L.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = N_CTX, 512, N_UBATCH, sequences
+    params.kv_unified, params.swa_full = True, True
+    params.n_threads = params.n_threads_batch = 1
+    ctx = L.llama_init_from_model(model, params)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not make the context")
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    batch = L.llama_batch_init(512, 0, 1)
+    rng = np.random.default_rng(seed)
+    lengths = [int(x) for x in rng.integers(40, 320, sequences)]
+    positions = [0] * sequences
+    digest, rows, decodes = hashlib.sha256(), 0, 0
+
+    def decode(items: list[tuple[int, int, int, bool]]) -> None:
+        nonlocal rows, decodes
+        batch.n_tokens = len(items)
+        for i, (token, pos, seq, logits) in enumerate(items):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+            batch.seq_id[i][0] = seq
+        if L.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+        k = sum(1 for item in items if item[3])
+        digest.update(np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(k * n_vocab,)).tobytes())
+        rows, decodes = rows + k, decodes + 1
+
+    try:
+        for start in range(0, max(lengths), CHUNK):
+            items = []
+            for seq, length in enumerate(lengths):
+                n = max(0, min(CHUNK, length - start))
+                tokens = rng.integers(100, 20000, n)
+                items += [(int(t), positions[seq] + j, seq, j == n - 1) for j, t in enumerate(tokens)]
+                positions[seq] += n
+            decode(items)
+        for _ in range(steps):
+            decode([(int(rng.integers(100, 20000)), positions[seq], seq, True) for seq in range(sequences)])
+            positions = [p + 1 for p in positions]
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+        L.llama_model_free(model)
+    return {"sha256": digest.hexdigest(), "logits_rows": rows, "decodes": decodes, "prompt_lengths": lengths}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aios.bench.studies.logits_digest", description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20, help="decoding steps of all sequences after the prompts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if not 1 <= args.sequences <= 10 or not 0 <= args.steps <= 200:
+        parser.error("--sequences must be 1..10 (one batch holds every chunk) and --steps 0..200")
+    command = "python -m aios.bench.studies.logits_digest " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"kind": "aios-bench-logits-digest", "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "options": vars(args) | {"out": str(args.out)}, **run(args.sequences, args.steps, args.seed),
+              "ggml_cpu_library": loaded_library("libggml-cpu")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"logits-digest-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"{result['sha256']}  {result['logits_rows']} logits rows in {result['decodes']} decodes, {result['ggml_cpu_library']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
