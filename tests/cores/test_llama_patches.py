@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PATCH = REPO / "scripts" / "patches" / "llama.cpp" / "0001-ggml-cpu-flash-attn-skip-masked-cells.patch"
+PATCH = REPO / "scripts" / "patches" / "llama.cpp" / "0001-ggml-cpu-flash-attn-skip-masked-cells-prefetch-next.patch"
 
 CHECK = r"""
 #include <cstdint>
