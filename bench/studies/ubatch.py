@@ -19,9 +19,10 @@ a 400-token prompt alone; and with the decoding rows. Writes ``ubatch-<stamp>.js
 without ``--kv-unified``), micro-batches of ``U``, filled and timed alike. A row there walks only its own
 sequence's cells; in the unified cache, even below 64 rows, it walks every cell up to the highest one in
 use and skips, once per attention head and layer, those its mask hides: one by one in stock llama.cpp,
-16 mask values at a time with ``scripts/patches/llama.cpp``. The difference is what that walk costs (the embedded core
-shares prefix cells between sequences, which needs one stream). The JSON names the ggml library that ran
-(``$LLAMA_CPP_LIB_PATH`` picks another build: the unpatched wheel's, say).
+16 mask values at a time (and the next own cell prefetched) with ``scripts/patches/llama.cpp``. The
+difference is what that walk costs (the embedded core shares prefix cells between sequences, which needs
+one stream). The JSON names the ggml library that ran (``$LLAMA_CPP_LIB_PATH`` picks another build: the
+unpatched wheel's, say).
 
 ``--tap`` adds a context like the first ``--ubatch`` one with an eval callback that takes nothing (what the
 greedy head's tap is while the head does not take a decode): ggml calls it, in Python, for every node of
