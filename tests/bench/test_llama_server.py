@@ -206,3 +206,38 @@ def test_batched_bench_command_and_output():
     ])
     rows = parse_batched_bench(output)
     assert set(rows) == {1, 8} and rows[8]["speed_tg"] == 94.8 and rows[1]["t_tg"] == 1.2
+
+
+@pytest.mark.parametrize("applies", [True, False], ids=["patch-applies", "patch-fails"])
+def test_a_patch_that_does_not_apply_stops_the_build(tmp_path, applies):
+    """``llama_sdist_patched`` runs inside ``$(...)``, where ``set -e`` does not reach: a patch that fails must still
+    stop the script, or an unpatched tree would be built and cached under the patched key. Offline: a stand-in
+    ``python`` whose ``pip download`` does nothing, and a small tarball named like the sdist."""
+    import tarfile
+
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "patches" / "llama.cpp").mkdir(parents=True)
+    (repo / "scripts" / "llama_flags.sh").write_text((REPO / "scripts" / "llama_flags.sh").read_text())
+    target = "vendor/llama.cpp/ops.cpp" if applies else "vendor/llama.cpp/missing.cpp"
+    (repo / "scripts" / "patches" / "llama.cpp" / "0001-x.patch").write_text(
+        f"--- a/{target}\n+++ b/{target}\n@@ -1 +1 @@\n-old\n+new\n"
+    )
+    sdist = tmp_path / "sdist"
+    tree = sdist / f"llama_cpp_python-{ls.LLAMA_VERSION}" / "vendor" / "llama.cpp"
+    tree.mkdir(parents=True)
+    (tree / "ops.cpp").write_text("old\n")
+    download = tmp_path / "download"
+    download.mkdir()
+    with tarfile.open(download / f"llama_cpp_python-{ls.LLAMA_VERSION}.tar.gz", "w:gz") as tar:
+        tar.add(sdist / f"llama_cpp_python-{ls.LLAMA_VERSION}", arcname=f"llama_cpp_python-{ls.LLAMA_VERSION}")
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nexit 0\n")
+    fake_python.chmod(0o755)
+    script = f'set -euo pipefail\nsource scripts/llama_flags.sh\nsrc=$(llama_sdist_patched {fake_python} {download})\necho "built from $src"\n'
+    out = subprocess.run(["bash", "-c", script], cwd=repo, capture_output=True, text=True, timeout=60)
+    patched = download / f"llama_cpp_python-{ls.LLAMA_VERSION}" / "vendor" / "llama.cpp" / "ops.cpp"
+    if applies:
+        assert out.returncode == 0 and "built from" in out.stdout and patched.read_text() == "new\n", out.stderr
+    else:
+        assert out.returncode != 0 and "built from" not in out.stdout, out.stdout
+        assert "could not apply" in out.stderr and "0001-x.patch" in out.stderr
