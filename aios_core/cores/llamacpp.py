@@ -22,8 +22,8 @@ How the engine maps onto llama.cpp:
   sequence's context (with ``scripts/patches/llama.cpp``, which finds the
   next unmasked cell 16 mask values at a time and prefetches its K and V
   rows, within 3-5 % of that; unpatched, each masked cell of every other
-  sequence is converted and tested, and the own cells come from memory cold). From 64 rows on, it works in tiles of 64 rows by 64
-  cells and skips a tile of cells only when every row of the tile is masked
+  sequence is converted and tested, and the own cells come from memory
+  cold). From 64 rows on, it works in tiles of 64 rows by 64 cells and skips a tile of cells only when every row of the tile is masked
   from it. In a unified cache the cells of sequences that decode together
   interleave, one cell per sequence per step, so a micro-batch holding the
   decoding rows of many sequences (a step that also prefills a prompt chunk)

@@ -562,6 +562,7 @@ async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any
     work = Path(tempfile.mkdtemp(prefix="aios-agents-study-"))
     started = time.time()
     load = os.getloadavg()
+    patches = llama_cpp_server.patches_hash()
     try:
         await check_setups(options, work)
         levels = [await run_level(options, n, shared, work, console) for shared in options.shared for n in options.levels]
@@ -575,8 +576,8 @@ async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any
         "load_average_at_start": [round(x, 2) for x in load],
         "cpus": os.cpu_count(),
         # the build both engines ran: llama-server's cache key and the patches of scripts/patches/llama.cpp
-        "llama_cpp": {"version": llama_cpp_server.LLAMA_VERSION, "server_cache_key": llama_cpp_server.cache_key(),
-                      "patches": llama_cpp_server.patches_hash()},
+        "llama_cpp": {"version": llama_cpp_server.LLAMA_VERSION, "server_cache_key": llama_cpp_server.cache_key(patches=patches),
+                      "patches": patches},
         "levels": levels,
     }
 

@@ -4,10 +4,11 @@
     LLAMA_CPP_LIB_PATH=<another build's lib dir> python -m aios.bench.studies.logits_digest
 
 A patch in ``scripts/patches/llama.cpp`` may change how fast llama.cpp computes, never what. This study
-decodes a fixed workload in a context made like the embedded core's (unified KV, ``swa_full``, micro-batches
-of 63, one thread): ``--sequences`` prompts of different lengths, prefilled in interleaved chunks of up to 50
-tokens per sequence, then ``--steps`` decoding steps of all sequences together, so that the masks hold
-prompt-long runs, interleaved cells and causal triangles. It takes the logits of every row that has them
+decodes a fixed workload in the micro-batch study's context (made like the embedded core's: unified KV,
+``swa_full``, micro-batches of 63, one thread; the same tokens for a sequence and position in every run):
+``--sequences`` prompts of different lengths, prefilled in interleaved chunks of up to 50 tokens per
+sequence, then ``--steps`` decoding steps of all sequences together, so that the masks hold prompt-long
+runs, interleaved cells and causal triangles. It takes the logits of every row that has them
 and writes their SHA-256 (of the float32 bytes) and the ggml library that ran to ``logits-digest-<stamp>.json``.
 Two builds agree bit for bit when the digests are equal.
 """
@@ -24,59 +25,35 @@ from typing import Any
 
 import llama_cpp as L
 import numpy as np
-from aios.bench.studies.ubatch import loaded_library
+from aios.bench.studies.ubatch import Engine, loaded_library
 
 from aios_core.cores.llamacpp_runtime import load_model
 from aios_core.cores.model_files import default_model_path
 
-N_CTX = 8192
-N_UBATCH = 63  # the core's
 CHUNK = 50
 
 
 def run(sequences: int, steps: int, seed: int) -> dict[str, Any]:
     model = load_model(default_model_path())
-    params = L.llama_context_default_params()
-    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = N_CTX, 512, N_UBATCH, sequences
-    params.kv_unified, params.swa_full = True, True
-    params.n_threads = params.n_threads_batch = 1
-    ctx = L.llama_init_from_model(model, params)
-    if not ctx:
-        raise RuntimeError("llama.cpp could not make the context")
+    engine = Engine(model, ubatch=63, threads=1, sequences=sequences)  # micro-batches of 63, like the core's
     n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
-    batch = L.llama_batch_init(512, 0, 1)
-    rng = np.random.default_rng(seed)
-    lengths = [int(x) for x in rng.integers(40, 320, sequences)]
-    positions = [0] * sequences
+    lengths = [int(x) for x in np.random.default_rng(seed).integers(40, 320, sequences)]
     digest, rows, decodes = hashlib.sha256(), 0, 0
 
-    def decode(items: list[tuple[int, int, int, bool]]) -> None:
+    def decode(items: list[tuple[int, int]]) -> None:
+        """One decode of ``(sequence, tokens)`` items, each with logits on its last row, into the digest."""
         nonlocal rows, decodes
-        batch.n_tokens = len(items)
-        for i, (token, pos, seq, logits) in enumerate(items):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
-            batch.seq_id[i][0] = seq
-        if L.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama_decode failed")
-        k = sum(1 for item in items if item[3])
-        digest.update(np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(k * n_vocab,)).tobytes())
-        rows, decodes = rows + k, decodes + 1
+        engine.decode(items)
+        digest.update(np.ctypeslib.as_array(L.llama_get_logits(engine.ctx), shape=(len(items) * n_vocab,)).tobytes())
+        rows, decodes = rows + len(items), decodes + 1
 
     try:
         for start in range(0, max(lengths), CHUNK):
-            items = []
-            for seq, length in enumerate(lengths):
-                n = max(0, min(CHUNK, length - start))
-                tokens = rng.integers(100, 20000, n)
-                items += [(int(t), positions[seq] + j, seq, j == n - 1) for j, t in enumerate(tokens)]
-                positions[seq] += n
-            decode(items)
+            decode([(seq, min(CHUNK, length - start)) for seq, length in enumerate(lengths) if length > start])
         for _ in range(steps):
-            decode([(int(rng.integers(100, 20000)), positions[seq], seq, True) for seq in range(sequences)])
-            positions = [p + 1 for p in positions]
+            decode([(seq, 1) for seq in range(sequences)])
     finally:
-        L.llama_batch_free(batch)
-        L.llama_free(ctx)
+        engine.close()
         L.llama_model_free(model)
     return {"sha256": digest.hexdigest(), "logits_rows": rows, "decodes": decodes, "prompt_lengths": lengths}
 

@@ -291,5 +291,6 @@ class LlamaServer:
             self._tmp = None
 
     def describe(self) -> dict[str, Any]:
-        return {"server": "llama.cpp llama-server", "argv": self.argv, "binary_cache_key": cache_key(), "llama_cpp_python": LLAMA_VERSION,
-                "llama_cpp_patches": patches_hash()}
+        patches = patches_hash()
+        return {"server": "llama.cpp llama-server", "argv": self.argv, "binary_cache_key": cache_key(patches=patches),
+                "llama_cpp_python": LLAMA_VERSION, "llama_cpp_patches": patches}
