@@ -575,9 +575,10 @@ async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any
         "wall_seconds": time.time() - started,
         "load_average_at_start": [round(x, 2) for x in load],
         "cpus": os.cpu_count(),
-        # the build both engines ran: llama-server's cache key and the patches of scripts/patches/llama.cpp
-        "llama_cpp": {"version": llama_cpp_server.LLAMA_VERSION, "server_cache_key": llama_cpp_server.cache_key(patches=patches),
-                      "patches": patches},
+        # the builds that ran: the wheel set-up builds with this checkout's scripts/patches/llama.cpp, and the
+        # llama-server binary as its own BUILD_FLAGS describe it ($AIOS_LLAMA_SERVER may be another build)
+        "llama_cpp": {"version": llama_cpp_server.LLAMA_VERSION, "patches": patches,
+                      "server": llama_cpp_server.build_record()},
         "levels": levels,
     }
 

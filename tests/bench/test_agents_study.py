@@ -135,8 +135,8 @@ def test_the_study_runs_three_setups_on_the_sim_core_through_aios_serve(tmp_path
     [path] = tmp_path.glob("agents-sim-*.json")
     assert path.with_suffix(".png").stat().st_size > 10_000
     result = json.loads(path.read_text())
-    # the JSON names the llama.cpp build: the server's cache key and the patches both engines carry
-    assert result["llama_cpp"]["patches"] == ls.patches_hash() and result["llama_cpp"]["server_cache_key"] == ls.cache_key()
+    # the JSON names the llama.cpp builds: the patches the wheel carries and the server binary's own record
+    assert result["llama_cpp"]["patches"] == ls.patches_hash() and result["llama_cpp"]["server"] == ls.build_record()
     [level] = result["levels"]
     assert level["agents"] == 3 and level["slots"] == 3 and level["shared"] is True
     assert [(r["round"], r["setup"]) for r in level["rounds"]] == [

@@ -89,6 +89,38 @@ def test_binary_found_in_the_cache_and_through_the_override(tmp_path, monkeypatc
         ls.find_binary("llama-cli")
 
 
+def _binary(path: Path, build_flags: str | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    if build_flags is not None:
+        (path.parent / "BUILD_FLAGS").write_text(build_flags)
+    return path
+
+
+def test_the_record_names_the_binary_that_runs_not_the_checkouts_build(tmp_path, monkeypatch):
+    """$AIOS_LLAMA_SERVER may be a stock build: the JSON must not claim the checkout's patches for it."""
+    monkeypatch.setenv("AIOS_LLAMA_SERVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AIOS_LLAMA_SERVER", raising=False)
+    assert ls.build_record() is None  # nothing built here
+    flags = f"{ls.LLAMA_VERSION}\n{ls.CMAKE_ARGS}\n{ls.SERVER_CMAKE_ARGS}\n"
+    cached = _binary(tmp_path / "cache" / ls.cache_key() / "llama-server", flags + f"patches {ls.patches_hash()}\n")
+    assert ls.build_record() == {"binary": str(cached), "cache_key": ls.cache_key(), "version": ls.LLAMA_VERSION,
+                                 "patches": ls.patches_hash()}
+    # a build from before patches were recorded applied none
+    stock = _binary(tmp_path / "cache" / "2a8916c3f8c1" / "llama-server", flags)
+    monkeypatch.setenv("AIOS_LLAMA_SERVER", str(stock))
+    assert ls.build_record() == {"binary": str(stock), "cache_key": "2a8916c3f8c1", "version": ls.LLAMA_VERSION,
+                                 "patches": "none"}
+    # a binary built elsewhere: unknown, not this checkout's
+    elsewhere = _binary(tmp_path / "opt" / "llama-server", None)
+    monkeypatch.setenv("AIOS_LLAMA_SERVER", str(elsewhere))
+    assert ls.build_record() == {"binary": str(elsewhere), "cache_key": None, "version": None, "patches": None}
+    server = ls.LlamaServer(ls.ServerConfig(model_path=Path("/m/g.gguf"), slots=2, n_ctx=4096, threads=1, seed=0))
+    server.argv = [str(stock), "--port", "1"]
+    assert server.describe()["build"]["patches"] == "none"
+
+
 def _argv(options: set[str], template: Path | None = Path("/t/gemma.jinja"), **kw) -> list[str]:
     config = ls.ServerConfig(model_path=Path("/m/gemma.gguf"), slots=16, n_ctx=32768, threads=1, seed=7, chat_template_file=template, **kw)
     return ls.server_argv("/bin/llama-server", config, 8123, options=options)

@@ -151,12 +151,16 @@ class LocalBackend(Backend):
         )
 
     def describe(self) -> dict[str, Any]:
+        from aios.bench.suites.agents.llama_cpp_server import patches_hash
+
         return {
             "model": self.model_name,
             "gguf": str(self.model_path),
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
             "aios_max_batch": self.max_batch,
+            # the wheel scripts/setup.sh installs is built with this checkout's patches to llama.cpp
+            "aios_llama_cpp_patches": patches_hash(),
             "native_server": "llama-cpp-python server (python -m llama_cpp.server), one request at a time",
             "batched_server": self._llama_server.describe() if self._llama_server is not None else "llama.cpp llama-server",
         }

@@ -127,6 +127,31 @@ def find_binary(name: str = "llama-server") -> Path:
     )
 
 
+def build_record(binary: Path | None = None) -> dict[str, Any] | None:
+    """What the llama.cpp binary that runs was built from, read from the ``BUILD_FLAGS`` beside it.
+
+    Read from the binary, not computed from this checkout: ``$AIOS_LLAMA_SERVER`` can point at another build
+    (stock llama.cpp, what a user downloads), and a benchmark's JSON must name the engine that actually ran.
+    ``patches`` is the patches' hash, ``"none"`` for a build made before the build script recorded patches
+    (which applied none), ``None`` when the binary has no ``BUILD_FLAGS`` (built elsewhere: unknown).
+    ``None`` when no binary is built here.
+    """
+    try:
+        binary = binary or find_binary("llama-server")
+    except LlamaServerMissing:
+        return None
+    record: dict[str, Any] = {"binary": str(binary), "cache_key": None, "version": None, "patches": None}
+    if binary.parent.parent == cache_root():
+        record["cache_key"] = binary.parent.name
+    flags = binary.parent / "BUILD_FLAGS"
+    if flags.is_file():
+        lines = flags.read_text().splitlines()
+        record["version"] = lines[0] if lines else None
+        found = [line.split(" ", 1)[1] for line in lines if line.startswith("patches ")]
+        record["patches"] = found[0] if found else "none"
+    return record
+
+
 def build(timeout: float = 3600.0) -> Path:
     """Run the build script (when asked with ``--build``); returns the cache directory."""
     root = _repo_root()
@@ -291,6 +316,6 @@ class LlamaServer:
             self._tmp = None
 
     def describe(self) -> dict[str, Any]:
-        patches = patches_hash()
-        return {"server": "llama.cpp llama-server", "argv": self.argv, "binary_cache_key": cache_key(patches=patches),
-                "llama_cpp_python": LLAMA_VERSION, "llama_cpp_patches": patches}
+        binary = Path(self.argv[0]) if self.argv else self.binary
+        return {"server": "llama.cpp llama-server", "argv": self.argv, "llama_cpp_python": LLAMA_VERSION,
+                "build": build_record(binary)}
