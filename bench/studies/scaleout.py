@@ -132,7 +132,13 @@ class Engines:
                 self._servers[i] = None
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "slots_each": self.slots, "n_ctx_each": self.n_ctx, "threads_each": self.threads, "urls": self.urls}
+        described = {"model": self.model, "slots_each": self.slots, "n_ctx_each": self.n_ctx, "threads_each": self.threads,
+                     "urls": self.urls}
+        if self.model != "sim":
+            from aios.bench.suites.agents.llama_cpp_server import build_record
+
+            described["llama_server_build"] = build_record()
+        return described
 
 
 # --------------------------------------------------------------------------- the two setups
