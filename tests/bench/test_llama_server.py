@@ -119,6 +119,14 @@ def test_the_record_names_the_binary_that_runs_not_the_checkouts_build(tmp_path,
     server = ls.LlamaServer(ls.ServerConfig(model_path=Path("/m/g.gguf"), slots=2, n_ctx=4096, threads=1, seed=0))
     server.argv = [str(stock), "--port", "1"]
     assert server.describe()["build"]["patches"] == "none"
+    # a suite describes its backend before any server starts: the binary that will run is named there too
+    from aios.bench.suites.agents.backends import LocalBackend
+
+    monkeypatch.setenv("AIOS_LLAMA_SERVER", str(stock))
+    backend = LocalBackend(n_ctx=4096, n_threads=1, max_batch=2, seed=0, model_path=str(tmp_path / "m.gguf"), log_dir=tmp_path)
+    described = backend.describe()
+    assert described["batched_server"]["build"]["patches"] == "none"
+    assert described["aios_llama_cpp_patches"] == ls.patches_hash()
 
 
 def _argv(options: set[str], template: Path | None = Path("/t/gemma.jinja"), **kw) -> list[str]:

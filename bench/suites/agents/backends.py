@@ -151,7 +151,7 @@ class LocalBackend(Backend):
         )
 
     def describe(self) -> dict[str, Any]:
-        from aios.bench.suites.agents.llama_cpp_server import patches_hash
+        from aios.bench.suites.agents.llama_cpp_server import build_record, patches_hash
 
         return {
             "model": self.model_name,
@@ -162,7 +162,9 @@ class LocalBackend(Backend):
             # the wheel scripts/setup.sh installs is built with this checkout's patches to llama.cpp
             "aios_llama_cpp_patches": patches_hash(),
             "native_server": "llama-cpp-python server (python -m llama_cpp.server), one request at a time",
-            "batched_server": self._llama_server.describe() if self._llama_server is not None else "llama.cpp llama-server",
+            # described before the server starts too (a suite records its environment first): the binary it will run
+            "batched_server": self._llama_server.describe() if self._llama_server is not None
+            else {"server": "llama.cpp llama-server", "build": build_record()},
         }
 
 
