@@ -31,40 +31,23 @@ How the engine maps onto llama.cpp:
   decoding rows plus a 56-token chunk took 2.07 s as one micro-batch and
   0.92 s split (``python -m aios.bench.studies.ubatch``, docs/benchmarks.md;
   60, a multiple of 4, was no faster).
-* **Even logits rows, and guessed tokens where rows pay.** ggml's quantized
-  matrix products take a micro-batch's rows in pairs and compute a leftover
-  row in a pass of its own; for the output layer (262,144 tokens by 640) that
-  pass costs more than a pair, so 3 logits rows took longer than 4 (``python
-  -m aios.bench.studies.rows``, docs/benchmarks.md). And a row more costs
-  less than a step's average row, since every step pays a fixed part (about
-  36 ms plus 14 ms a row there; the core fits the ratio from its own
-  decoding steps as it runs). So a decoding step gets guessed
-  next tokens for greedy sequences (prompt lookup,
-  :mod:`aios_core.cores.llamacpp_drafts`), in rows after the sequence's
-  decoding row, verified in the same step and kept only where each is the
-  model's pick: one guess where the first micro-batch's logits rows would be
-  odd, then pairs for the sequences whose guesses are mostly right, a run of
-  several tokens for one sequence. A step without decoding rows to guess
-  for computes one more prompt row's logits instead, and ignores them. A
-  sequence decoding alone is guessed for only while its guesses are mostly
-  right (a second row costs it about a third more). ``even_logits=False``
-  turns all of this off.
-* **Greedy output head.** The output layer (Gemma 3's 262,144 tokens by 640,
-  Q8_0) costs llama.cpp about 6.5 ms a logits row on one thread, nearly half
-  of a decoding row (``python -m aios.bench.studies.rows``). When every row of a decode that
-  asks for a pick is greedy (no sampling, no grammar) and at least
-  ``fast_head_rows`` rows compute logits, llama.cpp's graph is stopped at the
-  final hidden states and :mod:`aios_core.cores.llamacpp_head` picks the
-  tokens: one int8 pass (oneDNN through torch) bounds every logit, and the
-  few tokens that could be the largest are computed exactly as ggml's Q8_0
-  product defines them. The pass costs about the same whatever the rows: a
-  step of 16 sequences took 158 ms with it, 241 ms without; one row 33 ms,
-  38.8 without (``python -m aios.bench.studies.rows --head``), so it takes
-  every greedy decode by default, and guessed tokens are priced for it
-  (rows are cheap; no evening row). At load the head is built from the
-  hidden states of a probe text, and its picks for them are checked against
-  llama.cpp's; a model whose output matrix is not Q8_0, a CPU whose int8
-  product is not exact, or a mismatch leaves every output layer to llama.cpp.
+* **Even logits rows, and guessed tokens where rows pay.** ggml computes a
+  leftover logits row in a pass of its own (3 rows took longer than 4), and
+  every step pays a fixed part, so a decoding step gets guessed next tokens
+  for greedy sequences (prompt lookup), verified in the same step and kept
+  only where each is the model's pick, priced by the core's own fit of its
+  steps' cost: :mod:`aios_core.cores.llamacpp_drafts` says when and how many.
+  ``even_logits=False`` turns this off.
+* **Greedy output head.** When every row of a decode that asks for a pick is
+  greedy and at least ``fast_head_rows`` rows compute logits, llama.cpp's
+  graph stops at the final hidden states (taken by an eval callback in C,
+  :mod:`aios_core.cores.llamacpp_native_tap`, which needs no GIL) and
+  :mod:`aios_core.cores.llamacpp_head` picks the tokens (an int8 bound, then
+  the few close tokens exactly as ggml's Q8_0 product defines them): a step of
+  16 sequences took 158 ms with it, 241 ms without. It is checked against
+  llama.cpp's picks at load; a model without a Q8_0 output matrix, a CPU
+  whose int8 product is not exact, or a mismatch leaves the output layer to
+  llama.cpp.
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -111,10 +94,13 @@ Where each concern lives: this module plans and runs the steps (and takes and
 restores snapshots); the KV books (admission, growth, making room, paused
 needs) are :class:`~aios_core.cores.kv_ledger.KVLedger`, which imports no
 llama.cpp; which prefixes are kept, shared, published or awaited is
-:mod:`aios_core.cores.llamacpp_prefix`; the process-wide setup (backend, log
-routing, the one engine thread, model loading) is
-:mod:`aios_core.cores.llamacpp_runtime`. The engine's counters are a typed
-record, :class:`LlamaCppMetrics`, read with :meth:`LlamaCppCore.metrics`.
+:mod:`aios_core.cores.llamacpp_prefix`; the model, its context, the step's
+batch and the greedy head it feeds are :mod:`aios_core.cores.llamacpp_context`;
+chat template, tokens and turn ends :mod:`aios_core.cores.llamacpp_prompts`;
+the process-wide setup (backend, log routing, the one engine thread, model
+loading) is :mod:`aios_core.cores.llamacpp_runtime`. The engine's counters are
+a typed record, :class:`~aios_core.cores.llamacpp_metrics.LlamaCppMetrics`,
+read with :meth:`LlamaCppCore.metrics`.
 """
 
 from __future__ import annotations
@@ -124,42 +110,31 @@ import logging
 import os
 import random
 import time
-from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-import llama_cpp as L
 import numpy as np
 
 from aios_core.cores.base import Chunk, CoreStats, Generation, Snapshot
 from aios_core.cores.batching import BatchingCore, EngineSeq, StepOutput
-from aios_core.cores.chat_template import ChatTemplate, template_for_model
 from aios_core.cores.kv_ledger import KVGrant, KVLedger
+from aios_core.cores.llamacpp_context import LlamaContext
 from aios_core.cores.llamacpp_drafts import HEAD_STEP_ROWS, STEP_ROWS, NgramLookup, StepCost, even_outputs, plan_guesses
-from aios_core.cores.llamacpp_head import OutputHead, head_for_model, probe_tokens
+from aios_core.cores.llamacpp_metrics import LlamaCppMetrics
 from aios_core.cores.llamacpp_prefix import (
     CellSource,
     PrefixCache,
     PrefixEntry,
     Start,
     StartPlan,
-    common_prefix,
     plan_shared_start,
 )
-from aios_core.cores.llamacpp_runtime import (
-    LlamaMemory,
-    engine_executor,
-    load_model,
-    model_meta,
-    physical_cores,
-    special_text,
-)
+from aios_core.cores.llamacpp_runtime import LlamaMemory, engine_executor, physical_cores
 from aios_core.cores.llamacpp_sampling import Detokenizer, TokenChooser, grammar_for
 from aios_core.cores.model_files import DEFAULT_MODEL_NAME, check_gguf, default_model_path
-from aios_core.cores.tool_format import with_tool_instructions
 from aios_core.errors import AIOSError, ConfigError, ContextLengthError, CoreError
-from aios_core.syscalls import LLMRequest, Message
+from aios_core.syscalls import LLMRequest
 
 __all__ = ["LlamaCppCore", "LlamaCppMetrics", "engine_executor", "physical_cores"]
 
@@ -174,37 +149,6 @@ DEFAULT_PREFIX_SLOTS_PER_SLOT = 4
 DEFAULT_UBATCH = 63
 #: logits rows from which the core's greedy output head is cheaper than llama.cpp's (see "Greedy output head")
 DEFAULT_FAST_HEAD_ROWS = 1
-
-
-@dataclass
-class LlamaCppMetrics:
-    """What the llama.cpp engine measured since the core was made (read with :meth:`LlamaCppCore.metrics`)."""
-
-    #: bytes of KV state copied out by snapshots
-    snapshot_bytes: int = 0
-    snapshot_seconds: float = 0.0
-    restore_seconds: float = 0.0
-    #: snapshots llama.cpp could not place back (the sequence was recomputed from its tokens)
-    restore_fallbacks: int = 0
-    #: sequences paused because the KV cache was full when they had to grow
-    kv_pauses: int = 0
-    #: time inside ``llama_decode`` and the tokens it computed there
-    decode_seconds: float = 0.0
-    decoded_tokens: int = 0
-    #: guessed tokens verified in a step that had a logits row to spare (see "Even logits rows"), and how many
-    #: the model picked
-    guesses: int = 0
-    guesses_accepted: int = 0
-    #: prompt rows whose logits were computed only to make a micro-batch's logits rows even
-    marked_rows: int = 0
-    #: greedy rows picked by the core's own output head (see "Greedy output head"), the tokens it computed
-    #: exactly for them, and its seconds (outside ``decode_seconds``)
-    head_rows: int = 0
-    head_close_tokens: int = 0
-    head_seconds: float = 0.0
-
-    def copy(self) -> "LlamaCppMetrics":
-        return LlamaCppMetrics(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 # --------------------------------------------------------------------------- engine-side state
@@ -287,6 +231,7 @@ class LlamaCppCore(BatchingCore):
         host_cache_mib: int = 4096,
         even_logits: bool = True,
         fast_head_rows: int | None = None,
+        native_tap: bool = True,
     ) -> None:
         """
         Args:
@@ -321,6 +266,10 @@ class LlamaCppCore(BatchingCore):
                 the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves it
                 to llama.cpp always. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets
                 torch's threads to ``n_threads``.
+            native_tap: feed the greedy head from llama.cpp's graph with a C callback, compiled on first use with
+                the system's C compiler (see :mod:`aios_core.cores.llamacpp_native_tap`); False, or no compiler:
+                a Python callback, which waits for the GIL at each of a step's ~700 graph nodes while the
+                kernel's loop runs Python.
         """
         problems = []
         if prefix_slots is None:
@@ -363,24 +312,12 @@ class LlamaCppCore(BatchingCore):
         self.retain_finished = retain_finished
         self.even_logits = even_logits
         self.fast_head_rows = DEFAULT_FAST_HEAD_ROWS if fast_head_rows is None else fast_head_rows
-        #: the core's own output layer for greedy rows, set by _open when the model allows it
-        self._head: OutputHead | None = None
-        self._head_tap_owner: OutputHead | None = None
+        self.native_tap = native_tap
         self._template_override = chat_template
-
-        # llama.cpp handles, set by _load
-        self._model: Any = None
-        self._ctx: Any = None
-        self._vocab: Any = None
-        self._batch: Any = None
-        self._template: ChatTemplate | None = None
-        self._n_vocab = 0
+        #: the model, its context, prompt format, batch and greedy head (set by _open, in the engine thread)
+        self._llama: LlamaContext | None = None
+        #: one sequence's context (set by _open)
         self._ctx_limit = 0
-        self._add_bos = False
-        self._bos_text = ""
-        self._turn_markers: frozenset[int] = frozenset()
-        #: end-of-generation tokens and turn markers: what a request with ignore_eos never samples
-        self._end_tokens: np.ndarray | None = None
 
         #: KV cells of the loaded context (the handle is set by _open)
         self._kv = LlamaMemory()
@@ -395,8 +332,6 @@ class LlamaCppCore(BatchingCore):
         self._ledger = KVLedger(n_ctx, list(range(max_batch)), decode_reserve, self._prefix)
         self._inflight: Future[Any] | None = None
         self._orphans: list[_SeqState] = []
-        self._prompt_cache: OrderedDict[int, tuple[LLMRequest, list[int]]] = OrderedDict()
-        self._system_prefix_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._checked_grammars: set[str] = set()
         self._metrics = LlamaCppMetrics()
         #: decoding steps' fixed part in rows, fitted from this core's own steps, with and without the greedy head
@@ -410,7 +345,7 @@ class LlamaCppCore(BatchingCore):
 
     @property
     def loaded(self) -> bool:
-        return self._ctx is not None
+        return self._llama is not None
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -419,112 +354,26 @@ class LlamaCppCore(BatchingCore):
     def _open(self) -> None:
         path = self.model_path or default_model_path()
         check_gguf(path)
-        model = load_model(path)
-        head = head_for_model(path, model, self.fast_head_rows, self.n_threads) if self.fast_head_rows else None
-        cparams = L.llama_context_default_params()
-        cparams.n_ctx = self.n_ctx
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_ubatch
-        cparams.n_seq_max = self._max_batch + self.prefix_slots
-        cparams.n_threads = self.n_threads
-        cparams.n_threads_batch = self.n_threads
-        cparams.swa_full = True
-        cparams.kv_unified = True
-        cparams.no_perf = True
-        if head is not None:
-            cparams.cb_eval = head.tap.callback
-        ctx = L.llama_init_from_model(model, cparams)
-        if not ctx:
-            L.llama_model_free(model)
-            raise ConfigError(f"llama.cpp could not create a context with n_ctx={self.n_ctx}, n_batch={self.n_batch}; lower them")
-        vocab = L.llama_model_get_vocab(model)
-        try:
-            template_src = L.llama_model_chat_template(model, None)
-            arch = model_meta(model, "general.architecture") or ""
-            bos = L.llama_vocab_bos(vocab)
-            eos = L.llama_vocab_eos(vocab)
-            self._bos_text = special_text(vocab, bos) if bos >= 0 else ""
-            template = template_for_model(
-                template_src.decode("utf-8", errors="replace") if template_src else None,
-                arch,
-                bos_token=self._bos_text,
-                eos_token=special_text(vocab, eos) if eos >= 0 else "",
-                override=self._template_override,
-            )
-        except BaseException:
-            L.llama_free(ctx)
-            L.llama_model_free(model)
-            raise
-        self._model, self._ctx, self._vocab, self._template = model, ctx, vocab, template
-        self._kv.handle = L.llama_get_memory(ctx)
-        self._kv.ctx = ctx
-        self._n_vocab = L.llama_vocab_n_tokens(vocab)
-        self._add_bos = bool(L.llama_vocab_get_add_bos(vocab))
-        self.n_ctx = L.llama_n_ctx(ctx)
+        llama = LlamaContext.open(
+            path, n_ctx=self.n_ctx, n_batch=self.n_batch, n_ubatch=self.n_ubatch, n_seq_max=self._max_batch + self.prefix_slots,
+            n_threads=self.n_threads, fast_head_rows=self.fast_head_rows, template_override=self._template_override,
+            native_tap=self.native_tap,
+        )
+        self._llama = llama
+        self._kv.handle = llama.memory
+        self._kv.ctx = llama.ctx
+        self.n_ctx = llama.n_ctx
         self._ledger.capacity = self.n_ctx
-        self._ctx_limit = min(L.llama_n_ctx_seq(ctx), L.llama_model_n_ctx_train(model))
-        self._turn_markers = self._find_turn_markers()
-        # found here, in the engine thread while the model loads: the scan of the vocabulary (~0.2 s for
-        # Gemma's 262k tokens) would otherwise block the kernel's loop at the first request that asks
-        self._end_tokens = np.fromiter(
-            sorted({t for t in range(self._n_vocab) if L.llama_vocab_is_eog(vocab, t)} | set(self._turn_markers)), dtype=np.int64
-        )
-        self._batch = L.llama_batch_init(self.n_batch, 0, 1)
-        b = self._batch
-        self._b_token = np.ctypeslib.as_array(b.token, shape=(self.n_batch,))
-        self._b_pos = np.ctypeslib.as_array(b.pos, shape=(self.n_batch,))
-        self._b_nseq = np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_batch,))
-        self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
-        self._b_seq = [b.seq_id[i] for i in range(self.n_batch)]
-        # the context calls the head's tap for as long as it lives; a refused head's context is made again without it
-        self._head_tap_owner = head
-        self._head = head if head is not None and head.build(ctx, b, probe_tokens(vocab, self.n_batch), 0) else None
-        if head is not None and self._head is None:
-            self._drop_tap(model, cparams)
+        self._ctx_limit = llama.ctx_limit
+        prompts = llama.prompts
         log.info(
-            "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d",
-            self.name, path, arch, template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots, self.n_threads,
+            "core %s: %s (%s, template from %s), n_ctx=%d (per sequence %d), max_batch=%d, prefix_slots=%d, n_threads=%d, greedy head: %s",
+            self.name, path, prompts.arch, prompts.template.origin, self.n_ctx, self._ctx_limit, self._max_batch, self.prefix_slots,
+            self.n_threads, llama.head_description,
         )
-
-    def _drop_tap(self, model: Any, cparams: Any) -> None:
-        """Make the context again without the refused head's tap.
-
-        ggml calls an eval callback for every node of every decode's graph (about 700 a step for Gemma 3
-        270M), each a Python call that must take the GIL: with a Python thread busy beside it, a step of 15
-        or 16 decoding rows took 12-25 % longer (``python -m aios.bench.studies.ubatch --tap --busy``,
-        docs/benchmarks.md). The head was refused after the context was made (its check needs the context),
-        so the context is made again.
-        """
-        cparams.cb_eval = L.ggml_backend_sched_eval_callback()  # none
-        ctx = L.llama_init_from_model(model, cparams)
-        if not ctx:
-            log.warning("core %s: llama.cpp could not make the context again without the head's tap; it stays", self.name)
-            return
-        L.llama_free(self._ctx)
-        self._ctx = ctx
-        self._kv.handle = L.llama_get_memory(ctx)
-        self._kv.ctx = ctx
-        self._head_tap_owner = None
-
-    def _find_turn_markers(self) -> frozenset[int]:
-        """Control tokens the chat template writes around turns (e.g. Gemma's <start_of_turn>).
-
-        A model that emits one of these has finished its turn and is starting
-        to write the next speaker's: the generation ends there, as it does at
-        end-of-generation tokens. (Base checkpoints often close a turn this way
-        instead of with <end_of_turn>.) Control tokens a template does not use,
-        such as tool-call markers, are not affected.
-        """
-        assert self._template is not None
-        probe = [Message(role="system", content="s"), Message(role="user", content="u"), Message(role="assistant", content="a"), Message(role="user", content="v")]
-        try:
-            tokens = self._render_tokens(self._template.render(probe))
-        except AIOSError:
-            return frozenset()
-        return frozenset(t for t in tokens if L.llama_vocab_is_control(self._vocab, t))
 
     async def _unload(self) -> None:
-        if self._ctx is None:
+        if self._llama is None:
             return
         loop = asyncio.get_running_loop()
         # queued behind any step still running in the engine thread
@@ -538,71 +387,24 @@ class LlamaCppCore(BatchingCore):
         for st in self._orphans:
             st.chooser.free()
         self._orphans.clear()
-        if self._batch is not None:
-            L.llama_batch_free(self._batch)
-            self._batch = None
-        L.llama_free(self._ctx)
-        L.llama_model_free(self._model)
-        self._ctx = self._model = self._vocab = None
-        self._head = self._head_tap_owner = None  # its eval callback may go only with the context that calls it
-        self._end_tokens = None
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
         self._kv.handle = None
         self._kv.ctx = None
         self._clear_books()
         self._ledger.clear(paused=True)
-        self._prompt_cache.clear()
 
     # ------------------------------------------------------------------ prompts
 
-    def _tokenize(self, text: str, add_bos: bool) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (L.llama_token * cap)()
-        n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
-        if n < 0:
-            cap = -n
-            buf = (L.llama_token * cap)()
-            n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
-        return list(buf[:n])
-
-    def _render_tokens(self, text: str) -> list[int]:
-        # templates usually write the BOS text themselves; add the token only when the model wants one and it is missing
-        add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
-        return self._tokenize(text, add_bos)
+    def _started(self) -> LlamaContext:
+        if self._llama is None:
+            raise CoreError(f"core {self.name} is not started")
+        return self._llama
 
     def _prompt(self, request: LLMRequest) -> list[int]:
         """The request's prompt tokens (rendered with the chat template; cached per request object)."""
-        if self._template is None:
-            raise CoreError(f"core {self.name} is not started")
-        key = id(request)
-        hit = self._prompt_cache.get(key)
-        if hit is not None and hit[0] is request:
-            self._prompt_cache.move_to_end(key)
-            return hit[1]
-        tokens = self._render_tokens(self._template.render(with_tool_instructions(request)))
-        self._prompt_cache[key] = (request, tokens)
-        while len(self._prompt_cache) > 512:
-            self._prompt_cache.popitem(last=False)
-        return tokens
-
-    def _system_prefix_len(self, request: LLMRequest, tokens: np.ndarray) -> int:
-        """How many leading prompt tokens depend only on the system message (0 without one)."""
-        messages = with_tool_instructions(request)
-        if messages[0].role != "system" or not messages[0].content or self._template is None:
-            return 0
-        system = messages[0].content
-        ptoks = self._system_prefix_cache.get(system)
-        if ptoks is None:
-            try:
-                ptoks = self._render_tokens(self._template.system_prefix(system))
-            except AIOSError:
-                ptoks = []
-            self._system_prefix_cache[system] = ptoks
-            while len(self._system_prefix_cache) > 256:
-                self._system_prefix_cache.popitem(last=False)
-        else:
-            self._system_prefix_cache.move_to_end(system)
-        return min(common_prefix(np.asarray(ptoks, dtype=np.int32), tokens), tokens.shape[0] - 1)
+        return self._started().prompts.prompt(request)
 
     def prompt_tokens(self, request: LLMRequest) -> list[int]:
         """The exact prompt tokens this core decodes for ``request`` (its chat template applied), e.g. to feed another engine the same input."""
@@ -630,7 +432,8 @@ class LlamaCppCore(BatchingCore):
             )
         grammar = grammar_for(request)
         if grammar is not None and grammar not in self._checked_grammars:
-            TokenChooser(self._vocab, self._n_vocab, temperature=0.0, top_p=1.0, seed=0, grammar=grammar).free()
+            llama = self._started()
+            TokenChooser(llama.vocab, llama.prompts.n_vocab, temperature=0.0, top_p=1.0, seed=0, grammar=grammar).free()
             self._checked_grammars.add(grammar)
 
     def _need(self, gen_id: str, request: LLMRequest, resume: Snapshot | None) -> int:
@@ -677,7 +480,15 @@ class LlamaCppCore(BatchingCore):
         Benchmarks need it to give every engine the same number of tokens to make; the end-of-generation
         tokens and the template's turn markers are masked, as llama-server masks its end-of-generation tokens.
         """
-        return self._end_tokens if request.extra.get("ignore_eos") else None
+        return self._started().prompts.end_tokens if request.extra.get("ignore_eos") else None
+
+    def _new_chooser(self, request: LLMRequest, seed: int) -> TokenChooser:
+        """The sampler of a sequence of ``request`` (admitted or restored)."""
+        llama = self._started()
+        return TokenChooser(
+            llama.vocab, llama.prompts.n_vocab, temperature=request.temperature, top_p=request.top_p,
+            seed=seed, grammar=grammar_for(request), banned=self._banned(request),
+        )
 
     def _seed(self, request: LLMRequest) -> int:
         if request.seed is not None:
@@ -706,10 +517,7 @@ class LlamaCppCore(BatchingCore):
             limit = len(tokens) + request.max_tokens
             if not self._ledger.make_room(need, entry):
                 return
-            chooser = TokenChooser(
-                self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
-                seed=self._seed(request), grammar=grammar_for(request), banned=self._banned(request),
-            )
+            chooser = self._new_chooser(request, self._seed(request))
         except AIOSError as exc:
             self._finish(seq, Chunk(finish_reason="error", error=exc))
             return
@@ -730,10 +538,10 @@ class LlamaCppCore(BatchingCore):
             self._metrics.restore_seconds += time.perf_counter() - t0
         st = _SeqState(
             slot=slot, tokens=list(tokens), n_prompt=len(tokens), n_past=n_past, chooser=chooser,
-            detok=Detokenizer(self._vocab), grant=grant, source=CellSource(entry, shared),
+            detok=Detokenizer(self._started().vocab), grant=grant, source=CellSource(entry, shared),
         )
         if self._prefix.enabled:
-            st.publish = self._prefix.publish_length(arr, self._system_prefix_len(request, arr), shared)
+            st.publish = self._prefix.publish_length(arr, self._started().prompts.system_prefix_len(request, arr), shared)
         seq.state = st
         seq.prompt_tokens = len(tokens)
         seq.cached_tokens = n_past
@@ -817,44 +625,39 @@ class LlamaCppCore(BatchingCore):
     def _head_takes(self, plan: _Plan, n_decoding: int) -> bool:
         """Whether the greedy output head will take this step's decode, before guesses (which only add rows): by
         the sequences that read a pick (decoding, or ending their prompt)."""
-        if self._head is None:
+        head = self._started().head
+        if head is None:
             return False
         ends = [seq for seq, start, n in plan.items[n_decoding:] if start + n == len(seq.state.tokens)]
         reading = [seq for seq, _, _ in plan.items[:n_decoding]] + ends
-        return self._head.takes(len(reading), all(seq.state.chooser.verifies_guesses for seq in reading))
+        return head.takes(len(reading), all(seq.state.chooser.verifies_guesses for seq in reading))
 
     def _run_plan(self, plan: _Plan) -> list[tuple[EngineSeq, list[int]]]:
         """Engine thread: one llama_decode over the planned tokens, then the picked tokens of each sequence whose
         input is complete: one, and one more for each of its guessed tokens kept."""
+        llama = self._started()
+        batch = llama.batch
         k = 0
         outputs: list[tuple[EngineSeq, int]] = []
         for seq, start, n in plan.items:
             st: _SeqState = seq.state
-            rows = st.tokens[start : start + n] + plan.guesses.get(seq.id, [])
-            m = len(rows)
-            self._b_token[k : k + m] = rows
-            self._b_pos[k : k + m] = np.arange(start, start + m, dtype=np.int32)
-            self._b_nseq[k : k + m] = 1
-            self._b_logits[k : k + m] = 0
-            for j in range(k, k + m):
-                self._b_seq[j][0] = st.slot
+            first = k
+            k = batch.put(k, st.tokens[start : start + n] + plan.guesses.get(seq.id, []), start, st.slot)
             if start + n == len(st.tokens):
-                self._b_logits[k + n - 1 : k + m] = 1
-                outputs.append((seq, k + n - 1))
-            k += m
+                batch.logits[first + n - 1 : k] = 1
+                outputs.append((seq, first + n - 1))
         # from the rows that compute logits, guessed tokens' too: a sequence alone with a run of guesses is the
         # head's from fast_head_rows rows (counting the sequences instead was slower at 8 agents, see docs)
-        head = self._head is not None and self._head.arm(
-            self._head.takes(int(np.count_nonzero(self._b_logits[:k])), all(seq.state.chooser.verifies_guesses for seq, _ in outputs))
+        head = llama.head is not None and llama.head.arm(
+            llama.head.takes(int(np.count_nonzero(batch.logits[:k])), all(seq.state.chooser.verifies_guesses for seq, _ in outputs))
         )
         if self.even_logits and not head:  # the head's cost hardly depends on the rows: nothing to even out
-            self._metrics.marked_rows += even_outputs(self._b_logits, k, self.n_ubatch)
-        self._batch.n_tokens = k
+            self._metrics.marked_rows += even_outputs(batch.logits, k, self.n_ubatch)
         t0 = time.perf_counter()
-        rc = L.llama_decode(self._ctx, self._batch)
+        rc = llama.decode(k)
         if rc != 0:
-            if self._head is not None:
-                self._head.arm(False)
+            if llama.head is not None:
+                llama.head.arm(False)
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
         self._metrics.decode_seconds += time.perf_counter() - t0
         picks = self._head_picks(outputs, plan, k) if head else None
@@ -893,7 +696,8 @@ class LlamaCppCore(BatchingCore):
 
     def _head_picks(self, outputs: list[tuple[EngineSeq, int]], plan: _Plan, k: int) -> dict[int, int] | None:
         """The greedy head's picks for every row a sequence reads this step (its last row and its guesses')."""
-        assert self._head is not None
+        head = self._started().head
+        assert head is not None
         rows: list[int] = []
         banned: list[np.ndarray | None] = []
         for seq, i in outputs:
@@ -901,24 +705,21 @@ class LlamaCppCore(BatchingCore):
             rows += range(i, i + n)
             banned += [seq.state.chooser.banned] * n
         t0 = time.perf_counter()
-        picks = self._head.picks(self._b_logits[:k], rows, banned)
+        picks = head.picks(self._started().batch.logits[:k], rows, banned)
         if picks is not None:
             m = self._metrics
             m.head_seconds += time.perf_counter() - t0
             m.head_rows += len(rows)
-            m.head_close_tokens += sum(self._head.head.last_close)
+            m.head_close_tokens += sum(head.head.last_close)
         return picks
 
     def _pick(self, st: _SeqState, row: int, n_generated: int, picks: dict[int, int] | None) -> int:
         """A sequence's next token from batch row ``row``: the greedy head's pick, else its chooser's on llama.cpp's logits."""
-        return picks[row] if picks is not None else st.chooser.choose(self._logits(row), n_generated)
-
-    def _logits(self, row: int) -> np.ndarray:
-        return np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+        return picks[row] if picks is not None else st.chooser.choose(self._started().logits(row), n_generated)
 
     def _ends(self, token: int) -> bool:
         """Whether the model's turn ends with ``token`` (end of generation, or the start of another turn)."""
-        return bool(L.llama_vocab_is_eog(self._vocab, token)) or token in self._turn_markers
+        return self._started().prompts.ends(token)
 
     def _prefilling(self, seq: EngineSeq) -> bool:
         st = seq.state
@@ -988,10 +789,7 @@ class LlamaCppCore(BatchingCore):
         if not self._ledger.has_slot() or not self._ledger.make_room(self._ledger.first_reserve(len(tokens), limit)):
             return  # stays unrestored; the engine loop asks again before the next step
         self._ledger.forget_paused(seq.id)
-        chooser = TokenChooser(
-            self._vocab, self._n_vocab, temperature=request.temperature, top_p=request.top_p,
-            seed=int(state["seed"]), grammar=grammar_for(request), banned=self._banned(request),
-        )
+        chooser = self._new_chooser(request, int(state["seed"]))
         chooser.replay(tokens[n_prompt:])
         slot, grant = self._ledger.claim(len(tokens), limit)
         self._kv.drop(slot)
@@ -1008,7 +806,7 @@ class LlamaCppCore(BatchingCore):
         self._metrics.restore_seconds += time.perf_counter() - t0
         seq.state = _SeqState(
             slot=slot, tokens=tokens, n_prompt=n_prompt, n_past=n_past, chooser=chooser,
-            detok=Detokenizer(self._vocab, state.get("utf8_pending", b"")), grant=grant,
+            detok=Detokenizer(self._started().vocab, state.get("utf8_pending", b"")), grant=grant,
         )
         seq.prefilled = True
 

@@ -45,9 +45,12 @@ from __future__ import annotations
 import ctypes
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from aios_core.cores.llamacpp_native_tap import NativeTap
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,10 @@ Q8_0_BLOCK = 32
 # struct ggml_tensor (ggml.h): type, buffer, ne[4], nb[4], op, op_params[16], flags, src[10], view_src,
 # view_offs, data, name[64] on a 64-bit platform. The tap takes nothing from a tensor whose shape or strides do
 # not fit, and the head is checked against llama.cpp at load (:meth:`OutputHead.build`).
-_NE_OFFSET = 16
-_NB_OFFSET = 48
-_DATA_OFFSET = 248
-_NAME_OFFSET = 256
+TENSOR_NE_OFFSET = 16
+TENSOR_NB_OFFSET = 48
+TENSOR_DATA_OFFSET = 248
+TENSOR_NAME_OFFSET = 256
 
 #: the int8 pass's output is scale * integer sum in float32: within two roundings (2 * 2**-24) of it, with room
 _OUT_REL = 2.0**-22
@@ -325,6 +328,9 @@ class HiddenTap:
     ``active`` is False it wants nothing, and llama.cpp computes as if it were not there.
     """
 
+    #: what goes into the context's ``cb_eval_user_data`` (nothing: the callback is a bound method)
+    user_data = None
+
     def __init__(self, n_embd: int) -> None:
         import llama_cpp as L
 
@@ -339,13 +345,13 @@ class HiddenTap:
     def _on_node(self, tensor: int | None, ask: bool, user_data: Any) -> bool:
         if not self.active or not tensor:
             return False
-        if ctypes.string_at(tensor + _NAME_OFFSET, len(HIDDEN_NODE) + 1) != HIDDEN_NODE + b"\0":
+        if ctypes.string_at(tensor + TENSOR_NAME_OFFSET, len(HIDDEN_NODE) + 1) != HIDDEN_NODE + b"\0":
             return False
         if ask:
             return True
-        ne = (ctypes.c_int64 * 2).from_address(tensor + _NE_OFFSET)
-        nb = (ctypes.c_size_t * 2).from_address(tensor + _NB_OFFSET)
-        data = ctypes.c_void_p.from_address(tensor + _DATA_OFFSET).value
+        ne = (ctypes.c_int64 * 2).from_address(tensor + TENSOR_NE_OFFSET)
+        nb = (ctypes.c_size_t * 2).from_address(tensor + TENSOR_NB_OFFSET)
+        data = ctypes.c_void_p.from_address(tensor + TENSOR_DATA_OFFSET).value
         if ne[0] != self.n_embd or nb[0] != 4 or nb[1] != 4 * ne[0] or not data:
             # not the layout this module reads: take nothing, let llama.cpp finish (the caller falls back)
             self._rows.append(np.empty((0, self.n_embd), dtype=np.float32))
@@ -370,7 +376,7 @@ class OutputHead:
     context exists: its float dimensions come from hidden states of that context's model.
     """
 
-    def __init__(self, blocks: np.ndarray, tap: HiddenTap, min_rows: int, threads: int = 1) -> None:
+    def __init__(self, blocks: np.ndarray, tap: HiddenTap | NativeTap, min_rows: int, threads: int = 1) -> None:
         self.blocks = blocks
         self.tap = tap
         self.min_rows = min_rows
@@ -481,12 +487,21 @@ def output_matrix(path: Path, n_vocab: int, n_embd: int) -> np.ndarray | None:
     return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
 
 
-def head_for_model(path: Path, model: Any, min_rows: int, threads: int) -> OutputHead | None:
+def head_for_model(path: Path, model: Any, min_rows: int, threads: int, *, max_rows: int = 512, native: bool = True) -> OutputHead | None:
     """The greedy head of a loaded llama.cpp model, to be built (:meth:`OutputHead.build`) once its context exists
-    (the tap's ``callback`` goes into the context's ``cb_eval``), or None when the model's output layer is not one
-    the head reads."""
+    (the tap's ``callback`` and ``user_data`` go into the context's ``cb_eval`` and ``cb_eval_user_data``), or None
+    when the model's output layer is not one the head reads. ``native``: the tap in C
+    (:mod:`aios_core.cores.llamacpp_native_tap`, for decodes of at most ``max_rows`` output rows) where it can be
+    compiled, else in Python."""
     import llama_cpp as L
 
     n_embd = L.llama_model_n_embd(model)
     blocks = output_matrix(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd)
-    return OutputHead(blocks, HiddenTap(n_embd), min_rows, threads) if blocks is not None else None
+    if blocks is None:
+        return None
+    tap: HiddenTap | NativeTap | None = None
+    if native:
+        from aios_core.cores.llamacpp_native_tap import native_tap
+
+        tap = native_tap(n_embd, max_rows)
+    return OutputHead(blocks, tap or HiddenTap(n_embd), min_rows, threads)

@@ -1,6 +1,6 @@
 """What a ``llama_decode`` costs by the size of llama.cpp's micro-batches, on a KV cache as decoding leaves it.
 
-    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4] [--streams 63] [--tap] [--busy]
+    python -m aios.bench.studies.ubatch [--threads 1] [--ubatch 512 63 60] [--rounds 4] [--streams 63] [--tap] [--native-tap] [--busy]
 
 ggml's CPU flash attention changes kernel at 64 query rows in a micro-batch: below, each row skips the
 cells its mask hides; from 64 on, a tile of 64 cells is skipped only when every row of the 64-row tile is
@@ -26,8 +26,10 @@ unpatched wheel's, say).
 
 ``--tap`` adds a context like the first ``--ubatch`` one with an eval callback that takes nothing (what the
 greedy head's tap is while the head does not take a decode): ggml calls it, in Python, for every node of
-every graph. ``--busy`` keeps a Python thread spinning while every batch is timed, as the kernel's loop
-is when agents run in its process: each of those calls then waits for the GIL.
+every graph. ``--native-tap`` adds one with the greedy head's C callback
+(:mod:`aios_core.cores.llamacpp_native_tap`), idle too: ggml calls it as often, without the GIL.
+``--busy`` keeps a Python thread spinning while every batch is timed, as the kernel's loop is when agents
+run in its process: each call of the Python callback then waits for the GIL.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class Engine:
     """One llama.cpp context and the positions of its sequences."""
 
     def __init__(self, model: Any, ubatch: int, threads: int, sequences: int, eval_callback: Any = None,
-                 stream_cells: int = 0) -> None:
+                 stream_cells: int = 0, eval_user_data: Any = None) -> None:
         """``stream_cells``: one KV stream of that many cells per sequence instead of the unified cache."""
         params = L.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = N_CTX, N_BATCH, ubatch, N_SEQ_MAX
@@ -68,6 +70,7 @@ class Engine:
         params.swa_full, params.kv_unified, params.no_perf = True, not stream_cells, True
         if eval_callback is not None:  # ggml's eval callback (the greedy head's tap), kept alive by the caller
             params.cb_eval = eval_callback
+            params.cb_eval_user_data = eval_user_data
         self.ctx = L.llama_init_from_model(model, params)
         if not self.ctx:
             raise SystemExit(f"llama.cpp could not create a context with n_ubatch={ubatch}")
@@ -145,7 +148,7 @@ def _take_nothing(tensor: Any, ask: bool, user_data: Any) -> bool:
 
 
 def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: int, rounds: int, command: str = "",
-        streams: int = 0, tap: bool = False, busy: bool = False) -> dict[str, Any]:
+        streams: int = 0, tap: bool = False, busy: bool = False, native_tap: bool = False) -> dict[str, Any]:
     load = os.getloadavg()
     model = load_model(default_model_path())
     engines = {str(u): Engine(model, u, threads, sequences) for u in ubatches}
@@ -156,6 +159,15 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
     callback = L.ggml_backend_sched_eval_callback(_take_nothing) if tap else None  # alive until the contexts go
     if callback is not None:
         engines[f"{ubatches[0]} tap"] = Engine(model, ubatches[0], threads, sequences, callback)
+    native = None  # alive until the contexts go, like the callback
+    if native_tap:
+        from aios_core.cores.llamacpp_native_tap import native_tap as make_native_tap
+
+        native = make_native_tap(L.llama_model_n_embd(model), N_BATCH)
+        if native is None:
+            raise SystemExit("--native-tap: the C callback could not be compiled or loaded here (see the log)")
+        engines[f"{ubatches[0]} native tap"] = Engine(model, ubatches[0], threads, sequences, native.callback,
+                                                      eval_user_data=native.user_data)
     for key, engine in engines.items():
         print(f"filling the cache of n_ubatch={key}: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
         engine.fill(prompt, decode)
@@ -185,7 +197,8 @@ def run(ubatches: list[int], threads: int, sequences: int, prompt: int, decode: 
         # which build ran: the wheel's (with scripts/patches) or one chosen by $LLAMA_CPP_LIB_PATH
         "ggml_cpu_library": loaded_library("libggml-cpu"),
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "rounds": rounds,
-                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches, "streams": streams, "tap": tap, "busy": busy},
+                    "n_ctx": N_CTX, "n_batch": N_BATCH, "ubatch": ubatches, "streams": streams, "tap": tap, "native_tap": native_tap,
+                    "busy": busy},
         "cells_per_sequence": prompt + decode,
         "median_ms": {u: {name: round(1000 * statistics.median(v), 1) for name, v in per.items()} for u, per in times.items()},
         "seconds": times,
@@ -235,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=0, metavar="U",
                         help="also time a context with one KV stream per sequence and n_ubatch U (default: none)")
     parser.add_argument("--tap", action="store_true", help="also time a context with an eval callback that takes nothing")
+    parser.add_argument("--native-tap", action="store_true",
+                        help="also time a context with the greedy head's C eval callback, taking nothing")
     parser.add_argument("--busy", action="store_true", help="keep a Python thread busy while timing")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -246,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
     command = "python -m aios.bench.studies.ubatch " + " ".join(sys.argv[1:] if argv is None else argv)
     result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command, args.streams,
-                 args.tap, args.busy)
+                 args.tap, args.busy, args.native_tap)
     Console(width=140).print(render(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"ubatch-{time.strftime('%Y%m%d-%H%M%S')}.json"

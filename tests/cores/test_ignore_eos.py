@@ -47,7 +47,7 @@ async def test_the_core_masks_end_tokens_only_when_asked() -> None:
         request = LLMRequest(messages=[Message(role="user", content="Say hi.")], max_tokens=9, extra={"ignore_eos": True})
         banned = core._banned(request)
         assert banned is not None
-        ends = {core._tokenize(m, False)[0] for m in ("<start_of_turn>", "<end_of_turn>", "<eos>")}
+        ends = {core._llama.prompts.tokenize(m, False)[0] for m in ("<start_of_turn>", "<end_of_turn>", "<eos>")}
         assert ends <= set(banned.tolist())
         assert core._banned(request.model_copy(update={"extra": {}})) is None
         n, finish = 0, None

@@ -220,7 +220,7 @@ async def exact():
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_context_computes_micro_batches_of_63_tokens(core):
-    assert llama_cpp.llama_n_ubatch(core._ctx) == 63 and llama_cpp.llama_n_batch(core._ctx) == 512
+    assert llama_cpp.llama_n_ubatch(core._llama.ctx) == 63 and llama_cpp.llama_n_batch(core._llama.ctx) == 512
 
 
 @pytest.mark.model
@@ -233,7 +233,7 @@ async def test_chat_answers_with_prompt_usage(core):
     assert sum(c.tokens for c in chunks) <= 12
     assert core.stats().extra["slots_free"] == 8
     # the template's turn markers end a generation like end-of-generation tokens do
-    assert {core._tokenize(m, False)[0] for m in ("<start_of_turn>", "<end_of_turn>")} <= core._turn_markers
+    assert {core._llama.prompts.tokenize(m, False)[0] for m in ("<start_of_turn>", "<end_of_turn>")} <= core._llama.prompts.turn_markers
 
 
 @pytest.mark.model
@@ -520,7 +520,7 @@ async def test_cancel_mid_generation_frees_the_slot_and_kv(core):
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
 async def test_engine_failure_fails_the_batch_retryably_and_the_core_recovers(core, monkeypatch):
-    import aios_core.cores.llamacpp as mod
+    import aios_core.cores.llamacpp_context as mod
 
     real_decode = mod.L.llama_decode
     calls = {"n": 0}
@@ -547,9 +547,9 @@ async def test_detokenizer_never_splits_a_character(core):
     from aios_core.cores.llamacpp_sampling import Detokenizer
 
     text = "naïve café 日本語 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🙂🚀"
-    tokens = core._tokenize(text, False)
+    tokens = core._llama.prompts.tokenize(text, False)
     assert len(tokens) > len(text.split())  # some characters span several (byte) tokens
-    detok = Detokenizer(core._vocab)
+    detok = Detokenizer(core._llama.vocab)
     pieces = [detok.piece(t) for t in tokens]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)

@@ -268,7 +268,7 @@ async def test_the_head_gives_llama_cpps_picks_for_a_batch_of_sequences(monkeypa
 
     def compare(self, st, row, n_generated, picks):  # noqa: ANN001, ANN202
         if picks is not None:
-            checked.append(picks[row] == int(np.argmax(self._logits(row))))
+            checked.append(picks[row] == int(np.argmax(self._llama.logits(row))))
         return pick(self, st, row, n_generated, picks)
 
     monkeypatch.setattr(OutputHead, "arm", arm_and_compute)
@@ -306,7 +306,7 @@ async def test_a_head_that_disagrees_at_load_is_not_used(caplog, monkeypatch):
 
     monkeypatch.setattr(LlamaCppCore, "start", start_then_count)
     with caplog.at_level(logging.WARNING):
-        got, core = await texts(1, n_ubatch=1)
+        got, core = await texts(1, n_ubatch=1, native_tap=False)  # the Python tap (the C one: test_llamacpp_native_tap)
     assert core.metrics().head_rows == 0 and "llama.cpp computes every output layer" in caplog.text
     assert calls["load"] > 0 and calls["after"] == 0, calls  # the probe ran through the tap, nothing since
     expected, _ = await texts(0, n_ubatch=1)
