@@ -12,10 +12,11 @@ and stops the graph there when asked.
 
 The C file is compiled on first use with the system's C compiler (``$CC``,
 else ``cc``) into the user cache, keyed by the source and the machine, as a
-few lines of C with no header but the C library's. Without a compiler, or
-with ``AIOS_NATIVE_TAP=0``, :func:`native_tap` returns None and the head uses
-the Python tap; the load-time check of the head (its picks against
-llama.cpp's) covers either.
+few lines of C with no header but the C library's. A compiled file is loaded
+only if this user owns it and nobody else can write it or its directory (its
+path is predictable). Without a compiler, or with ``AIOS_NATIVE_TAP=0``,
+:func:`native_tap` returns None and the head uses the Python tap; the load-time
+check of the head (its picks against llama.cpp's) covers either.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def native_tap_library() -> Any:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + f"{compiler} {platform.machine()} {platform.system()}".encode()).hexdigest()[:12]
     out = cache_dir() / f"llamacpp_native_tap-{key}.so"
+    if out.is_file() and not _trusted(out):
+        log.warning("%s is not this user's alone (owner or write permission): not loaded; the greedy head's tap runs "
+                    "in Python. Remove it to have it compiled again.", out)
+        return None
     if not out.is_file():
         if compiler is None:
             log.info("no C compiler ($CC, cc, gcc): the greedy head's tap runs in Python (a little slower when the "
@@ -112,6 +117,16 @@ def native_tap_library() -> Any:
         log.warning("could not load %s (%s): the greedy head's tap runs in Python", out, exc)
         return None
     return lib
+
+
+def _trusted(path: Path) -> bool:
+    """Whether code at ``path`` may be loaded into the kernel: owned by this user, and neither it nor its directory
+    writable by anyone else (the path is predictable, so a file planted there by another user must not run)."""
+    for p in (path, path.parent):
+        info = p.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return False
+    return True
 
 
 class NativeTap:

@@ -139,6 +139,29 @@ def test_without_a_compiler_or_turned_off_the_head_gets_the_python_tap(tmp_path,
         nt.native_tap_library.cache_clear()
 
 
+def test_a_library_others_could_have_written_is_not_loaded(library, tmp_path, caplog):
+    """The library's path is predictable: a file another user could have planted or changed must not run in the kernel."""
+    [built] = (tmp_path / "native").glob("llamacpp_native_tap-*.so")
+
+    def load():  # noqa: ANN202
+        nt.native_tap_library.cache_clear()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            return nt.native_tap_library()
+
+    try:
+        built.chmod(0o777)  # anyone could have changed the library
+        assert load() is None and "not this user's alone" in caplog.text
+        built.chmod(0o755)
+        built.parent.chmod(0o777)  # anyone could have replaced it
+        assert load() is None and "not this user's alone" in caplog.text
+        built.parent.chmod(0o755)
+        assert load() is not None  # this user's, written by nobody else
+    finally:
+        built.parent.chmod(0o755)
+        built.chmod(0o755)
+
+
 # --------------------------------------------------------------------------- with the model
 
 from test_llamacpp_head import requests, text_of, texts  # noqa: E402 - tests/cores is on the path
