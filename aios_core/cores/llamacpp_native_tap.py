@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 from functools import lru_cache
@@ -78,7 +79,9 @@ def _compile(compiler: str, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], check=True, capture_output=True, timeout=120)
+        # $CC may carry words of its own ("ccache gcc", "gcc -m64"), as make reads it
+        command = [*shlex.split(compiler), "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
         os.replace(tmp, out)  # another process compiling the same source writes the same bytes
     finally:
         tmp.unlink(missing_ok=True)
@@ -106,7 +109,7 @@ def native_tap_library() -> Any:
             return None
         try:
             _compile(compiler, out)
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:  # ValueError: $CC shlex cannot split
             detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else exc
             log.warning("could not compile %s with %s (%s): the greedy head's tap runs in Python", SOURCE.name, compiler, detail)
             return None

@@ -128,6 +128,9 @@ def test_without_a_compiler_or_turned_off_the_head_gets_the_python_tap(tmp_path,
         with caplog.at_level(logging.WARNING):
             assert nt.native_tap_library() is None
         assert "internal error" in caplog.text and not list((tmp_path / "native").glob("*"))
+        monkeypatch.setenv("CC", 'cc "-O0')  # a quote left open: refused, not raised
+        nt.native_tap_library.cache_clear()
+        assert nt.native_tap_library() is None
         monkeypatch.delenv("CC")
         monkeypatch.setenv("PATH", str(tmp_path))  # no cc, no gcc
         nt.native_tap_library.cache_clear()
@@ -135,6 +138,17 @@ def test_without_a_compiler_or_turned_off_the_head_gets_the_python_tap(tmp_path,
         monkeypatch.setenv(nt.DISABLE_ENV, "0")
         nt.native_tap_library.cache_clear()
         assert nt.native_tap_library() is None
+    finally:
+        nt.native_tap_library.cache_clear()
+
+
+def test_cc_may_carry_words_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_NATIVE_CACHE", str(tmp_path / "native"))
+    monkeypatch.delenv(nt.DISABLE_ENV, raising=False)
+    monkeypatch.setenv("CC", "env cc")  # as "ccache gcc" is written
+    nt.native_tap_library.cache_clear()
+    try:
+        assert nt.native_tap_library() is not None
     finally:
         nt.native_tap_library.cache_clear()
 
