@@ -76,7 +76,7 @@ def cache_dir() -> Path:
 
 
 def _compile(compiler: str, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
         # $CC may carry words of its own ("ccache gcc", "gcc -m64"), as make reads it
@@ -98,10 +98,6 @@ def native_tap_library() -> Any:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + f"{compiler} {platform.machine()} {platform.system()}".encode()).hexdigest()[:12]
     out = cache_dir() / f"llamacpp_native_tap-{key}.so"
-    if out.is_file() and not _trusted(out):
-        log.warning("%s is not this user's alone (owner or write permission): not loaded; the greedy head's tap runs "
-                    "in Python. Remove it to have it compiled again.", out)
-        return None
     if not out.is_file():
         if compiler is None:
             log.info("no C compiler ($CC, cc, gcc): the greedy head's tap runs in Python (a little slower when the "
@@ -113,6 +109,10 @@ def native_tap_library() -> Any:
             detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else exc
             log.warning("could not compile %s with %s (%s): the greedy head's tap runs in Python", SOURCE.name, compiler, detail)
             return None
+    if not _trusted(out):  # checked right before loading, whoever compiled it
+        log.warning("%s is not this user's alone (owner or write permission): not loaded; the greedy head's tap runs "
+                    "in Python. Remove it to have it compiled again.", out)
+        return None
     try:
         lib = ctypes.CDLL(str(out))
         lib.aios_native_tap_on_node.restype = ctypes.c_bool

@@ -169,6 +169,8 @@ def test_a_library_others_could_have_written_is_not_loaded(library, tmp_path, ca
         built.chmod(0o755)
         built.parent.chmod(0o777)  # anyone could have replaced it
         assert load() is None and "not this user's alone" in caplog.text
+        built.unlink()  # compiled again into the directory anyone could write to: not loaded either
+        assert load() is None and "not this user's alone" in caplog.text and built.is_file()
         built.parent.chmod(0o755)
         assert load() is not None  # this user's, written by nobody else
     finally:
