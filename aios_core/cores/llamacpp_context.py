@@ -98,18 +98,21 @@ class LlamaContext:
             L.llama_model_free(model)
             raise ConfigError(f"llama.cpp could not create a context with n_ctx={n_ctx}, n_batch={n_batch}; lower them")
         try:
-            prompts = PromptFormat(model, L.llama_model_get_vocab(model), template_override)
+            self = cls(model, ctx, PromptFormat(model, L.llama_model_get_vocab(model), template_override), DecodeBatch(n_batch))
         except BaseException:
             L.llama_free(ctx)
             L.llama_model_free(model)
             raise
-        self = cls(model, ctx, prompts, DecodeBatch(n_batch))
         # the context calls the head's tap for as long as it lives; a refused head's context is made again without it
         self._tap_owner = head
-        if head is not None and head.build(ctx, self.batch.raw, probe_tokens(self.vocab, n_batch), 0):
-            self.head = head
-        elif head is not None:
-            self._drop_tap(model, cparams)
+        try:
+            if head is not None and head.build(ctx, self.batch.raw, probe_tokens(self.vocab, n_batch), 0):
+                self.head = head
+            elif head is not None:
+                self._drop_tap(model, cparams)
+        except BaseException:  # the head's check failed in a way it does not report (torch, memory): free it all
+            self.close()
+            raise
         return self
 
     def _drop_tap(self, model: Any, cparams: Any) -> None:

@@ -311,3 +311,24 @@ async def test_a_head_that_disagrees_at_load_is_not_used(caplog, monkeypatch):
     assert calls["load"] > 0 and calls["after"] == 0, calls  # the probe ran through the tap, nothing since
     expected, _ = await texts(0, n_ubatch=1)
     assert got == expected
+
+
+@pytest.mark.model
+@pytest.mark.asyncio
+async def test_a_head_check_that_raises_fails_the_start_and_frees_what_the_load_made(monkeypatch):
+    import aios_core.cores.llamacpp_context as context
+
+    freed: list[str] = []
+    free_ctx, free_model, free_batch = context.L.llama_free, context.L.llama_model_free, context.L.llama_batch_free
+    monkeypatch.setattr(context.L, "llama_free", lambda ctx: (freed.append("context"), free_ctx(ctx)))
+    monkeypatch.setattr(context.L, "llama_model_free", lambda model: (freed.append("model"), free_model(model)))
+    monkeypatch.setattr(context.L, "llama_batch_free", lambda batch: (freed.append("batch"), free_batch(batch)))
+
+    def out_of_memory(self, *args):  # noqa: ANN001, ANN202
+        raise MemoryError("the head's pass could not be allocated")
+
+    monkeypatch.setattr(OutputHead, "build", out_of_memory)
+    core = LlamaCppCore(name="raising", n_ctx=1024, max_batch=2, n_threads=1, prefix_slots=0)
+    with pytest.raises(MemoryError, match="could not be allocated"):
+        await core.start()
+    assert sorted(freed) == ["batch", "context", "model"] and not core.loaded
