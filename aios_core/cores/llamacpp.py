@@ -666,8 +666,8 @@ class LlamaCppCore(BatchingCore):
         self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:
             seq.state.n_past = start + n
-        for st, entry, n in plan.publishes:
-            self._kv.share(st.slot, entry.slot, n)
+        for owner, entry, n in plan.publishes:
+            self._kv.share(owner.slot, entry.slot, n)
             entry.ready = True
         chosen: list[tuple[EngineSeq, list[int]]] = []
         for seq, i in outputs:
@@ -677,10 +677,12 @@ class LlamaCppCore(BatchingCore):
             guesses = plan.guesses.get(seq.id, [])
             kept = 0
             for guess in guesses:
+                lookup = st.lookup
+                assert lookup is not None  # a sequence's guesses come from its lookup (_plan)
                 # a guessed token is kept if the model picked it (and it does not end the turn): its cell then
                 # holds the right token, and the row's logits give the pick after it
                 right = picked[-1] == guess and not self._ends(guess)
-                st.lookup.record(right)
+                lookup.record(right)
                 if not right:
                     break
                 kept += 1
@@ -706,7 +708,7 @@ class LlamaCppCore(BatchingCore):
             banned += [seq.state.chooser.banned] * n
         t0 = time.perf_counter()
         picks = head.picks(self._started().batch.logits[:k], rows, banned)
-        if picks is not None:
+        if picks is not None and head.head is not None:  # picks come only from a head that passed its check
             m = self._metrics
             m.head_seconds += time.perf_counter() - t0
             m.head_rows += len(rows)

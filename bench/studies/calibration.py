@@ -1,13 +1,22 @@
 """Is the sim core a faithful model of the embedded engine? The scheduler study's setups on both, side by side.
 
     python -m aios.bench.studies.calibration [--agents 8] [--seed 0] [--max-batch 8] [--threads 1]
-    python -m aios.bench.studies.calibration --fit-only --profile-out bench/studies/profiles/gemma3-270m-cpu1.json
+    python -m aios.bench.studies.calibration --fit-only --clock cpu --core-option even_logits=false \
+        --profile-out bench/studies/profiles/gemma3-270m-cpu1.json
+    python -m aios.bench.studies.calibration --fit-only --clock cpu --core-option even_logits=false \
+        --core-option fast_head_rows=0 --profile-out bench/studies/profiles/gemma3-270m-cpu1-plain.json
 
 1. Fit the sim's step cost ``t0 + a * prefill_tokens + b * batch_size + c *
    context_tokens`` to the llamacpp core: time decode steps at batch sizes 1,
    2, 4, 8 and three context lengths (-> t0, b, c by non-negative least
    squares) and prefill steps of a few prompt lengths (-> a). ``--fit-only``
    stops here and writes the profile the scheduler study loads.
+   ``--core-option`` sets the core's options: the shipped profiles are fitted
+   with guessed tokens off (``even_logits=false``), because a step with guessed
+   rows costs what rows the calibration does not count and the line no longer
+   fits (R² 0.36 with them); the sim then credits AIOS with none of their gain.
+   With ``fast_head_rows=0`` too, llama.cpp computes every logits row itself:
+   the engine as llama-server runs it.
 2. Run a small agent trace (the scheduler study's generator, scaled down)
    under every setup of :mod:`aios.bench.studies.schedulers` (a..h) on the real llamacpp
    core, in real time.
@@ -34,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from aios.bench.metrics import percentile
+from aios.bench.studies.cli_options import key_value_options
 from aios.bench.studies.schedulers import Setup, setups
 from aios.bench.studies.workload import Program, make_trace
 
@@ -193,6 +203,19 @@ async def fit_costs(make_core: Any, *, batches: tuple[int, ...] = (1, 2, 4, 8), 
     }
 
 
+def engine_build() -> dict[str, Any]:
+    """Which llama.cpp the fit timed: the wheel's version and the patches it was built with (a profile outlives builds)."""
+    from aios.bench.suites.agents.llama_cpp_server import patches_hash
+
+    try:
+        import llama_cpp
+
+        version = getattr(llama_cpp, "__version__", None)
+    except ImportError:
+        version = None
+    return {"version": version, "patches": patches_hash()}
+
+
 def profile(costs: dict[str, Any], *, name: str, command: str, config: dict[str, Any]) -> dict[str, Any]:
     """The JSON profile the scheduler study loads (``--profile``): the fitted costs and how they were measured."""
     import os
@@ -237,9 +260,18 @@ RequestFor = Any  # (program, call index, fanout index) -> LLMRequest
 
 
 def real_request(program: Program, i: int) -> LLMRequest:
+    """The call on the real engine: its application's system prompt, then an input of its own.
+
+    The input opens with the program and call, so that nothing after the
+    system prompt is shared: llama.cpp's cache matches tokens, the sim's whole
+    messages, and inputs of the same filler words would let the real engine
+    share what the sim cannot (the sim's cached setups then seemed 30-60 %
+    slower than the engine).
+    """
     call = program.calls[i]
+    words = f"Task {program.agent}, call {i}: " + " ".join(["step"] * call.prompt_words)
     return LLMRequest(
-        messages=[{"role": "system", "content": program.system_prompt}, {"role": "user", "content": " ".join(["step"] * call.prompt_words)}],
+        messages=[{"role": "system", "content": program.system_prompt}, {"role": "user", "content": words}],
         max_tokens=call.output_tokens,
         temperature=0.0,
         seed=0,
@@ -492,18 +524,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="time steps by the wall clock, or by the CPU the process spent (one thread on a busy machine)")
     parser.add_argument("--profile-out", type=Path, default=None,
                         help="write the fitted costs as a sim profile here (the study's default: bench/studies/profiles/gemma3-270m-cpu1.json)")
+    parser.add_argument(
+        "--core-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of the llamacpp core (repeatable; JSON values), e.g. even_logits=false fast_head_rows=0 for the "
+             "engine as llama-server runs it (every logits row from llama.cpp's output layer, one token a step)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    core_options = dict(key_value_options(parser, "--core-option", args.core_option))
     console = Console(width=max(160, Console().width))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m aios.bench.studies.calibration " + " ".join(argv if argv is not None else sys.argv[1:])
-    config = {"engine": "llamacpp", "threads": args.threads, "n_ctx": args.n_ctx, "max_batch": args.max_batch, "seed": args.seed}
-    if args.fit_only:
-        from aios_core.cores.llamacpp import LlamaCppCore
+    config = {"engine": "llamacpp", "threads": args.threads, "n_ctx": args.n_ctx, "max_batch": args.max_batch, "seed": args.seed,
+              "core_options": core_options, "llama_cpp": engine_build()}
+    from aios_core.cores.llamacpp import LlamaCppCore
+    from aios_core.errors import ConfigError
 
-        def make_core(prefix_slots: int) -> Any:
-            return LlamaCppCore(n_ctx=args.n_ctx, max_batch=args.max_batch, n_threads=args.threads, seed=args.seed, prefix_slots=prefix_slots)
+    def make_core(prefix_slots: int) -> Any:
+        try:
+            return LlamaCppCore(n_ctx=args.n_ctx, max_batch=args.max_batch, n_threads=args.threads, seed=args.seed,
+                                prefix_slots=prefix_slots, **core_options)
+        except (TypeError, ConfigError) as exc:  # an option the core does not have, or a value it refuses
+            parser.error(f"--core-option: {exc}")
+
+    make_core(0)  # a bad option is a usage error before minutes of loading and timing
+    if args.fit_only:
 
         console.log("fitting the step cost on the llamacpp core")
         costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= args.max_batch), clock=args.clock))
@@ -519,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = calibrate(
         agents=args.agents, seed=args.seed, max_batch=args.max_batch, threads=args.threads, n_ctx=args.n_ctx,
-        arrival_rate=args.arrival_rate, progress=lambda msg: console.log(msg),
+        arrival_rate=args.arrival_rate, progress=lambda msg: console.log(msg), make_core=make_core,
     )
     result["profile"] = profile(result["fitted_costs"], name=f"llamacpp-{args.threads}thread", command=command, config=config)
     print_report(result, console)

@@ -25,6 +25,13 @@ ceiling of what scheduling can add to the cache. ``--scheduler-option`` sets PLA
 options of (f), (g) and (g2). The baseline that counts is (b2):
 an engine a user would run anyway.
 
+By default every setup runs on the same engine costs, so the setups differ
+only in scheduling and caching. ``--baseline-profile`` gives the setups
+without AIOS (a, b, b2) another engine's costs: fitted to llama.cpp as
+llama-server runs it (``profiles/gemma3-270m-cpu1-plain.json``), the study
+compares what a user gets, engine and order together, as the real-engine
+benchmarks do; each setup's slowdown is then reckoned on its own engine.
+
 Each setup gets its own lower bound (shared prefill only where that setup can
 share), and efficiency = bound / makespan. With ``--slo`` the study also finds
 the throughput at an SLO: the highest arrival rate at which the p99 of agent
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import shlex
@@ -43,7 +51,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,16 +67,35 @@ from aios_core.errors import ConfigError
 from aios_core.kernel import Kernel
 from aios_core.syscalls import LLMRequest, LLMSyscall
 
-#: the sim costs the study loads by default: fitted by the calibration command on this kind of machine
+#: the sim costs the study loads by default: AIOS's llama.cpp core as it ships (its greedy output head), fitted by
+#: the calibration command on this kind of machine
 DEFAULT_PROFILE = PROFILES / "gemma3-270m-cpu1.json"
+#: the same engine as llama-server runs it: llama.cpp's output layer on every row, one token a step
+PLAIN_PROFILE = PROFILES / "gemma3-270m-cpu1-plain.json"
 #: KV cells of the engine (the embedded llamacpp core's default context)
 KV_CAPACITY = 16384
 #: context of one sequence; agents drop their oldest turns to stay within it, as frameworks do
 CONTEXT_LENGTH = 8192
 #: entries the engine's prefix cache may hold (KV capacity is what bounds it in practice)
 PREFIX_ENTRIES = 100_000
-#: arrival rates (agents/s) that load the default 8-slot engine heavily but not hopelessly, per family
+#: arrival rates (agents/s) that loaded the 8-slot engine of the 2026-12-05 profile heavily but not hopelessly:
+#: (b2)'s calls spent 75-79 % of their time queued (seed 0). The default rates keep that load on any engine.
 DEFAULT_RATES = {"pareto": 0.2, "bimodal": 0.5, "replay": 0.4}
+#: seconds per token of that engine decoding a full batch of 8 (t0 18.3 ms + 8 x 11.2 ms, per 8 tokens)
+REFERENCE_TOKEN_SECONDS = (0.01827 + 8 * 0.011157) / 8
+
+
+def default_rate(family: str, baseline: SimCosts, max_batch: int = 8) -> float:
+    """The family's arrival rate, scaled by the baseline engine's decode capacity against the reference engine's.
+
+    The rates are a load, not a constant: on an engine twice as fast, the same
+    agents per second leave (b2) idle and no order has anything to do. So the
+    default offers the baseline engine (the one of the setups without AIOS) the
+    load the reference engine got: the rate times reference seconds per token
+    over this engine's, a full batch decoding (the context term left out).
+    """
+    token_seconds = baseline.step(batch=max_batch) / max_batch
+    return DEFAULT_RATES[family] * REFERENCE_TOKEN_SECONDS / token_seconds
 #: the SLO: p99 slowdown (completion / alone) at most this
 SLO_SLOWDOWN = 2.0
 
@@ -135,6 +162,35 @@ def _setups(max_batch: int) -> list[Setup]:
 
 SETUP_KEYS = [s.key for s in setups(1)]
 AIOS_KEYS = ("c", "d", "e", "f", "g", "g2")
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The step costs of the engine each setup runs on.
+
+    ``kernel`` is the engine behind AIOS's setups (c..h2, the kernel's own
+    core), ``baseline`` the engine the setups without AIOS call directly (a, b,
+    b2). By default both are the same profile, so the setups differ only in
+    scheduling and caching. On the real machine they are not the same engine:
+    AIOS's llama.cpp core computes greedy rows with its own output head, while
+    llama-server runs llama.cpp's output layer on every row. A baseline profile
+    fitted to that plain engine (``--baseline-profile``) makes the study compare
+    what a user gets, engine and scheduling together, as the real-engine benchmarks do.
+    """
+
+    kernel: SimCosts
+    baseline: SimCosts
+
+    @classmethod
+    def same(cls, costs: SimCosts) -> Engines:
+        return cls(costs, costs)
+
+    def for_setup(self, setup: Setup) -> SimCosts:
+        return self.baseline if setup.scheduler is None else self.kernel
+
+    @property
+    def differ(self) -> bool:
+        return self.kernel != self.baseline
 
 
 # --------------------------------------------------------------------------- what the agents send
@@ -478,17 +534,23 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def study(
-    agents: int, seed: int, max_batch: int, arrival_rate: float, costs: SimCosts, data_dir: Path, *,
+    agents: int, seed: int, max_batch: int, arrival_rate: float, costs: SimCosts | Engines, data_dir: Path, *,
     family: str = "pareto", only: list[str] | None = None, plas_options: tuple[tuple[str, Any], ...] = (),
 ) -> dict[str, Any]:
+    """Every setup (or ``only`` those) on one trace. Each setup runs on its engine's costs, and its slowdowns and
+    lower bound are reckoned on the same engine: a faster engine gets no credit in slowdown or the SLO."""
+    engines = costs if isinstance(costs, Engines) else Engines.same(costs)
     trace = make_family(family, agents=agents, seed=seed, arrival_rate=arrival_rate)
-    rows = [run_one(s, trace, max_batch, costs, data_dir) for s in setups(max_batch, plas_options) if only is None or s.key in only]
+    rows = [
+        run_one(s, trace, max_batch, engines.for_setup(s), data_dir)
+        for s in setups(max_batch, plas_options) if only is None or s.key in only
+    ]
     return {
         "kind": "aios-bench-schedulers",
         "config": {
             "family": family, "agents": agents, "seed": seed, "max_batch": max_batch, "arrival_rate": arrival_rate,
-            "costs": costs.as_dict(), "kv_capacity": KV_CAPACITY, "context_length": CONTEXT_LENGTH,
-            "plas_options": dict(plas_options),
+            "costs": engines.kernel.as_dict(), "baseline_costs": engines.baseline.as_dict(),
+            "kv_capacity": KV_CAPACITY, "context_length": CONTEXT_LENGTH, "plas_options": dict(plas_options),
         },
         "trace": describe(trace),
         "rows": rows,
@@ -670,6 +732,36 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def claim_stamp(out: Path) -> tuple[str, contextlib.AbstractContextManager[None]]:
+    """A time stamp for this run's files that no other run writing into ``out`` holds, and the claim on it.
+
+    Runs started in the same second (seeds in parallel) would otherwise write
+    the same file names, and the last to finish would silently replace the
+    other's results. The claim is a hidden file made exclusively and removed
+    when the run ends; a later run finds a free stamp by a suffix.
+    """
+    base = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        stamp = base if n == 1 else f"{base}-{n}"
+        marker = out / f".schedulers-{stamp}.claim"
+        if any(out.glob(f"schedulers-*-{stamp}.json")):
+            continue
+        try:
+            marker.touch(exist_ok=False)
+        except FileExistsError:
+            continue
+
+        @contextlib.contextmanager
+        def held(marker: Path = marker) -> Iterator[None]:
+            try:
+                yield
+            finally:
+                marker.unlink(missing_ok=True)
+
+        return stamp, held()
+    raise RuntimeError(f"no free time stamp for results in {out}")
+
+
 def _seeds(text: str) -> list[int]:
     out: list[int] = []
     for part in text.split(","):
@@ -689,8 +781,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="one seed (default 0); --seeds runs several")
     parser.add_argument("--seeds", default=None, help="seeds, e.g. 0-5 or 0,2,4")
     parser.add_argument("--max-batch", type=int, default=8, help="engine slots (the embedded core default)")
-    parser.add_argument("--arrival-rate", type=float, default=None, help=f"agents arriving per second (Poisson); default per family {DEFAULT_RATES}")
+    parser.add_argument("--arrival-rate", type=float, default=None, help=f"agents arriving per second (Poisson); default per family {DEFAULT_RATES} on the reference engine, "
+                             "scaled to the baseline engine's decode capacity (default_rate)")
     parser.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help="sim cost profile (JSON written by the calibration command)")
+    parser.add_argument(
+        "--baseline-profile", type=Path, default=None,
+        help="another profile for the setups without AIOS (a, b, b2), e.g. the engine as llama-server runs it "
+             f"({PLAIN_PROFILE.name}, beside the default profile); default: --profile for every setup",
+    )
     parser.add_argument("--setups", default=None, help=f"comma-separated subset of {','.join(SETUP_KEYS)} (default: all)")
     parser.add_argument("--slo", action="store_true", help="also find the throughput at the SLO for (b2) and (g)")
     parser.add_argument("--slo-agents", type=int, default=120, help="agents per probe of the SLO search")
@@ -720,25 +818,30 @@ def main(argv: list[str] | None = None) -> int:
         Kernel(cores=[], scheduler="plas", scheduler_options=dict(plas_options), entry_point_plugins=False).check()
     except ConfigError as exc:
         parser.error(f"--scheduler-option: {exc}")
-    costs = load_costs(args.profile)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        kernel_costs = load_costs(args.profile)
+        engines = Engines(kernel_costs, load_costs(args.baseline_profile) if args.baseline_profile else kernel_costs)
+    except ProfileError as exc:
+        parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
+    stamp, claim = claim_stamp(args.out)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="aios-study-") as tmp:
+    with claim, tempfile.TemporaryDirectory(prefix="aios-study-") as tmp:
         for family in families:
-            rate = args.arrival_rate if args.arrival_rate is not None else DEFAULT_RATES[family]
+            rate = args.arrival_rate if args.arrival_rate is not None else round(default_rate(family, engines.baseline, args.max_batch), 4)
             for seed in seeds:
                 result = study(
-                    args.agents, seed, args.max_batch, rate, costs, Path(tmp) / f"{family}-{seed}", family=family, only=only,
+                    args.agents, seed, args.max_batch, rate, engines, Path(tmp) / f"{family}-{seed}", family=family, only=only,
                     plas_options=plas_options,
                 )
                 if args.slo:
                     result["slo"] = {
-                        key: slo_throughput(s, family, args.slo_agents, seed, args.max_batch, costs, Path(tmp) / f"slo-{family}-{seed}")
-                        for s in setups(args.max_batch, plas_options) for key in [s.key] if key in ("b2", "g")
+                        s.key: slo_throughput(s, family, args.slo_agents, seed, args.max_batch, engines.for_setup(s), Path(tmp) / f"slo-{family}-{seed}")
+                        for s in setups(args.max_batch, plas_options) if s.key in ("b2", "g")
                     }
                     result["slo_config"] = {"agents": args.slo_agents, "slowdown_p99_at_most": SLO_SLOWDOWN}
                 result["profile"] = str(args.profile)
+                result["baseline_profile"] = str(args.baseline_profile or args.profile)
                 print_report(result)
                 if result.get("slo"):
                     b2, g = result["slo"]["b2"]["rate"], result["slo"]["g"]["rate"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from aios.bench.studies.calibration import calibrate, fit_decode, profile, small_trace
-from aios.bench.studies.schedulers import DEFAULT_PROFILE, ProfileError, load_costs
+from aios.bench.studies.calibration import calibrate, fit_decode, main, profile, small_trace
+from aios.bench.studies.schedulers import DEFAULT_PROFILE, PLAIN_PROFILE, ProfileError, load_costs
 
 from aios_core.cores.sim import SimCore, SimCosts
 
@@ -55,3 +55,23 @@ def test_the_study_loads_the_shipped_profile_and_refuses_broken_ones(tmp_path):
     bad.write_text(json.dumps({"costs": {"t0": -1}}))
     with pytest.raises(ProfileError, match="t0"):
         load_costs(bad)
+
+
+def test_the_shipped_profiles_name_the_engine_they_were_fitted_to():
+    # the kernel's core as it ships (its greedy head) and the same engine as llama-server runs it
+    kernel, plain = (json.loads(path.read_text()) for path in (DEFAULT_PROFILE, PLAIN_PROFILE))
+    assert kernel["config"]["core_options"].get("fast_head_rows", 1) != 0
+    assert plain["config"]["core_options"]["fast_head_rows"] == 0
+    for shipped in (kernel, plain):
+        assert "--core-option" in shipped["command"] and shipped["config"]["llama_cpp"]["patches"]
+        assert shipped["fit"]["r2_decode"] > 0.9  # a profile the linear model does not fit is not shipped
+    # llama.cpp's output layer on every row costs more per sequence than the head's greedy rows
+    assert load_costs(PLAIN_PROFILE).b > load_costs().b
+
+
+@pytest.mark.parametrize(("option", "says"), [("bogus=1", "bogus"), ("fast_head_rows=-1", "fast_head_rows must be >= 0"), ("even_logits", "KEY=VALUE")])
+def test_a_bad_core_option_is_a_usage_error_before_any_model_loads(option, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--fit-only", "--core-option", option, "--profile-out", str(tmp_path / "p.json")])
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()

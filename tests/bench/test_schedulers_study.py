@@ -4,10 +4,27 @@ engine's own prefix cache (b2) is a real baseline, and PLAS beats FIFO where pro
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
-from aios.bench.studies.schedulers import SETUP_KEYS, load_costs, lower_bound, main, setups, slo_throughput, study
+from aios.bench.studies.schedulers import (
+    DEFAULT_RATES,
+    PLAIN_PROFILE,
+    SETUP_KEYS,
+    Engines,
+    alone_times,
+    claim_stamp,
+    default_rate,
+    load_costs,
+    lower_bound,
+    main,
+    setups,
+    slo_throughput,
+    study,
+)
 from aios.bench.studies.workload import FAMILIES, WorkloadError, make_family
+
+from aios_core.cores.sim import SimCosts
 
 COSTS = load_costs()
 
@@ -116,3 +133,58 @@ def test_scheduler_options_reach_the_plas_setups_only_and_bad_ones_are_refused_u
             main(["--family", "replay", "--agents", "6", "--scheduler-option", bad, "--out", str(tmp_path / "bad")])
         assert exc.value.code == 2 and says in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+def test_setups_without_aios_run_on_the_baseline_engine_and_are_judged_against_it(tmp_path):
+    slower = replace(COSTS, b=COSTS.b * 2, t0=COSTS.t0 * 1.5)
+    engines = Engines(kernel=COSTS, baseline=slower)
+    assert engines.for_setup(setups(8)[2]) is slower and engines.for_setup(setups(8)[7]) is COSTS and engines.differ
+    mixed = study(20, 0, 8, 0.3, engines, tmp_path / "mixed", family="replay", only=["b2", "g"])
+    alike = study(20, 0, 8, 0.3, COSTS, tmp_path / "alike", family="replay", only=["b2", "g"])
+    slow = study(20, 0, 8, 0.3, slower, tmp_path / "slow", family="replay", only=["b2", "g"])
+    by = {name: {r["setup"]: r for r in res["rows"]} for name, res in [("mixed", mixed), ("alike", alike), ("slow", slow)]}
+    # (b2) is the run on the slower engine, (g) the run on the kernel's, to the last digit (virtual time)
+    assert by["mixed"]["b2"]["completion"] == by["slow"]["b2"]["completion"]
+    assert by["mixed"]["g"]["completion"] == by["alike"]["g"]["completion"]
+    assert by["mixed"]["b2"]["lower_bound"] == by["slow"]["b2"]["lower_bound"]
+    # slowdown is against the setup's own engine alone: the faster engine earns no credit there
+    trace = make_family("replay", agents=20, seed=0, arrival_rate=0.3)
+    assert max(alone_times(trace, slower).values()) > max(alone_times(trace, COSTS).values())
+    assert by["mixed"]["b2"]["slowdown_mean"] == by["slow"]["b2"]["slowdown_mean"]
+    assert mixed["config"]["baseline_costs"]["b"] == slower.b and mixed["config"]["costs"]["b"] == COSTS.b
+    assert alike["config"]["baseline_costs"] == alike["config"]["costs"]
+
+
+def test_the_command_takes_a_baseline_profile_and_refuses_a_missing_one(tmp_path, capsys):
+    assert main(["--family", "replay", "--agents", "6", "--setups", "b2,g", "--baseline-profile", str(PLAIN_PROFILE), "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("schedulers-replay-s0-*.json")
+    saved = json.loads(path.read_text())
+    assert saved["baseline_profile"] == str(PLAIN_PROFILE)
+    assert saved["config"]["baseline_costs"] == load_costs(PLAIN_PROFILE).as_dict() != saved["config"]["costs"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--family", "replay", "--agents", "6", "--baseline-profile", str(tmp_path / "nope.json"), "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2 and "nope.json is missing" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_default_rate_is_a_load_the_baseline_engine_gets_whatever_its_speed():
+    reference = SimCosts(t0=0.01827, a=0.005, b=0.011157, c=0.0)  # the engine the rates were chosen on
+    for family, rate in DEFAULT_RATES.items():
+        assert default_rate(family, reference) == pytest.approx(rate, rel=1e-3)
+        twice = replace(reference, t0=reference.t0 / 2, b=reference.b / 2)
+        assert default_rate(family, twice) == pytest.approx(2 * rate, rel=1e-3)
+    # with the plain engine as the baseline, the setups without AIOS get about the load they had
+    assert default_rate("replay", load_costs(PLAIN_PROFILE)) < default_rate("replay", COSTS)
+
+
+def test_runs_started_in_the_same_second_write_to_different_files(tmp_path):
+    first, held = claim_stamp(tmp_path)
+    second, other = claim_stamp(tmp_path)
+    with held, other:
+        assert first != second
+    assert not list(tmp_path.iterdir())  # the claims are gone once the runs end
+    (tmp_path / f"schedulers-replay-s0-{first}.json").write_text("{}")  # a finished run's results
+    third, claim = claim_stamp(tmp_path)
+    with claim:
+        assert third != first

@@ -90,6 +90,7 @@ def test_the_wheel_installs_one_namespace(wheel: Path) -> None:
     # data files travel with the wheel: offline task data, the sim's cost profile, the dashboard's pages
     assert any(n.startswith("aios/bench/suites/tasks/data/mint/") for n in names)
     assert "aios/bench/studies/profiles/gemma3-270m-cpu1.json" in names
+    assert "aios/bench/studies/profiles/gemma3-270m-cpu1-plain.json" in names
     assert {"aios_core/server/dashboard_static/index.html", "aios_core/server/dashboard_static/app.js"} <= set(names)
     assert any(n.startswith("aios_core/server/dashboard_static/views/") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
