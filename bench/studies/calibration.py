@@ -550,7 +550,6 @@ def main(argv: list[str] | None = None) -> int:
 
     make_core(0)  # a bad option is a usage error before minutes of loading and timing
     if args.fit_only:
-
         console.log("fitting the step cost on the llamacpp core")
         costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= args.max_batch), clock=args.clock))
         result = profile(costs, name=f"llamacpp-{args.threads}thread", command=command, config=config)

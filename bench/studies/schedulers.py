@@ -83,6 +83,8 @@ PREFIX_ENTRIES = 100_000
 DEFAULT_RATES = {"pareto": 0.2, "bimodal": 0.5, "replay": 0.4}
 #: seconds per token of that engine decoding a full batch of 8 (t0 18.3 ms + 8 x 11.2 ms, per 8 tokens)
 REFERENCE_TOKEN_SECONDS = (0.01827 + 8 * 0.011157) / 8
+#: the SLO: p99 slowdown (completion / alone) at most this
+SLO_SLOWDOWN = 2.0
 
 
 def default_rate(family: str, baseline: SimCosts, max_batch: int = 8) -> float:
@@ -96,8 +98,6 @@ def default_rate(family: str, baseline: SimCosts, max_batch: int = 8) -> float:
     """
     token_seconds = baseline.step(batch=max_batch) / max_batch
     return DEFAULT_RATES[family] * REFERENCE_TOKEN_SECONDS / token_seconds
-#: the SLO: p99 slowdown (completion / alone) at most this
-SLO_SLOWDOWN = 2.0
 
 
 class ProfileError(ValueError):
@@ -187,10 +187,6 @@ class Engines:
 
     def for_setup(self, setup: Setup) -> SimCosts:
         return self.baseline if setup.scheduler is None else self.kernel
-
-    @property
-    def differ(self) -> bool:
-        return self.kernel != self.baseline
 
 
 # --------------------------------------------------------------------------- what the agents send
