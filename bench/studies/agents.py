@@ -562,7 +562,7 @@ async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any
     work = Path(tempfile.mkdtemp(prefix="aios-agents-study-"))
     started = time.time()
     load = os.getloadavg()
-    patches = llama_cpp_server.patches_hash()
+    wheel = llama_cpp_server.wheel_record()
     try:
         await check_setups(options, work)
         levels = [await run_level(options, n, shared, work, console) for shared in options.shared for n in options.levels]
@@ -577,8 +577,7 @@ async def run_study(options: StudyOptions, console: Any = None) -> dict[str, Any
         "cpus": os.cpu_count(),
         # the builds that ran: the wheel set-up builds with this checkout's scripts/patches/llama.cpp, and the
         # llama-server binary as its own BUILD_FLAGS describe it ($AIOS_LLAMA_SERVER may be another build)
-        "llama_cpp": {"version": llama_cpp_server.LLAMA_VERSION, "patches": patches,
-                      "server": llama_cpp_server.build_record()},
+        "llama_cpp": {**wheel, "server": llama_cpp_server.build_record()},
         "levels": levels,
     }
 

@@ -46,6 +46,7 @@ from aios.bench.metrics import percentile
 from aios.bench.studies.cli_options import key_value_options
 from aios.bench.studies.schedulers import Setup, setups
 from aios.bench.studies.workload import Program, make_trace
+from aios.bench.suites.agents.llama_cpp_server import wheel_record
 
 from aios_core.clock import run_virtual
 from aios_core.cores.base import Generation
@@ -201,19 +202,6 @@ async def fit_costs(make_core: Any, *, batches: tuple[int, ...] = (1, 2, 4, 8), 
         "prefill_intercept": pc,
         "clock": clock,
     }
-
-
-def engine_build() -> dict[str, Any]:
-    """Which llama.cpp the fit timed: the wheel's version and the patches it was built with (a profile outlives builds)."""
-    from aios.bench.suites.agents.llama_cpp_server import patches_hash
-
-    try:
-        import llama_cpp
-
-        version = getattr(llama_cpp, "__version__", None)
-    except ImportError:
-        version = None
-    return {"version": version, "patches": patches_hash()}
 
 
 def profile(costs: dict[str, Any], *, name: str, command: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -537,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m aios.bench.studies.calibration " + " ".join(argv if argv is not None else sys.argv[1:])
     config = {"engine": "llamacpp", "threads": args.threads, "n_ctx": args.n_ctx, "max_batch": args.max_batch, "seed": args.seed,
-              "core_options": core_options, "llama_cpp": engine_build()}
+              "core_options": core_options, "llama_cpp": wheel_record()}
     from aios_core.cores.llamacpp import LlamaCppCore
     from aios_core.errors import ConfigError
 

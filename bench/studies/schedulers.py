@@ -81,8 +81,8 @@ PREFIX_ENTRIES = 100_000
 #: arrival rates (agents/s) that loaded the 8-slot engine of the 2026-12-05 profile heavily but not hopelessly:
 #: (b2)'s calls spent 75-79 % of their time queued (seed 0). The default rates keep that load on any engine.
 DEFAULT_RATES = {"pareto": 0.2, "bimodal": 0.5, "replay": 0.4}
-#: seconds per token of that engine decoding a full batch of 8 (t0 18.3 ms + 8 x 11.2 ms, per 8 tokens)
-REFERENCE_TOKEN_SECONDS = (0.01827 + 8 * 0.011157) / 8
+#: that engine's decoding costs (t0 18.3 ms a step, 11.2 ms a sequence); its prefill and context terms do not enter
+REFERENCE_ENGINE = SimCosts(t0=0.01827, b=0.011157)
 #: the SLO: p99 slowdown (completion / alone) at most this
 SLO_SLOWDOWN = 2.0
 
@@ -96,8 +96,7 @@ def default_rate(family: str, baseline: SimCosts, max_batch: int = 8) -> float:
     load the reference engine got: the rate times reference seconds per token
     over this engine's, a full batch decoding (the context term left out).
     """
-    token_seconds = baseline.step(batch=max_batch) / max_batch
-    return DEFAULT_RATES[family] * REFERENCE_TOKEN_SECONDS / token_seconds
+    return DEFAULT_RATES[family] * REFERENCE_ENGINE.step(batch=8) / 8 / (baseline.step(batch=max_batch) / max_batch)
 
 
 class ProfileError(ValueError):

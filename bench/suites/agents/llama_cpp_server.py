@@ -73,6 +73,11 @@ def patches_hash(root: Path | None = None) -> str:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
 
 
+def wheel_record() -> dict[str, str]:
+    """The llama-cpp-python wheel set-up builds: its pinned version and the patches of this checkout."""
+    return {"version": LLAMA_VERSION, "patches": patches_hash()}
+
+
 def cache_key(
     cmake_args: str = CMAKE_ARGS, server_args: str = SERVER_CMAKE_ARGS, version: str = LLAMA_VERSION, patches: str | None = None
 ) -> str:
