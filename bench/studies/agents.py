@@ -53,6 +53,7 @@ from typing import Any, Protocol
 
 import httpx
 from aios.bench.metrics import per_round_ratios, percentile
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.cli_options import key_value_options
 from aios.bench.suites.agents import llama_cpp_server
 from aios.bench.suites.modes import ENGINE_GAUGES, SETUP_LABELS, round_order
@@ -739,11 +740,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(exc.message)
     result["command"] = "aios bench agents " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print(markdown(result))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = args.out / f"agents-{args.model}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2))
-    png = plot(result, path.with_suffix(".png"))
+    stamp, claim = claim_stamp(args.out, "agents")
+    with claim:
+        path = args.out / f"agents-{args.model}-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2))
+        png = plot(result, path.with_suffix(".png"))
     print(f"results: {path}" + (f", plot: {png}" if png else ""))
     return 0
 

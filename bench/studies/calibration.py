@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from aios.bench.metrics import percentile
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.cli_options import key_value_options
 from aios.bench.studies.schedulers import Setup, setups
 from aios.bench.studies.workload import Program, make_trace
@@ -521,8 +522,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     core_options = dict(key_value_options(parser, "--core-option", args.core_option))
     console = Console(width=max(160, Console().width))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m aios.bench.studies.calibration " + " ".join(argv if argv is not None else sys.argv[1:])
     config = {"engine": "llamacpp", "threads": args.threads, "n_ctx": args.n_ctx, "max_batch": args.max_batch, "seed": args.seed,
               "core_options": core_options, "llama_cpp": wheel_record()}
@@ -541,9 +540,16 @@ def main(argv: list[str] | None = None) -> int:
         console.log("fitting the step cost on the llamacpp core")
         costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= args.max_batch), clock=args.clock))
         result = profile(costs, name=f"llamacpp-{args.threads}thread", command=command, config=config)
-        path = args.profile_out or args.out / f"profile-{stamp}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        text = json.dumps(result, indent=1, default=str) + "\n"
+        if args.profile_out is not None:
+            path = args.profile_out
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        else:
+            stamp, claim = claim_stamp(args.out, "profile")
+            with claim:
+                path = args.out / f"profile-{stamp}.json"
+                path.write_text(text)
         c = result["costs"]
         console.print(
             f"t0={c['t0'] * 1000:.1f} ms, a={c['a'] * 1000:.3f} ms/prompt token, b={c['b'] * 1000:.2f} ms/sequence, "
@@ -556,11 +562,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["profile"] = profile(result["fitted_costs"], name=f"llamacpp-{args.threads}thread", command=command, config=config)
     print_report(result, console)
-    path = args.out / f"calibration-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
+    stamp, claim = claim_stamp(args.out, "calibration")
+    with claim:
+        path = args.out / f"calibration-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2, default=str))
+        png = plot(result, path.with_suffix(".png"))
     if args.profile_out is not None:
         args.profile_out.write_text(json.dumps(result["profile"], indent=1, default=str) + "\n")
-    png = plot(result, path.with_suffix(".png"))
     console.print(f"results: {path}" + (f", plot: {png}" if png else ""))
     return 0
 

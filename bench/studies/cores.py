@@ -51,6 +51,7 @@ from typing import Any
 
 import llama_cpp as L
 import numpy as np
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.llamacpp_engine import counting
 from aios.bench.suites.modes import round_order
 from rich.console import Console
@@ -492,11 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         f"medians of {args.rounds} round(s), load average at start {result['load_average_at_start'][0]}"
     )
     Console(width=160).print(render(result["rows"], header))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = args.out / f"cores-{stamp}.json"
-    json_path.write_text(json.dumps(result, indent=2))
-    plot(result["rows"], args.out / f"cores-{stamp}.png")
+    stamp, claim = claim_stamp(args.out, "cores")
+    with claim:
+        json_path = args.out / f"cores-{stamp}.json"
+        json_path.write_text(json.dumps(result, indent=2))
+        plot(result["rows"], args.out / f"cores-{stamp}.png")
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
 

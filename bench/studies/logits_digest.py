@@ -25,6 +25,7 @@ from typing import Any
 
 import llama_cpp as L
 import numpy as np
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.ubatch import Engine, loaded_library
 
 from aios_core.cores.llamacpp_runtime import load_model
@@ -71,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"kind": "aios-bench-logits-digest", "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "options": vars(args) | {"out": str(args.out)}, **run(args.sequences, args.steps, args.seed),
               "ggml_cpu_library": loaded_library("libggml-cpu")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"logits-digest-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    stamp, claim = claim_stamp(args.out, "logits-digest")
+    with claim:
+        path = args.out / f"logits-digest-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2))
     print(f"{result['sha256']}  {result['logits_rows']} logits rows in {result['decodes']} decodes, {result['ggml_cpu_library']}")
     print(f"wrote {path}")
     return 0

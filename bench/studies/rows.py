@@ -34,6 +34,7 @@ from typing import Any
 
 import llama_cpp as L
 import numpy as np
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.ubatch import N_BATCH, N_CTX, N_SEQ_MAX, Engine
 from aios.bench.suites.modes import round_order
 from rich.console import Console
@@ -148,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m aios.bench.studies.rows " + " ".join(sys.argv[1:] if argv is None else argv)
     result = run(args.threads, args.sequences, args.prompt, args.decode, args.max_rows, args.rounds, command, args.head)
     Console(width=140).print(render(result))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"rows-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    stamp, claim = claim_stamp(args.out, "rows")
+    with claim:
+        path = args.out / f"rows-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0
 

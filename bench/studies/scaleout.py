@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 from aios.bench.metrics import percentile
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.agents import AgentPlan, WorkloadSpec, make_workload, run_agent
 from aios.bench.suites.modes import round_order
 
@@ -367,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(exc.message)
     result["command"] = "aios bench scaleout " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print(markdown(result))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"scaleout-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    stamp, claim = claim_stamp(args.out, "scaleout")
+    with claim:
+        path = args.out / f"scaleout-{args.model}-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2))
     print(f"results: {path}")
     return 0
 

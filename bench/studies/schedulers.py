@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import shlex
@@ -51,12 +50,13 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from aios.bench.metrics import jain, percentile, summarize
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.cli_options import key_value_options
 from aios.bench.studies.workload import FAMILIES, PROFILES, Program, describe, make_family
 
@@ -727,36 +727,6 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def claim_stamp(out: Path) -> tuple[str, contextlib.AbstractContextManager[None]]:
-    """A time stamp for this run's files that no other run writing into ``out`` holds, and the claim on it.
-
-    Runs started in the same second (seeds in parallel) would otherwise write
-    the same file names, and the last to finish would silently replace the
-    other's results. The claim is a hidden file made exclusively and removed
-    when the run ends; a later run finds a free stamp by a suffix.
-    """
-    base = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 1000):
-        stamp = base if n == 1 else f"{base}-{n}"
-        marker = out / f".schedulers-{stamp}.claim"
-        if any(out.glob(f"schedulers-*-{stamp}.json")):
-            continue
-        try:
-            marker.touch(exist_ok=False)
-        except FileExistsError:
-            continue
-
-        @contextlib.contextmanager
-        def held(marker: Path = marker) -> Iterator[None]:
-            try:
-                yield
-            finally:
-                marker.unlink(missing_ok=True)
-
-        return stamp, held()
-    raise RuntimeError(f"no free time stamp for results in {out}")
-
-
 def _seeds(text: str) -> list[int]:
     out: list[int] = []
     for part in text.split(","):
@@ -819,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProfileError as exc:
         parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp, claim = claim_stamp(args.out)
+    stamp, claim = claim_stamp(args.out, "schedulers")
     runs = []
     with claim, tempfile.TemporaryDirectory(prefix="aios-study-") as tmp:
         for family in families:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
+from aios.bench.result_stamps import claim_stamp
 from rich.console import Console
 from rich.table import Table
 
@@ -263,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.ubatch, args.threads, args.sequences, args.prompt, args.decode, args.rounds, command, args.streams,
                  args.tap, args.busy, args.native_tap)
     Console(width=140).print(render(result))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"ubatch-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    stamp, claim = claim_stamp(args.out, "ubatch")
+    with claim:
+        path = args.out / f"ubatch-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0
 

@@ -8,10 +8,10 @@ printed for a set that was not run.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
+from aios.bench.result_stamps import claim_stamp
 from aios.bench.suites.modes import BASELINES, SETUP_LABELS, SETUPS
 
 COLORS = {"native": "#d95f02", "llama_server": "#7570b3", "aios": "#1b9e77"}
@@ -120,10 +120,11 @@ def print_report(result: dict[str, Any], console: Any) -> None:
 
 
 def write_json(result: dict[str, Any], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out / f"{result['suite']}-{result['framework']}-{result['options']['model']}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
+    """Write the result under a stamp no other run holds (two suites ending in one second keep both files)."""
+    stamp, claim = claim_stamp(out, result["suite"])
+    with claim:
+        path = out / f"{result['suite']}-{result['framework']}-{result['options']['model']}-{stamp}.json"
+        path.write_text(json.dumps(result, indent=2, default=str))
     return path
 
 

@@ -13,7 +13,6 @@ from aios.bench.studies.schedulers import (
     SETUP_KEYS,
     Engines,
     alone_times,
-    claim_stamp,
     default_rate,
     load_costs,
     lower_bound,
@@ -176,15 +175,3 @@ def test_the_default_rate_is_a_load_the_baseline_engine_gets_whatever_its_speed(
         assert default_rate(family, twice) == pytest.approx(2 * rate, rel=1e-3)
     # with the plain engine as the baseline, the setups without AIOS get about the load they had
     assert default_rate("replay", load_costs(PLAIN_PROFILE)) < default_rate("replay", COSTS)
-
-
-def test_runs_started_in_the_same_second_write_to_different_files(tmp_path):
-    first, held = claim_stamp(tmp_path)
-    second, other = claim_stamp(tmp_path)
-    with held, other:
-        assert first != second
-    assert not list(tmp_path.iterdir())  # the claims are gone once the runs end
-    (tmp_path / f"schedulers-replay-s0-{first}.json").write_text("{}")  # a finished run's results
-    third, claim = claim_stamp(tmp_path)
-    with claim:
-        assert third != first
