@@ -8,14 +8,12 @@ at token boundaries while others wait, asks the policy whether to preempt. A
 preempted generation's snapshot goes to the context manager and the job goes
 back into the queue; when it is picked again it resumes from the snapshot.
 
-A generation whose core failed under it is not the scheduler's to place again:
-the policy already gave it a slot, and an engine dying takes the engine, not the
-call's turn. It waits in the pool's own line of moved flights, served before
-anything the policy offers, and continues on the next slot of a healthy core
-(from the text already streamed, where the core can). Without that, after an
-engine fails every call it ran (the longest ones: they were still running) goes
-behind the survivors' queue, and under PLAS behind every program with less
-service, which is the critical path of the whole run.
+A generation whose core failed under it goes back into the policy's queue like
+a preempted one, and continues on a healthy core (from the text already
+streamed, where the core can). Serving such calls first, ahead of the policy,
+was tried and measured slower (docs/benchmarks.md, "A moved call first"): on
+the survivor they took the slots whose cached conversations the policy's next
+calls would have reused.
 
 A scheduling policy that raises is contained: the pool logs it, reports it
 through ``on_scheduler_error`` and carries on with FIFO over the same queue.
@@ -129,9 +127,6 @@ class LLMPool:
         #: recent phases of every call, for the dashboard (one tuple appended per phase change)
         self.timeline = timeline if timeline is not None else Timeline()
         self._queued: dict[str, Flight] = {}
-        #: queued flights moved off a core that failed under them, in the order they failed (a subset of ``_queued``,
-        #: outside the policy's queue): dispatched before the policy's next pick
-        self._moved: dict[str, Flight] = {}
         self._running: dict[str, Flight] = {}
         #: preemptions asked of cores and not yet done: one per waiting job at most
         self._preempting: set[str] = set()
@@ -190,8 +185,7 @@ class LLMPool:
         flight.cancel_reason = reason
         if flight.id in self._queued:
             del self._queued[flight.id]
-            if self._moved.pop(flight.id, None) is None:
-                self._policy(lambda s: s.remove(flight.job))
+            self._policy(lambda s: s.remove(flight.job))
             self.context.discard(flight.id)
             self._finish(flight, reason)
         elif flight.core is not None:
@@ -241,8 +235,7 @@ class LLMPool:
         now = self._loop.time() if self._loop else 0.0
         for flight in sorted(self._queued.values(), key=lambda f: f.job.seq):
             fallback.on_arrival(flight.job)
-            if flight.id not in self._moved:
-                fallback.push(flight.job, now)
+            fallback.push(flight.job, now)
         self.scheduler = fallback
         if self._on_scheduler_error is not None:
             self._on_scheduler_error(broken, exc)
@@ -289,14 +282,7 @@ class LLMPool:
 
     def _fill(self) -> None:
         assert self._loop is not None
-        for flight in list(self._moved.values()):
-            # each moved flight takes the first slot it can use; one that cannot run anywhere yet leaves
-            # the free slots (of cores it must avoid or cannot use) to the policy's queue
-            core = self._route(flight)
-            if core is not None:
-                del self._moved[flight.id]
-                self._start(flight, core, self._loop.time())
-        while len(self._queued) > len(self._moved):
+        while self._queued:
             now = self._loop.time()
             job = self._policy(lambda s: s.peek(now))
             if job is None:
@@ -361,7 +347,7 @@ class LLMPool:
                     not asked
                     and self.preemption
                     and self._preemptible(core)
-                    and len(self._queued) - len(self._moved) > len(self._preempting)
+                    and len(self._queued) > len(self._preempting)
                     and flight.cancel_reason is None
                 ):
                     now = loop_time()
@@ -443,9 +429,7 @@ class LLMPool:
                 else:
                     log.warning("retrying %s after core %s failed: %s", flight.id, core.name, error.message)
                     flight.completion_tokens = 0
-                flight.job.enqueued_at = now
-                self._queued[flight.id] = flight
-                self._moved[flight.id] = flight
+                self._requeue(flight, now)
                 return
             self._finish(flight, error)
             return

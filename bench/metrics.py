@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 
@@ -47,3 +47,11 @@ def per_round_ratios(rounds: Sequence[dict[str, Any]], baseline: str, ours: str 
         if theirs and mine and mine[key] > 0:
             ratios.append(theirs[key] / mine[key])
     return ratios
+
+
+def counter_changes(before: Mapping[str, float], after: Mapping[str, float], gauges: Collection[str] = ()) -> dict[str, float]:
+    """What a round did to an engine: each cumulative counter's growth, each gauge (a state) as at the end.
+
+    A counter missing before the round started at 0 (a core that made it during the round).
+    """
+    return {k: v if k in gauges else round(v - before.get(k, 0), 6) for k, v in after.items()}

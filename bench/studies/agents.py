@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from aios.bench.metrics import per_round_ratios, percentile
+from aios.bench.metrics import counter_changes, per_round_ratios, percentile
 from aios.bench.result_stamps import claim_stamp
 from aios.bench.studies.cli_options import key_value_options
 from aios.bench.suites.agents import llama_cpp_server
@@ -300,7 +300,7 @@ async def run_round(server: Server, base_url: str, model: str, plans: list[Agent
         "tokens_per_s": sum(c.completion_tokens for c in calls) / makespan if makespan > 0 else 0.0,
         "errors": sum(1 for a in agents if a.error),
         # what the engine did in this round (AIOS: steps, snapshots, restores, decode seconds...; {} for the others)
-        "engine": {k: after[k] if k in ENGINE_GAUGES else round(after[k] - before.get(k, 0), 6) for k in after},
+        "engine": counter_changes(before, after, ENGINE_GAUGES),
         "agents": [{**asdict(a), "seconds": a.seconds} for a in agents],
     }
 

@@ -16,10 +16,10 @@ so its syscalls carry its name.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from aios.bench.metrics import counter_changes
 from aios.bench.suites.agents.base import AgentSpec, Endpoint, Framework, Sampling
 from aios.bench.suites.calls import CallRecord, HttpCallRecorder, KernelCallRecorder
 from aios.bench.suites.tasks.base import ExecResult, ToolBox
@@ -38,6 +38,8 @@ _CUMULATIVE_EXTRAS = (
     "decode_seconds", "head_seconds", "head_rows", "head_close_tokens", "guesses", "guesses_accepted", "marked_rows",
     "snapshot_bytes", "kv_pauses", "restore_fallbacks",
 )
+#: the core's own counters (``CoreStats`` fields) a round's JSON reports the growth of
+_CORE_COUNTERS = ("steps", "batch_size_sum", "prompt_tokens", "cached_tokens", "snapshots", "generated_tokens", "busy_seconds")
 #: values in a core's stats extras that are a state, not a count (the llama.cpp core's step cost as it prices
 #: guesses): a round's JSON gets them as they were at its end
 ENGINE_GAUGES = ("step_rows_head", "step_rows")
@@ -149,7 +151,7 @@ class AIOSMode(Mode):
     def __init__(self, framework: Framework, endpoint: Endpoint, sampling: Sampling, *, kernel: Any, recorder: KernelCallRecorder) -> None:
         super().__init__(framework, endpoint, sampling)
         self.kernel, self.recorder = kernel, recorder
-        self._stats_before: dict[str, Any] = {}
+        self._stats_before: dict[str, dict[str, float]] = {}
         #: per core, the round's steps that carried prompt tokens: [steps, seconds]
         self._prompt_steps: dict[str, list[float]] = {}
         self._unobserve: list[Callable[[], None]] = []
@@ -200,13 +202,14 @@ class AIOSMode(Mode):
     def take_calls(self) -> list[CallRecord]:
         return self.recorder.take()
 
-    def _core_counters(self) -> dict[str, Any]:
+    def _core_counters(self) -> dict[str, dict[str, float]]:
         # stats() returns the core's live counters: copy them, with the cumulative engine counters of its extras
         out = {}
         for name, core in self.kernel.cores.items():
             stats = core.stats()
-            extra = {k: stats.extra[k] for k in (*_CUMULATIVE_EXTRAS, *ENGINE_GAUGES) if isinstance(stats.extra.get(k), (int, float))}
-            out[name] = dataclasses.replace(stats, extra=extra)
+            counters = {k: getattr(stats, k) for k in _CORE_COUNTERS}
+            counters.update((k, stats.extra[k]) for k in (*_CUMULATIVE_EXTRAS, *ENGINE_GAUGES) if isinstance(stats.extra.get(k), (int, float)))
+            out[name] = counters
         return out
 
     def engine_stats(self) -> dict[str, Any]:
@@ -214,20 +217,14 @@ class AIOSMode(Mode):
         counters), the steps that carried prompt tokens, and the :data:`ENGINE_GAUGES` as at the round's end."""
         out: dict[str, Any] = {}
         for name, after in self._core_counters().items():
-            before = self._stats_before.get(name)
-            steps = after.steps - (before.steps if before else 0)
-            batch = after.batch_size_sum - (before.batch_size_sum if before else 0)
-            prompt = after.prompt_tokens - (before.prompt_tokens if before else 0)
-            cached = after.cached_tokens - (before.cached_tokens if before else 0)
+            change = counter_changes(self._stats_before.get(name, {}), after, ENGINE_GAUGES)
+            steps, prompt = change.pop("steps"), change.pop("prompt_tokens")
+            batch, cached = change.pop("batch_size_sum"), change.pop("cached_tokens")
             out[name] = {
                 "steps": steps,
                 "mean_batch": batch / steps if steps else 0.0,
                 "prefix_hit_rate": cached / prompt if prompt else 0.0,
-                "snapshots": after.snapshots - (before.snapshots if before else 0),
-                "generated_tokens": after.generated_tokens - (before.generated_tokens if before else 0),
-                "busy_seconds": round(after.busy_seconds - (before.busy_seconds if before else 0.0), 3),
-                **{k: round(v - (before.extra.get(k, 0) if before else 0), 3) for k, v in after.extra.items() if k not in ENGINE_GAUGES},
-                **{k: v for k, v in after.extra.items() if k in ENGINE_GAUGES},
+                **change,
             }
             if name in self._prompt_steps:
                 # steps with some sequence still in its prompt (prompt chunks, with whatever decoded beside them)
