@@ -11,9 +11,9 @@ back into the queue; when it is picked again it resumes from the snapshot.
 A generation whose core failed under it goes back into the policy's queue like
 a preempted one, and continues on a healthy core (from the text already
 streamed, where the core can). Serving such calls first, ahead of the policy,
-was tried and measured slower (docs/benchmarks.md, "A moved call first"): on
-the survivor they took the slots whose cached conversations the policy's next
-calls would have reused.
+was tried and gained nothing (docs/benchmarks.md, "A moved call first"): after
+a failure the survivor's time goes to prefilling conversations it no longer
+holds, which the order of the queue does not change.
 
 A scheduling policy that raises is contained: the pool logs it, reports it
 through ``on_scheduler_error`` and carries on with FIFO over the same queue.
