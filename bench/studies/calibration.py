@@ -498,6 +498,14 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def write_profile(path: Path, data: dict[str, Any]) -> Path:
+    """Write a sim profile where the study can load it (the directory made if missing: a full calibration
+    writes its profile after minutes of timing, and must not fail then on a path it could have made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -540,16 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         console.log("fitting the step cost on the llamacpp core")
         costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= args.max_batch), clock=args.clock))
         result = profile(costs, name=f"llamacpp-{args.threads}thread", command=command, config=config)
-        text = json.dumps(result, indent=1, default=str) + "\n"
         if args.profile_out is not None:
-            path = args.profile_out
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            path = write_profile(args.profile_out, result)
         else:
             stamp, claim = claim_stamp(args.out, "profile")
             with claim:
-                path = args.out / f"profile-{stamp}.json"
-                path.write_text(text)
+                path = write_profile(args.out / f"profile-{stamp}.json", result)
         c = result["costs"]
         console.print(
             f"t0={c['t0'] * 1000:.1f} ms, a={c['a'] * 1000:.3f} ms/prompt token, b={c['b'] * 1000:.2f} ms/sequence, "
@@ -568,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(result, indent=2, default=str))
         png = plot(result, path.with_suffix(".png"))
     if args.profile_out is not None:
-        args.profile_out.write_text(json.dumps(result["profile"], indent=1, default=str) + "\n")
+        write_profile(args.profile_out, result["profile"])
     console.print(f"results: {path}" + (f", plot: {png}" if png else ""))
     return 0
 

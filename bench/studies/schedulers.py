@@ -788,8 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         engines = Engines(kernel_costs, load_costs(args.baseline_profile) if args.baseline_profile else kernel_costs)
     except ProfileError as exc:
         parser.error(str(exc))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp, claim = claim_stamp(args.out, "schedulers")
+    stamp, claim = claim_stamp(args.out, "schedulers")  # makes --out
     runs = []
     with claim, tempfile.TemporaryDirectory(prefix="aios-study-") as tmp:
         for family in families:

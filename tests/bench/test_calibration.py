@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from aios.bench.studies.calibration import calibrate, fit_decode, main, profile, small_trace
+from aios.bench.studies.calibration import calibrate, fit_decode, main, profile, small_trace, write_profile
 from aios.bench.studies.schedulers import DEFAULT_PROFILE, PLAIN_PROFILE, ProfileError, load_costs
 
 from aios_core.cores.sim import SimCore, SimCosts
@@ -75,3 +75,10 @@ def test_a_bad_core_option_is_a_usage_error_before_any_model_loads(option, says,
         main(["--fit-only", "--core-option", option, "--profile-out", str(tmp_path / "p.json")])
     assert exc.value.code == 2 and says in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_profile_written_into_a_missing_directory_loads_as_written(tmp_path):
+    shipped = json.loads(DEFAULT_PROFILE.read_text())
+    path = write_profile(tmp_path / "new" / "dir" / "p.json", shipped)
+    assert json.loads(path.read_text()) == shipped
+    assert load_costs(path) == load_costs()
