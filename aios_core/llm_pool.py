@@ -136,6 +136,8 @@ class LLMPool:
         #: completion tokens of a typical answer here (a moving mean), for pricing a route when the caller gives no hint
         self._typical_output = MovingMean()
         self._policy(lambda s: s.set_kv_cells(self.kv_cells()))
+        for core in cores:
+            core.on_capacity(self._capacity_freed)
 
     # ------------------------------------------------------------------ public
 
@@ -243,7 +245,7 @@ class LLMPool:
     # ------------------------------------------------------------------ dispatch
 
     def _route(self, flight: Flight) -> LLMCore | None:
-        gen = Generation(id=flight.id, request=flight.syscall.request)
+        gen = Generation(id=flight.id, request=flight.syscall.request, program=flight.job.program)
         if flight.snapshot_core is not None:
             for core in self.cores:
                 if core.name == flight.snapshot_core:
@@ -253,6 +255,10 @@ class LLMPool:
         # for one of them rather than going where it is likely to fail again
         preferred = [c for c in able if c.name not in flight.failed_on and c.healthy()]
         candidates = preferred or able
+        for core in candidates:
+            # a slot held for this program's next turn: its conversation is there, and the room is kept for it
+            if core.holds_slot_for(flight.job.program) and core.can_admit(gen):
+                return core
         admitting = [c for c in candidates if c.can_admit(gen)]
         if len(admitting) <= 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
@@ -289,11 +295,32 @@ class LLMPool:
                 return
             core = self._route(job.payload)
             if core is None:
+                self._start_held(now)
                 return
             popped = self._policy(lambda s: s.pop(now))
             if popped is None:
                 return
             self._start(popped.payload, core, now)
+
+    def _start_held(self, now: float) -> None:
+        """Start the queued calls whose program a core holds a slot for, while the policy's next call waits for room.
+
+        The held slot is kept for that program and no other call could take it, so starting the program's call
+        ahead of the policy's order takes nothing from anyone; waiting instead would idle the slot until its lease
+        ran out. The scan over the queue happens only while some slot is held and the head is blocked.
+        """
+        held = set().union(*(core.slot_holders() for core in self.cores))
+        if not held:
+            return
+        for flight in [f for f in self._queued.values() if f.job.program in held]:
+            core = self._route(flight)
+            if core is not None and core.holds_slot_for(flight.job.program) and self._policy(lambda s: s.remove(flight.job)):
+                self._start(flight, core, now)
+
+    def _capacity_freed(self) -> None:
+        """A core freed room by itself (a held slot's lease ran out): fill it, unless the kernel has not started."""
+        if self._loop is not None:
+            self._fill()
 
     def _start(self, flight: Flight, core: LLMCore, now: float) -> None:
         del self._queued[flight.id]
@@ -304,7 +331,8 @@ class LLMPool:
             except AIOSError as exc:
                 self._finish(flight, exc)
                 return
-        gen = Generation(id=flight.id, request=flight.syscall.request, agent=flight.agent.name, program=flight.job.program, resume=resume)
+        gen = Generation(id=flight.id, request=flight.syscall.request, agent=flight.agent.name, program=flight.job.program, resume=resume,
+                         arrived=flight.syscall.timing.queued)
         self._policy(lambda s: s.on_dispatch(flight.job, now))
         timing = flight.syscall.timing
         if timing.started is None:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aios_core.cores.engine_speed import EngineSpeed
 from aios_core.syscalls import LLMRequest, ToolCall
+
+log = logging.getLogger(__name__)
 
 #: the finish reasons as the strings a core may also write (a Chunk turns them into :class:`Finish`)
 ChunkFinish = Literal["stop", "length", "tool_calls", "preempted", "cancelled", "error"]
@@ -77,6 +80,8 @@ class Generation:
     agent: str = ""
     program: str = ""
     resume: Snapshot | None = None
+    #: when the kernel received the call (its loop's clock): cores that learn how long programs pause between calls
+    arrived: float | None = None
 
 
 @dataclass(slots=True)
@@ -166,6 +171,29 @@ class LLMCore(abc.ABC):
     def __init__(self, name: str, model: str) -> None:
         self.name = name
         self.model = model
+        self._capacity_listeners: list[Callable[[], None]] = []
+
+    def on_capacity(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when this core frees room without a generation ending (a held slot's lease ran out).
+
+        The pool fills free room whenever a generation ends; room that frees otherwise would stay idle until then.
+        """
+        self._capacity_listeners.append(listener)
+
+    def capacity_freed(self) -> None:
+        for listener in self._capacity_listeners:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a listener's failure must not break the core's timer
+                log.exception("core %s: a capacity listener failed", self.name)
+
+    def holds_slot_for(self, program: str) -> bool:
+        """Whether a slot is held here for ``program``'s next call (its conversation's KV kept across its tool call)."""
+        return False
+
+    def slot_holders(self) -> set[str]:
+        """The programs a slot is held for here now."""
+        return set()
 
     async def start(self) -> None:
         """Load the model / open connections. Called once by the kernel, inside its loop."""

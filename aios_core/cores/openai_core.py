@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -80,6 +81,7 @@ from aios_core.cores.openai_wire import (
     retry_after,
 )
 from aios_core.cores.remote_prefixes import ConversationIndex
+from aios_core.cores.slot_leases import PauseClock, SlotLeases, lease_seconds
 from aios_core.errors import ConfigError, ContextLengthError, CoreError
 from aios_core.syscalls import LLMRequest, Message
 
@@ -111,6 +113,9 @@ class _RemoteGen:
     first_at: float | None = None
     last_at: float | None = None
     first_batch: int = 0
+    #: the server slot the request is pinned to (``keep_slots``), and the reply the slot now holds after it
+    slot: int | None = None
+    reply: Message | None = None
 
 
 @dataclass
@@ -148,6 +153,7 @@ class OpenAICore(LLMCore):
         extra_body: dict[str, Any] | None = None,
         prefix_cache: int = 4096,
         kv_cells: int | None = None,
+        keep_slots: float = 0.0,
     ) -> None:
         """Options, as in a ``[[cores]] kind = "openai"`` table:
 
@@ -167,6 +173,10 @@ class OpenAICore(LLMCore):
           flight within it (load control); None: not known, none. Leave it unset for a server that keeps
           evicted prompts in host RAM (llama-server's ``--cache-ram``, vLLM with CPU offloading): there an
           evicted conversation is copied back, not prefilled again.
+        - ``keep_slots``: llama-server only. Seconds at most that a finished call's slot is held for its
+          program's next call, and every request pinned to a slot with ``id_slot`` (0: off, the server
+          picks slots). ``max_batch`` must then equal the server's ``-np``. See
+          :mod:`~aios_core.cores.slot_leases`.
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -179,6 +189,8 @@ class OpenAICore(LLMCore):
             raise ConfigError(f"core {name}: prefix_cache must be 0 or more (got {prefix_cache})")
         if kv_cells is not None and (isinstance(kv_cells, bool) or not isinstance(kv_cells, int) or kv_cells < 1):
             raise ConfigError(f"core {name}: kv_cells must be a whole number of tokens >= 1, or unset (got {kv_cells!r})")
+        if isinstance(keep_slots, bool) or not isinstance(keep_slots, (int, float)) or not (0 <= keep_slots < math.inf):
+            raise ConfigError(f"core {name}: keep_slots must be 0 (off) or a number of seconds (got {keep_slots!r})")
         if continuation not in ("auto", "completion", "continue_final_message", "prefill"):
             raise ConfigError(f"core {name}: continuation must be auto, completion, continue_final_message or prefill, not {continuation!r}")
         if continuation == "completion" and not chat_template:
@@ -203,6 +215,9 @@ class OpenAICore(LLMCore):
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str, _RemoteGen] = {}
         self._seen = ConversationIndex(prefix_cache)
+        self._leases = SlotLeases(max_batch, float(keep_slots)) if keep_slots > 0 else None
+        self._pauses = PauseClock()
+        self._lease_timers: set[asyncio.TimerHandle] = set()
         self._kv_cells = kv_cells
         self._speed = EngineSpeed()
         self._stats = CoreStats(name=name, model=self.model, max_batch=max_batch)
@@ -244,6 +259,9 @@ class OpenAICore(LLMCore):
         log.info("core %s: %s at %s, up to %d streams", self.name, self.model, self.base_url, self._max_batch)
 
     async def stop(self) -> None:
+        for timer in self._lease_timers:
+            timer.cancel()
+        self._lease_timers.clear()
         for g in list(self._flights.values()):
             g.want = "cancel"
             g.interrupt.set()
@@ -267,6 +285,17 @@ class OpenAICore(LLMCore):
     def running(self) -> int:
         return len(self._flights)
 
+    def can_admit(self, gen: Generation) -> bool:
+        if len(self._flights) >= self._max_batch:
+            return False
+        return self._leases is None or self._leases.available(gen.program, _now())
+
+    def holds_slot_for(self, program: str) -> bool:
+        return self._leases is not None and self._leases.leased_to(program, _now())
+
+    def slot_holders(self) -> set[str]:
+        return set() if self._leases is None else self._leases.holders(_now())
+
     def check_request(self, request: LLMRequest) -> None:
         if self.context_length is None:
             return
@@ -288,6 +317,8 @@ class OpenAICore(LLMCore):
         The server may come back restarted, with an empty cache: nothing it held is worth routing to.
         """
         self._seen.forget()
+        if self._leases is not None:
+            self._leases.clear()
         self._failures += 1
         self._down_until = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
 
@@ -319,6 +350,11 @@ class OpenAICore(LLMCore):
             g.resumes = int(state.get("resumes", 0)) + 1
             g.reported_prompt = True
             self._stats.restores += 1
+        if self._leases is not None:
+            now = _now()
+            if gen.program and gen.resume is None:
+                self._pauses.arrived(gen.program, gen.arrived if gen.arrived is not None else now)
+            g.slot = self._leases.acquire(gen.program, gen.request.messages, now)
         self._flights[gen.id] = g
         self._requests += 1
         if self._busy_since is None:
@@ -347,7 +383,8 @@ class OpenAICore(LLMCore):
         s.running = len(self._flights)
         busy = s.busy_seconds + (time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0)
         s.extra = {"requests": self._requests, "errors": self._errors, "retries": self._retries, "tokens": s.generated_tokens,
-                   "base_url": self.base_url, "busy_seconds": round(busy, 4), **self._speed.describe()}
+                   "base_url": self.base_url, "busy_seconds": round(busy, 4), **self._speed.describe(),
+                   **(self._leases.describe() if self._leases is not None else {})}
         return s
 
     # ------------------------------------------------------------------ streaming
@@ -363,6 +400,7 @@ class OpenAICore(LLMCore):
                 if chunk.finish_reason is not None:
                     self._slots.release()
                     held = False
+                    self._free_slot(g, chunk)
                     self._forget(g)
                     yield chunk
                     return
@@ -370,7 +408,35 @@ class OpenAICore(LLMCore):
         finally:
             if held:
                 self._slots.release()
+            self._free_slot(g, None)
             self._forget(g)
+
+    def _free_slot(self, g: _RemoteGen, last: Chunk | None) -> None:
+        """Give the pinned server slot back: leased to the program when its answer ended well and holding on pays."""
+        if self._leases is None or g.slot is None:
+            return
+        slot, g.slot = g.slot, None
+        now = _now()
+        finished = last is not None and last.finish_reason in ("stop", "length", "tool_calls")
+        if not finished:
+            # preempted, cancelled or failed: what the slot holds past the prompt is not known here
+            self._leases.release(slot, now, messages=g.gen.request.messages if last is not None else ())
+            return
+        program = g.gen.program
+        hold = 0.0
+        if program:
+            self._pauses.ended(program, now)
+            recompute = self._speed.prefill_seconds(g.prompt_tokens + g.tokens)
+            hold = lease_seconds(self._pauses.typical(program), self._leases.max_hold, recompute_seconds=recompute, slots=self._max_batch)
+        self._leases.release(slot, now, hold=hold, messages=g.gen.request.messages, reply=g.reply)
+        if hold > 0:
+            timer = asyncio.get_running_loop().call_later(hold, self._lease_ran_out)
+            self._lease_timers.add(timer)
+
+    def _lease_ran_out(self) -> None:
+        self._lease_timers = {t for t in self._lease_timers if not t.cancelled() and t.when() > _now()}
+        if self._leases is not None and self._leases.expire(_now()):
+            self.capacity_freed()
 
     def _forget(self, g: _RemoteGen) -> None:
         if self._flights.get(g.gen.id) is g:
@@ -460,6 +526,8 @@ class OpenAICore(LLMCore):
         assert self._client is not None
         request = g.gen.request
         extra_body = dict(self.extra_body)
+        if g.slot is not None:
+            extra_body["id_slot"] = g.slot  # llama-server: this slot, not the one it would pick
         options: dict[str, Any] = {"stream": True}
         if self.stream_usage:
             options["stream_options"] = {"include_usage": True}
@@ -554,6 +622,7 @@ class OpenAICore(LLMCore):
             # the conversation's next turn starts with this reply: route it back here
             reply = Message(role="assistant", content=g.text or None, tool_calls=chunk.tool_calls or None)
             self._seen.remember(g.gen.request.messages, reply)
+            g.reply = reply
         return chunk
 
     def _interrupted(self, g: _RemoteGen) -> Chunk:
@@ -595,6 +664,14 @@ class OpenAICore(LLMCore):
         if asked is not None:
             return min(asked, 30.0)
         return min(self.backoff * (2**attempt), 8.0) * random.uniform(0.8, 1.2)
+
+
+def _now() -> float:
+    """The kernel loop's clock (the pool stamps arrivals with it); the monotonic clock outside a loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 async def _next(events: Any) -> Any:

@@ -145,10 +145,12 @@ class Engines:
 # --------------------------------------------------------------------------- the two setups
 
 
-def aios_config(engines: Engines, work: Path, scheduler: str) -> dict[str, Any]:
+def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0) -> dict[str, Any]:
+    # keep_slots pins requests to llama-server's slots with id_slot: only real llama-server engines know it
+    keep = {"keep_slots": keep_slots} if keep_slots > 0 and engines.model != "sim" else {}
     cores = [
         {"kind": "openai", "name": f"engine-{i}", "model": engines.model_name, "base_url": url, "max_batch": engines.slots,
-         "context_length": engines.n_ctx, "timeout": 600.0, "max_retries": 2}
+         "context_length": engines.n_ctx, "timeout": 600.0, "max_retries": 2, **keep}
         for i, url in enumerate(engines.urls)
     ]
     return {"scheduler": scheduler, "data_dir": str(work / "kernel"), "entry_point_plugins": False, "max_retries": 2, "cores": cores}
@@ -196,6 +198,8 @@ class ScaleoutOptions:
     tool_delay: float = 0.5
     kill_after: float | None = None
     scheduler: str = "plas"
+    #: the openai cores' keep_slots (seconds a finished call's llama-server slot is held for its agent; 0: off)
+    keep_slots: float = 5.0
 
     @property
     def slots(self) -> int:
@@ -249,7 +253,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     from aios.bench.suites.agents.backends import AIOSServe
 
     engines = Engines(options.model, slots=options.slots, n_ctx=options.n_ctx, threads=options.threads, seed=options.seed, work=work)
-    serve = AIOSServe(aios_config(engines, work, options.scheduler), work_dir=work / "aios")
+    serve = AIOSServe(aios_config(engines, work, options.scheduler, options.keep_slots), work_dir=work / "aios")
     await asyncio.to_thread(serve.check)  # a --scheduler the kernel refuses, named before any engine starts
     await asyncio.to_thread(engines.restart)  # the kernel's cores look at their engines when it starts
     rounds: list[dict[str, Any]] = []
@@ -346,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tool-delay", type=float, default=0.5)
     parser.add_argument("--kill-after", type=float, default=None, help="also run a variant killing one engine this many seconds in")
     parser.add_argument("--scheduler", default="plas")
+    parser.add_argument("--keep-slots", type=float, default=5.0,
+                        help="seconds at most AIOS holds a llama-server slot for an agent's next turn (0: off; local model only)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.model == "local":
@@ -359,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ScaleoutOptions(
         agents=args.agents, apps=args.apps, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, system_words=args.system_words, mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
-        tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler,
+        tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler, keep_slots=args.keep_slots,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

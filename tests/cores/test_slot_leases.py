@@ -1,0 +1,257 @@
+"""A llama-server slot held for a program across its tool call, and requests pinned to slots with ``id_slot``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from aios.bench.suites.agents.sim_server import free_port
+
+from aios_core.cores.openai_core import OpenAICore
+from aios_core.cores.slot_leases import PauseClock, SlotLeases, lease_seconds
+from aios_core.errors import ConfigError
+from aios_core.syscalls import Message
+
+SYSTEM = Message(role="system", content="You answer for the release team.")
+
+
+def turn(*texts: str) -> list[Message]:
+    return [SYSTEM, *(Message(role="user" if i % 2 == 0 else "assistant", content=t) for i, t in enumerate(texts))]
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def test_a_leased_slot_waits_for_its_program_and_frees_when_the_lease_runs_out():
+    leases = SlotLeases(1, max_hold=5.0)
+    slot = leases.acquire("ann", turn("build the docs"), now=0.0)
+    assert slot == 0 and not leases.available("bob", now=0.0)  # busy
+    leases.release(slot, 1.0, hold=2.0, messages=turn("build the docs"), reply=Message(role="assistant", content="done"))
+    assert leases.leased_to("ann", 1.5) and leases.holders(1.5) == {"ann"}
+    assert not leases.available("bob", 1.5) and leases.available("ann", 1.5)
+    assert not leases.expire(2.9)
+    assert leases.expire(3.0)  # 1.0 + 2.0
+    assert leases.available("bob", 3.0) and not leases.leased_to("ann", 3.0)
+    assert leases.describe() == {"slot_leases_granted": 1, "slot_leases_used": 0, "slot_leases_expired": 1}
+
+
+def test_the_leaseholder_gets_its_own_slot_back_and_others_the_slot_holding_their_conversation():
+    leases = SlotLeases(3, max_hold=5.0)
+    for program, task in (("ann", "build the docs"), ("bob", "lint the code"), ("cid", "tag the release")):
+        index = leases.acquire(program, turn(task), now=0.0)
+        leases.release(index, {"ann": 1.0, "bob": 2.0, "cid": 3.0}[program], hold=10.0 if program == "ann" else 0.0,
+                       messages=turn(task), reply=Message(role="assistant", content="ok"))
+    # bob's next turn goes to the slot holding bob's conversation, not to the least recently used one (ann's, leased)
+    assert leases.acquire("bob", turn("lint the code", "ok", "and the tests?"), now=4.0) == 1
+    # a newcomer gets the least recently used slot that is not leased: cid's (ann's is held)
+    assert leases.acquire("dan", turn("write the notes"), now=4.0) == 2
+    assert leases.acquire("ann", turn("build the docs", "ok", "now the wheels"), now=4.0) == 0
+    assert leases.used == 1
+    assert leases.acquire("eve", turn("anything"), now=4.0) is None  # every slot busy
+    leases.clear()
+    assert not leases.holders(4.0)
+
+
+def test_a_lease_lasts_two_pauses_within_the_cap_and_only_when_recomputing_costs_more_than_idling():
+    assert lease_seconds(0.4, 5.0, recompute_seconds=None, slots=8) == pytest.approx(0.8)
+    assert lease_seconds(10.0, 5.0, recompute_seconds=None, slots=8) == 5.0
+    assert lease_seconds(None, 3.0, recompute_seconds=None, slots=8) == 3.0  # no pause seen yet: the cap
+    # idling one of 8 slots for 0.8 s costs 0.1 s of the engine: a 0.05 s prefill is not worth it, a 2 s one is
+    assert lease_seconds(0.4, 5.0, recompute_seconds=0.05, slots=8) == 0.0
+    assert lease_seconds(0.4, 5.0, recompute_seconds=2.0, slots=8) == pytest.approx(0.8)
+
+
+def test_pauses_are_learned_per_program_and_a_new_program_borrows_everyones():
+    clock = PauseClock()
+    assert clock.typical("ann") is None
+    clock.ended("ann", 10.0)
+    clock.arrived("ann", 10.5)
+    clock.arrived("ann", 11.0)  # no call of ann ended since: not a pause
+    assert clock.typical("ann") == pytest.approx(0.5)
+    assert clock.typical("bob") == pytest.approx(0.5)
+    clock.ended("bob", 20.0)
+    clock.arrived("bob", 21.5)
+    assert clock.typical("bob") == pytest.approx(1.5) and clock.typical("ann") == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), "5", True])
+def test_bad_keep_slots_is_refused(bad):
+    with pytest.raises(ConfigError, match="keep_slots"):
+        OpenAICore("remote", "m", base_url="http://127.0.0.1:9/v1", keep_slots=bad)
+
+
+def test_bad_table_sizes_are_refused():
+    with pytest.raises(ValueError, match="slots"):
+        SlotLeases(0, 1.0)
+    with pytest.raises(ValueError, match="max_hold"):
+        SlotLeases(1, 0.0)
+
+
+# --------------------------------------------------------------------------- against a server with llama-server's slots
+
+
+class SlotServer:
+    """An OpenAI-compatible server that keeps conversations in slots as llama-server does (words as tokens).
+
+    A request takes its ``id_slot`` (waiting while it is busy), else the free slot sharing the largest part of
+    its prompt (above 10 %), else the least recently used one; the slot keeps only the shared prefix. The reply
+    streams a few words; usage reports the prompt tokens found in the slot.
+    """
+
+    def __init__(self, slots: int, reply_words: int = 4, step: float = 0.01) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.slots: list[list[str]] = [[] for _ in range(slots)]
+        self.last_used = [0.0] * slots
+        self.reply_words, self.step = reply_words, step
+        self.bodies: list[dict[str, Any]] = []
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def tokens(messages: list[dict[str, Any]]) -> list[str]:
+        return [w for m in messages for w in [f"<{m['role']}>", *str(m.get("content") or "").split()]]
+
+    def _pick(self, prompt: list[str], busy: set[int], wanted: int) -> int | None:
+        if wanted >= 0:
+            return None if wanted in busy else wanted
+        free = [i for i in range(len(self.slots)) if i not in busy]
+        if not free:
+            return None
+
+        def shared(i: int) -> int:
+            n = 0
+            for a, b in zip(self.slots[i], prompt):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        similar = [i for i in free if self.slots[i] and shared(i) / len(prompt) > 0.1]
+        return max(similar, key=shared) if similar else min(free, key=lambda i: self.last_used[i])
+
+    def _app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import StreamingResponse
+        from starlette.routing import Route
+
+        busy: set[int] = set()
+        freed = asyncio.Condition()
+
+        async def chat(request: Request) -> Any:
+            body = await request.json()
+            self.bodies.append(body)
+            prompt = self.tokens(body["messages"])
+            async with freed:
+                while (slot := self._pick(prompt, busy, int(body.get("id_slot", -1)))) is None:
+                    await freed.wait()
+                busy.add(slot)
+            kept = 0
+            for a, b in zip(self.slots[slot], prompt):
+                if a != b:
+                    break
+                kept += 1
+            words = [f"w{i}" for i in range(self.reply_words)]
+
+            async def stream() -> Any:
+                try:
+                    for w in words:
+                        await asyncio.sleep(self.step)
+                        yield "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                                                     "choices": [{"index": 0, "delta": {"content": w + " "}, "finish_reason": None}]}) + "\n\n"
+                    yield "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                                                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
+                    usage = {"prompt_tokens": len(prompt), "completion_tokens": len(words), "total_tokens": len(prompt) + len(words),
+                             "prompt_tokens_details": {"cached_tokens": kept}}
+                    yield "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                                                 "choices": [], "usage": usage}) + "\n\n"
+                    yield "data: [DONE]\n\n"
+                finally:
+                    self.slots[slot] = [*prompt, "<assistant>", *words]
+                    self.last_used[slot] = time.monotonic()
+                    async with freed:
+                        busy.discard(slot)
+                        freed.notify_all()
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+
+        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+    def __enter__(self) -> SlotServer:
+        import uvicorn
+
+        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            assert time.monotonic() < deadline, "the slot server did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._server.should_exit = True
+        assert self._thread is not None
+        self._thread.join(10)
+
+
+async def two_agents_on_one_slot(make_kernel, keep_slots: float) -> tuple[dict[str, list[Any]], SlotServer]:
+    """ann and bob each take two turns with a short tool pause between them, on a server with one slot."""
+    with SlotServer(slots=1) as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=1, keep_slots=keep_slots)
+        async with make_kernel(cores=[core]) as kernel:
+
+            async def agent(name: str, task: str, delay: float) -> list[Any]:
+                await asyncio.sleep(delay)
+                first = await kernel.agent(name).achat(turn(task), max_tokens=8)
+                await asyncio.sleep(0.05)  # the tool call
+                second = await kernel.agent(name).achat(turn(task, first.content, "and then?"), max_tokens=8)
+                return [first, second]
+
+            # bob's first call queues behind ann's, so it is first in line when ann's ends
+            ann, bob = await asyncio.gather(agent("ann", "build the docs", 0.0), agent("bob", "lint the code", 0.005))
+            stats = core.stats().as_dict()
+    return {"ann": ann, "bob": bob, "stats": [stats]}, server
+
+
+async def test_without_keep_slots_the_next_call_in_line_overwrites_the_conversation_of_the_agent_on_its_tool_call(make_kernel):
+    result, server = await two_agents_on_one_slot(make_kernel, keep_slots=0.0)
+    ann_first, ann_second = result["ann"]
+    # not even ann's first prompt was left of its conversation, only the system prompt: bob's turn had taken the slot
+    assert ann_second.usage.cached_tokens < ann_first.usage.prompt_tokens
+    assert all("id_slot" not in body for body in server.bodies)
+
+
+async def test_keep_slots_holds_the_slot_for_the_agents_next_turn_and_pins_requests_to_it(make_kernel):
+    result, server = await two_agents_on_one_slot(make_kernel, keep_slots=5.0)
+    ann_first, ann_second = result["ann"]
+    bob_first, _ = result["bob"]
+    # ann's second turn found its whole conversation: the previous prompt and the reply
+    assert ann_second.usage.cached_tokens >= ann_first.usage.prompt_tokens + ann_first.usage.completion_tokens
+    # bob waited for ann's held slot and still ran, before the lease could have run out
+    assert bob_first.usage.prompt_tokens > 0
+    assert {body["id_slot"] for body in server.bodies} == {0}
+    stats = result["stats"][0]
+    assert stats["slot_leases_used"] >= 1 and stats["slot_leases_granted"] >= stats["slot_leases_used"]
+
+
+async def test_a_held_slot_frees_when_its_program_does_not_come_back(make_kernel):
+    with SlotServer(slots=1) as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=1, keep_slots=0.3)
+        async with make_kernel(cores=[core]) as kernel:
+            await kernel.agent("ann").achat(turn("build the docs"), max_tokens=8)  # ann ends here: no next call
+            assert core.holds_slot_for("ann")
+            started = time.monotonic()
+            reply = await asyncio.wait_for(kernel.agent("bob").achat(turn("lint the code"), max_tokens=8), timeout=10)
+            waited = time.monotonic() - started
+            assert not core.holds_slot_for("ann")
+        assert reply.usage.completion_tokens > 0
+        # bob was started by the lease running out, not by any other call ending
+        assert waited >= 0.2
+        assert core.stats().as_dict()["slot_leases_expired"] == 1
