@@ -52,7 +52,7 @@ completions endpoint knows no tools), and a generation whose tool-call deltas
 have started is not preempted: a server cannot continue half a tool call, so
 :meth:`preempt` leaves it running.
 
-Completion tokens are counted one per streamed delta and corrected by the
+Completion tokens are lease_on_end one per streamed delta and corrected by the
 server's ``usage`` when it sends one (``stream_options.include_usage``); they
 add up across the parts of a preempted and resumed generation.
 """
@@ -113,9 +113,8 @@ class _RemoteGen:
     first_at: float | None = None
     last_at: float | None = None
     first_batch: int = 0
-    #: the server slot the request is pinned to (``keep_slots``), and the reply the slot now holds after it
-    slot: int | None = None
-    reply: Message | None = None
+    #: whether the program may get a lease when this generation ends (``keep_slots``)
+    lease_on_end: bool = False
 
 
 @dataclass
@@ -173,10 +172,9 @@ class OpenAICore(LLMCore):
           flight within it (load control); None: not known, none. Leave it unset for a server that keeps
           evicted prompts in host RAM (llama-server's ``--cache-ram``, vLLM with CPU offloading): there an
           evicted conversation is copied back, not prefilled again.
-        - ``keep_slots``: llama-server only. Seconds at most that a finished call's slot is held for its
-          program's next call, and every request pinned to a slot with ``id_slot`` (0: off, the server
-          picks slots). ``max_batch`` must then equal the server's ``-np``. See
-          :mod:`~aios_core.cores.slot_leases`.
+        - ``keep_slots``: for llama-server. Seconds at most that a finished call's slot is held for its
+          program's next call, so that no other call overwrites its conversation meanwhile (0: off).
+          ``max_batch`` should equal the server's ``-np``. See :mod:`~aios_core.cores.slot_leases`.
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -288,7 +286,7 @@ class OpenAICore(LLMCore):
     def can_admit(self, gen: Generation) -> bool:
         if len(self._flights) >= self._max_batch:
             return False
-        return self._leases is None or self._leases.available(gen.program, _now())
+        return self._leases is None or self._leases.available(gen.program, len(self._flights), _now())
 
     def holds_slot_for(self, program: str) -> bool:
         return self._leases is not None and self._leases.leased_to(program, _now())
@@ -354,7 +352,8 @@ class OpenAICore(LLMCore):
             now = _now()
             if gen.program and gen.resume is None:
                 self._pauses.arrived(gen.program, gen.arrived if gen.arrived is not None else now)
-            g.slot = self._leases.acquire(gen.program, gen.request.messages, now)
+            self._leases.take(gen.program, now)
+            g.lease_on_end = True
         self._flights[gen.id] = g
         self._requests += 1
         if self._busy_since is None:
@@ -412,23 +411,18 @@ class OpenAICore(LLMCore):
             self._forget(g)
 
     def _free_slot(self, g: _RemoteGen, last: Chunk | None) -> None:
-        """Give the pinned server slot back: leased to the program when its answer ended well and holding on pays."""
-        if self._leases is None or g.slot is None:
+        """The call's slot is free: held for its program when the answer ended well and holding on pays."""
+        if self._leases is None or not g.lease_on_end:
             return
-        slot, g.slot = g.slot, None
-        now = _now()
-        finished = last is not None and last.finish_reason in ("stop", "length", "tool_calls")
-        if not finished:
-            # preempted, cancelled or failed: what the slot holds past the prompt is not known here
-            self._leases.release(slot, now, messages=g.gen.request.messages if last is not None else ())
-            return
+        g.lease_on_end = False
         program = g.gen.program
-        hold = 0.0
-        if program:
-            self._pauses.ended(program, now)
-            recompute = self._speed.prefill_seconds(g.prompt_tokens + g.tokens)
-            hold = lease_seconds(self._pauses.typical(program), self._leases.max_hold, recompute_seconds=recompute, slots=self._max_batch)
-        self._leases.release(slot, now, hold=hold, messages=g.gen.request.messages, reply=g.reply)
+        if not program or last is None or last.finish_reason not in ("stop", "length", "tool_calls"):
+            return  # preempted, cancelled or failed: the program's next step is not a turn after a tool call
+        now = _now()
+        self._pauses.ended(program, now)
+        recompute = self._speed.prefill_seconds(g.prompt_tokens + g.tokens)
+        hold = lease_seconds(self._pauses.typical(program), self._leases.max_hold, recompute_seconds=recompute, slots=self._max_batch)
+        self._leases.grant(program, now, hold)
         if hold > 0:
             timer = asyncio.get_running_loop().call_later(hold, self._lease_ran_out)
             self._lease_timers.add(timer)
@@ -526,8 +520,6 @@ class OpenAICore(LLMCore):
         assert self._client is not None
         request = g.gen.request
         extra_body = dict(self.extra_body)
-        if g.slot is not None:
-            extra_body["id_slot"] = g.slot  # llama-server: this slot, not the one it would pick
         options: dict[str, Any] = {"stream": True}
         if self.stream_usage:
             options["stream_options"] = {"include_usage": True}
@@ -622,7 +614,6 @@ class OpenAICore(LLMCore):
             # the conversation's next turn starts with this reply: route it back here
             reply = Message(role="assistant", content=g.text or None, tool_calls=chunk.tool_calls or None)
             self._seen.remember(g.gen.request.messages, reply)
-            g.reply = reply
         return chunk
 
     def _interrupted(self, g: _RemoteGen) -> Chunk:

@@ -1,55 +1,45 @@
-"""Holding a llama-server slot for a program across its tool call, so its next turn finds its KV there.
+"""Holding room on a llama-server for a program across its tool call, so its next turn finds its KV.
 
-llama-server ties the conversations it keeps to its slots (``-np``). A request
-takes a free slot and keeps only the prefix it shares with what the slot held;
-its host-RAM prompt cache saves the rest only when less than half of the slot's
-prompt survives. Agents of one application share a long system prompt, so a
-request usually keeps more than half of another agent's slot, and that agent's
-turns are lost. With as many calls in flight as slots, each new call can only
-take the slot just freed: the conversation of the agent that has just finished
-a turn, which comes back after its tool call to a slot that no longer holds it
-and prefills the whole conversation again. After one of two engines fails, the
-survivor serves twice its agents on the same slots, and this recompute sets
-how long the run takes (docs/benchmarks.md, "Scale-out").
+llama-server (the version built here) keeps conversations in its slots (``-np``)
+and, with ``--kv-unified``, saves idle slots to its host-RAM prompt cache and
+clears them whenever it starts a task. A request takes the free slot whose
+prompt shares more than 10 % of its own; only when it would keep less than half
+of that slot's prompt are the slot saved and the request's own conversation
+loaded from the RAM cache. Agents of one application share a long system
+prompt, so the slot just freed (not yet saved) is usually such a slot: the next
+call takes it, overwrites the tail of the conversation it held, and prefills
+its own conversation's tail too. With as many calls in flight as slots, the
+slot just freed is the only free one, and it belongs to the agent now on its
+tool call. After one of two engines fails, the survivor serves twice its agents
+on the same slots, and this recompute set how long the scale-out study's run
+took (docs/benchmarks.md, "Scale-out").
 
 The kernel knows which program a finished call belongs to and how long that
-program pauses between calls. So the core leases the slot to the program for
-about two of its typical pauses, and pins every request to a slot with
-llama-server's ``id_slot``: the leaseholder's next turn goes back to its slot,
-and other calls go to the free slot whose conversation they share most (else the
-least recently used one), never to a leased slot. A lease is granted only when
+program pauses between calls. So the core holds the slot's room for the program
+(a lease) for about two of its typical pauses: no other program's call starts
+there meanwhile, and the program's next turn finds its conversation in the slot
+or, once the server saved it, in the RAM cache. A lease is granted only when
 prefilling the conversation again would cost the engine more than the slot
 idling for the lease (the engine's measured prefill cost against one slot's
-share of its time). Continuum (Li et al., 2025, arXiv 2511.02230) makes the same
-trade for vLLM's KV cache as a time-to-live. When the lease runs out, the slot is
-free again and the pool is told, so nothing waits on a program that ended.
+share of its time). When the lease runs out, the room is free again and the pool
+is told, so nothing waits long on a program that ended. Continuum (Li et al.,
+2025, arXiv 2511.02230) makes the same trade for vLLM's KV cache, as a
+time-to-live with program-level first come first served.
+
+Requests are not pinned to slots (llama-server's ``id_slot``): a request pinned
+to a slot the server has cleared is prefilled from scratch, because that path
+never consults the RAM cache. Pinning was measured slower (docs/benchmarks.md,
+"Slots held across tool calls").
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from aios_core.cores.engine_speed import MovingMean
-from aios_core.cores.remote_prefixes import ConversationIndex
-from aios_core.syscalls import Message
 
 #: a lease lasts this many of the program's typical pauses between calls (its next call may come a little late)
 PAUSES_PER_LEASE = 2.0
-#: message prefixes remembered per slot: one conversation, as the slot holds one
-SLOT_MEMORY = 256
-
-
-@dataclass
-class _Slot:
-    index: int
-    busy: bool = False
-    #: the program whose conversation the slot holds (the leaseholder while ``lease_until`` is ahead)
-    program: str = ""
-    lease_until: float = 0.0
-    last_used: float = -math.inf
-    seen: ConversationIndex = field(default_factory=lambda: ConversationIndex(SLOT_MEMORY))
 
 
 class PauseClock:
@@ -85,78 +75,57 @@ class PauseClock:
 
 
 class SlotLeases:
-    """Which of a server's slots is busy, held for a program, or free, and which conversation each holds."""
+    """Room on a server held for programs on their tool calls: a held slot is taken by no other program's call."""
 
     def __init__(self, slots: int, max_hold: float) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1 (got {slots})")
         if not (max_hold > 0 and math.isfinite(max_hold)):
             raise ValueError(f"max_hold must be a positive number of seconds (got {max_hold!r})")
+        self.slots = slots
         self.max_hold = max_hold
-        self._slots = [_Slot(i) for i in range(slots)]
+        self._until: dict[str, float] = {}
         self.granted = 0
         self.used = 0
         self.expired = 0
 
-    def _leased(self, slot: _Slot, now: float) -> bool:
-        return slot.lease_until > now
+    def _held(self, now: float) -> dict[str, float]:
+        return {p: t for p, t in self._until.items() if t > now}
 
-    def _free_for(self, program: str, now: float) -> list[_Slot]:
-        return [s for s in self._slots if not s.busy and (not self._leased(s, now) or (program and s.program == program))]
-
-    def available(self, program: str, now: float) -> bool:
-        """Whether a call of ``program`` can take a slot now: one free and not leased to another program."""
-        return bool(self._free_for(program, now))
+    def available(self, program: str, busy: int, now: float) -> bool:
+        """Whether a call of ``program`` may start beside ``busy`` running ones: a free slot not held for another program."""
+        held = self._held(now)
+        others = len(held) - (1 if program in held else 0)
+        return busy + others < self.slots
 
     def leased_to(self, program: str, now: float) -> bool:
-        return bool(program) and any(s.program == program and not s.busy and self._leased(s, now) for s in self._slots)
+        return self._until.get(program, 0.0) > now
 
     def holders(self, now: float) -> set[str]:
-        return {s.program for s in self._slots if not s.busy and self._leased(s, now)}
+        return set(self._held(now))
 
-    def acquire(self, program: str, messages: Sequence[Message], now: float) -> int | None:
-        """The slot a call should be pinned to, marked busy; None when every slot is taken (the server picks then)."""
-        free = self._free_for(program, now)
-        if not free:
-            return None
-        mine = [s for s in free if program and s.program == program and self._leased(s, now)]
-        if mine:
-            slot = mine[0]
+    def take(self, program: str, now: float) -> None:
+        """A call of ``program`` starts: the slot held for it is in use again."""
+        if self._until.pop(program, 0.0) > now:
             self.used += 1
-        else:
-            # the slot whose conversation this call continues furthest, else the one idle longest
-            slot = max(free, key=lambda s: (s.seen.match(messages), -s.last_used))
-        slot.busy, slot.program, slot.lease_until = True, program, 0.0
-        return slot.index
 
-    def release(self, index: int, now: float, *, hold: float = 0.0, messages: Sequence[Message] = (), reply: Message | None = None) -> None:
-        """The call on slot ``index`` ended; the slot now holds ``messages`` (and ``reply``), leased for ``hold`` seconds."""
-        slot = self._slots[index]
-        slot.busy = False
-        slot.last_used = now
-        slot.seen.forget()
-        if messages:
-            slot.seen.remember(messages, reply)
-        if hold > 0 and slot.program:
-            slot.lease_until = now + min(hold, self.max_hold)
+    def grant(self, program: str, now: float, hold: float) -> None:
+        """Hold a slot for ``program``'s next call for ``hold`` seconds (at most ``max_hold``)."""
+        if program and hold > 0:
+            self._until[program] = now + min(hold, self.max_hold)
             self.granted += 1
 
     def expire(self, now: float) -> bool:
         """Drop the leases that ran out; whether any did (a slot came free for everyone)."""
-        ran_out = False
-        for s in self._slots:
-            if s.lease_until and s.lease_until <= now:
-                s.lease_until = 0.0
-                self.expired += 1
-                ran_out = True
-        return ran_out
+        ran_out = [p for p, t in self._until.items() if t <= now]
+        for p in ran_out:
+            del self._until[p]
+        self.expired += len(ran_out)
+        return bool(ran_out)
 
     def clear(self) -> None:
-        """The server lost its slots' contents (restarted): no lease or remembered conversation holds."""
-        for s in self._slots:
-            s.lease_until = 0.0
-            s.program = ""
-            s.seen.forget()
+        """The server lost what it held (restarted): nothing is worth holding room for."""
+        self._until.clear()
 
     def describe(self) -> dict[str, int]:
         return {"slot_leases_granted": self.granted, "slot_leases_used": self.used, "slot_leases_expired": self.expired}

@@ -146,7 +146,8 @@ class Engines:
 
 
 def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0) -> dict[str, Any]:
-    # keep_slots pins requests to llama-server's slots with id_slot: only real llama-server engines know it
+    # holding a slot's room across a tool call pays only where the engine ties conversations to slots (llama-server);
+    # the sim server's cache does not, so there it would only idle slots
     keep = {"keep_slots": keep_slots} if keep_slots > 0 and engines.model != "sim" else {}
     cores = [
         {"kind": "openai", "name": f"engine-{i}", "model": engines.model_name, "base_url": url, "max_batch": engines.slots,

@@ -1,4 +1,4 @@
-"""A llama-server slot held for a program across its tool call, and requests pinned to slots with ``id_slot``."""
+"""A llama-server slot held for a program across its tool call."""
 
 from __future__ import annotations
 
@@ -26,34 +26,33 @@ def turn(*texts: str) -> list[Message]:
 # --------------------------------------------------------------------------- the table
 
 
-def test_a_leased_slot_waits_for_its_program_and_frees_when_the_lease_runs_out():
-    leases = SlotLeases(1, max_hold=5.0)
-    slot = leases.acquire("ann", turn("build the docs"), now=0.0)
-    assert slot == 0 and not leases.available("bob", now=0.0)  # busy
-    leases.release(slot, 1.0, hold=2.0, messages=turn("build the docs"), reply=Message(role="assistant", content="done"))
+def test_a_held_slot_waits_for_its_program_and_frees_when_the_lease_runs_out():
+    leases = SlotLeases(2, max_hold=5.0)
+    leases.take("ann", now=0.0)  # ann's first call: nothing was held for it
+    leases.grant("ann", 1.0, hold=2.0)
     assert leases.leased_to("ann", 1.5) and leases.holders(1.5) == {"ann"}
-    assert not leases.available("bob", 1.5) and leases.available("ann", 1.5)
+    # one of two slots is held for ann: bob may run beside nothing else, ann beside one more call
+    assert leases.available("bob", busy=0, now=1.5) and not leases.available("bob", busy=1, now=1.5)
+    assert leases.available("ann", busy=1, now=1.5)
     assert not leases.expire(2.9)
     assert leases.expire(3.0)  # 1.0 + 2.0
-    assert leases.available("bob", 3.0) and not leases.leased_to("ann", 3.0)
+    assert leases.available("bob", busy=1, now=3.0) and not leases.leased_to("ann", 3.0)
     assert leases.describe() == {"slot_leases_granted": 1, "slot_leases_used": 0, "slot_leases_expired": 1}
 
 
-def test_the_leaseholder_gets_its_own_slot_back_and_others_the_slot_holding_their_conversation():
-    leases = SlotLeases(3, max_hold=5.0)
-    for program, task in (("ann", "build the docs"), ("bob", "lint the code"), ("cid", "tag the release")):
-        index = leases.acquire(program, turn(task), now=0.0)
-        leases.release(index, {"ann": 1.0, "bob": 2.0, "cid": 3.0}[program], hold=10.0 if program == "ann" else 0.0,
-                       messages=turn(task), reply=Message(role="assistant", content="ok"))
-    # bob's next turn goes to the slot holding bob's conversation, not to the least recently used one (ann's, leased)
-    assert leases.acquire("bob", turn("lint the code", "ok", "and the tests?"), now=4.0) == 1
-    # a newcomer gets the least recently used slot that is not leased: cid's (ann's is held)
-    assert leases.acquire("dan", turn("write the notes"), now=4.0) == 2
-    assert leases.acquire("ann", turn("build the docs", "ok", "now the wheels"), now=4.0) == 0
-    assert leases.used == 1
-    assert leases.acquire("eve", turn("anything"), now=4.0) is None  # every slot busy
+def test_a_lease_is_used_by_its_programs_next_call_capped_and_cleared_with_the_server():
+    leases = SlotLeases(2, max_hold=5.0)
+    leases.grant("ann", 0.0, hold=60.0)
+    leases.grant("bob", 0.0, hold=1.0)
+    assert not leases.available("cid", busy=0, now=0.5)  # both slots held
+    assert leases.leased_to("ann", 4.9) and not leases.leased_to("ann", 5.0)  # capped at max_hold
+    leases.take("bob", 0.5)
+    assert leases.used == 1 and leases.holders(0.5) == {"ann"}
+    leases.grant("", 0.5, hold=1.0)  # a call with no program: nothing to hold
+    leases.grant("cid", 0.5, hold=0.0)  # not worth holding
+    assert leases.holders(0.5) == {"ann"} and leases.granted == 2
     leases.clear()
-    assert not leases.holders(4.0)
+    assert not leases.holders(0.5) and leases.available("cid", busy=1, now=0.5)
 
 
 def test_a_lease_lasts_two_pauses_within_the_cap_and_only_when_recomputing_costs_more_than_idling():
@@ -97,9 +96,9 @@ def test_bad_table_sizes_are_refused():
 class SlotServer:
     """An OpenAI-compatible server that keeps conversations in slots as llama-server does (words as tokens).
 
-    A request takes its ``id_slot`` (waiting while it is busy), else the free slot sharing the largest part of
-    its prompt (above 10 %), else the least recently used one; the slot keeps only the shared prefix. The reply
-    streams a few words; usage reports the prompt tokens found in the slot.
+    A request takes the free slot sharing the largest part of its prompt (above 10 %), else the least recently
+    used one; the slot keeps only the shared prefix. The reply streams a few words; usage reports the prompt
+    tokens found in the slot.
     """
 
     def __init__(self, slots: int, reply_words: int = 4, step: float = 0.01) -> None:
@@ -116,9 +115,7 @@ class SlotServer:
     def tokens(messages: list[dict[str, Any]]) -> list[str]:
         return [w for m in messages for w in [f"<{m['role']}>", *str(m.get("content") or "").split()]]
 
-    def _pick(self, prompt: list[str], busy: set[int], wanted: int) -> int | None:
-        if wanted >= 0:
-            return None if wanted in busy else wanted
+    def _pick(self, prompt: list[str], busy: set[int]) -> int | None:
         free = [i for i in range(len(self.slots)) if i not in busy]
         if not free:
             return None
@@ -148,7 +145,7 @@ class SlotServer:
             self.bodies.append(body)
             prompt = self.tokens(body["messages"])
             async with freed:
-                while (slot := self._pick(prompt, busy, int(body.get("id_slot", -1)))) is None:
+                while (slot := self._pick(prompt, busy)) is None:
                     await freed.wait()
                 busy.add(slot)
             kept = 0
@@ -225,10 +222,9 @@ async def test_without_keep_slots_the_next_call_in_line_overwrites_the_conversat
     ann_first, ann_second = result["ann"]
     # not even ann's first prompt was left of its conversation, only the system prompt: bob's turn had taken the slot
     assert ann_second.usage.cached_tokens < ann_first.usage.prompt_tokens
-    assert all("id_slot" not in body for body in server.bodies)
 
 
-async def test_keep_slots_holds_the_slot_for_the_agents_next_turn_and_pins_requests_to_it(make_kernel):
+async def test_keep_slots_holds_the_slot_for_the_agents_next_turn(make_kernel):
     result, server = await two_agents_on_one_slot(make_kernel, keep_slots=5.0)
     ann_first, ann_second = result["ann"]
     bob_first, _ = result["bob"]
@@ -236,7 +232,7 @@ async def test_keep_slots_holds_the_slot_for_the_agents_next_turn_and_pins_reque
     assert ann_second.usage.cached_tokens >= ann_first.usage.prompt_tokens + ann_first.usage.completion_tokens
     # bob waited for ann's held slot and still ran, before the lease could have run out
     assert bob_first.usage.prompt_tokens > 0
-    assert {body["id_slot"] for body in server.bodies} == {0}
+    assert all("id_slot" not in body for body in server.bodies)  # the server picks the slot
     stats = result["stats"][0]
     assert stats["slot_leases_used"] >= 1 and stats["slot_leases_granted"] >= stats["slot_leases_used"]
 
