@@ -429,14 +429,18 @@ class _AIOSServer:
         await self.serve.end(client, names)
 
     def counters(self) -> dict[str, float]:
-        """The numeric counters of the kernel's cores, summed (what a round changed is the difference)."""
-        out: dict[str, float] = {}
-        for pool in self.serve.stats().get("pools", {}).values():
-            for core in pool.get("cores", []):
-                for key, value in {**core, **core.get("extra", {})}.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        out[key] = out.get(key, 0) + value
-        return out
+        return kernel_counters(self.serve)
+
+
+def kernel_counters(serve: Any) -> dict[str, float]:
+    """The numeric counters of an ``aios serve``'s cores, summed (what a round changed is the difference)."""
+    out: dict[str, float] = {}
+    for pool in serve.stats().get("pools", {}).values():
+        for core in pool.get("cores", []):
+            for key, value in {**core, **core.get("extra", {})}.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out[key] = out.get(key, 0) + value
+    return out
 
 
 @dataclass(frozen=True)

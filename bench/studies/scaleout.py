@@ -9,7 +9,8 @@ them, alternating order per round:
 * ``aios``: ``aios serve`` with the two engines as two ``openai`` cores of one
   kernel (routing: the engine where a call costs least in measured seconds,
   its conversation's cache hit against the engine's load; PLAS over all agents,
-  without preempting remote generations; a generation whose engine failed
+  without preempting remote generations; a finished call's slot held for its
+  agent's next turn, ``--keep-slots``; a generation whose engine failed
   moves to the other one, continuing from the text already streamed);
 * ``litellm``: LiteLLM's ``Router`` over the same two endpoints, in the client
   process, what users put in front of several endpoints (``simple-shuffle``,
@@ -39,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aios.bench.metrics import percentile
+from aios.bench.metrics import counter_changes, percentile
 from aios.bench.result_stamps import claim_stamp
-from aios.bench.studies.agents import AgentPlan, WorkloadSpec, make_workload, run_agent
+from aios.bench.studies.agents import AgentPlan, WorkloadSpec, kernel_counters, make_workload, run_agent
 from aios.bench.suites.modes import round_order
 
 from aios_core.errors import ConfigError
@@ -212,8 +213,10 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
     await asyncio.to_thread(engines.restart)
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
+        before: dict[str, float] = {}
         if setup == "aios":
             keys = await serve.register(client, [p.name for p in plans])
+            before = await asyncio.to_thread(kernel_counters, serve)
         else:
             # a Router per run, like the engines (restarted cold): one built before would still hold last run's
             # killed endpoint in its cooldown and send everything to the other from the start
@@ -231,6 +234,8 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
             results = await asyncio.gather(*(run_agent(None, "", "", "", p, t0, seed, send=send) for p in plans))
         if killer is not None:
             killer.cancel()
+    # what the kernel's cores did in this run (cached prompt tokens, slots held for agents...; {} for LiteLLM)
+    engine = counter_changes(before, await asyncio.to_thread(kernel_counters, serve)) if setup == "aios" else {}
     seconds = [a.seconds for a in results]
     calls = [c for a in results for c in a.calls]
     planned = sum(len(p.turns) for p in plans)
@@ -246,6 +251,7 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
         "lost_calls": planned - len(done),
         "agents_failed": sum(1 for a in results if a.error),
         "completion_tokens": sum(c.completion_tokens for c in done),
+        "engine": engine,
         "agents": [{**asdict(a), "seconds": a.seconds} for a in results],
     }
 

@@ -34,8 +34,22 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
         assert killed["summary"][s]["lost_calls"] >= 0 and killed["summary"][s]["makespan"] > 0
     # with an engine gone, the kernel moves the calls to the other core: nothing lost
     assert killed["summary"]["aios"]["lost_calls"] == 0
+    # what the kernel's cores did in the run: its requests, none of LiteLLM's
+    aios_round, litellm_round = killed["rounds"]
+    assert aios_round["engine"]["requests"] >= 4 * 2 and litellm_round["engine"] == {}
     assert killed["ratios"]["makespan"] > 0
     assert "one engine killed" in markdown({"variants": [killed]})
+
+
+def test_slots_are_held_only_on_llama_server_engines(tmp_path):
+    from aios.bench.studies.scaleout import Engines, aios_config
+
+    def cores(model: str, keep: float) -> list[dict]:
+        engines = Engines(model, slots=4, n_ctx=1024, threads=1, seed=0, work=tmp_path)
+        return aios_config(engines, tmp_path, "plas", keep)["cores"]
+
+    assert [c["keep_slots"] for c in cores("local", 5.0)] == [5.0, 5.0]
+    assert not any("keep_slots" in c for c in cores("local", 0.0) + cores("sim", 5.0))
 
 
 def test_a_scheduler_the_kernel_does_not_know_stops_the_study_before_the_engines_start(tmp_path, capsys):
