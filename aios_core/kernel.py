@@ -347,8 +347,17 @@ class Kernel:
         if record is None:
             return
         self.context.drop_agent(name)
-        for pool in self.pools.values():
-            pool.scheduler.forget_program(program_key(name, record.program))
+        program = program_key(name, record.program)
+
+        def end_program() -> None:
+            for pool in self.pools.values():
+                pool.end_program(program)
+
+        # the pools may start queued calls on the room this frees: that happens on the kernel's loop
+        if self._loop is not None and self._loop.is_running() and not bridge.on_loop(self._loop):
+            self._loop.call_soon_threadsafe(end_program)
+        else:
+            end_program()
 
     # ------------------------------------------------------------------ syscalls (async face)
 

@@ -197,6 +197,12 @@ class LLMPool:
         for flight in list(self._queued.values()) + list(self._running.values()):
             self.cancel(flight, reason)
 
+    def end_program(self, program: str) -> None:
+        """A program ended: the scheduler forgets its history, and the cores let go of what they kept for its next call."""
+        self._policy(lambda s: s.forget_program(program))
+        for core in self.cores:
+            core.end_program(program)
+
     def kv_cells(self) -> int | None:
         """KV cells the pool's engines keep conversations in between calls; None when one of them does not say."""
         cells = [core.kv_cells() for core in self.cores]

@@ -195,6 +195,9 @@ class LLMCore(abc.ABC):
         """The programs a slot is held for here now."""
         return set()
 
+    def end_program(self, program: str) -> None:
+        """``program`` ended (its agent left): let go of whatever is kept here for its next call."""
+
     async def start(self) -> None:
         """Load the model / open connections. Called once by the kernel, inside its loop."""
 

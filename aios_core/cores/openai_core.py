@@ -294,6 +294,13 @@ class OpenAICore(LLMCore):
     def slot_holders(self) -> set[str]:
         return set() if self._leases is None else self._leases.holders(_now())
 
+    def end_program(self, program: str) -> None:
+        if self._leases is None:
+            return
+        self._pauses.forget(program)
+        if self._leases.drop(program, _now()):
+            self.capacity_freed()
+
     def check_request(self, request: LLMRequest) -> None:
         if self.context_length is None:
             return

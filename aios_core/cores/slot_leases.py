@@ -35,6 +35,7 @@ never consults the RAM cache. Pinning was measured slower (docs/benchmarks.md,
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 from aios_core.cores.engine_speed import MovingMean
 
@@ -47,24 +48,35 @@ class PauseClock:
 
     def __init__(self, max_programs: int = 10_000) -> None:
         self.max_programs = max_programs
-        self._ended: dict[str, float] = {}
-        self._per_program: dict[str, MovingMean] = {}
+        # both least recently touched first: a long-running kernel forgets the programs it has not seen for longest
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        self._per_program: OrderedDict[str, MovingMean] = OrderedDict()
         self._all = MovingMean()
+
+    def _bound(self, table: OrderedDict[str, object]) -> None:
+        while len(table) > self.max_programs:
+            table.popitem(last=False)
 
     def ended(self, program: str, now: float) -> None:
         self._ended[program] = now
-        if len(self._ended) > self.max_programs:
-            oldest = next(iter(self._ended))
-            del self._ended[oldest]
-            self._per_program.pop(oldest, None)
+        self._ended.move_to_end(program)
+        self._bound(self._ended)  # type: ignore[arg-type]
 
     def arrived(self, program: str, at: float) -> None:
         """A call of ``program`` reached the kernel at ``at``: the pause since its last call ended, if there was one."""
         ended = self._ended.pop(program, None)
         if ended is None or at < ended:
             return
-        self._per_program.setdefault(program, MovingMean()).add(at - ended)
+        mean = self._per_program.pop(program, None) or MovingMean()
+        mean.add(at - ended)
+        self._per_program[program] = mean
+        self._bound(self._per_program)  # type: ignore[arg-type]
         self._all.add(at - ended)
+
+    def forget(self, program: str) -> None:
+        """The program ended: no pause of it is coming."""
+        self._ended.pop(program, None)
+        self._per_program.pop(program, None)
 
     def typical(self, program: str) -> float | None:
         """The program's typical pause; a program not seen pausing yet gets everyone's; None before any pause."""
@@ -103,6 +115,10 @@ class SlotLeases:
 
     def holders(self, now: float) -> set[str]:
         return set(self._held(now))
+
+    def drop(self, program: str, now: float) -> bool:
+        """The program ended: let its held room go; whether it held any."""
+        return self._until.pop(program, 0.0) > now
 
     def take(self, program: str, now: float) -> None:
         """A call of ``program`` starts: the slot held for it is in use again."""

@@ -251,3 +251,34 @@ async def test_a_held_slot_frees_when_its_program_does_not_come_back(make_kernel
         # bob was started by the lease running out, not by any other call ending
         assert waited >= 0.2
         assert core.stats().as_dict()["slot_leases_expired"] == 1
+
+
+async def test_an_agent_that_ends_gives_its_held_slot_back_at_once(make_kernel):
+    with SlotServer(slots=1) as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=1, keep_slots=60.0)
+        async with make_kernel(cores=[core]) as kernel:
+            await kernel.agent("ann").achat(turn("build the docs"), max_tokens=8)
+            assert core.holds_slot_for("ann")
+            waiting = asyncio.create_task(kernel.agent("bob").achat(turn("lint the code"), max_tokens=8))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # the only slot is held for ann
+            kernel.end_agent("ann")
+            assert not core.holds_slot_for("ann")
+            # far sooner than the 60 s lease: ending ann freed the room and started bob
+            reply = await asyncio.wait_for(waiting, timeout=20)
+        assert reply.usage.completion_tokens > 0
+
+
+def test_the_pause_clock_forgets_the_programs_it_has_not_seen_for_longest():
+    clock = PauseClock(max_programs=2)
+    for i, (program, pause) in enumerate((("ann", 3.0), ("bob", 0.5), ("cid", 0.5))):
+        clock.ended(program, 10.0 * i)
+        clock.arrived(program, 10.0 * i + pause)
+    # ann's own pauses are forgotten (two programs kept): it borrows everyone's mean, no longer its own 3.0
+    assert clock.typical("ann") != pytest.approx(3.0)
+    assert clock.typical("bob") == pytest.approx(0.5) and clock.typical("cid") == pytest.approx(0.5)
+    clock.ended("bob", 40.0)
+    clock.arrived("bob", 42.0)
+    assert clock.typical("bob") == pytest.approx(1.25)  # bob's own two pauses: 0.5, then 2.0
+    clock.forget("cid")  # cid's agent ended
+    assert clock.typical("cid") != pytest.approx(0.5)
