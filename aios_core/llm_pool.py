@@ -324,7 +324,7 @@ class LLMPool:
                 self._start(flight, core, now)
 
     def _capacity_freed(self) -> None:
-        """A core freed room by itself (a held slot's lease ran out): fill it, unless the kernel has not started."""
+        """A core freed room by itself (a held slot's lease ran out, or its program ended): fill it, once the pool has a loop."""
         if self._loop is not None:
             self._fill()
 

@@ -52,7 +52,7 @@ completions endpoint knows no tools), and a generation whose tool-call deltas
 have started is not preempted: a server cannot continue half a tool call, so
 :meth:`preempt` leaves it running.
 
-Completion tokens are lease_on_end one per streamed delta and corrected by the
+Completion tokens are counted one per streamed delta and corrected by the
 server's ``usage`` when it sends one (``stream_options.include_usage``); they
 add up across the parts of a preempted and resumed generation.
 """

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Any
 
 from aios_core.cores.engine_speed import MovingMean
 
@@ -53,14 +54,14 @@ class PauseClock:
         self._per_program: OrderedDict[str, MovingMean] = OrderedDict()
         self._all = MovingMean()
 
-    def _bound(self, table: OrderedDict[str, object]) -> None:
+    def _bound(self, table: OrderedDict[str, Any]) -> None:
         while len(table) > self.max_programs:
             table.popitem(last=False)
 
     def ended(self, program: str, now: float) -> None:
         self._ended[program] = now
         self._ended.move_to_end(program)
-        self._bound(self._ended)  # type: ignore[arg-type]
+        self._bound(self._ended)
 
     def arrived(self, program: str, at: float) -> None:
         """A call of ``program`` reached the kernel at ``at``: the pause since its last call ended, if there was one."""
@@ -70,7 +71,7 @@ class PauseClock:
         mean = self._per_program.pop(program, None) or MovingMean()
         mean.add(at - ended)
         self._per_program[program] = mean
-        self._bound(self._per_program)  # type: ignore[arg-type]
+        self._bound(self._per_program)
         self._all.add(at - ended)
 
     def forget(self, program: str) -> None:
