@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds at most AIOS holds a llama-server slot for an agent's next turn (0: off; local model only)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    if not 0 <= args.keep_slots < float("inf"):
+        parser.error(f"--keep-slots must be 0 (off) or a number of seconds, not {args.keep_slots}")
     if args.model == "local":
         from aios.bench.suites.agents.llama_cpp_server import LlamaServerMissing, find_binary
 

@@ -52,6 +52,16 @@ def test_slots_are_held_only_on_llama_server_engines(tmp_path):
     assert not any("keep_slots" in c for c in cores("local", 0.0) + cores("sim", 5.0))
 
 
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf"])
+def test_a_bad_keep_slots_stops_the_study_before_anything_starts(tmp_path, capsys, bad):
+    from aios.bench.studies.scaleout import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "sim", "--keep-slots", bad, "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "--keep-slots must be 0 (off) or a number of seconds" in capsys.readouterr().err
+    assert not list(tmp_path.glob("scaleout-*.json"))
+
+
 def test_a_scheduler_the_kernel_does_not_know_stops_the_study_before_the_engines_start(tmp_path, capsys):
     from aios.bench.studies.scaleout import main
 
