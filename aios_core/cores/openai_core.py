@@ -284,7 +284,7 @@ class OpenAICore(LLMCore):
         return len(self._flights)
 
     def can_admit(self, gen: Generation) -> bool:
-        if len(self._flights) >= self._max_batch:
+        if not super().can_admit(gen):
             return False
         return self._leases is None or self._leases.available(gen.program, len(self._flights), _now())
 
@@ -406,7 +406,7 @@ class OpenAICore(LLMCore):
                 if chunk.finish_reason is not None:
                     self._slots.release()
                     held = False
-                    self._free_slot(g, chunk)
+                    self._hold_room(g, chunk)
                     self._forget(g)
                     yield chunk
                     return
@@ -414,11 +414,11 @@ class OpenAICore(LLMCore):
         finally:
             if held:
                 self._slots.release()
-            self._free_slot(g, None)
+            self._hold_room(g, None)
             self._forget(g)
 
-    def _free_slot(self, g: _RemoteGen, last: Chunk | None) -> None:
-        """The call's slot is free: held for its program when the answer ended well and holding on pays."""
+    def _hold_room(self, g: _RemoteGen, last: Chunk | None) -> None:
+        """The call ended: its slot's room is held for its program when the answer ended well and holding on pays."""
         if self._leases is None or not g.lease_on_end:
             return
         g.lease_on_end = False
