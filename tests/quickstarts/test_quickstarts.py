@@ -21,10 +21,13 @@ pytestmark = pytest.mark.frameworks
 
 PREAPPROVE_PYTHON = '[managers.access.groups.default]\npreapproved = ["tool:python"]\n'
 
+LOGURU_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+(?: [+-]\d\d:?\d\d)?"
+
 #: what frameworks themselves print to stderr while being imported (also without AIOS); anything else fails a test
 FRAMEWORK_IMPORT_NOTICES = (
-    # MetaGPT logs to stderr through loguru, INFO and WARNING records included
-    re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \| (INFO|WARNING) +\| metagpt\.|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \| INFO +\| __main__:"),
+    # MetaGPT logs to stderr through loguru, INFO and WARNING records included; loguru 0.8 added the UTC offset to its
+    # default time stamp ("2026-12-07 14:48:53.420 +00:00 | INFO ..."), 0.7 had none
+    re.compile(rf"^{LOGURU_TIME} \| (INFO|WARNING) +\| metagpt\.|^{LOGURU_TIME} \| INFO +\| __main__:"),
     # deprecation notices of packages MetaGPT's and Open-Interpreter's imports pull in (google, qianfan, pkg_resources)
     re.compile(r"(FutureWarning|UserWarning|DeprecationWarning): |^\s+(warnings\.warn|import \S+)|^\[WARNING\].*redis_rate_limiter"),
 )
@@ -43,6 +46,22 @@ def _stray_stderr(stderr: str) -> list[str]:
 def _google_notice_body(line: str) -> bool:
     # google.generativeai's FutureWarning spans several prose lines
     return any(s in line for s in ("All support for the `google.generativeai`", "updates or bug fixes", "See README", "deprecated-generative-ai-python"))
+
+
+def test_the_stderr_filter_knows_loguru_07_and_08_stamps_and_nothing_more():
+    notices = [
+        "2026-12-07 14:48:56.756 | INFO     | metagpt.team:invest:93 - Investment: $3.0.",  # loguru 0.7
+        "2026-12-07 14:48:56.756 +00:00 | INFO     | metagpt.team:invest:93 - Investment: $3.0.",  # loguru 0.8
+        "2026-12-07 14:48:56.955 +01:00 | WARNING  | metagpt.utils.cost_manager:update_cost:49 - Model sim not found",
+        "2026-12-07 14:48:56.956 +00:00 | INFO     | __main__:_act:70 - Ben(Editor): to do ReviewSlogan",
+    ]
+    assert _stray_stderr("\n".join(notices)) == []
+    stray = [
+        "2026-12-07 14:48:56.956 +00:00 | ERROR    | metagpt.roles.role:_act:403 - failed",
+        "2026-12-07 14:48:56.956 +00:00 | WARNING  | __main__:main:80 - a warning of the program itself",
+        "Traceback (most recent call last):",
+    ]
+    assert _stray_stderr("\n".join(stray)) == stray
 
 
 def assert_scheduled(run: Run, agents: set[str]) -> None:
