@@ -58,7 +58,7 @@ class Flight:
     __slots__ = (
         "syscall", "agent", "job", "done", "deltas", "parts", "core", "snapshot_core", "task",
         "prompt_tokens", "cached_tokens", "completion_tokens", "run_started", "attempts", "cancel_reason", "failed_on",
-        "text_resume",
+        "text_resume", "held_out_since",
     )
 
     def __init__(self, syscall: LLMSyscall, agent: AgentRecord, job: Job, *, stream: bool) -> None:
@@ -81,6 +81,8 @@ class Flight:
         self.failed_on: set[str] = set()
         #: the answer so far, when its core died mid-stream: it continues on a core that resumes from text
         self.text_resume: Snapshot | None = None
+        #: when room held for other programs first kept this call out (it may do so for a bounded time only)
+        self.held_out_since: float | None = None
 
     @property
     def id(self) -> str:
@@ -135,6 +137,8 @@ class LLMPool:
         self.failed = 0
         #: completion tokens of a typical answer here (a moving mean), for pricing a route when the caller gives no hint
         self._typical_output = MovingMean()
+        #: wakes the pool when a call kept out by held room may take that room
+        self._held_out_timer: asyncio.TimerHandle | None = None
         self._policy(lambda s: s.set_kv_cells(self.kv_cells()))
         for core in cores:
             core.on_capacity(self._capacity_freed)
@@ -194,6 +198,9 @@ class LLMPool:
             flight.core.cancel(flight.id)  # the consuming task ends it with ``reason``
 
     def shutdown(self, reason: AIOSError) -> None:
+        if self._held_out_timer is not None:
+            self._held_out_timer.cancel()
+            self._held_out_timer = None
         for flight in list(self._queued.values()) + list(self._running.values()):
             self.cancel(flight, reason)
 
@@ -250,17 +257,29 @@ class LLMPool:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _route(self, flight: Flight) -> LLMCore | None:
-        gen = Generation(id=flight.id, request=flight.syscall.request, program=flight.job.program)
+    @staticmethod
+    def _probe(flight: Flight) -> Generation:
+        """What a core needs to tell whether ``flight`` fits."""
+        return Generation(id=flight.id, request=flight.syscall.request, program=flight.job.program)
+
+    def _candidates(self, flight: Flight) -> list[LLMCore]:
+        """The cores ``flight`` may run on now."""
         if flight.snapshot_core is not None:
-            for core in self.cores:
-                if core.name == flight.snapshot_core:
-                    return core if core.can_admit(gen) else None
+            # its snapshot lives on one core: it resumes there
+            pinned = [core for core in self.cores if core.name == flight.snapshot_core]
+            if pinned:
+                return pinned
         able = [c for c in self.cores if c.continues_text] if flight.text_resume is not None else self.cores
         # cores this flight has not failed on and that are not marked down; while any exists, the flight waits
         # for one of them rather than going where it is likely to fail again
         preferred = [c for c in able if c.name not in flight.failed_on and c.healthy()]
-        candidates = preferred or able
+        return preferred or able
+
+    def _route(self, flight: Flight) -> LLMCore | None:
+        gen = self._probe(flight)
+        candidates = self._candidates(flight)
+        if flight.snapshot_core is not None and candidates[0].name == flight.snapshot_core:
+            return candidates[0] if candidates[0].can_admit(gen) else None
         for core in candidates:
             # a slot held for this program's next turn: its conversation is there, and the room is kept for it
             if core.holds_slot_for(flight.job.program) and core.can_admit(gen):
@@ -299,7 +318,7 @@ class LLMPool:
             job = self._policy(lambda s: s.peek(now))
             if job is None:
                 return
-            core = self._route(job.payload)
+            core = self._route(job.payload) or self._room_past_holds(job.payload, now)
             if core is None:
                 self._start_held(now)
                 return
@@ -308,12 +327,47 @@ class LLMPool:
                 return
             self._start(popped.payload, core, now)
 
+    def _room_past_holds(self, flight: Flight, now: float) -> LLMCore | None:
+        """A core whose held room ``flight`` may take, because that room has kept it out for as long as it may.
+
+        Held room lets a program's next turn start ahead of the policy's order. A program that keeps coming back
+        within its lease would keep its slot for good, and a call it kept out would wait without bound, whatever
+        the policy (PLAS's starvation guard included) says. So held room keeps a call out for at most the core's
+        ``keep_slots`` from the first time it does; after that the call takes the next room that frees, held or
+        not, and the lease that would have run out soonest goes.
+        """
+        gen = self._probe(flight)
+        bounds = [(bound, core) for core in self._candidates(flight) if (bound := core.held_room_bound(gen)) is not None]
+        if not bounds:
+            return None
+        if flight.held_out_since is None:
+            flight.held_out_since = now
+        due = flight.held_out_since + min(bound for bound, _ in bounds)
+        if now < due:
+            self._wake_at(due, now)
+            return None
+        for _, core in sorted(bounds, key=lambda pair: pair[0]):
+            if core.yield_held_room(gen):
+                return core
+        return None
+
+    def _wake_at(self, when: float, now: float) -> None:
+        """Fill the pool again at ``when`` (a single timer: the earliest wanted)."""
+        assert self._loop is not None
+        timer = self._held_out_timer
+        if timer is not None and not timer.cancelled() and now < timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._held_out_timer = self._loop.call_at(when, self._fill)
+
     def _start_held(self, now: float) -> None:
         """Start the queued calls whose program a core holds a slot for, while the policy's next call waits for room.
 
         The held slot is kept for that program and no other call could take it, so starting the program's call
         ahead of the policy's order takes nothing from anyone; waiting instead would idle the slot until its lease
-        ran out. The scan over the queue happens only while some slot is held and the head is blocked.
+        ran out. How long held room may keep the head out is bounded (:meth:`_room_past_holds`). The scan over
+        the queue happens only while some slot is held and the head is blocked.
         """
         held = set().union(*(core.slot_holders() for core in self.cores))
         if not held:
@@ -330,6 +384,7 @@ class LLMPool:
 
     def _start(self, flight: Flight, core: LLMCore, now: float) -> None:
         del self._queued[flight.id]
+        flight.held_out_since = None
         resume, flight.text_resume = flight.text_resume, None
         if flight.snapshot_core is not None:
             try:

@@ -198,6 +198,14 @@ class LLMCore(abc.ABC):
     def end_program(self, program: str) -> None:
         """``program`` ended (its agent left): let go of whatever is kept here for its next call."""
 
+    def held_room_bound(self, gen: Generation) -> float | None:
+        """Seconds room held here for other programs may keep ``gen`` out; None when held room is not what keeps it out."""
+        return None
+
+    def yield_held_room(self, gen: Generation) -> bool:
+        """Give ``gen`` room held here for other programs (it was kept out for its bound); whether it fits now."""
+        return False
+
     async def start(self) -> None:
         """Load the model / open connections. Called once by the kernel, inside its loop."""
 

@@ -301,6 +301,16 @@ class OpenAICore(LLMCore):
         if self._leases.drop(program, _now()):
             self.capacity_freed()
 
+    def held_room_bound(self, gen: Generation) -> float | None:
+        if self._leases is None or not super().can_admit(gen) or self.can_admit(gen):
+            return None
+        return self._leases.max_hold
+
+    def yield_held_room(self, gen: Generation) -> bool:
+        if self._leases is None or not super().can_admit(gen):
+            return False
+        return self._leases.make_room(gen.program, len(self._flights), _now())
+
     def check_request(self, request: LLMRequest) -> None:
         if self.context_length is None:
             return

@@ -22,7 +22,10 @@ or, once the server saved it, in the RAM cache. A lease is granted only when
 prefilling the conversation again would cost the engine more than the slot
 idling for the lease (the engine's measured prefill cost against one slot's
 share of its time). When the lease runs out, the room is free again and the pool
-is told, so nothing waits long on a program that ended. Continuum (Li et al.,
+is told, so nothing waits long on a program that ended. Held room keeps the
+scheduler's next call out for at most the cap from the first time it does
+(``LLMPool._room_past_holds``, :meth:`SlotLeases.make_room`): a program that
+keeps coming back cannot keep its slot from the queue. Continuum (Li et al.,
 2025, arXiv 2511.02230) makes the same trade for vLLM's KV cache, as a
 time-to-live with program-level first come first served.
 
@@ -101,6 +104,8 @@ class SlotLeases:
         self.granted = 0
         self.used = 0
         self.expired = 0
+        #: leases let go early for a call they had kept out for as long as a lease may last
+        self.yielded = 0
 
     def _held(self, now: float) -> dict[str, float]:
         return {p: t for p, t in self._until.items() if t > now}
@@ -126,6 +131,19 @@ class SlotLeases:
         if self._until.pop(program, 0.0) > now:
             self.used += 1
 
+    def make_room(self, program: str, busy: int, now: float) -> bool:
+        """Let held room go, the leases that would run out soonest first, until a call of ``program`` fits beside ``busy``.
+
+        For a call that held room kept out for as long as it may (the pool's bound); whether it fits now.
+        """
+        while not self.available(program, busy, now):
+            held = {p: t for p, t in self._held(now).items() if p != program}
+            if not held:
+                return False
+            del self._until[min(held, key=held.__getitem__)]
+            self.yielded += 1
+        return True
+
     def grant(self, program: str, now: float, hold: float) -> None:
         """Hold a slot for ``program``'s next call for ``hold`` seconds (at most ``max_hold``)."""
         if program and hold > 0:
@@ -145,7 +163,8 @@ class SlotLeases:
         self._until.clear()
 
     def describe(self) -> dict[str, int]:
-        return {"slot_leases_granted": self.granted, "slot_leases_used": self.used, "slot_leases_expired": self.expired}
+        return {"slot_leases_granted": self.granted, "slot_leases_used": self.used, "slot_leases_expired": self.expired,
+                "slot_leases_yielded": self.yielded}
 
 
 def lease_seconds(pause: float | None, max_hold: float, *, recompute_seconds: float | None, slots: int) -> float:

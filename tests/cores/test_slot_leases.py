@@ -37,7 +37,7 @@ def test_a_held_slot_waits_for_its_program_and_frees_when_the_lease_runs_out():
     assert not leases.expire(2.9)
     assert leases.expire(3.0)  # 1.0 + 2.0
     assert leases.available("bob", busy=1, now=3.0) and not leases.leased_to("ann", 3.0)
-    assert leases.describe() == {"slot_leases_granted": 1, "slot_leases_used": 0, "slot_leases_expired": 1}
+    assert leases.describe() == {"slot_leases_granted": 1, "slot_leases_used": 0, "slot_leases_expired": 1, "slot_leases_yielded": 0}
 
 
 def test_a_lease_is_used_by_its_programs_next_call_capped_and_cleared_with_the_server():
@@ -53,6 +53,21 @@ def test_a_lease_is_used_by_its_programs_next_call_capped_and_cleared_with_the_s
     assert leases.holders(0.5) == {"ann"} and leases.granted == 2
     leases.clear()
     assert not leases.holders(0.5) and leases.available("cid", busy=1, now=0.5)
+
+
+def test_held_room_is_given_up_soonest_to_run_out_first_and_never_the_callers_own():
+    leases = SlotLeases(3, max_hold=5.0)
+    leases.grant("ann", 0.0, hold=4.0)
+    leases.grant("bob", 0.0, hold=2.0)
+    leases.grant("cid", 0.0, hold=3.0)
+    assert not leases.available("dan", busy=1, now=1.0)
+    # dan needs one slot beside one running call: of three held, two go, bob's first (it would run out soonest)
+    assert leases.make_room("dan", busy=1, now=1.0)
+    assert leases.holders(1.0) == {"ann"} and leases.yielded == 2
+    # ann's own room is never given up for ann; with every slot busy no lease can help
+    assert leases.make_room("ann", busy=2, now=1.0) and leases.holders(1.0) == {"ann"}
+    assert not leases.make_room("dan", busy=3, now=1.0) and leases.holders(1.0) == set()
+    assert leases.describe()["slot_leases_yielded"] == 3
 
 
 def test_a_lease_lasts_two_pauses_within_the_cap_and_only_when_recomputing_costs_more_than_idling():
@@ -282,3 +297,35 @@ def test_the_pause_clock_forgets_the_programs_it_has_not_seen_for_longest():
     assert clock.typical("bob") == pytest.approx(1.25)  # bob's own two pauses: 0.5, then 2.0
     clock.forget("cid")  # cid's agent ended
     assert clock.typical("cid") != pytest.approx(0.5)
+
+
+async def test_an_agent_that_keeps_coming_back_cannot_keep_a_held_slot_from_a_waiting_call_for_longer_than_keep_slots(make_kernel):
+    """ann returns after every call within its lease, so without a bound its held slot would never be anyone else's."""
+    keep = 0.5
+    with SlotServer(slots=1, reply_words=2, step=0.005) as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=1, keep_slots=keep)
+        async with make_kernel(cores=[core]) as kernel:
+            bob_done = asyncio.Event()
+            ann_calls = 0
+
+            async def ann() -> None:
+                nonlocal ann_calls
+                deadline = time.monotonic() + 8.0
+                while not bob_done.is_set() and time.monotonic() < deadline:
+                    await kernel.agent("ann").achat(turn("watch the queue", f"call {ann_calls}"), max_tokens=4)
+                    ann_calls += 1
+                    await asyncio.sleep(0.02)  # a short tool call: back well within a lease of two such pauses
+
+            looping = asyncio.create_task(ann())
+            while ann_calls < 3:  # ann's pauses are learned and it holds the slot between its calls
+                await asyncio.sleep(0.01)
+            asked = time.monotonic()
+            await kernel.agent("bob").achat(turn("lint the code"), max_tokens=4)
+            waited = time.monotonic() - asked
+            bob_done.set()
+            await looping
+            stats = core.stats().as_dict()
+    # bob ran after at most keep_slots of being kept out, plus one of ann's calls, not after ann's 8 s of calls
+    assert waited < keep + 1.5, f"bob waited {waited:.2f} s while ann made {ann_calls} calls"
+    assert stats["slot_leases_used"] >= 3  # ann's held slot was really used between its calls
+    assert stats["slot_leases_yielded"] >= 1  # and bob took it once it had kept bob out for keep_slots
