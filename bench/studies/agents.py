@@ -432,10 +432,13 @@ class _AIOSServer:
         return kernel_counters(self.serve)
 
 
-def kernel_counters(serve: Any) -> dict[str, float]:
-    """The numeric counters of an ``aios serve``'s cores, summed (what a round changed is the difference)."""
+def kernel_counters(serve: Any, stats: dict[str, Any] | None = None) -> dict[str, float]:
+    """The numeric counters of an ``aios serve``'s cores, summed (what a round changed is the difference).
+
+    ``stats``: the kernel's stats already fetched, when the caller needs more of them than the counters.
+    """
     out: dict[str, float] = {}
-    for pool in serve.stats().get("pools", {}).values():
+    for pool in (serve.stats() if stats is None else stats).get("pools", {}).values():
         for core in pool.get("cores", []):
             for key, value in {**core, **core.get("extra", {})}.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

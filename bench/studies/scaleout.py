@@ -229,13 +229,26 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
                 await asyncio.to_thread(engines.kill, 1)
             killer = asyncio.create_task(kill())
         if setup == "aios":
-            results = await asyncio.gather(*(run_agent(client, serve.base_url, engines.model_name, keys[p.name], p, t0, seed) for p in plans))
+            async def agent(plan: AgentPlan) -> Any:
+                result = await run_agent(client, serve.base_url, engines.model_name, keys[plan.name], plan, t0, seed)
+                # the agent ended, as an SDK agent's scope does on exit (after its end was timed, as in the agents
+                # study): the room held for its next turn goes at once, and PLAS learns its size
+                await serve.end(client, [plan.name])
+                return result
+
+            results = await asyncio.gather(*(agent(p) for p in plans))
         else:
             results = await asyncio.gather(*(run_agent(None, "", "", "", p, t0, seed, send=send) for p in plans))
         if killer is not None:
             killer.cancel()
     # what the kernel's cores did in this run (cached prompt tokens, slots held for agents...; {} for LiteLLM)
-    engine = counter_changes(before, await asyncio.to_thread(kernel_counters, serve)) if setup == "aios" else {}
+    engine: dict[str, float] = {}
+    registered: list[str] = []
+    if setup == "aios":
+        stats = await asyncio.to_thread(serve.stats)
+        engine = counter_changes(before, kernel_counters(serve, stats))
+        names = {p.name for p in plans}
+        registered = sorted(a["name"] for a in stats.get("agents", []) if a.get("name") in names)
     seconds = [a.seconds for a in results]
     calls = [c for a in results for c in a.calls]
     planned = sum(len(p.turns) for p in plans)
@@ -252,6 +265,8 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
         "agents_failed": sum(1 for a in results if a.error),
         "completion_tokens": sum(c.completion_tokens for c in done),
         "engine": engine,
+        # the run's agents the kernel still knows after the run (each ended itself: none)
+        "agents_registered_after": registered,
         "agents": [{**asdict(a), "seconds": a.seconds} for a in results],
     }
 

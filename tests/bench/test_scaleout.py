@@ -37,6 +37,8 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     # what the kernel's cores did in the run: its requests, none of LiteLLM's
     aios_round, litellm_round = killed["rounds"]
     assert aios_round["engine"]["requests"] >= 4 * 2 and litellm_round["engine"] == {}
+    # each agent ended itself after its last turn, as an SDK agent does: the kernel holds nothing for it
+    assert aios_round["agents_registered_after"] == [] and litellm_round["agents_registered_after"] == []
     assert killed["ratios"]["makespan"] > 0
     assert "one engine killed" in markdown({"variants": [killed]})
 
