@@ -202,6 +202,8 @@ class ScaleoutOptions:
     scheduler: str = "plas"
     #: the openai cores' keep_slots (seconds a finished call's llama-server slot is held for its agent; 0: off)
     keep_slots: float = 5.0
+    #: whether each AIOS agent ends itself after its last turn (an SDK agent's scope on exit)
+    end_agents: bool = True
 
     @property
     def slots(self) -> int:
@@ -209,7 +211,7 @@ class ScaleoutOptions:
 
 
 async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serve: Any, kill_after: float | None,
-                   seed: int, round_index: int) -> dict[str, Any]:
+                   seed: int, round_index: int, end_agents: bool = True) -> dict[str, Any]:
     await asyncio.to_thread(engines.restart)
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
@@ -233,7 +235,8 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
                 result = await run_agent(client, serve.base_url, engines.model_name, keys[plan.name], plan, t0, seed)
                 # the agent ended, as an SDK agent's scope does on exit (after its end was timed, as in the agents
                 # study): the room held for its next turn goes at once, and PLAS learns its size
-                await serve.end(client, [plan.name])
+                if end_agents:
+                    await serve.end(client, [plan.name])
                 return result
 
             results = await asyncio.gather(*(agent(p) for p in plans))
@@ -289,7 +292,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
             )
             for setup in round_order(SETUPS, i):
                 r = await run_once(setup, plans, engines=engines, serve=serve, kill_after=kill_after,
-                                   seed=options.seed, round_index=i)
+                                   seed=options.seed, round_index=i, end_agents=options.end_agents)
                 rounds.append(r)
                 if console is not None:
                     console.log(f"{'kill' if kill_after is not None else 'healthy'} round {i + 1} {LABELS[setup]}: makespan "
@@ -374,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", default="plas")
     parser.add_argument("--keep-slots", type=float, default=5.0,
                         help="seconds at most AIOS holds a llama-server slot for an agent's next turn (0: off; local model only)")
+    parser.add_argument("--no-end-agents", dest="end_agents", action="store_false",
+                        help="AIOS agents stay registered after their last turn instead of ending (their held slots run out)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if not 0 <= args.keep_slots < float("inf"):
@@ -390,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         agents=args.agents, apps=args.apps, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, system_words=args.system_words, mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
         tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler, keep_slots=args.keep_slots,
+        end_agents=args.end_agents,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
