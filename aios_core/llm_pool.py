@@ -280,10 +280,8 @@ class LLMPool:
         candidates = self._candidates(flight)
         if flight.snapshot_core is not None and candidates[0].name == flight.snapshot_core:
             return candidates[0] if candidates[0].can_admit(gen) else None
-        for core in candidates:
-            # a slot held for this program's next turn: its conversation is there, and the room is kept for it
-            if core.holds_slot_for(flight.job.program) and core.can_admit(gen):
-                return core
+        # a slot held for this program's next turn: its conversation is there, and the room is kept for it
+        held = next((c for c in candidates if c.holds_slot_for(flight.job.program) and c.can_admit(gen)), None)
         admitting = [c for c in candidates if c.can_admit(gen)]
         if len(admitting) <= 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
@@ -292,7 +290,9 @@ class LLMPool:
         measured = [c.engine_speed() for c in admitting]
         speeds = [s for s in measured if s is not None and s.ready]
         if len(speeds) == len(admitting):
-            # every engine's costs are measured: the cheapest in seconds, a cache hit weighed against the load
+            # every engine's costs are measured: the cheapest in seconds, a cache hit weighed against the load. The
+            # held slot is priced like any other room (its conversation is cached there): a program whose engine is
+            # crowded moves to one that idles, whose prefill costs less than the crowded engine's slower steps
             prompt = admitting[0].count_tokens(request)
             output = self._expected_output(flight)
 
@@ -302,6 +302,8 @@ class LLMPool:
                 return route_cost(speeds[i], uncached_tokens=uncached, output_tokens=output, running=core.running()), core.running() / core.max_batch()
 
             return admitting[min(range(len(admitting)), key=cost)]
+        if held is not None:
+            return held
         return min(admitting, key=lambda c: (-c.prefix_affinity(request), c.running() / c.max_batch()))
 
     def _expected_output(self, flight: Flight) -> int:
@@ -385,6 +387,11 @@ class LLMPool:
     def _start(self, flight: Flight, core: LLMCore, now: float) -> None:
         del self._queued[flight.id]
         flight.held_out_since = None
+        for other in self.cores:
+            if other is not core and other.holds_slot_for(flight.job.program):
+                # the program's turn runs elsewhere (a cheaper engine): the room held for it there is anyone's now,
+                # and this fill goes on to use it
+                other.release_slot(flight.job.program)
         resume, flight.text_resume = flight.text_resume, None
         if flight.snapshot_core is not None:
             try:

@@ -198,6 +198,10 @@ class LLMCore(abc.ABC):
     def end_program(self, program: str) -> None:
         """``program`` ended (its agent left): let go of whatever is kept here for its next call."""
 
+    def release_slot(self, program: str) -> None:
+        """``program``'s next call runs on another core: let go of the room held here for it, without waking the pool
+        (the pool asks this while it fills free room, and goes on to use it)."""
+
     def held_room_bound(self, gen: Generation) -> float | None:
         """Seconds room held here for other programs may keep ``gen`` out; None when held room is not what keeps it out."""
         return None

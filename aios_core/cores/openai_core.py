@@ -128,6 +128,11 @@ class _Part:
     calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
 
 
+#: seconds at most a llama-server slot is held for its agent's next turn under ``keep_slots = "auto"``: the scale-out
+#: study's setting (docs/benchmarks.md, "Slots held across tool calls"), a few tool calls' worth
+AUTO_KEEP_SLOTS = 5.0
+
+
 class OpenAICore(LLMCore):
     kind = "openai"
     continues_text = True
@@ -152,7 +157,7 @@ class OpenAICore(LLMCore):
         extra_body: dict[str, Any] | None = None,
         prefix_cache: int = 4096,
         kv_cells: int | None = None,
-        keep_slots: float = 0.0,
+        keep_slots: float | Literal["auto"] = "auto",
     ) -> None:
         """Options, as in a ``[[cores]] kind = "openai"`` table:
 
@@ -173,8 +178,9 @@ class OpenAICore(LLMCore):
           evicted prompts in host RAM (llama-server's ``--cache-ram``, vLLM with CPU offloading): there an
           evicted conversation is copied back, not prefilled again.
         - ``keep_slots``: for llama-server. Seconds at most that a finished call's slot is held for its
-          program's next call, so that no other call overwrites its conversation meanwhile (0: off).
-          ``max_batch`` should equal the server's ``-np``. See :mod:`~aios_core.cores.slot_leases`.
+          program's next call, so that no other call overwrites its conversation meanwhile (0: off;
+          ``"auto"``: :data:`AUTO_KEEP_SLOTS` when the server answers ``/props`` as llama-server does, else
+          off). ``max_batch`` should equal the server's ``-np``. See :mod:`~aios_core.cores.slot_leases`.
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -187,8 +193,8 @@ class OpenAICore(LLMCore):
             raise ConfigError(f"core {name}: prefix_cache must be 0 or more (got {prefix_cache})")
         if kv_cells is not None and (isinstance(kv_cells, bool) or not isinstance(kv_cells, int) or kv_cells < 1):
             raise ConfigError(f"core {name}: kv_cells must be a whole number of tokens >= 1, or unset (got {kv_cells!r})")
-        if isinstance(keep_slots, bool) or not isinstance(keep_slots, (int, float)) or not (0 <= keep_slots < math.inf):
-            raise ConfigError(f"core {name}: keep_slots must be 0 (off) or a number of seconds (got {keep_slots!r})")
+        if keep_slots != "auto" and (isinstance(keep_slots, bool) or not isinstance(keep_slots, (int, float)) or not (0 <= keep_slots < math.inf)):
+            raise ConfigError(f"core {name}: keep_slots must be 0 (off), a number of seconds or \"auto\" (got {keep_slots!r})")
         if continuation not in ("auto", "completion", "continue_final_message", "prefill"):
             raise ConfigError(f"core {name}: continuation must be auto, completion, continue_final_message or prefill, not {continuation!r}")
         if continuation == "completion" and not chat_template:
@@ -213,7 +219,9 @@ class OpenAICore(LLMCore):
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str, _RemoteGen] = {}
         self._seen = ConversationIndex(prefix_cache)
-        self._leases = SlotLeases(max_batch, float(keep_slots)) if keep_slots > 0 else None
+        #: "auto": decided at start, from what the server says it is
+        self._keep_slots_auto = keep_slots == "auto"
+        self._leases = SlotLeases(max_batch, float(keep_slots)) if not self._keep_slots_auto and float(keep_slots) > 0 else None
         self._pauses = PauseClock()
         self._lease_timers: set[asyncio.TimerHandle] = set()
         self._kv_cells = kv_cells
@@ -254,7 +262,36 @@ class OpenAICore(LLMCore):
                     "start the server or pass model= explicitly"
                 ) from exc
             self._stats.model = self.model
+        if self._keep_slots_auto:
+            await self._detect_slots()
         log.info("core %s: %s at %s, up to %d streams", self.name, self.model, self.base_url, self._max_batch)
+
+    async def _detect_slots(self) -> None:
+        """``keep_slots = "auto"``: hold slots across tool calls when the server is a llama-server (its ``/props``).
+
+        Only llama-server ties a conversation to a slot that the next request overwrites; elsewhere held room
+        would only idle. A server that does not answer (vLLM and SGLang have no ``/props``), or is not up yet,
+        holds nothing.
+        """
+        import httpx
+
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            async with httpx.AsyncClient(timeout=min(self.timeout, 3.0)) as client:
+                r = await client.get(f"{root}/props", headers={"Authorization": f"Bearer {self.api_key}"})
+            props = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.info("core %s: %s/props did not answer (%s): no slots held across tool calls", self.name, root, type(exc).__name__)
+            return
+        slots = props.get("total_slots") if isinstance(props, dict) and "default_generation_settings" in props else None
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            return
+        self._leases = SlotLeases(self._max_batch, AUTO_KEEP_SLOTS)
+        log.info("core %s: llama-server with %d slots: a finished call's slot is held up to %.0f s for its agent's next turn",
+                 self.name, slots, AUTO_KEEP_SLOTS)
+        if slots != self._max_batch:
+            log.warning("core %s: max_batch is %d but the server has %d slots (-np): set max_batch = %d, so that the kernel "
+                        "neither queues calls inside the server nor leaves slots idle", self.name, self._max_batch, slots, slots)
 
     async def stop(self) -> None:
         for timer in self._lease_timers:
@@ -300,6 +337,10 @@ class OpenAICore(LLMCore):
         self._pauses.forget(program)
         if self._leases.drop(program, _now()):
             self.capacity_freed()
+
+    def release_slot(self, program: str) -> None:
+        if self._leases is not None:
+            self._leases.move_away(program, _now())
 
     def held_room_bound(self, gen: Generation) -> float | None:
         if self._leases is None or not super().can_admit(gen) or self.can_admit(gen):

@@ -106,6 +106,8 @@ class SlotLeases:
         self.expired = 0
         #: leases let go early for a call they had kept out for as long as a lease may last
         self.yielded = 0
+        #: leases let go because the program's next call was cheaper on another server
+        self.moved = 0
 
     def _held(self, now: float) -> dict[str, float]:
         return {p: t for p, t in self._until.items() if t > now}
@@ -125,6 +127,11 @@ class SlotLeases:
     def drop(self, program: str, now: float) -> bool:
         """The program ended: let its held room go; whether it held any."""
         return self._until.pop(program, 0.0) > now
+
+    def move_away(self, program: str, now: float) -> None:
+        """The program's next call runs on another server (a cheaper route): its room here is no longer held."""
+        if self._until.pop(program, 0.0) > now:
+            self.moved += 1
 
     def take(self, program: str, now: float) -> None:
         """A call of ``program`` starts: the slot held for it is in use again."""
@@ -164,7 +171,7 @@ class SlotLeases:
 
     def describe(self) -> dict[str, int]:
         return {"slot_leases_granted": self.granted, "slot_leases_used": self.used, "slot_leases_expired": self.expired,
-                "slot_leases_yielded": self.yielded}
+                "slot_leases_yielded": self.yielded, "slot_leases_moved": self.moved}
 
 
 def lease_seconds(pause: float | None, max_hold: float, *, recompute_seconds: float | None, slots: int) -> float:

@@ -149,7 +149,7 @@ class Engines:
 def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0) -> dict[str, Any]:
     # holding a slot's room across a tool call pays only where the engine ties conversations to slots (llama-server);
     # the sim server's cache does not, so there it would only idle slots
-    keep = {"keep_slots": keep_slots} if keep_slots > 0 and engines.model != "sim" else {}
+    keep = {"keep_slots": keep_slots if engines.model != "sim" else 0.0}  # explicit: the cores' default is "auto"
     cores = [
         {"kind": "openai", "name": f"engine-{i}", "model": engines.model_name, "base_url": url, "max_batch": engines.slots,
          "context_length": engines.n_ctx, "timeout": 600.0, "max_retries": 2, **keep}

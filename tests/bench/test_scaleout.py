@@ -51,7 +51,7 @@ def test_slots_are_held_only_on_llama_server_engines(tmp_path):
         return aios_config(engines, tmp_path, "plas", keep)["cores"]
 
     assert [c["keep_slots"] for c in cores("local", 5.0)] == [5.0, 5.0]
-    assert not any("keep_slots" in c for c in cores("local", 0.0) + cores("sim", 5.0))
+    assert [c["keep_slots"] for c in cores("local", 0.0) + cores("sim", 5.0)] == [0.0] * 4
 
 
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf"])

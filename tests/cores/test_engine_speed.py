@@ -146,3 +146,37 @@ async def test_an_openai_core_learns_its_servers_costs_from_the_streams():
     finally:
         await core.stop()
         server.stop()
+
+
+class HoldingCore(MeasuredCore):
+    """A measured core that holds a slot for the next turn of every program it has served (until told to let go)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = True
+        self.released: list[str] = []
+
+    def holds_slot_for(self, program: str) -> bool:
+        return self.held
+
+    def slot_holders(self) -> set[str]:
+        return set()
+
+    def release_slot(self, program: str) -> None:
+        self.held = False
+        self.released.append(program)
+
+
+@pytest.mark.parametrize(("hint", "expected"), [(250, "idle"), (16, "holder")],
+                         ids=["a long answer leaves its crowded engine", "a short one uses its held slot"])
+async def test_a_held_slot_is_priced_like_any_other_room(make_kernel, hint, expected):
+    """The slot held for ann's turn is on an engine running three streams; another idles. The held slot wins only
+    when it is cheaper: a long answer takes the idle engine, and the crowded one lets ann's room go."""
+    holder = HoldingCore("holder", speed=measured(), cached=700, busy=3)
+    cores = [holder, MeasuredCore("idle", speed=measured(), cached=0, busy=0)]
+    async with make_kernel(cores=cores) as kernel:
+        response = await kernel.agent("ann").achat(CONVERSATION, max_tokens=256, hint_tokens=hint)
+    assert response.core == expected
+    # moving away let the held room go, once; staying used it
+    assert len(holder.released) == (0 if expected == "holder" else 1)
+    assert holder.held is (expected == "holder")

@@ -275,6 +275,8 @@ class Responder:
 
 
 async def generate_once(url: str, **options):
+    # the scripted server answers one response: no /props question first (keep_slots "auto" is tested with slots)
+    options.setdefault("keep_slots", 0)
     core = OpenAICore("edge", MODEL, base_url=url, backoff=0.01, **options)
     await core.start()
     try:

@@ -37,7 +37,7 @@ def test_a_held_slot_waits_for_its_program_and_frees_when_the_lease_runs_out():
     assert not leases.expire(2.9)
     assert leases.expire(3.0)  # 1.0 + 2.0
     assert leases.available("bob", busy=1, now=3.0) and not leases.leased_to("ann", 3.0)
-    assert leases.describe() == {"slot_leases_granted": 1, "slot_leases_used": 0, "slot_leases_expired": 1, "slot_leases_yielded": 0}
+    assert leases.describe() == {"slot_leases_granted": 1, "slot_leases_used": 0, "slot_leases_expired": 1, "slot_leases_yielded": 0, "slot_leases_moved": 0}
 
 
 def test_a_lease_is_used_by_its_programs_next_call_capped_and_cleared_with_the_server():
@@ -68,6 +68,11 @@ def test_held_room_is_given_up_soonest_to_run_out_first_and_never_the_callers_ow
     assert leases.make_room("ann", busy=2, now=1.0) and leases.holders(1.0) == {"ann"}
     assert not leases.make_room("dan", busy=3, now=1.0) and leases.holders(1.0) == set()
     assert leases.describe()["slot_leases_yielded"] == 3
+    # a program whose next call ran on another server: its room here goes, and is counted apart
+    leases.grant("eve", 2.0, hold=1.0)
+    leases.move_away("eve", 2.5)
+    leases.move_away("eve", 2.6)  # nothing held any more: not counted twice
+    assert leases.holders(2.5) == set() and leases.describe()["slot_leases_moved"] == 1
 
 
 def test_a_lease_lasts_two_pauses_within_the_cap_and_only_when_recomputing_costs_more_than_idling():
@@ -92,7 +97,7 @@ def test_pauses_are_learned_per_program_and_a_new_program_borrows_everyones():
     assert clock.typical("bob") == pytest.approx(1.5) and clock.typical("ann") == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), "5", True])
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), "5", "on", True])
 def test_bad_keep_slots_is_refused(bad):
     with pytest.raises(ConfigError, match="keep_slots"):
         OpenAICore("remote", "m", base_url="http://127.0.0.1:9/v1", keep_slots=bad)
@@ -116,7 +121,10 @@ class SlotServer:
     tokens found in the slot.
     """
 
-    def __init__(self, slots: int, reply_words: int = 4, step: float = 0.01) -> None:
+    def __init__(self, slots: int, reply_words: int = 4, step: float = 0.01, props: bool = False) -> None:
+        #: answer GET /props as llama-server does (its slot count), else 404 as vLLM would
+        self.props = props
+        self.props_asked = 0
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.slots: list[list[str]] = [[] for _ in range(slots)]
@@ -192,7 +200,16 @@ class SlotServer:
 
             return StreamingResponse(stream(), media_type="text/event-stream")
 
-        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+        async def props(request: Request) -> Any:
+            from starlette.responses import JSONResponse
+
+            self.props_asked += 1
+            if not self.props:
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            return JSONResponse({"default_generation_settings": {"n_ctx": 4096, "params": {}}, "total_slots": len(self.slots),
+                                 "model_path": "m.gguf", "build_info": "b0-test"})
+
+        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/props", props, methods=["GET"])])
 
     def __enter__(self) -> SlotServer:
         import uvicorn
@@ -329,3 +346,30 @@ async def test_an_agent_that_keeps_coming_back_cannot_keep_a_held_slot_from_a_wa
     assert waited < keep + 1.5, f"bob waited {waited:.2f} s while ann made {ann_calls} calls"
     assert stats["slot_leases_used"] >= 3  # ann's held slot was really used between its calls
     assert stats["slot_leases_yielded"] >= 1  # and bob took it once it had kept bob out for keep_slots
+
+
+@pytest.mark.parametrize(("props", "keep_slots", "held"), [(True, "auto", True), (False, "auto", False), (True, 0, False)])
+async def test_keep_slots_auto_holds_slots_only_on_a_server_that_says_it_is_llama_server(make_kernel, props, keep_slots, held):
+    with SlotServer(slots=2, props=props) as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=2, keep_slots=keep_slots)
+        async with make_kernel(cores=[core]) as kernel:
+            await kernel.agent("ann").achat(turn("build the docs"), max_tokens=8)
+            assert core.holds_slot_for("ann") is held
+            assert ("slot_leases_granted" in core.stats().as_dict()) is held
+        # an explicit keep_slots asks the server nothing
+        assert server.props_asked == (1 if keep_slots == "auto" else 0)
+
+
+async def test_keep_slots_auto_says_when_max_batch_is_not_the_servers_slot_count(make_kernel, caplog):
+    with SlotServer(slots=4, props=True) as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=8)
+        with caplog.at_level("WARNING", logger="aios_core.cores.openai_core"):
+            async with make_kernel(cores=[core]):
+                pass
+    assert any("max_batch is 8 but the server has 4 slots" in r.getMessage() for r in caplog.records)
+
+
+async def test_keep_slots_auto_with_a_server_that_is_not_up_holds_nothing_and_the_kernel_starts(make_kernel):
+    core = OpenAICore("engine", "m", base_url=f"http://127.0.0.1:{free_port()}/v1", max_batch=2)
+    async with make_kernel(cores=[core]):
+        assert not core.holds_slot_for("ann") and core.slot_holders() == set()
