@@ -202,8 +202,10 @@ class ScaleoutOptions:
     scheduler: str = "plas"
     #: the openai cores' keep_slots (seconds a finished call's llama-server slot is held for its agent; 0: off)
     keep_slots: float = 5.0
-    #: whether each AIOS agent ends itself after its last turn (an SDK agent's scope on exit)
-    end_agents: bool = True
+    #: whether each AIOS agent ends itself after its last turn (an SDK agent's scope on exit). Off by default, as
+    #: the study always ran: LiteLLM's clients cannot end anything, and ended agents teach PLAS program sizes
+    #: (its Gittins rank from the second round on), which here lengthened the killed variant (docs/benchmarks.md)
+    end_agents: bool = False
 
     @property
     def slots(self) -> int:
@@ -211,7 +213,7 @@ class ScaleoutOptions:
 
 
 async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serve: Any, kill_after: float | None,
-                   seed: int, round_index: int, end_agents: bool = True) -> dict[str, Any]:
+                   seed: int, round_index: int, end_agents: bool = False) -> dict[str, Any]:
     await asyncio.to_thread(engines.restart)
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
@@ -377,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", default="plas")
     parser.add_argument("--keep-slots", type=float, default=5.0,
                         help="seconds at most AIOS holds a llama-server slot for an agent's next turn (0: off; local model only)")
-    parser.add_argument("--no-end-agents", dest="end_agents", action="store_false",
-                        help="AIOS agents stay registered after their last turn instead of ending (their held slots run out)")
+    parser.add_argument("--end-agents", action="store_true",
+                        help="each AIOS agent ends after its last turn, as an SDK agent's scope does (default: they stay "
+                             "registered, as OpenAI clients' agents do, and their held slots run out)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if not 0 <= args.keep_slots < float("inf"):

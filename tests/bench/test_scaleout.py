@@ -25,7 +25,7 @@ def test_applications_have_their_own_shared_prompt():
 @pytest.mark.timeout(900)  # two engines restarted per run, aios serve and LiteLLM: minutes on a loaded 2-core machine
 def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     options = ScaleoutOptions(agents=4, apps=2, turns=2, rounds=1, model="sim", system_words=20, mean_tokens=6, max_tokens=10,
-                              tool_delay=0.02, kill_after=0.05)
+                              tool_delay=0.02, kill_after=0.05, end_agents=True)
     killed = asyncio.run(run_variant(options, options.kill_after, tmp_path))
     assert killed["variant"] == "one engine killed"
     assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm"]
@@ -37,7 +37,7 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     # what the kernel's cores did in the run: its requests, none of LiteLLM's
     aios_round, litellm_round = killed["rounds"]
     assert aios_round["engine"]["requests"] >= 4 * 2 and litellm_round["engine"] == {}
-    # each agent ended itself after its last turn, as an SDK agent does: the kernel holds nothing for it
+    # with end_agents, each agent ended itself after its last turn, as an SDK agent does: the kernel holds nothing for it
     assert aios_round["agents_registered_after"] == [] and litellm_round["agents_registered_after"] == []
     assert killed["ratios"]["makespan"] > 0
     assert "one engine killed" in markdown({"variants": [killed]})
