@@ -334,9 +334,9 @@ class LLMPool:
 
         Held room lets a program's next turn start ahead of the policy's order. A program that keeps coming back
         within its lease would keep its slot for good, and a call it kept out would wait without bound, whatever
-        the policy (PLAS's starvation guard included) says. So held room keeps a call out for at most the core's
-        ``keep_slots`` from the first time it does; after that the call takes the next room that frees, held or
-        not, and the lease that would have run out soonest goes.
+        the policy (PLAS's starvation guard included) says. So held room keeps a call out for a bounded time from
+        the first time it does (the core's ``held_room_bound``: a minute at ``keep_slots`` 5); after that the call
+        takes the next room that frees, held or not, and the lease that would have run out soonest goes.
         """
         gen = self._probe(flight)
         bounds = [(bound, core) for core in self._candidates(flight) if (bound := core.held_room_bound(gen)) is not None]

@@ -345,7 +345,7 @@ class OpenAICore(LLMCore):
     def held_room_bound(self, gen: Generation) -> float | None:
         if self._leases is None or not super().can_admit(gen) or self.can_admit(gen):
             return None
-        return self._leases.max_hold
+        return self._leases.held_out_bound
 
     def yield_held_room(self, gen: Generation) -> bool:
         if self._leases is None or not super().can_admit(gen):

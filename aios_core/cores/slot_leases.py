@@ -23,9 +23,9 @@ prefilling the conversation again would cost the engine more than the slot
 idling for the lease (the engine's measured prefill cost against one slot's
 share of its time). When the lease runs out, the room is free again and the pool
 is told, so nothing waits long on a program that ended. Held room keeps the
-scheduler's next call out for at most the cap from the first time it does
-(``LLMPool._room_past_holds``, :meth:`SlotLeases.make_room`): a program that
-keeps coming back cannot keep its slot from the queue. Continuum (Li et al.,
+scheduler's next call out for at most :data:`HELD_OUT_LEASES` caps from the first
+time it does (``LLMPool._room_past_holds``, :meth:`SlotLeases.make_room`): a
+program that keeps coming back cannot keep its slot from the queue. Continuum (Li et al.,
 2025, arXiv 2511.02230) makes the same trade for vLLM's KV cache, as a
 time-to-live with program-level first come first served.
 
@@ -45,6 +45,13 @@ from aios_core.cores.engine_speed import MovingMean
 
 #: a lease lasts this many of the program's typical pauses between calls (its next call may come a little late)
 PAUSES_PER_LEASE = 2.0
+
+#: held room keeps a waiting call out for at most this many lease caps (a minute at ``keep_slots`` 5): long enough
+#: that agents which end after a few turns keep their slots through an overload (after an engine failed, the
+#: scale-out study's survivor serves its own agents for 30-60 s before the moved ones fit; a bound of one cap broke
+#: their leases and measured slower, docs/benchmarks.md), short enough that an agent that never ends cannot keep a
+#: slot from the queue for more than a minute
+HELD_OUT_LEASES = 12
 
 
 class PauseClock:
@@ -108,6 +115,11 @@ class SlotLeases:
         self.yielded = 0
         #: leases let go because the program's next call was cheaper on another server
         self.moved = 0
+
+    @property
+    def held_out_bound(self) -> float:
+        """Seconds held room may keep a waiting call out, from the first time it does."""
+        return self.max_hold * HELD_OUT_LEASES
 
     def _held(self, now: float) -> dict[str, float]:
         return {p: t for p, t in self._until.items() if t > now}
