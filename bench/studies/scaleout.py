@@ -203,8 +203,8 @@ class ScaleoutOptions:
     #: the openai cores' keep_slots (seconds a finished call's llama-server slot is held for its agent; 0: off)
     keep_slots: float = 5.0
     #: whether each AIOS agent ends itself after its last turn (an SDK agent's scope on exit). Off by default, as
-    #: the study always ran: LiteLLM's clients cannot end anything, and ended agents teach PLAS program sizes
-    #: (its Gittins rank from the second round on), which here lengthened the killed variant (docs/benchmarks.md)
+    #: the study always ran: LiteLLM's clients cannot end anything, and with ended agents (which teach PLAS program
+    #: sizes, its Gittins rank from the second round on) the killed variant measured no better (docs/benchmarks.md)
     end_agents: bool = False
 
     @property
