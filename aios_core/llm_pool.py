@@ -280,8 +280,6 @@ class LLMPool:
         candidates = self._candidates(flight)
         if flight.snapshot_core is not None and candidates[0].name == flight.snapshot_core:
             return candidates[0] if candidates[0].can_admit(gen) else None
-        # a slot held for this program's next turn: its conversation is there, and the room is kept for it
-        held = next((c for c in candidates if c.holds_slot_for(flight.job.program) and c.can_admit(gen)), None)
         admitting = [c for c in candidates if c.can_admit(gen)]
         if len(admitting) <= 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
@@ -302,6 +300,9 @@ class LLMPool:
                 return route_cost(speeds[i], uncached_tokens=uncached, output_tokens=output, running=core.running()), core.running() / core.max_batch()
 
             return admitting[min(range(len(admitting)), key=cost)]
+        # costs not measured yet: a slot held for this program's next turn wins (its conversation is there, and the
+        # room is kept for it), else the longest cached prefix
+        held = next((c for c in admitting if c.holds_slot_for(flight.job.program)), None)
         if held is not None:
             return held
         return min(admitting, key=lambda c: (-c.prefix_affinity(request), c.running() / c.max_batch()))

@@ -142,7 +142,7 @@ class SlotLeases:
 
     def move_away(self, program: str, now: float) -> None:
         """The program's next call runs on another server (a cheaper route): its room here is no longer held."""
-        if self._until.pop(program, 0.0) > now:
+        if self.drop(program, now):
             self.moved += 1
 
     def take(self, program: str, now: float) -> None:
