@@ -277,10 +277,8 @@ class LLMPool:
 
     def _route(self, flight: Flight) -> LLMCore | None:
         gen = self._probe(flight)
-        candidates = self._candidates(flight)
-        if flight.snapshot_core is not None and candidates[0].name == flight.snapshot_core:
-            return candidates[0] if candidates[0].can_admit(gen) else None
-        admitting = [c for c in candidates if c.can_admit(gen)]
+        # a flight whose snapshot lives on one core has that core alone as candidate: it resumes there or waits
+        admitting = [c for c in self._candidates(flight) if c.can_admit(gen)]
         if len(admitting) <= 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
             return admitting[0] if admitting else None

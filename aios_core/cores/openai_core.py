@@ -132,6 +132,10 @@ class _Part:
 #: study's setting (docs/benchmarks.md, "Slots held across tool calls"), a few tool calls' worth
 AUTO_KEEP_SLOTS = 5.0
 
+#: under ``keep_slots = "auto"``, seconds between two questions to a server whose ``/props`` did not answer (it was
+#: down or still loading its model): it is asked again once a call streams from it, then at most this often
+PROPS_RETRY_SECONDS = 30.0
+
 
 class OpenAICore(LLMCore):
     kind = "openai"
@@ -221,6 +225,10 @@ class OpenAICore(LLMCore):
         self._seen = ConversationIndex(prefix_cache)
         #: "auto": decided at start, from what the server says it is
         self._keep_slots_auto = keep_slots == "auto"
+        #: "auto" and the server has not answered what it is yet: asked again when a call streams (no sooner than this)
+        self._props_unanswered = False
+        self._props_next_ask = 0.0
+        self._props_task: asyncio.Task[None] | None = None
         self._leases = SlotLeases(max_batch, float(keep_slots)) if not self._keep_slots_auto and float(keep_slots) > 0 else None
         self._pauses = PauseClock()
         self._lease_timers: set[asyncio.TimerHandle] = set()
@@ -270,18 +278,25 @@ class OpenAICore(LLMCore):
         """``keep_slots = "auto"``: hold slots across tool calls when the server is a llama-server (its ``/props``).
 
         Only llama-server ties a conversation to a slot that the next request overwrites; elsewhere held room
-        would only idle. A server that does not answer (vLLM and SGLang have no ``/props``), or is not up yet,
-        holds nothing.
+        would only idle. A server that says it is something else (vLLM and SGLang have no ``/props``) holds
+        nothing. One that is not up yet, or still loading its model (503), holds nothing for now and is asked
+        again once a call streams from it (:meth:`_mark_alive`): a kernel started before its llama-server
+        holds slots once the server is up, without a restart.
         """
         import httpx
 
         root = self.base_url.rstrip("/").removesuffix("/v1")
+        self._props_unanswered = False
         try:
             async with httpx.AsyncClient(timeout=min(self.timeout, 3.0)) as client:
                 r = await client.get(f"{root}/props", headers={"Authorization": f"Bearer {self.api_key}"})
+            if r.status_code >= 500:
+                raise httpx.HTTPStatusError(f"status {r.status_code}", request=r.request, response=r)
             props = r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
-            log.info("core %s: %s/props did not answer (%s): no slots held across tool calls", self.name, root, type(exc).__name__)
+            self._props_unanswered = not isinstance(exc, ValueError)  # a reply that is not JSON is an answer: not llama-server
+            log.info("core %s: %s/props did not answer (%s): no slots held across tool calls%s", self.name, root, type(exc).__name__,
+                     " until it does" if self._props_unanswered else "")
             return
         slots = props.get("total_slots") if isinstance(props, dict) and "default_generation_settings" in props else None
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
@@ -293,7 +308,17 @@ class OpenAICore(LLMCore):
             log.warning("core %s: max_batch is %d but the server has %d slots (-np): set max_batch = %d, so that the kernel "
                         "neither queues calls inside the server nor leaves slots idle", self.name, self._max_batch, slots, slots)
 
+    async def _ask_props_again(self) -> None:
+        try:
+            await self._detect_slots()
+        finally:
+            self._props_task = None
+            self._props_next_ask = time.monotonic() + PROPS_RETRY_SECONDS
+
     async def stop(self) -> None:
+        if self._props_task is not None:
+            self._props_task.cancel()
+            self._props_task = None
         for timer in self._lease_timers:
             timer.cancel()
         self._lease_timers.clear()
@@ -381,6 +406,9 @@ class OpenAICore(LLMCore):
     def _mark_alive(self) -> None:
         self._failures = 0
         self._down_until = 0.0
+        if self._props_unanswered and self._props_task is None and self._leases is None and time.monotonic() >= self._props_next_ask:
+            # the server is up now: ask what it is (a call streaming from it does not wait for the answer)
+            self._props_task = asyncio.get_running_loop().create_task(self._ask_props_again())
 
     def kv_cells(self) -> int | None:
         return self._kv_cells

@@ -153,8 +153,11 @@ class SlotLeases:
     def make_room(self, program: str, busy: int, now: float) -> bool:
         """Let held room go, the leases that would run out soonest first, until a call of ``program`` fits beside ``busy``.
 
-        For a call that held room kept out for as long as it may (the pool's bound); whether it fits now.
+        For a call that held room kept out for as long as it may (the pool's bound); whether it fits now. With
+        every slot running a call no lease can help, and none is let go.
         """
+        if busy >= self.slots:
+            return False
         while not self.available(program, busy, now):
             held = {p: t for p, t in self._held(now).items() if p != program}
             if not held:
