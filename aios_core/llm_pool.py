@@ -335,7 +335,9 @@ class LLMPool:
         within its lease would keep its slot for good, and a call it kept out would wait without bound, whatever
         the policy (PLAS's starvation guard included) says. So held room keeps a call out for a bounded time from
         the first time it does (the core's ``held_room_bound``: a minute at ``keep_slots`` 5); after that the call
-        takes the next room that frees, held or not, and the lease that would have run out soonest goes.
+        takes the next room that frees, held or not, and the lease that would have run out soonest goes. A call
+        the policy judges starving (PLAS's guard, its ``max_wait``) does so at once: the policy's bound on waits
+        holds against held room too.
         """
         gen = self._probe(flight)
         bounds = [(bound, core) for core in self._candidates(flight) if (bound := core.held_room_bound(gen)) is not None]
@@ -343,7 +345,8 @@ class LLMPool:
             return None
         if flight.held_out_since is None:
             flight.held_out_since = now
-        due = flight.held_out_since + min(bound for bound, _ in bounds)
+        starving = bool(self._policy(lambda s: s.is_starving(flight.job, now)))
+        due = now if starving else flight.held_out_since + min(bound for bound, _ in bounds)
         if now < due:
             self._wake_at(due, now)
             return None

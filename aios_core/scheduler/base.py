@@ -115,6 +115,14 @@ class Scheduler(abc.ABC):
         """Whether ``running`` should yield its slot to the best waiting job (only asked when one waits)."""
         return False
 
+    def is_starving(self, job: Job, now: float) -> bool:
+        """Whether the waiting ``job`` has waited longer than this policy allows (PLAS's starvation guard).
+
+        The pool then lets room held for other programs' next turns go to it at once, rather than after
+        the held room's own bound: a wait the policy bounds is bounded against held room too.
+        """
+        return False
+
     def victim_rank(self, running: Job, now: float) -> tuple[float, ...]:
         """How much ``running`` deserves to be the one preempted (higher first).
 

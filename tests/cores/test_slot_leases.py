@@ -320,13 +320,14 @@ def test_the_pause_clock_forgets_the_programs_it_has_not_seen_for_longest():
     assert clock.typical("cid") != pytest.approx(0.5)
 
 
-async def test_an_agent_that_keeps_coming_back_cannot_keep_a_held_slot_from_a_waiting_call_past_the_bound(make_kernel):
-    """ann returns after every call within its lease, so without a bound its held slot would never be anyone else's."""
-    keep = 0.2
-    bound = keep * HELD_OUT_LEASES
+async def agent_that_keeps_coming_back(make_kernel, keep: float, **kernel_options: Any) -> tuple[float, int, dict[str, Any]]:
+    """ann loops on a one-slot server, back within its lease after every call, while bob's one call waits.
+
+    How long bob waited, how many calls ann made, and the core's counters.
+    """
     with SlotServer(slots=1, reply_words=2, step=0.005) as server:
         core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=1, keep_slots=keep)
-        async with make_kernel(cores=[core]) as kernel:
+        async with make_kernel(cores=[core], **kernel_options) as kernel:
             bob_done = asyncio.Event()
             ann_calls = 0
 
@@ -347,10 +348,28 @@ async def test_an_agent_that_keeps_coming_back_cannot_keep_a_held_slot_from_a_wa
             bob_done.set()
             await looping
             stats = core.stats().as_dict()
+    return waited, ann_calls, stats
+
+
+async def test_an_agent_that_keeps_coming_back_cannot_keep_a_held_slot_from_a_waiting_call_past_the_bound(make_kernel):
+    """ann returns after every call within its lease, so without a bound its held slot would never be anyone else's."""
+    keep = 0.2
+    bound = keep * HELD_OUT_LEASES
+    waited, ann_calls, stats = await agent_that_keeps_coming_back(make_kernel, keep)
     # bob ran after at most the bound of being kept out, plus one of ann's calls, not after ann's 8 s of calls
     assert bound < waited < bound + 1.5, f"bob waited {waited:.2f} s while ann made {ann_calls} calls"
     assert stats["slot_leases_used"] >= 3  # ann's held slot was really used between its calls
     assert stats["slot_leases_yielded"] >= 1  # and bob took it once it had kept bob out for the bound
+
+
+async def test_held_room_gives_way_to_a_call_the_scheduler_judges_starving(make_kernel):
+    """PLAS's max_wait bounds every wait, the wait for held room included, though held room's own bound is far longer."""
+    keep = 1.0
+    assert keep * HELD_OUT_LEASES > 8.0  # held room's own bound would outlast ann's whole loop
+    waited, ann_calls, stats = await agent_that_keeps_coming_back(make_kernel, keep, scheduler="plas",
+                                                                  scheduler_options={"max_wait": 0.5})
+    assert 0.5 < waited < 0.5 + 1.5, f"bob waited {waited:.2f} s while ann made {ann_calls} calls"
+    assert stats["slot_leases_yielded"] >= 1
 
 
 @pytest.mark.parametrize(("props", "keep_slots", "held"), [(True, "auto", True), (False, "auto", False), (True, 0, False)])
