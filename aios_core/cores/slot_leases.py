@@ -24,8 +24,8 @@ idling for the lease (the engine's measured prefill cost against one slot's
 share of its time). When the lease runs out, the room is free again and the pool
 is told, so nothing waits long on a program that ended. Held room keeps the
 scheduler's next call out for at most :data:`HELD_OUT_LEASES` caps from the first
-time it does (``LLMPool._room_past_holds``, :meth:`SlotLeases.make_room`): a
-program that keeps coming back cannot keep its slot from the queue. Continuum (Li et al.,
+time it does, or until the scheduler judges that call starving (``LLMPool._room_past_holds``,
+:meth:`SlotLeases.make_room`): a program that keeps coming back cannot keep its slot from the queue. Continuum (Li et al.,
 2025, arXiv 2511.02230) makes the same trade for vLLM's KV cache, as a
 time-to-live with program-level first come first served.
 
