@@ -29,7 +29,7 @@ from typing import Any
 
 from aios_core.agents import AgentRecord, program_key
 from aios_core.cores.base import Chunk, Finish, Generation, LLMCore, Snapshot
-from aios_core.cores.engine_speed import MovingMean, route_cost
+from aios_core.cores.engine_speed import ProgramMeans, route_cost
 from aios_core.errors import AIOSError, CoreError, QueueFullError, SyscallCancelledError
 from aios_core.managers.context import ContextManager
 from aios_core.scheduler.base import Job, Scheduler
@@ -135,8 +135,9 @@ class LLMPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.completed = 0
         self.failed = 0
-        #: completion tokens of a typical answer here (a moving mean), for pricing a route when the caller gives no hint
-        self._typical_output = MovingMean()
+        #: completion tokens of each program's typical answer, and of everyone's (moving means), for pricing a route
+        #: when the caller gives no hint: an agent's answers are alike in length (a coding agent's long, a chat's short)
+        self._outputs = ProgramMeans()
         #: wakes the pool when a call kept out by held room may take that room
         self._held_out_timer: asyncio.TimerHandle | None = None
         self._policy(lambda s: s.set_kv_cells(self.kv_cells()))
@@ -207,6 +208,7 @@ class LLMPool:
     def end_program(self, program: str) -> None:
         """A program ended: the scheduler forgets its history, and the cores let go of what they kept for its next call."""
         self._policy(lambda s: s.forget_program(program))
+        self._outputs.forget(program)
         for core in self.cores:
             core.end_program(program)
 
@@ -306,10 +308,13 @@ class LLMPool:
         return min(admitting, key=lambda c: (-c.prefix_affinity(request), c.running() / c.max_batch()))
 
     def _expected_output(self, flight: Flight) -> int:
-        """Completion tokens to expect: the caller's hint, else the typical answer here, never more than ``max_tokens``."""
+        """Completion tokens to expect: the caller's hint, else its program's typical answer (everyone's for a
+        program not seen yet), never more than ``max_tokens``.
+        """
         hint = flight.syscall.hint_tokens
         if hint is None:
-            hint = round(self._typical_output.value) if self._typical_output.count else flight.syscall.request.max_tokens
+            typical = self._outputs.typical(flight.job.program)
+            hint = round(typical) if typical is not None else flight.syscall.request.max_tokens
         return max(1, min(flight.syscall.request.max_tokens, hint))
 
     def _fill(self) -> None:
@@ -562,7 +567,7 @@ class LLMPool:
         flight.syscall.timing.finished = flight.job.ended_at
         if error is None:
             self.completed += 1
-            self._typical_output.add(flight.completion_tokens)
+            self._outputs.add(flight.job.program, flight.completion_tokens)
             flight.done.set_result(response)  # type: ignore[arg-type]
             if flight.deltas is not None:
                 flight.deltas.put_nowait(StreamPiece("", response))

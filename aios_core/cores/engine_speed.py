@@ -26,7 +26,7 @@ step; a mean would count those prefills a second time.
 from __future__ import annotations
 
 import statistics
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 #: weight of each new sample in a moving mean
@@ -50,6 +50,37 @@ class MovingMean:
         self.count += 1
         weight = max(SMOOTHING, 1.0 / self.count)
         self.value += weight * (sample - self.value)
+
+
+class ProgramMeans:
+    """A moving mean per program, and everyone's for a program not seen yet (pauses, answer lengths).
+
+    A long-running kernel forgets the programs it has not seen for longest, past ``max_programs``.
+    """
+
+    def __init__(self, max_programs: int = 10_000) -> None:
+        self.max_programs = max_programs
+        self._per_program: OrderedDict[str, MovingMean] = OrderedDict()
+        self.everyone = MovingMean()
+
+    def add(self, program: str, sample: float) -> None:
+        if program:
+            mean = self._per_program.pop(program, None) or MovingMean()
+            mean.add(sample)
+            self._per_program[program] = mean
+            while len(self._per_program) > self.max_programs:
+                self._per_program.popitem(last=False)
+        self.everyone.add(sample)
+
+    def forget(self, program: str) -> None:
+        self._per_program.pop(program, None)
+
+    def typical(self, program: str) -> float | None:
+        """The program's own mean; everyone's for a program not seen yet; None before any sample."""
+        own = self._per_program.get(program)
+        if own is not None and own.count:
+            return own.value
+        return self.everyone.value if self.everyone.count else None
 
 
 class RecentMedian:

@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any
 
-from aios_core.cores.engine_speed import MovingMean
+from aios_core.cores.engine_speed import ProgramMeans
 
 #: a lease lasts this many of the program's typical pauses between calls (its next call may come a little late)
 PAUSES_PER_LEASE = 2.0
@@ -59,42 +58,31 @@ class PauseClock:
 
     def __init__(self, max_programs: int = 10_000) -> None:
         self.max_programs = max_programs
-        # both least recently touched first: a long-running kernel forgets the programs it has not seen for longest
+        # least recently touched first: a long-running kernel forgets the programs it has not seen for longest
         self._ended: OrderedDict[str, float] = OrderedDict()
-        self._per_program: OrderedDict[str, MovingMean] = OrderedDict()
-        self._all = MovingMean()
-
-    def _bound(self, table: OrderedDict[str, Any]) -> None:
-        while len(table) > self.max_programs:
-            table.popitem(last=False)
+        self._pauses = ProgramMeans(max_programs)
 
     def ended(self, program: str, now: float) -> None:
         self._ended[program] = now
         self._ended.move_to_end(program)
-        self._bound(self._ended)
+        while len(self._ended) > self.max_programs:
+            self._ended.popitem(last=False)
 
     def arrived(self, program: str, at: float) -> None:
         """A call of ``program`` reached the kernel at ``at``: the pause since its last call ended, if there was one."""
         ended = self._ended.pop(program, None)
         if ended is None or at < ended:
             return
-        mean = self._per_program.pop(program, None) or MovingMean()
-        mean.add(at - ended)
-        self._per_program[program] = mean
-        self._bound(self._per_program)
-        self._all.add(at - ended)
+        self._pauses.add(program, at - ended)
 
     def forget(self, program: str) -> None:
         """The program ended: no pause of it is coming."""
         self._ended.pop(program, None)
-        self._per_program.pop(program, None)
+        self._pauses.forget(program)
 
     def typical(self, program: str) -> float | None:
         """The program's typical pause; a program not seen pausing yet gets everyone's; None before any pause."""
-        own = self._per_program.get(program)
-        if own is not None and own.count:
-            return own.value
-        return self._all.value if self._all.count else None
+        return self._pauses.typical(program)
 
 
 class SlotLeases:

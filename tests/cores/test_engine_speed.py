@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aios_core.cores.engine_speed import MIN_STEPS, EngineSpeed, route_cost
+from aios_core.cores.engine_speed import MIN_STEPS, EngineSpeed, ProgramMeans, route_cost
 from aios_core.cores.sim import SimCore
 from aios_core.syscalls import LLMRequest, Message
 
@@ -43,6 +43,20 @@ def test_nothing_is_trusted_before_it_is_measured_and_one_batch_size_gives_a_fla
     speed.observe_step(-1.0, 3)  # a clock that went backwards, or nonsense, is ignored
     speed.observe_step(0.05, 0)
     assert speed.step_seconds(3) == pytest.approx(0.05)
+
+
+def test_each_program_has_its_own_mean_a_new_one_borrows_everyones_and_the_oldest_are_forgotten():
+    means = ProgramMeans(max_programs=2)
+    assert means.typical("ann") is None  # nothing seen yet
+    means.add("ann", 200.0)
+    means.add("bob", 10.0)
+    assert means.typical("ann") == 200.0 and means.typical("bob") == 10.0 and means.typical("cid") == pytest.approx(105.0)
+    means.add("cid", 30.0)  # ann is the least recently seen of three: forgotten
+    assert means.typical("ann") == pytest.approx(80.0)  # everyone's
+    means.forget("bob")  # bob ended
+    assert means.typical("bob") == pytest.approx(80.0)
+    means.add("", 50.0)  # a call of no program counts for everyone only
+    assert means.typical("cid") == 30.0 and means.typical("") == pytest.approx(72.5)
 
 
 def test_a_step_that_also_prefilled_another_prompt_does_not_make_the_engine_look_slow():
@@ -146,6 +160,20 @@ async def test_an_openai_core_learns_its_servers_costs_from_the_streams():
     finally:
         await core.stop()
         server.stop()
+
+async def test_each_agent_is_expected_to_answer_at_its_own_length(make_kernel):
+    """A coding agent's answers run long and a chat's short: each next call is priced with its own agent's typical
+    answer, not everyone's (short, as most answers are), so the coder's long turn leaves the crowded engine and the
+    chat's short one stays with its conversation."""
+    cores = [MeasuredCore("holder", speed=measured(), cached=700, busy=3), MeasuredCore("idle", speed=measured(), cached=0, busy=0)]
+    async with make_kernel(cores=cores) as kernel:
+        coder, chat = kernel.agent("coder"), kernel.agent("chat")
+        for _ in range(8):
+            await chat.achat(CONVERSATION, max_tokens=256)  # 4 tokens each
+        await coder.achat(CONVERSATION, max_tokens=256, extra={"sim_tokens": 250})
+        coder_next = await coder.achat(CONVERSATION, max_tokens=256, extra={"sim_tokens": 250})
+        chat_next = await chat.achat(CONVERSATION, max_tokens=256)
+    assert (coder_next.core, chat_next.core) == ("idle", "holder")
 
 
 class HoldingCore(MeasuredCore):
