@@ -890,6 +890,7 @@ class LlamaCppCore(BatchingCore):
                 "guesses": m.guesses,
                 "guesses_accepted": m.guesses_accepted,
                 "marked_rows": m.marked_rows,
+                "head": self._llama.head_description if self._llama is not None else "not started",
                 "head_rows": m.head_rows,
                 "head_close_tokens": m.head_close_tokens,
                 "head_seconds": round(m.head_seconds, 3),

@@ -66,6 +66,8 @@ class LlamaContext:
         self.vocab = prompts.vocab
         #: the core's own output layer for greedy rows (accepted at load), or None: llama.cpp's
         self.head: OutputHead | None = None
+        #: why a head was refused at load (a slow or inexact int8 pass...), None if none was
+        self.head_refused: str | None = None
         #: the head whose eval callback the context calls: it must live as long as the context
         self._tap_owner: OutputHead | None = None
         self.n_ctx: int = L.llama_n_ctx(ctx)
@@ -109,6 +111,7 @@ class LlamaContext:
             if head is not None and head.build(ctx, self.batch.raw, probe_tokens(self.vocab, n_batch), 0):
                 self.head = head
             elif head is not None:
+                self.head_refused = head.refused
                 self._drop_tap(model, cparams)
         except BaseException:  # the head's check failed in a way it does not report (torch, memory): free it all
             self.close()
@@ -143,7 +146,7 @@ class LlamaContext:
     def head_description(self) -> str:
         """For the load log: whether the greedy head is used, and which tap feeds it."""
         if self.head is None:
-            return "off"
+            return f"off ({self.head_refused})" if self.head_refused else "off"
         from aios_core.cores.llamacpp_native_tap import NativeTap
 
         return "on, tap in C" if isinstance(self.head.tap, NativeTap) else "on, tap in Python"

@@ -34,7 +34,11 @@ samples or follows a grammar, llama.cpp's own output layer runs.
 
 The pass is checked at load against integer products computed in numpy, with
 rows built to overflow 16-bit partial sums (the saturating AVX2 instructions
-some int8 kernels use): a pass that is not exact is not used. Only a Q8_0 output
+some int8 kernels use): a pass that is not exact is not used. It is timed at
+load too: where oneDNN has no fast int8 kernel for the CPU (seen on an AMD EPYC
+with AVX-512 VNNI: 1.3 s a row, a hundred times the time above), one row of the
+pass takes longer than llama.cpp's whole output layer for the probe's rows,
+and the head is not used (:class:`SlowPass`). Only a Q8_0 output
 matrix is read (the default model's); any other type, or a torch without
 oneDNN's int8 linear, leaves the output layer to llama.cpp
 (:func:`output_matrix` returns None).
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +115,10 @@ class InexactPass(RuntimeError):
     """The int8 matrix product disagreed with exact integer arithmetic (a saturating kernel, say)."""
 
 
+class SlowPass(RuntimeError):
+    """The int8 matrix product is slower than the output layer it would stand in for (no fast kernel for this CPU)."""
+
+
 def largest_dims(hidden: np.ndarray, count: int) -> np.ndarray:
     """The ``count`` dimensions where rows of hidden states are largest (by |value| over the row's RMS, summed):
     transformers keep a few such dimensions in every row, and an int8 pass with one scale per row loses the
@@ -122,13 +131,15 @@ def largest_dims(hidden: np.ndarray, count: int) -> np.ndarray:
 class GreedyHead:
     """Argmax of a Q8_0 output layer for rows of hidden states (see the module docstring)."""
 
-    def __init__(self, blocks: np.ndarray, float_dims: np.ndarray | None = None, *, threads: int = 1) -> None:
+    def __init__(self, blocks: np.ndarray, float_dims: np.ndarray | None = None, *, threads: int = 1,
+                 max_pass_seconds: float | None = None) -> None:
         """``blocks``: the output matrix as GGUF stores Q8_0, uint8 (n_vocab, n_embd / 32, 34): per block a float16
         scale and 32 int8 values (a view of the model file is enough: rows are read from it only when checked).
         ``float_dims``: dimensions multiplied in float32 instead of int8 (:func:`largest_dims`; none by default).
         ``threads``: torch's threads (the core's own count: the head runs in the engine thread).
-        Raises :class:`InexactPass` when this CPU's int8 product is not exact, and whatever torch raises
-        without oneDNN."""
+        ``max_pass_seconds``: the longest one row of the int8 pass may take (None: not timed).
+        Raises :class:`InexactPass` when this CPU's int8 product is not exact, :class:`SlowPass` when it is slower
+        than ``max_pass_seconds``, and whatever torch raises without oneDNN."""
         import torch  # a heavy import, needed only when the head is used
 
         torch.set_num_threads(threads)
@@ -168,6 +179,12 @@ class GreedyHead:
         self._zero_points = torch.zeros(self.n_vocab, dtype=torch.int64)
         self._packed = torch.ops.onednn.qlinear_prepack(torch.from_numpy(values), None)
         self._float_weights_t = torch.from_numpy(np.ascontiguousarray(float_weights.T))  # (dims, n_vocab): a faster addmm
+        if max_pass_seconds is not None:
+            # before the exactness check, which runs eight rows: a slow pass is refused after two
+            seconds = self.one_row_seconds()
+            if seconds > max_pass_seconds:
+                raise SlowPass(f"one row of its int8 pass takes {seconds * 1e3:.0f} ms, more than llama.cpp's output layer for "
+                               f"the probe's rows ({max_pass_seconds * 1e3:.0f} ms): oneDNN has no fast int8 kernel for this CPU")
         self._check_pass(values, scales)
         #: tokens computed exactly in the last call, per row (for the tests and the core's counters)
         self.last_close: list[int] = []
@@ -185,6 +202,16 @@ class GreedyHead:
             torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int8)), 1.0, 0, self._packed, self._scales,
             self._zero_points, None, 1.0, 0, torch.float32, "none", [], "",
         )
+
+    def one_row_seconds(self) -> float:
+        """Seconds one row of the int8 pass takes: the faster of two (the first may pay for setting up)."""
+        row = np.ones((1, len(self._int_dims)), dtype=np.int8)
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            self.int8_pass(row)
+            times.append(time.perf_counter() - started)
+        return min(times)
 
     def _check_pass(self, values: np.ndarray, scales: np.ndarray) -> None:
         """The pass against numpy's integer products on sampled tokens: random rows, and for some tokens a row of
@@ -382,6 +409,8 @@ class OutputHead:
         self.min_rows = min_rows
         self.threads = threads
         self.head: GreedyHead | None = None
+        #: why the head was not built (llama.cpp computes every output layer), for the core's stats; None if it was
+        self.refused: str | None = None
 
     def takes(self, n_rows: int, all_greedy: bool) -> bool:
         """Whether a decode with ``n_rows`` logits rows, all of greedy sequences, is the head's."""
@@ -412,8 +441,9 @@ class OutputHead:
         """At load: decode ``tokens`` in sequence ``seq`` (removed after) with llama.cpp's logits on every row, build
         the head with the float dimensions of their hidden states, and check that its pick for each row is
         llama.cpp's own argmax. A layout of ggml's tensor this module does not read, a CPU whose int8 product is
-        not exact, or any other disagreement is found here, before a request depends on it; then False, and
-        llama.cpp computes every output layer."""
+        not exact or slower than llama.cpp's output layer for these rows, or any other disagreement is found
+        here, before a request depends on it; then False (the reason in :attr:`refused`), and llama.cpp computes
+        every output layer."""
         import llama_cpp as L
 
         n = len(tokens)
@@ -421,32 +451,48 @@ class OutputHead:
         for i, token in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
             batch.seq_id[i][0] = seq
-        self.arm(True, stop=False)
+        memory = L.llama_get_memory(ctx)
+
+        def decode(stop: bool) -> tuple[int, float]:
+            self.arm(True, stop=stop)
+            started = time.perf_counter()
+            try:
+                return L.llama_decode(ctx, batch), time.perf_counter() - started
+            finally:
+                self.tap.active = False
+
         try:
-            rc = L.llama_decode(ctx, batch)
-        finally:
-            self.tap.active = False
-        try:
+            # what llama.cpp's output layer costs for these rows: the decode with logits less the decode stopped
+            # before it (after a first stopped decode, which may pay for setting up)
+            for _ in range(2):
+                rc, stopped = decode(stop=True)
+                self.tap.take()
+                L.llama_memory_seq_rm(memory, seq, -1, -1)
+                if rc != 0:
+                    return self._refuse(f"llama_decode returned {rc} for the probe")
+            rc, full = decode(stop=False)
             hidden = self.tap.take()
             if rc != 0 or len(hidden) != n:
-                log.warning("the greedy output head took %d hidden rows for %d (llama_decode %d); llama.cpp computes "
-                            "every output layer", len(hidden), n, rc)
-                return False
+                return self._refuse(f"it took {len(hidden)} hidden rows for {n} (llama_decode {rc})")
             try:
-                self.head = GreedyHead(self.blocks, largest_dims(hidden, FLOAT_DIMS), threads=self.threads)
-            except RuntimeError as exc:  # InexactPass, or oneDNN refusing this CPU
-                log.warning("the greedy output head cannot be used here (%s); llama.cpp computes every output layer", exc)
-                return False
+                self.head = GreedyHead(self.blocks, largest_dims(hidden, FLOAT_DIMS), threads=self.threads,
+                                       max_pass_seconds=max(full - stopped, 0.0))
+            except RuntimeError as exc:  # InexactPass, SlowPass, or oneDNN refusing this CPU
+                return self._refuse(str(exc))
             n_vocab = self.blocks.shape[0]
             theirs = [int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)))) for i in range(n)]
             ours = self.head.argmax(hidden).tolist()
             if ours != theirs:
-                log.warning("the greedy output head picked %s where llama.cpp picks %s; llama.cpp computes every output "
-                            "layer", ours, theirs)
                 self.head = None
-            return self.head is not None
+                return self._refuse(f"it picked {ours} where llama.cpp picks {theirs}")
+            return True
         finally:
-            L.llama_memory_seq_rm(L.llama_get_memory(ctx), seq, -1, -1)
+            L.llama_memory_seq_rm(memory, seq, -1, -1)
+
+    def _refuse(self, reason: str) -> bool:
+        self.refused = reason
+        log.warning("the greedy output head cannot be used here (%s); llama.cpp computes every output layer", reason)
+        return False
 
 
 #: the text whose hidden states choose the float dimensions and check the head at load

@@ -2,7 +2,8 @@
 
 Without the model: activations quantized as ggml quantizes them; picks equal to the exact argmax of the Q8_0
 product, with and without float dimensions, including rows built so that the int8 pass alone would pick
-another token, with banned tokens and with every token tied; a pass that is not exact refused; the output
+another token, with banned tokens and with every token tied; a pass that is not exact, or slower than the
+output layer it stands in for, refused; the output
 matrix found in a GGUF written here (and none for another type). With the model: a core whose head takes every
 greedy decode gives the plain core's text, one row per micro-batch (where numbers do not depend on the batch)
 and with several sequences (a row read from the wrong place changes it).
@@ -24,6 +25,7 @@ from aios_core.cores.llamacpp_head import (
     HiddenTap,
     InexactPass,
     OutputHead,
+    SlowPass,
     largest_dims,
     output_matrix,
     quantize_q8_0,
@@ -140,6 +142,13 @@ def test_a_pass_that_is_not_exact_is_refused(matrix, monkeypatch):
         GreedyHead(matrix)
 
 
+def test_a_pass_slower_than_the_output_layer_it_stands_in_for_is_refused(matrix):
+    with pytest.raises(SlowPass, match="no fast int8 kernel for this CPU"):
+        GreedyHead(matrix, max_pass_seconds=0.0)
+    head = GreedyHead(matrix, max_pass_seconds=60.0)
+    assert 0 < head.one_row_seconds() < 60.0
+
+
 def test_banned_tokens_are_never_picked_and_ties_go_to_the_first(matrix):
     head = GreedyHead(matrix)
     rng = np.random.default_rng(2)
@@ -237,6 +246,11 @@ def requests() -> list[LLMRequest]:
 async def texts(fast_head_rows: int, **kw) -> tuple[list[str], LlamaCppCore]:  # noqa: ANN003
     core = LlamaCppCore(name=f"head{fast_head_rows}", n_ctx=4096, max_batch=6, n_threads=1, prefix_slots=2, fast_head_rows=fast_head_rows, **kw)
     await core.start()
+    head = core.stats().extra["head"]
+    if "no fast int8 kernel" in head:
+        # refused as slower than llama.cpp's own output layer here; its picks are checked without the model above
+        await core.stop()
+        pytest.skip(f"the greedy head is not used on this CPU: {head}")
     try:
         return list(await asyncio.gather(*(text_of(core, r) for r in requests()))), core
     finally:
@@ -311,6 +325,25 @@ async def test_a_head_that_disagrees_at_load_is_not_used(caplog, monkeypatch):
     assert calls["load"] > 0 and calls["after"] == 0, calls  # the probe ran through the tap, nothing since
     expected, _ = await texts(0, n_ubatch=1)
     assert got == expected
+
+
+@pytest.mark.model
+@pytest.mark.asyncio
+async def test_a_head_slower_than_llama_cpps_output_layer_at_load_is_not_used(caplog, monkeypatch):
+    # as on a CPU without a fast oneDNN int8 kernel (an AMD EPYC here: 1.3 s a row, where llama.cpp takes about
+    # 7 ms a row): the core starts, says why in its stats, and answers with llama.cpp's output layer
+    monkeypatch.setattr(GreedyHead, "one_row_seconds", lambda self: 10.0)
+    core = LlamaCppCore(name="slow-head", n_ctx=4096, max_batch=2, n_threads=1, prefix_slots=2)
+    with caplog.at_level(logging.WARNING):
+        await core.start()
+    try:
+        head = core.stats().extra["head"]
+        assert head.startswith("off (") and "no fast int8 kernel for this CPU" in head, head
+        assert "llama.cpp computes every output layer" in caplog.text
+        assert await text_of(core, requests()[0])
+        assert core.metrics().head_rows == 0
+    finally:
+        await core.stop()
 
 
 @pytest.mark.model
