@@ -36,7 +36,7 @@ The pass is checked at load against integer products computed in numpy, with
 rows built to overflow 16-bit partial sums (the saturating AVX2 instructions
 some int8 kernels use): a pass that is not exact is not used. It is timed at
 load too: where oneDNN has no fast int8 kernel for the CPU (seen on an AMD EPYC
-with AVX-512 VNNI: 1.3 s a row, a hundred times the time above), one row of the
+with AVX-512 VNNI: seconds a row, hundreds of times the time above), one row of the
 pass takes longer than llama.cpp's whole output layer for the probe's rows,
 and the head is not used (:class:`SlowPass`). Only a Q8_0 output
 matrix is read (the default model's); any other type, or a torch without

@@ -330,8 +330,8 @@ async def test_a_head_that_disagrees_at_load_is_not_used(caplog, monkeypatch):
 @pytest.mark.model
 @pytest.mark.asyncio
 async def test_a_head_slower_than_llama_cpps_output_layer_at_load_is_not_used(caplog, monkeypatch):
-    # as on a CPU without a fast oneDNN int8 kernel (an AMD EPYC here: 1.3 s a row, where llama.cpp takes about
-    # 7 ms a row): the core starts, says why in its stats, and answers with llama.cpp's output layer
+    # as on a CPU without a fast oneDNN int8 kernel (an AMD EPYC: seconds a row, where llama.cpp's output layer
+    # takes milliseconds): the core starts, says why in its stats, and answers with llama.cpp's output layer
     monkeypatch.setattr(GreedyHead, "one_row_seconds", lambda self: 10.0)
     core = LlamaCppCore(name="slow-head", n_ctx=4096, max_batch=2, n_threads=1, prefix_slots=2)
     with caplog.at_level(logging.WARNING):
