@@ -462,10 +462,12 @@ class OutputHead:
                 self.tap.active = False
 
         try:
-            # what llama.cpp's output layer costs for these rows: the decode with logits less the decode stopped
-            # before it (after a first stopped decode, which may pay for setting up)
+            # what llama.cpp's output layer costs for these rows: the decode with logits less the faster of two
+            # decodes stopped before it (the first may pay for setting up; noise only makes the cost look larger)
+            stopped = float("inf")
             for _ in range(2):
-                rc, stopped = decode(stop=True)
+                rc, seconds = decode(stop=True)
+                stopped = min(stopped, seconds)
                 self.tap.take()
                 L.llama_memory_seq_rm(memory, seq, -1, -1)
                 if rc != 0:
