@@ -395,9 +395,9 @@ class LLMPool:
         del self._queued[flight.id]
         flight.held_out_since = None
         for other in self.cores:
-            if other is not core and other.holds_slot_for(flight.job.program):
-                # the program's turn runs elsewhere (a cheaper engine): the room held for it there is anyone's now,
-                # and this fill goes on to use it
+            if other is not core:
+                # the program's turn runs elsewhere (a cheaper engine): any room held for it there is anyone's now,
+                # and this fill goes on to use it (a core holding none does nothing)
                 other.release_slot(flight.job.program)
         resume, flight.text_resume = flight.text_resume, None
         if flight.snapshot_core is not None:

@@ -286,18 +286,20 @@ class OpenAICore(LLMCore):
         import httpx
 
         root = self.base_url.rstrip("/").removesuffix("/v1")
-        self._props_unanswered = False
         try:
             async with httpx.AsyncClient(timeout=min(self.timeout, 3.0)) as client:
                 r = await client.get(f"{root}/props", headers={"Authorization": f"Bearer {self.api_key}"})
-            if r.status_code >= 500:
-                raise httpx.HTTPStatusError(f"status {r.status_code}", request=r.request, response=r)
-            props = r.json() if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
-            self._props_unanswered = not isinstance(exc, ValueError)  # a reply that is not JSON is an answer: not llama-server
-            log.info("core %s: %s/props did not answer (%s): no slots held across tool calls%s", self.name, root, type(exc).__name__,
-                     " until it does" if self._props_unanswered else "")
+            failure = f"status {r.status_code}" if r.status_code >= 500 else None
+        except httpx.HTTPError as exc:
+            failure = type(exc).__name__
+        self._props_unanswered = failure is not None
+        if failure is not None:
+            log.info("core %s: %s/props did not answer (%s): no slots held across tool calls until it does", self.name, root, failure)
             return
+        try:
+            props = r.json() if r.status_code == 200 else None
+        except ValueError:  # an answer all the same, and not llama-server's
+            props = None
         slots = props.get("total_slots") if isinstance(props, dict) and "default_generation_settings" in props else None
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             return
