@@ -280,7 +280,7 @@ class LLMPool:
     def _route(self, flight: Flight) -> LLMCore | None:
         gen = self._probe(flight)
         # a flight whose snapshot lives on one core has that core alone as candidate: it resumes there or waits
-        admitting = [c for c in self._candidates(flight) if c.can_admit(gen)]
+        admitting = [c for c in self._candidates(flight) if c.can_admit(gen) and self._below_batch_target(c)]
         if len(admitting) <= 1:
             # nothing to choose between: skip the prefix lookup (it hashes the whole prompt)
             return admitting[0] if admitting else None
@@ -306,6 +306,16 @@ class LLMPool:
         if held is not None:
             return held
         return min(admitting, key=lambda c: (-c.prefix_affinity(request), c.running() / c.max_batch()))
+
+    def _below_batch_target(self, core: LLMCore) -> bool:
+        """Whether ``core`` may start one more call: fewer run there than the batch it is fastest at for the work waiting.
+
+        The work waiting is every queued call (each could go to this core) plus what runs there. An engine slow
+        at some batch sizes (a CPU llama-server at two or three streams) then runs a few calls one after another
+        rather than together, and the scheduler's order says which goes first.
+        """
+        running = core.running()
+        return running < core.batch_target(running + len(self._queued))
 
     def _expected_output(self, flight: Flight) -> int:
         """Completion tokens to expect: the caller's hint, else its program's typical answer (everyone's for a
@@ -345,7 +355,8 @@ class LLMPool:
         holds against held room too.
         """
         gen = self._probe(flight)
-        bounds = [(bound, core) for core in self._candidates(flight) if (bound := core.held_room_bound(gen)) is not None]
+        bounds = [(bound, core) for core in self._candidates(flight)
+                  if (bound := core.held_room_bound(gen)) is not None and self._below_batch_target(core)]
         if not bounds:
             return None
         if flight.held_out_since is None:

@@ -228,6 +228,15 @@ class LLMCore(abc.ABC):
         """Whether ``gen`` fits now (a free slot and, for local cores, room in the KV cache)."""
         return self.running() < self.max_batch()
 
+    def batch_target(self, demand: int) -> int:
+        """How many generations to let run at once when ``demand`` (running plus waiting) could: at most ``max_batch``.
+
+        The pool starts no more than this on the core. An engine whose step does not grow smoothly with the
+        batch can make fewer tokens a second at some batch sizes than at a smaller one; a core that measures
+        its engine (``openai``) says so here. Others fill every slot the demand can.
+        """
+        return min(self.max_batch(), max(1, demand))
+
     def healthy(self) -> bool:
         """False while a recent failure makes the next request likely to fail too (e.g. a server that refused connections).
 

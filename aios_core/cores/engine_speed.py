@@ -21,11 +21,21 @@ Both are medians of the latest samples: a step that also prefilled another
 stream's prompt (llama-server puts prompt chunks in the decode batch) takes
 many times longer, and with short answers one step in eight can be such a
 step; a mean would count those prefills a second time.
+
+The same medians, kept per batch size, say at which batch the engine makes
+the most tokens a second (:meth:`EngineSpeed.best_batch`). That is not always
+the largest: on a 2-core AMD EPYC, one llama-server thread decoding Gemma 3
+270M made 78 tokens a second for one stream, 45 for two, 41 for three, 66 for
+four and 103 for eight (docs/benchmarks.md, "Batch sizes the engine is slow
+at"). The pool admits no more streams to an engine than the waiting work lets
+reach a batch it is not slow at, so two or three agents left at the end of a
+run go one after another, each at the single stream's speed.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -37,6 +47,12 @@ WINDOW = 64
 MIN_STEPS = 8
 #: prompts with fewer uncached tokens than this tell little about prefill speed (the step dominates)
 MIN_PREFILL_TOKENS = 32
+#: a smaller batch is kept to only when it makes this share more tokens a second than the larger one: medians of
+#: steps that sometimes carried a prefill are noisy, and holding calls back on noise costs more than batching
+BATCH_MARGIN = 0.1
+#: seconds after which a batch size's medians are too old to hold calls back: the size is tried again, so a verdict
+#: measured while the engine was briefly slow (another process, long prefills) does not stand for good
+BATCH_VERDICT_SECONDS = 60.0
 
 
 @dataclass
@@ -89,10 +105,13 @@ class RecentMedian:
     def __init__(self) -> None:
         self._samples: deque[float] = deque(maxlen=WINDOW)
         self._median: float | None = None
+        #: monotonic time of the latest sample
+        self.last_at = 0.0
 
-    def add(self, sample: float) -> None:
+    def add(self, sample: float, now: float | None = None) -> None:
         self._samples.append(sample)
         self._median = None
+        self.last_at = time.monotonic() if now is None else now
 
     @property
     def count(self) -> int:
@@ -112,11 +131,11 @@ class EngineSpeed:
     _steps: dict[int, RecentMedian] = field(default_factory=dict)
     _prefill: RecentMedian = field(default_factory=RecentMedian)
 
-    def observe_step(self, seconds: float, batch: int) -> None:
-        """One inter-token interval of a stream while ``batch`` streams ran on the engine."""
+    def observe_step(self, seconds: float, batch: int, now: float | None = None) -> None:
+        """One inter-token interval of a stream while ``batch`` streams ran on the engine (``now``: monotonic time)."""
         if seconds < 0 or batch < 1:
             return
-        self._steps.setdefault(batch, RecentMedian()).add(seconds)
+        self._steps.setdefault(batch, RecentMedian()).add(seconds, now)
 
     def observe_first_token(self, seconds: float, uncached_tokens: int, batch: int) -> None:
         """A stream's time to first token, once the server has said how much of its prompt it had cached."""
@@ -145,6 +164,25 @@ class EngineSpeed:
         slope = max(0.0, sum(w * (b - mean_b) * (m.value - mean_t) for w, (b, m) in zip(weights, seen)) / var)
         return max(1e-6, mean_t + slope * (batch - mean_b))
 
+    def best_batch(self, limit: int, now: float | None = None) -> int:
+        """The batch size, at most ``limit``, to let the engine reach: ``limit`` unless a smaller size measured faster.
+
+        ``limit`` is what the waiting work allows (streams running plus calls queued, at most the engine's
+        slots). When ``limit`` itself has been measured lately, the answer is the largest recently measured size
+        up to it whose tokens a second are within :data:`BATCH_MARGIN` of the best of them. A size not measured
+        lately (:data:`BATCH_VERDICT_SECONDS`) holds nothing back: the engine gets to try it, as without this
+        rule. So an engine whose step grows smoothly with the batch (a GPU server, the sim) is always filled.
+        """
+        limit = max(1, limit)
+        now = time.monotonic() if now is None else now
+        recent = {b: m.value for b, m in self._steps.items()
+                  if b <= limit and m.count >= MIN_STEPS and now - m.last_at <= BATCH_VERDICT_SECONDS}
+        if limit not in recent:
+            return limit
+        rates = {b: b / max(step, 1e-9) for b, step in recent.items()}
+        top = max(rates.values())
+        return max(b for b, rate in rates.items() if rate * (1 + BATCH_MARGIN) >= top)
+
     def prefill_seconds(self, tokens: int) -> float | None:
         """Seconds to prefill ``tokens`` uncached prompt tokens."""
         if self._prefill.count == 0:
@@ -159,6 +197,10 @@ class EngineSpeed:
             "step_ms_batch_1": None if one is None else round(one * 1000, 2),
             "step_ms_batch_8": None if eight is None else round(eight * 1000, 2),
         }
+
+    def steps_by_batch(self) -> dict[str, float]:
+        """For stats: the median step in milliseconds at each batch size measured (keys are the sizes, as text)."""
+        return {str(b): round(m.value * 1000, 2) for b, m in sorted(self._steps.items()) if m.count >= MIN_STEPS}
 
 
 def route_cost(speed: EngineSpeed, *, uncached_tokens: int, output_tokens: int, running: int) -> float:

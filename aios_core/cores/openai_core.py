@@ -162,6 +162,7 @@ class OpenAICore(LLMCore):
         prefix_cache: int = 4096,
         kv_cells: int | None = None,
         keep_slots: float | Literal["auto"] = "auto",
+        batch_by_speed: bool = True,
     ) -> None:
         """Options, as in a ``[[cores]] kind = "openai"`` table:
 
@@ -185,6 +186,9 @@ class OpenAICore(LLMCore):
           program's next call, so that no other call overwrites its conversation meanwhile (0: off;
           ``"auto"``: :data:`AUTO_KEEP_SLOTS` when the server answers ``/props`` as llama-server does, else
           off). ``max_batch`` should equal the server's ``-np``. See :mod:`~aios_core.cores.slot_leases`.
+        - ``batch_by_speed``: start no more streams at once than the batch at which the server, as measured
+          here, makes the most tokens a second for the work waiting (a CPU llama-server decodes two or three
+          streams slower in all than one); off: fill ``max_batch``. See :meth:`EngineSpeed.best_batch`.
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -199,6 +203,8 @@ class OpenAICore(LLMCore):
             raise ConfigError(f"core {name}: kv_cells must be a whole number of tokens >= 1, or unset (got {kv_cells!r})")
         if keep_slots != "auto" and (isinstance(keep_slots, bool) or not isinstance(keep_slots, (int, float)) or not (0 <= keep_slots < math.inf)):
             raise ConfigError(f"core {name}: keep_slots must be 0 (off), a number of seconds or \"auto\" (got {keep_slots!r})")
+        if not isinstance(batch_by_speed, bool):
+            raise ConfigError(f"core {name}: batch_by_speed must be true or false (got {batch_by_speed!r})")
         if continuation not in ("auto", "completion", "continue_final_message", "prefill"):
             raise ConfigError(f"core {name}: continuation must be auto, completion, continue_final_message or prefill, not {continuation!r}")
         if continuation == "completion" and not chat_template:
@@ -234,6 +240,7 @@ class OpenAICore(LLMCore):
         self._lease_timers: set[asyncio.TimerHandle] = set()
         self._kv_cells = kv_cells
         self._speed = EngineSpeed()
+        self.batch_by_speed = batch_by_speed
         self._stats = CoreStats(name=name, model=self.model, max_batch=max_batch)
         self._requests = 0
         self._errors = 0
@@ -351,6 +358,10 @@ class OpenAICore(LLMCore):
         if not super().can_admit(gen):
             return False
         return self._leases is None or self._leases.available(gen.program, len(self._flights), _now())
+
+    def batch_target(self, demand: int) -> int:
+        limit = super().batch_target(demand)
+        return self._speed.best_batch(limit) if self.batch_by_speed else limit
 
     def holds_slot_for(self, program: str) -> bool:
         return self._leases is not None and self._leases.leased_to(program, _now())
@@ -471,6 +482,7 @@ class OpenAICore(LLMCore):
         busy = s.busy_seconds + (time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0)
         s.extra = {"requests": self._requests, "errors": self._errors, "retries": self._retries, "tokens": s.generated_tokens,
                    "base_url": self.base_url, "busy_seconds": round(busy, 4), **self._speed.describe(),
+                   "step_ms_by_batch": self._speed.steps_by_batch(),
                    **(self._leases.describe() if self._leases is not None else {})}
         return s
 

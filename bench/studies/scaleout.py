@@ -14,7 +14,11 @@ them, alternating order per round:
   moves to the other one, continuing from the text already streamed);
 * ``litellm``: LiteLLM's ``Router`` over the same two endpoints, in the client
   process, what users put in front of several endpoints (``simple-shuffle``,
-  ``num_retries`` 2, a failed deployment cooled down).
+  ``num_retries`` 2, a failed deployment cooled down);
+* ``aios-fill`` (with ``--ablate-batch-by-speed``): the kernel of ``aios`` in a
+  second ``aios serve`` whose cores fill every slot (``batch_by_speed = false``)
+  rather than keep each engine at the batch size it measured fastest for the
+  calls waiting: the ablation of that rule, in the same run.
 
 The workload: ``--apps`` applications, each with its own long system prompt
 shared by its agents (``--agents`` in all), multi-turn with tool delays and
@@ -50,7 +54,9 @@ from aios_core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SETUPS = ("aios", "litellm")
-LABELS = {"aios": "AIOS (2 openai cores)", "litellm": "LiteLLM Router"}
+#: the ablation's setup (``--ablate-batch-by-speed``)
+FILL = "aios-fill"
+LABELS = {"aios": "AIOS (2 openai cores)", "litellm": "LiteLLM Router", FILL: "AIOS filling every slot"}
 
 
 def multi_app_workload(agents: int, apps: int, *, turns: int, seed: int, system_words: int, mean_tokens: int, max_tokens: int,
@@ -146,13 +152,13 @@ class Engines:
 # --------------------------------------------------------------------------- the two setups
 
 
-def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0) -> dict[str, Any]:
+def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0, batch_by_speed: bool = True) -> dict[str, Any]:
     # holding a slot's room across a tool call pays only where the engine ties conversations to slots (llama-server);
     # the sim server's cache does not, so there it would only idle slots
     keep = {"keep_slots": keep_slots if engines.model != "sim" else 0.0}  # explicit: the cores' default is "auto"
     cores = [
         {"kind": "openai", "name": f"engine-{i}", "model": engines.model_name, "base_url": url, "max_batch": engines.slots,
-         "context_length": engines.n_ctx, "timeout": 600.0, "max_retries": 2, **keep}
+         "context_length": engines.n_ctx, "timeout": 600.0, "max_retries": 2, "batch_by_speed": batch_by_speed, **keep}
         for i, url in enumerate(engines.urls)
     ]
     return {"scheduler": scheduler, "data_dir": str(work / "kernel"), "entry_point_plugins": False, "max_retries": 2, "cores": cores}
@@ -206,6 +212,12 @@ class ScaleoutOptions:
     #: the study always ran: LiteLLM's clients cannot end anything, and with ended agents (which teach PLAS program
     #: sizes, its Gittins rank from the second round on) the killed variant measured no better (docs/benchmarks.md)
     end_agents: bool = False
+    #: a third setup in every round: the same kernel with its cores filling every slot (``batch_by_speed`` off)
+    ablate_batch_by_speed: bool = False
+
+    @property
+    def setups(self) -> tuple[str, ...]:
+        return SETUPS + ((FILL,) if self.ablate_batch_by_speed else ())
 
     @property
     def slots(self) -> int:
@@ -218,7 +230,7 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
         before: dict[str, float] = {}
-        if setup == "aios":
+        if serve is not None:
             keys = await serve.register(client, [p.name for p in plans])
             before = await asyncio.to_thread(kernel_counters, serve)
         else:
@@ -232,7 +244,7 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
                 await asyncio.sleep(kill_after)
                 await asyncio.to_thread(engines.kill, 1)
             killer = asyncio.create_task(kill())
-        if setup == "aios":
+        if serve is not None:
             async def agent(plan: AgentPlan) -> Any:
                 result = await run_agent(client, serve.base_url, engines.model_name, keys[plan.name], plan, t0, seed)
                 # the agent ended, as an SDK agent's scope does on exit (after its end was timed, as in the agents
@@ -249,9 +261,13 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
     # what the kernel's cores did in this run (cached prompt tokens, slots held for agents...; {} for LiteLLM)
     engine: dict[str, float] = {}
     registered: list[str] = []
-    if setup == "aios":
+    curves: dict[str, Any] = {}
+    if serve is not None:
         stats = await asyncio.to_thread(serve.stats)
         engine = counter_changes(before, kernel_counters(serve, stats))
+        # each engine's median decode step by batch size as the kernel measured it so far (what batch_by_speed weighs)
+        curves = {c.get("name", ""): c.get("extra", {}).get("step_ms_by_batch", {})
+                  for pool in stats.get("pools", {}).values() for c in pool.get("cores", [])}
         names = {p.name for p in plans}
         registered = sorted(a["name"] for a in stats.get("agents", []) if a.get("name") in names)
     seconds = [a.seconds for a in results]
@@ -270,6 +286,7 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
         "agents_failed": sum(1 for a in results if a.error),
         "completion_tokens": sum(c.completion_tokens for c in done),
         "engine": engine,
+        "step_ms_by_batch": curves,
         # the run's agents the kernel still knows after the run (each ended itself: none)
         "agents_registered_after": registered,
         "agents": [{**asdict(a), "seconds": a.seconds} for a in results],
@@ -280,43 +297,57 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     from aios.bench.suites.agents.backends import AIOSServe
 
     engines = Engines(options.model, slots=options.slots, n_ctx=options.n_ctx, threads=options.threads, seed=options.seed, work=work)
-    serve = AIOSServe(aios_config(engines, work, options.scheduler, options.keep_slots), work_dir=work / "aios")
-    await asyncio.to_thread(serve.check)  # a --scheduler the kernel refuses, named before any engine starts
+    serves = {"aios": AIOSServe(aios_config(engines, work, options.scheduler, options.keep_slots), work_dir=work / "aios")}
+    if options.ablate_batch_by_speed:
+        serves[FILL] = AIOSServe(aios_config(engines, work / FILL, options.scheduler, options.keep_slots, batch_by_speed=False),
+                                 work_dir=work / FILL)
+    await asyncio.to_thread(serves["aios"].check)  # a --scheduler the kernel refuses, named before any engine starts
     await asyncio.to_thread(engines.restart)  # the kernel's cores look at their engines when it starts
     rounds: list[dict[str, Any]] = []
     try:
-        await asyncio.to_thread(serve.start)
+        for serve in serves.values():
+            await asyncio.to_thread(serve.start)
         for i in range(options.rounds):
             plans = multi_app_workload(
                 options.agents, options.apps, turns=options.turns, seed=options.seed, system_words=options.system_words,
                 mean_tokens=options.mean_tokens, max_tokens=options.max_tokens, tool_delay=options.tool_delay,
                 tag=f"round {i + 1} {os.urandom(3).hex()}",
             )
-            for setup in round_order(SETUPS, i):
-                r = await run_once(setup, plans, engines=engines, serve=serve, kill_after=kill_after,
+            for setup in round_order(options.setups, i):
+                r = await run_once(setup, plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
                                    seed=options.seed, round_index=i, end_agents=options.end_agents)
                 rounds.append(r)
                 if console is not None:
                     console.log(f"{'kill' if kill_after is not None else 'healthy'} round {i + 1} {LABELS[setup]}: makespan "
                                 f"{r['makespan']:.1f} s, mean {r['completion_mean']:.1f} s, lost calls {r['lost_calls']}/{r['planned_calls']}")
     finally:
-        await asyncio.to_thread(serve.stop)
+        for serve in serves.values():
+            await asyncio.to_thread(serve.stop)
         await asyncio.to_thread(engines.stop)
     summary: dict[str, Any] = {}
-    for s in SETUPS:
+    for s in options.setups:
         rows = [r for r in rounds if r["setup"] == s]
         summary[s] = {k: statistics.median(r[k] for r in rows) for k in ("makespan", "completion_mean", "completion_p99", "completion_tokens")}
         summary[s]["lost_calls"] = sum(r["lost_calls"] for r in rows)
         summary[s]["planned_calls"] = sum(r["planned_calls"] for r in rows)
     a, b = summary["aios"], summary["litellm"]
-    return {
+    out = {
         "variant": "one engine killed" if kill_after is not None else "healthy",
         "kill_after": kill_after,
         "engines": engines.describe(),
         "summary": summary,
-        "ratios": {k: (b[k] / a[k] if a[k] and b[k] else None) for k in ("makespan", "completion_mean", "completion_p99")},
+        "ratios": ratios(b, a),
         "rounds": rounds,
     }
+    if FILL in summary:
+        # the ablation: how much longer the same kernel takes when its cores fill every slot
+        out["ratios_fill_over_aios"] = ratios(summary[FILL], a)
+    return out
+
+
+def ratios(baseline: dict[str, Any], aios: dict[str, Any]) -> dict[str, float | None]:
+    """``baseline`` over ``aios`` for each timing (above 1: AIOS finished sooner)."""
+    return {k: (baseline[k] / aios[k] if aios[k] and baseline[k] else None) for k in ("makespan", "completion_mean", "completion_p99")}
 
 
 async def run_study(options: ScaleoutOptions, console: Any = None) -> dict[str, Any]:
@@ -352,6 +383,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {v['variant']} | {a['makespan']:.1f} | {b['makespan']:.1f} | **{f(r['makespan'])}x** | {f(r['completion_mean'])}x | "
             f"{f(r['completion_p99'])}x | {a['lost_calls']}/{a['planned_calls']} | {b['lost_calls']}/{b['planned_calls']} |"
         )
+    ablated = [v for v in result["variants"] if "ratios_fill_over_aios" in v]
+    if ablated:
+        lines += ["", "| variant | AIOS filling every slot: makespan s | its makespan / AIOS's | its mean / AIOS's | calls lost |",
+                  "|---|---:|---:|---:|---:|"]
+        for v in ablated:
+            fill, r = v["summary"][FILL], v["ratios_fill_over_aios"]
+            lines.append(f"| {v['variant']} | {fill['makespan']:.1f} | {f(r['makespan'])}x | {f(r['completion_mean'])}x | "
+                         f"{fill['lost_calls']}/{fill['planned_calls']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -382,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-agents", action="store_true",
                         help="each AIOS agent ends after its last turn, as an SDK agent's scope does (default: they stay "
                              "registered, as OpenAI clients' agents do, and their held slots run out)")
+    parser.add_argument("--ablate-batch-by-speed", action="store_true",
+                        help="a third setup each round: the same kernel with its cores filling every slot rather than "
+                             "keeping each engine at the batch size it measured fastest (batch_by_speed = false)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if not 0 <= args.keep_slots < float("inf"):
@@ -398,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         agents=args.agents, apps=args.apps, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, system_words=args.system_words, mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
         tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler, keep_slots=args.keep_slots,
-        end_agents=args.end_agents,
+        end_agents=args.end_agents, ablate_batch_by_speed=args.ablate_batch_by_speed,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from aios_core.cores.engine_speed import MIN_STEPS, EngineSpeed, ProgramMeans, route_cost
-from aios_core.cores.sim import SimCore
+from aios_core.cores.engine_speed import BATCH_VERDICT_SECONDS, MIN_STEPS, EngineSpeed, ProgramMeans, route_cost
+from aios_core.cores.sim import SimCore, SimCosts
 from aios_core.syscalls import LLMRequest, Message
 
 #: llama.cpp on one CPU thread, roughly: 19 ms a step alone, +11 ms per extra sequence, 3.4 ms a prompt token
@@ -208,3 +210,108 @@ async def test_a_held_slot_is_priced_like_any_other_room(make_kernel, hint, expe
     # moving away let the held room go, once; staying used it
     assert len(holder.released) == (0 if expected == "holder" else 1)
     assert holder.held is (expected == "holder")
+
+
+#: median steps (seconds) of one llama-server thread decoding Gemma 3 270M on a 2-core AMD EPYC, by batch size: fewer
+#: tokens a second at two, three, five and seven streams than at one (docs/benchmarks.md, "Batch sizes the engine is
+#: slow at")
+AMD_STEPS = {1: 0.0128, 2: 0.0445, 3: 0.0736, 4: 0.0610, 5: 0.0900, 6: 0.0757, 7: 0.1051, 8: 0.0778}
+
+
+def curve(steps: dict[int, float], now: float = 100.0) -> EngineSpeed:
+    speed = EngineSpeed()
+    for batch, seconds in steps.items():
+        for _ in range(MIN_STEPS):
+            speed.observe_step(seconds, batch, now=now)
+    return speed
+
+
+@pytest.mark.parametrize(("waiting", "target"), [(1, 1), (2, 1), (3, 1), (5, 1), (6, 6), (7, 6), (8, 8), (12, 8)])
+def test_the_batch_target_is_the_fastest_size_the_waiting_work_can_reach(waiting, target):
+    """Two or three calls run one after another (78 tokens a second against 45 or 41 together); six or eight run
+    together; seven run as six, the seventh waiting for one of them to end."""
+    speed = curve(AMD_STEPS)
+    assert speed.best_batch(min(8, waiting), now=100.0) == target
+    assert speed.steps_by_batch()["2"] == pytest.approx(44.5)
+
+
+def test_an_engine_whose_step_grows_smoothly_is_always_filled():
+    speed = curve({b: STEP_1 + PER_SEQ * (b - 1) for b in range(1, 9)})
+    assert [speed.best_batch(limit, now=100.0) for limit in range(1, 9)] == list(range(1, 9))
+
+
+def test_a_size_not_measured_holds_nothing_back_and_a_smaller_one_must_be_clearly_faster():
+    speed = curve({1: 0.010, 2: 0.0195})  # two streams make 2.6 % more tokens a second than one: within the noise
+    assert speed.best_batch(2, now=100.0) == 2
+    assert speed.best_batch(3, now=100.0) == 3  # three never measured: tried
+    slow_two = curve({1: 0.010, 2: 0.030})
+    assert slow_two.best_batch(2, now=100.0) == 1
+
+
+def test_an_old_verdict_is_tried_again():
+    """Two streams measured slow a while ago (the engine may have been busy with something else then): after
+    BATCH_VERDICT_SECONDS they are let run together again, which measures them anew."""
+    speed = curve({1: 0.010}, now=100.0)
+    for _ in range(MIN_STEPS):
+        speed.observe_step(0.030, 2, now=40.0)
+    assert speed.best_batch(2, now=40.0 + BATCH_VERDICT_SECONDS) == 1
+    assert speed.best_batch(2, now=41.0 + BATCH_VERDICT_SECONDS) == 2
+
+
+class SlowAtTwoOrThree(SimCosts):
+    """A step of 4 ms for one sequence and 12 ms a sequence for more: one stream makes three times the tokens of two."""
+
+    def step(self, *, prefill_tokens: int = 0, batch: int = 1, context_tokens: int = 0) -> float:
+        return 0.004 if batch == 1 else 0.012 * batch
+
+
+class CountingSim(SimCore):
+    """The server side: the batch of every step it takes."""
+
+    def __init__(self) -> None:
+        super().__init__(costs=SlowAtTwoOrThree(), max_batch=4, prefix_cache=0, default_tokens=(400, 400))
+        self.batches: list[int] = []
+
+    async def _step(self, seqs):
+        self.batches.append(len(seqs))
+        return await super()._step(seqs)
+
+
+@pytest.mark.parametrize("by_speed", [True, False], ids=["batch_by_speed", "filling every slot"])
+async def test_an_engine_slower_at_two_or_three_streams_runs_them_one_after_another(make_kernel, by_speed):
+    """Three agents call at once, twice. The first time the core knows nothing of its engine and lets all three run
+    together; they end one after another, so the engine's steps at three, two and one stream are measured. The second
+    time it starts one call at a time (and fills every slot when told not to weigh speed)."""
+    from aios.bench.suites.agents.sim_server import SimServer
+
+    from aios_core.cores.openai_core import OpenAICore
+
+    sim = CountingSim()
+    server = SimServer(sim, serial=False)
+    server.start()
+    try:
+        core = OpenAICore("engine", "sim", base_url=server.base_url, max_batch=4, keep_slots=0, batch_by_speed=by_speed)
+        async with make_kernel(cores=[core]) as kernel:
+            agents = [kernel.agent(f"agent{i}") for i in range(3)]
+
+            async def round_(lengths: list[int]) -> None:
+                await asyncio.gather(*(a.achat(f"question {n}", max_tokens=n) for a, n in zip(agents, lengths)))
+
+            await round_([12, 24, 36])
+            first = list(sim.batches)
+            sim.batches.clear()
+            await round_([12, 12, 12])
+            second = list(sim.batches)
+        assert max(first) == 3
+        assert core.stats().extra["step_ms_by_batch"].keys() >= {"1", "2", "3"}
+        assert max(second) == (1 if by_speed else 3)
+    finally:
+        server.stop()
+
+
+def test_batch_by_speed_must_be_a_boolean():
+    from aios_core.cores.openai_core import OpenAICore
+    from aios_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_by_speed must be true or false"):
+        OpenAICore("engine", "sim", base_url="http://127.0.0.1:9/v1", batch_by_speed="yes")
