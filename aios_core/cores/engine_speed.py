@@ -164,19 +164,22 @@ class EngineSpeed:
         slope = max(0.0, sum(w * (b - mean_b) * (m.value - mean_t) for w, (b, m) in zip(weights, seen)) / var)
         return max(1e-6, mean_t + slope * (batch - mean_b))
 
-    def best_batch(self, limit: int, now: float | None = None) -> int:
-        """The batch size, at most ``limit``, to let the engine reach: ``limit`` unless a smaller size measured faster.
+    def best_batch(self, limit: int, running: int = 0, now: float | None = None) -> int:
+        """The batch size, from ``running`` to ``limit``, to let the engine reach: ``limit`` unless a smaller size measured faster.
 
         ``limit`` is what the waiting work allows (streams running plus calls queued, at most the engine's
-        slots). When ``limit`` itself has been measured lately, the answer is the largest recently measured size
-        up to it whose tokens a second are within :data:`BATCH_MARGIN` of the best of them. A size not measured
-        lately (:data:`BATCH_VERDICT_SECONDS`) holds nothing back: the engine gets to try it, as without this
-        rule. So an engine whose step grows smoothly with the batch (a GPU server, the sim) is always filled.
+        slots); ``running`` streams run already and cannot be taken back, so a smaller size is no choice (they
+        end by themselves). When ``limit`` itself has been measured lately, the answer is the largest recently
+        measured size in that range whose tokens a second are within :data:`BATCH_MARGIN` of the best of them.
+        A size not measured lately (:data:`BATCH_VERDICT_SECONDS`) holds nothing back: the engine gets to try it,
+        as without this rule. So an engine whose step grows smoothly with the batch (a GPU server, the sim) is
+        always filled, and one at three slow streams with a fourth call waiting takes it (three to four is faster).
         """
         limit = max(1, limit)
+        low = max(1, min(running, limit))
         now = time.monotonic() if now is None else now
         recent = {b: m.value for b, m in self._steps.items()
-                  if b <= limit and m.count >= MIN_STEPS and now - m.last_at <= BATCH_VERDICT_SECONDS}
+                  if low <= b <= limit and m.count >= MIN_STEPS and now - m.last_at <= BATCH_VERDICT_SECONDS}
         if limit not in recent:
             return limit
         rates = {b: b / max(step, 1e-9) for b, step in recent.items()}

@@ -361,7 +361,7 @@ class OpenAICore(LLMCore):
 
     def batch_target(self, demand: int) -> int:
         limit = super().batch_target(demand)
-        return self._speed.best_batch(limit) if self.batch_by_speed else limit
+        return self._speed.best_batch(limit, running=self.running()) if self.batch_by_speed else limit
 
     def holds_slot_for(self, program: str) -> bool:
         return self._leases is not None and self._leases.leased_to(program, _now())
@@ -667,7 +667,9 @@ class OpenAICore(LLMCore):
         now = time.perf_counter()
         if g.last_at is None:
             g.first_at, g.first_batch = now, len(self._flights)
-        else:
+        elif all(other.last_at is not None for other in self._flights.values()):
+            # a pure decode step: no stream here is waiting for its first token, whose prompt llama-server would
+            # have put in this step (at eight streams all starting at once, most steps are such prefills)
             self._speed.observe_step(now - g.last_at, len(self._flights))
         g.last_at = now
         part.tokens += 1

@@ -266,7 +266,7 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
         stats = await asyncio.to_thread(serve.stats)
         engine = counter_changes(before, kernel_counters(serve, stats))
         # each engine's median decode step by batch size as the kernel measured it so far (what batch_by_speed weighs)
-        curves = {c.get("name", ""): c.get("extra", {}).get("step_ms_by_batch", {})
+        curves = {c.get("name", ""): c.get("step_ms_by_batch", {})
                   for pool in stats.get("pools", {}).values() for c in pool.get("cores", [])}
         names = {p.name for p in plans}
         registered = sorted(a["name"] for a in stats.get("agents", []) if a.get("name") in names)

@@ -235,6 +235,13 @@ def test_the_batch_target_is_the_fastest_size_the_waiting_work_can_reach(waiting
     assert speed.steps_by_batch()["2"] == pytest.approx(44.5)
 
 
+@pytest.mark.parametrize(("running", "waiting", "target"), [(1, 5, 1), (3, 5, 4), (3, 3, 3), (5, 7, 6), (6, 7, 6)])
+def test_streams_already_running_are_no_choice_but_a_faster_size_above_them_is(running, waiting, target):
+    """Three slow streams with two calls queued take one more (four streams make 66 tokens a second, three 41), not
+    none until all three end; one stream with four queued stays alone."""
+    assert curve(AMD_STEPS).best_batch(waiting, running=running, now=100.0) == target
+
+
 def test_an_engine_whose_step_grows_smoothly_is_always_filled():
     speed = curve({b: STEP_1 + PER_SEQ * (b - 1) for b in range(1, 9)})
     assert [speed.best_batch(limit, now=100.0) for limit in range(1, 9)] == list(range(1, 9))
@@ -315,3 +322,25 @@ def test_batch_by_speed_must_be_a_boolean():
 
     with pytest.raises(ConfigError, match="batch_by_speed must be true or false"):
         OpenAICore("engine", "sim", base_url="http://127.0.0.1:9/v1", batch_by_speed="yes")
+
+
+def test_a_step_while_another_stream_waits_for_its_first_token_is_not_counted_as_a_decode_step():
+    """llama-server puts a new stream's prompt into the steps of the others: at eight streams all starting at once most
+    steps are prefills, and counting them made eight streams look four times slower than they decode."""
+    from types import SimpleNamespace
+
+    from aios_core.cores.base import Generation
+    from aios_core.cores.openai_core import OpenAICore, _Part, _RemoteGen
+
+    core = OpenAICore("engine", "sim", base_url="http://127.0.0.1:9/v1")
+    request = LLMRequest(messages=[Message(role="user", content="hi")], max_tokens=64)
+    decoding, starting = _RemoteGen(gen=Generation(id="a", request=request)), _RemoteGen(gen=Generation(id="b", request=request))
+    core._flights = {"a": decoding, "b": starting}
+    token = SimpleNamespace(usage=None, choices=[SimpleNamespace(delta=SimpleNamespace(content="x", tool_calls=None), finish_reason=None)])
+    for _ in range(2 * MIN_STEPS):
+        core._absorb(decoding, _Part(), token)
+    assert core.engine_speed().steps_by_batch() == {}  # b's prompt was in every one of those steps
+    core._absorb(starting, _Part(), token)  # b's first token: both decode from here
+    for _ in range(MIN_STEPS):
+        core._absorb(decoding, _Part(), token)
+    assert list(core.engine_speed().steps_by_batch()) == ["2"]
