@@ -22,14 +22,17 @@ stream's prompt (llama-server puts prompt chunks in the decode batch) takes
 many times longer, and with short answers one step in eight can be such a
 step; a mean would count those prefills a second time.
 
-The same medians, kept per batch size, say at which batch the engine makes
-the most tokens a second (:meth:`EngineSpeed.best_batch`). That is not always
-the largest: on a 2-core AMD EPYC, one llama-server thread decoding Gemma 3
-270M made 78 tokens a second for one stream, 45 for two, 41 for three, 66 for
-four and 103 for eight (docs/benchmarks.md, "Batch sizes the engine is slow
-at"). The pool admits no more streams to an engine than the waiting work lets
-reach a batch it is not slow at, so two or three agents left at the end of a
-run go one after another, each at the single stream's speed.
+The same intervals, kept per batch size without the steps that carried a
+prompt, say at which batch the engine makes the most tokens a second
+(:meth:`EngineSpeed.best_batch`). That is not always the largest: on a 2-core
+AMD EPYC, ``llama-batched-bench`` with one thread made 72 tokens a second for
+one stream of Gemma 3 270M, 43 for two, 41 for three, 70 for four and 122 for
+eight (docs/benchmarks.md, "Batch sizes the engine is slow at"). With an
+``openai`` core's ``batch_by_speed``, the pool admits no more streams to an
+engine than the waiting work lets reach a batch it is not slow at, so two or
+three calls left at the end of a run go one after another, each at the single
+stream's speed. It is off by default: end to end, in the scale-out study, it
+measured no faster than filling every slot.
 """
 
 from __future__ import annotations
@@ -129,13 +132,22 @@ class EngineSpeed:
     """Seconds per uncached prompt token and per decode step (by batch size) of one engine."""
 
     _steps: dict[int, RecentMedian] = field(default_factory=dict)
+    #: the steps during which no stream waited for its first token: the engine's decoding alone, for the batch target
+    _decode: dict[int, RecentMedian] = field(default_factory=dict)
     _prefill: RecentMedian = field(default_factory=RecentMedian)
 
-    def observe_step(self, seconds: float, batch: int, now: float | None = None) -> None:
-        """One inter-token interval of a stream while ``batch`` streams ran on the engine (``now``: monotonic time)."""
+    def observe_step(self, seconds: float, batch: int, now: float | None = None, *, prefilling: bool = False) -> None:
+        """One inter-token interval of a stream while ``batch`` streams ran on the engine (``now``: monotonic time).
+
+        ``prefilling``: another stream waited for its first token meanwhile, so the server likely put its prompt
+        in this step. Routing prices steps as they come, prefills included; the batch target weighs decoding
+        alone (at eight streams all starting at once, most steps are such prefills).
+        """
         if seconds < 0 or batch < 1:
             return
         self._steps.setdefault(batch, RecentMedian()).add(seconds, now)
+        if not prefilling:
+            self._decode.setdefault(batch, RecentMedian()).add(seconds, now)
 
     def observe_first_token(self, seconds: float, uncached_tokens: int, batch: int) -> None:
         """A stream's time to first token, once the server has said how much of its prompt it had cached."""
@@ -178,7 +190,7 @@ class EngineSpeed:
         limit = max(1, limit)
         low = max(1, min(running, limit))
         now = time.monotonic() if now is None else now
-        recent = {b: m.value for b, m in self._steps.items()
+        recent = {b: m.value for b, m in self._decode.items()
                   if low <= b <= limit and m.count >= MIN_STEPS and now - m.last_at <= BATCH_VERDICT_SECONDS}
         if limit not in recent:
             return limit
@@ -202,8 +214,8 @@ class EngineSpeed:
         }
 
     def steps_by_batch(self) -> dict[str, float]:
-        """For stats: the median step in milliseconds at each batch size measured (keys are the sizes, as text)."""
-        return {str(b): round(m.value * 1000, 2) for b, m in sorted(self._steps.items()) if m.count >= MIN_STEPS}
+        """For stats: the median decoding step in milliseconds at each batch size measured (keys are the sizes, as text)."""
+        return {str(b): round(m.value * 1000, 2) for b, m in sorted(self._decode.items()) if m.count >= MIN_STEPS}
 
 
 def route_cost(speed: EngineSpeed, *, uncached_tokens: int, output_tokens: int, running: int) -> float:

@@ -162,7 +162,7 @@ class OpenAICore(LLMCore):
         prefix_cache: int = 4096,
         kv_cells: int | None = None,
         keep_slots: float | Literal["auto"] = "auto",
-        batch_by_speed: bool = True,
+        batch_by_speed: bool = False,
     ) -> None:
         """Options, as in a ``[[cores]] kind = "openai"`` table:
 
@@ -188,7 +188,9 @@ class OpenAICore(LLMCore):
           off). ``max_batch`` should equal the server's ``-np``. See :mod:`~aios_core.cores.slot_leases`.
         - ``batch_by_speed``: start no more streams at once than the batch at which the server, as measured
           here, makes the most tokens a second for the work waiting (a CPU llama-server decodes two or three
-          streams slower in all than one); off: fill ``max_batch``. See :meth:`EngineSpeed.best_batch`.
+          streams slower in all than one). Off by default (fill ``max_batch``): in the scale-out study it
+          measured no faster than filling every slot (docs/benchmarks.md, "Batch sizes the engine is slow
+          at"). See :meth:`EngineSpeed.best_batch`.
         """
         super().__init__(name, model or "")
         if max_batch < 1:
@@ -667,10 +669,10 @@ class OpenAICore(LLMCore):
         now = time.perf_counter()
         if g.last_at is None:
             g.first_at, g.first_batch = now, len(self._flights)
-        elif all(other.last_at is not None for other in self._flights.values()):
-            # a pure decode step: no stream here is waiting for its first token, whose prompt llama-server would
-            # have put in this step (at eight streams all starting at once, most steps are such prefills)
-            self._speed.observe_step(now - g.last_at, len(self._flights))
+        else:
+            # a stream here still waiting for its first token: llama-server likely put its prompt in this step
+            prefilling = any(other.last_at is None for other in self._flights.values())
+            self._speed.observe_step(now - g.last_at, len(self._flights), prefilling=prefilling)
         g.last_at = now
         part.tokens += 1
         g.tokens += 1

@@ -15,10 +15,10 @@ them, alternating order per round:
 * ``litellm``: LiteLLM's ``Router`` over the same two endpoints, in the client
   process, what users put in front of several endpoints (``simple-shuffle``,
   ``num_retries`` 2, a failed deployment cooled down);
-* ``aios-fill`` (with ``--ablate-batch-by-speed``): the kernel of ``aios`` in a
-  second ``aios serve`` whose cores fill every slot (``batch_by_speed = false``)
-  rather than keep each engine at the batch size it measured fastest for the
-  calls waiting: the ablation of that rule, in the same run.
+* ``aios-by-speed`` (with ``--ablate-batch-by-speed``): the kernel of ``aios`` in
+  a second ``aios serve`` whose cores keep each engine at the batch size it
+  measured fastest for the calls waiting (``batch_by_speed = true``) rather than
+  fill every slot: that rule measured against the default, in the same run.
 
 The workload: ``--apps`` applications, each with its own long system prompt
 shared by its agents (``--agents`` in all), multi-turn with tool delays and
@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 
 SETUPS = ("aios", "litellm")
 #: the ablation's setup (``--ablate-batch-by-speed``)
-FILL = "aios-fill"
-LABELS = {"aios": "AIOS (2 openai cores)", "litellm": "LiteLLM Router", FILL: "AIOS filling every slot"}
+BY_SPEED = "aios-by-speed"
+LABELS = {"aios": "AIOS (2 openai cores)", "litellm": "LiteLLM Router", BY_SPEED: "AIOS at each engine's fastest batch"}
 
 
 def multi_app_workload(agents: int, apps: int, *, turns: int, seed: int, system_words: int, mean_tokens: int, max_tokens: int,
@@ -152,7 +152,7 @@ class Engines:
 # --------------------------------------------------------------------------- the two setups
 
 
-def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0, batch_by_speed: bool = True) -> dict[str, Any]:
+def aios_config(engines: Engines, work: Path, scheduler: str, keep_slots: float = 0.0, batch_by_speed: bool = False) -> dict[str, Any]:
     # holding a slot's room across a tool call pays only where the engine ties conversations to slots (llama-server);
     # the sim server's cache does not, so there it would only idle slots
     keep = {"keep_slots": keep_slots if engines.model != "sim" else 0.0}  # explicit: the cores' default is "auto"
@@ -212,12 +212,12 @@ class ScaleoutOptions:
     #: the study always ran: LiteLLM's clients cannot end anything, and with ended agents (which teach PLAS program
     #: sizes, its Gittins rank from the second round on) the killed variant measured no better (docs/benchmarks.md)
     end_agents: bool = False
-    #: a third setup in every round: the same kernel with its cores filling every slot (``batch_by_speed`` off)
+    #: a third setup in every round: the same kernel with ``batch_by_speed`` on
     ablate_batch_by_speed: bool = False
 
     @property
     def setups(self) -> tuple[str, ...]:
-        return SETUPS + ((FILL,) if self.ablate_batch_by_speed else ())
+        return SETUPS + ((BY_SPEED,) if self.ablate_batch_by_speed else ())
 
     @property
     def slots(self) -> int:
@@ -299,8 +299,8 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     engines = Engines(options.model, slots=options.slots, n_ctx=options.n_ctx, threads=options.threads, seed=options.seed, work=work)
     serves = {"aios": AIOSServe(aios_config(engines, work, options.scheduler, options.keep_slots), work_dir=work / "aios")}
     if options.ablate_batch_by_speed:
-        serves[FILL] = AIOSServe(aios_config(engines, work / FILL, options.scheduler, options.keep_slots, batch_by_speed=False),
-                                 work_dir=work / FILL)
+        serves[BY_SPEED] = AIOSServe(aios_config(engines, work / BY_SPEED, options.scheduler, options.keep_slots, batch_by_speed=True),
+                                     work_dir=work / BY_SPEED)
     await asyncio.to_thread(serves["aios"].check)  # a --scheduler the kernel refuses, named before any engine starts
     await asyncio.to_thread(engines.restart)  # the kernel's cores look at their engines when it starts
     rounds: list[dict[str, Any]] = []
@@ -339,9 +339,9 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
         "ratios": ratios(b, a),
         "rounds": rounds,
     }
-    if FILL in summary:
-        # the ablation: how much longer the same kernel takes when its cores fill every slot
-        out["ratios_fill_over_aios"] = ratios(summary[FILL], a)
+    if BY_SPEED in summary:
+        # the ablation: the default kernel's times over those of the same kernel with batch_by_speed (above 1: it helped)
+        out["ratios_aios_over_by_speed"] = ratios(a, summary[BY_SPEED])
     return out
 
 
@@ -383,14 +383,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {v['variant']} | {a['makespan']:.1f} | {b['makespan']:.1f} | **{f(r['makespan'])}x** | {f(r['completion_mean'])}x | "
             f"{f(r['completion_p99'])}x | {a['lost_calls']}/{a['planned_calls']} | {b['lost_calls']}/{b['planned_calls']} |"
         )
-    ablated = [v for v in result["variants"] if "ratios_fill_over_aios" in v]
+    ablated = [v for v in result["variants"] if "ratios_aios_over_by_speed" in v]
     if ablated:
-        lines += ["", "| variant | AIOS filling every slot: makespan s | its makespan / AIOS's | its mean / AIOS's | calls lost |",
+        lines += ["", "| variant | AIOS at each engine's fastest batch: makespan s | AIOS / it, makespan | AIOS / it, mean | calls lost |",
                   "|---|---:|---:|---:|---:|"]
         for v in ablated:
-            fill, r = v["summary"][FILL], v["ratios_fill_over_aios"]
-            lines.append(f"| {v['variant']} | {fill['makespan']:.1f} | {f(r['makespan'])}x | {f(r['completion_mean'])}x | "
-                         f"{fill['lost_calls']}/{fill['planned_calls']} |")
+            by_speed, r = v["summary"][BY_SPEED], v["ratios_aios_over_by_speed"]
+            lines.append(f"| {v['variant']} | {by_speed['makespan']:.1f} | {f(r['makespan'])}x | {f(r['completion_mean'])}x | "
+                         f"{by_speed['lost_calls']}/{by_speed['planned_calls']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -422,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="each AIOS agent ends after its last turn, as an SDK agent's scope does (default: they stay "
                              "registered, as OpenAI clients' agents do, and their held slots run out)")
     parser.add_argument("--ablate-batch-by-speed", action="store_true",
-                        help="a third setup each round: the same kernel with its cores filling every slot rather than "
-                             "keeping each engine at the batch size it measured fastest (batch_by_speed = false)")
+                        help="a third setup each round: the same kernel with its cores keeping each engine at the batch "
+                             "size it measured fastest rather than filling every slot (batch_by_speed = true)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if not 0 <= args.keep_slots < float("inf"):

@@ -28,19 +28,19 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
                               tool_delay=0.02, kill_after=0.05, end_agents=True, ablate_batch_by_speed=True)
     killed = asyncio.run(run_variant(options, options.kill_after, tmp_path))
     assert killed["variant"] == "one engine killed"
-    # the ablation runs in the same round: the same kernel, its cores filling every slot
-    assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm", "aios-fill"]
-    assert killed["ratios_fill_over_aios"]["makespan"] > 0
-    assert killed["summary"]["aios-fill"]["lost_calls"] == 0
+    # the ablation runs in the same round: the same kernel, its cores at each engine's fastest batch
+    assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm", "aios-by-speed"]
+    assert killed["ratios_aios_over_by_speed"]["makespan"] > 0
+    assert killed["summary"]["aios-by-speed"]["lost_calls"] == 0
     for s in ("aios", "litellm"):
         assert killed["summary"][s]["planned_calls"] == 4 * 2
         assert killed["summary"][s]["lost_calls"] >= 0 and killed["summary"][s]["makespan"] > 0
     # with an engine gone, the kernel moves the calls to the other core: nothing lost
     assert killed["summary"]["aios"]["lost_calls"] == 0
     # what the kernel's cores did in the run: its requests, none of LiteLLM's
-    aios_round, litellm_round, fill_round = killed["rounds"]
+    aios_round, litellm_round, by_speed_round = killed["rounds"]
     assert aios_round["engine"]["requests"] >= 4 * 2 and litellm_round["engine"] == {}
-    assert fill_round["engine"]["requests"] >= 4 * 2  # its own kernel's cores
+    assert by_speed_round["engine"]["requests"] >= 4 * 2  # its own kernel's cores
     # each engine's measured steps by batch size, as the kernel saw them (what batch_by_speed weighs)
     curves = aios_round["step_ms_by_batch"]
     assert set(curves) == {"engine-0", "engine-1"} and litellm_round["step_ms_by_batch"] == {}
@@ -48,7 +48,7 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     # with end_agents, each agent ended itself after its last turn, as an SDK agent does: the kernel holds nothing for it
     assert aios_round["agents_registered_after"] == [] and litellm_round["agents_registered_after"] == []
     assert killed["ratios"]["makespan"] > 0
-    assert "one engine killed" in markdown({"variants": [killed]}) and "filling every slot" in markdown({"variants": [killed]})
+    assert "one engine killed" in markdown({"variants": [killed]}) and "fastest batch" in markdown({"variants": [killed]})
 
 
 def test_slots_are_held_only_on_llama_server_engines(tmp_path):
@@ -61,8 +61,8 @@ def test_slots_are_held_only_on_llama_server_engines(tmp_path):
     assert [c["keep_slots"] for c in cores("local", 5.0)] == [5.0, 5.0]
     assert [c["keep_slots"] for c in cores("local", 0.0) + cores("sim", 5.0)] == [0.0] * 4
     engines = Engines("local", slots=4, n_ctx=1024, threads=1, seed=0, work=tmp_path)
-    assert [c["batch_by_speed"] for c in aios_config(engines, tmp_path, "plas", 5.0)["cores"]] == [True, True]
-    assert [c["batch_by_speed"] for c in aios_config(engines, tmp_path, "plas", 5.0, batch_by_speed=False)["cores"]] == [False, False]
+    assert [c["batch_by_speed"] for c in aios_config(engines, tmp_path, "plas", 5.0)["cores"]] == [False, False]
+    assert [c["batch_by_speed"] for c in aios_config(engines, tmp_path, "plas", 5.0, batch_by_speed=True)["cores"]] == [True, True]
 
 
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf"])

@@ -326,7 +326,8 @@ def test_batch_by_speed_must_be_a_boolean():
 
 def test_a_step_while_another_stream_waits_for_its_first_token_is_not_counted_as_a_decode_step():
     """llama-server puts a new stream's prompt into the steps of the others: at eight streams all starting at once most
-    steps are prefills, and counting them made eight streams look four times slower than they decode."""
+    steps are prefills, and counting them made eight streams look four times slower than they decode. The batch
+    target leaves them out; routing's price of a step keeps them (a step there is priced as it comes)."""
     from types import SimpleNamespace
 
     from aios_core.cores.base import Generation
@@ -340,6 +341,7 @@ def test_a_step_while_another_stream_waits_for_its_first_token_is_not_counted_as
     for _ in range(2 * MIN_STEPS):
         core._absorb(decoding, _Part(), token)
     assert core.engine_speed().steps_by_batch() == {}  # b's prompt was in every one of those steps
+    assert core.engine_speed().step_seconds(2) is not None  # routing counts them
     core._absorb(starting, _Part(), token)  # b's first token: both decode from here
     for _ in range(MIN_STEPS):
         core._absorb(decoding, _Part(), token)
