@@ -121,9 +121,10 @@ class SlotServer:
     tokens found in the slot.
     """
 
-    def __init__(self, slots: int, reply_words: int = 4, step: float = 0.01, props: bool = False, loading: int = 0) -> None:
-        #: answer GET /props as llama-server does (its slot count), else 404 as vLLM would; the first ``loading``
-        #: questions get 503, as llama-server answers while it loads its model
+    def __init__(self, slots: int, reply_words: int = 4, step: float = 0.01, props: bool | str = False, loading: int = 0) -> None:
+        #: answer GET /props as llama-server does (its slot count), else 404 as vLLM would, or with "html" a page that
+        #: is not JSON (a proxy's or another server's); the first ``loading`` questions get 503, as llama-server
+        #: answers while it loads its model
         self.props = props
         self.loading = loading
         self.props_asked = 0
@@ -208,6 +209,10 @@ class SlotServer:
             self.props_asked += 1
             if self.props_asked <= self.loading:
                 return JSONResponse({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}, status_code=503)
+            if self.props == "html":
+                from starlette.responses import HTMLResponse
+
+                return HTMLResponse("<html><body>props</body></html>")
             if not self.props:
                 return JSONResponse({"detail": "Not Found"}, status_code=404)
             return JSONResponse({"default_generation_settings": {"n_ctx": 4096, "params": {}}, "total_slots": len(self.slots),
@@ -437,3 +442,16 @@ async def test_keep_slots_auto_asks_a_loading_server_again_but_not_on_every_call
             await wait_for(lambda: "slot_leases_granted" in core.stats().as_dict())
             await kernel.agent("ann").achat(turn("build the docs", "done", "and then?"), max_tokens=8)
             assert server.props_asked == 2 and core.holds_slot_for("ann")
+
+
+async def test_keep_slots_auto_with_a_props_page_that_is_not_json_holds_nothing_and_does_not_ask_again(make_kernel):
+    """An answer that is not JSON (a proxy's page, another server's) says the server is not llama-server: like a 404,
+    nothing is held and the question is not asked again, however many calls stream; the calls themselves are served."""
+    with SlotServer(slots=2, props="html") as server:
+        core = OpenAICore("engine", "m", base_url=server.base_url, max_batch=2)
+        async with make_kernel(cores=[core]) as kernel:
+            for i in range(3):
+                response = await kernel.agent("ann").achat(turn("build the docs", "done", f"step {i}?"), max_tokens=8)
+                assert response.content
+            assert server.props_asked == 1
+            assert not core.holds_slot_for("ann") and "slot_leases_granted" not in core.stats().as_dict()
