@@ -310,9 +310,10 @@ class LLMPool:
     def _below_batch_target(self, core: LLMCore) -> bool:
         """Whether ``core`` may start one more call: fewer run there than the batch it is fastest at for the work waiting.
 
-        The work waiting is every queued call (each could go to this core) plus what runs there. An engine slow
-        at some batch sizes (a CPU llama-server at two or three streams) then runs a few calls one after another
-        rather than together, and the scheduler's order says which goes first.
+        The work waiting is every queued call (each could go to this core) plus what runs there. A core that
+        weighs its engine's speed by batch size (an ``openai`` core with ``batch_by_speed``) then runs a few calls
+        one after another where the engine is slow at two or three streams, in the scheduler's order; any other
+        core fills every slot the work can.
         """
         running = core.running()
         return running < core.batch_target(running + len(self._queued))

@@ -50,8 +50,8 @@ WINDOW = 64
 MIN_STEPS = 8
 #: prompts with fewer uncached tokens than this tell little about prefill speed (the step dominates)
 MIN_PREFILL_TOKENS = 32
-#: a smaller batch is kept to only when it makes this share more tokens a second than the larger one: medians of
-#: steps that sometimes carried a prefill are noisy, and holding calls back on noise costs more than batching
+#: a smaller batch is kept to only when it makes this share more tokens a second than the larger one: the medians
+#: are noisy (contexts of different lengths, other processes), and holding calls back on noise costs more than batching
 BATCH_MARGIN = 0.1
 #: seconds after which a batch size's medians are too old to hold calls back: the size is tried again, so a verdict
 #: measured while the engine was briefly slow (another process, long prefills) does not stand for good
