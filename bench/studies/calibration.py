@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -205,16 +206,17 @@ async def fit_costs(make_core: Any, *, batches: tuple[int, ...] = (1, 2, 4, 8), 
     }
 
 
-def profile(costs: dict[str, Any], *, name: str, command: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The JSON profile the scheduler study loads (``--profile``): the fitted costs and how they were measured."""
-    import os
+def profile(costs: dict[str, Any], *, name: str, command: str, config: dict[str, Any], load: tuple[float, ...] | list[float]) -> dict[str, Any]:
+    """The JSON profile the scheduler study loads (``--profile``): the fitted costs and how they were measured.
 
+    ``load``: the load average taken before the measurement (taken after it, it is the measurement's own).
+    """
     return {
         "kind": "aios-sim-profile",
         "name": name,
         "command": command,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "load_average_at_start": list(os.getloadavg()),
+        "load_average_at_start": [round(x, 2) for x in load],
         "config": config,
         "costs": {k: costs[k] for k in ("t0", "a", "b", "c")} | {"restore_cost": costs.get("restore_cost", 0.0005)},
         "fit": {k: v for k, v in costs.items() if k not in ("t0", "a", "b", "c", "restore_cost")},
@@ -544,10 +546,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--core-option: {exc}")
 
     make_core(0)  # a bad option is a usage error before minutes of loading and timing
+    load = os.getloadavg()
     if args.fit_only:
         console.log("fitting the step cost on the llamacpp core")
         costs = asyncio.run(fit_costs(make_core, batches=tuple(k for k in (1, 2, 4, 8) if k <= args.max_batch), clock=args.clock))
-        result = profile(costs, name=f"llamacpp-{args.threads}thread", command=command, config=config)
+        result = profile(costs, name=f"llamacpp-{args.threads}thread", command=command, config=config, load=load)
         if args.profile_out is not None:
             path = write_profile(args.profile_out, result)
         else:
@@ -564,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         agents=args.agents, seed=args.seed, max_batch=args.max_batch, threads=args.threads, n_ctx=args.n_ctx,
         arrival_rate=args.arrival_rate, progress=lambda msg: console.log(msg), make_core=make_core,
     )
-    result["profile"] = profile(result["fitted_costs"], name=f"llamacpp-{args.threads}thread", command=command, config=config)
+    result["profile"] = profile(result["fitted_costs"], name=f"llamacpp-{args.threads}thread", command=command, config=config, load=load)
     print_report(result, console)
     stamp, claim = claim_stamp(args.out, "calibration")
     with claim:

@@ -353,6 +353,7 @@ def ratios(baseline: dict[str, Any], aios: dict[str, Any]) -> dict[str, float | 
 async def run_study(options: ScaleoutOptions, console: Any = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="aios-scaleout-"))
     started = time.time()
+    load = os.getloadavg()  # before the run: afterwards it is the run's own load
     try:
         variants = [await run_variant(options, None, work, console)]
         if options.kill_after is not None:
@@ -364,7 +365,7 @@ async def run_study(options: ScaleoutOptions, console: Any = None) -> dict[str, 
         "options": asdict(options),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "wall_seconds": time.time() - started,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": [round(x, 2) for x in load],
         "variants": variants,
     }
 

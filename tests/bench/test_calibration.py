@@ -30,8 +30,9 @@ def test_fit_recovers_known_costs_including_the_context_term_and_the_sim_predict
     assert result["mean_abs_error"]["makespan"] < 0.25
     for row in result["rows"]:
         assert row["measured"]["makespan"] > 0 and row["predicted"]["makespan"] > 0
-    written = profile(costs, name="test", command="test", config={})
+    written = profile(costs, name="test", command="test", config={}, load=(0.5, 0.4, 0.3))
     assert SimCosts.from_dict(written["costs"]).c == costs["c"]
+    assert written["load_average_at_start"] == [0.5, 0.4, 0.3]  # as taken before the measurement, not after
 
 
 def test_the_decode_fit_is_exact_on_exact_data_and_never_negative():

@@ -84,3 +84,20 @@ def test_a_scheduler_the_kernel_does_not_know_stops_the_study_before_the_engines
     err = " ".join(capsys.readouterr().err.split())
     assert "aios serve refused the configuration" in err and "nosuch" in err
     assert not list(tmp_path.glob("scaleout-*.json"))
+
+
+def test_the_load_average_is_taken_before_the_run(monkeypatch):
+    """A benchmark's load average says whether the machine was idle when it started; taken afterwards it is the
+    benchmark's own load (it was, in every scale-out JSON before this test)."""
+    from aios.bench.studies import scaleout
+
+    load = [0.1, 0.2, 0.3]
+    monkeypatch.setattr(scaleout.os, "getloadavg", lambda: tuple(load))
+
+    async def busy_variant(options, kill_after, work, console=None):
+        load[:] = [1.9, 1.5, 1.2]  # the run loads the machine
+        return {"variant": "healthy"}
+
+    monkeypatch.setattr(scaleout, "run_variant", busy_variant)
+    result = asyncio.run(scaleout.run_study(ScaleoutOptions(model="sim")))
+    assert result["load_average_at_start"] == [0.1, 0.2, 0.3]
