@@ -145,6 +145,7 @@ class EngineSpeed:
         """
         if seconds < 0 or batch < 1:
             return
+        now = time.monotonic() if now is None else now
         self._steps.setdefault(batch, RecentMedian()).add(seconds, now)
         if not prefilling:
             self._decode.setdefault(batch, RecentMedian()).add(seconds, now)

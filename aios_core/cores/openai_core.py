@@ -230,6 +230,9 @@ class OpenAICore(LLMCore):
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str, _RemoteGen] = {}
+        #: the flights here whose current attempt has not streamed its first token yet (their prompt is in the
+        #: server's next steps): kept as they change, so that each streamed token asks in constant time
+        self._awaiting_first: set[str] = set()
         self._seen = ConversationIndex(prefix_cache)
         #: "auto": decided at start, from what the server says it is
         self._keep_slots_auto = keep_slots == "auto"
@@ -456,6 +459,7 @@ class OpenAICore(LLMCore):
             self._leases.take(gen.program, now)
             g.lease_on_end = True
         self._flights[gen.id] = g
+        self._awaiting_first.add(gen.id)
         self._requests += 1
         if self._busy_since is None:
             self._busy_since = time.perf_counter()
@@ -537,6 +541,7 @@ class OpenAICore(LLMCore):
     def _forget(self, g: _RemoteGen) -> None:
         if self._flights.get(g.gen.id) is g:
             del self._flights[g.gen.id]
+            self._awaiting_first.discard(g.gen.id)
         if not self._flights and self._busy_since is not None:
             self._stats.busy_seconds += time.perf_counter() - self._busy_since
             self._busy_since = None
@@ -558,6 +563,7 @@ class OpenAICore(LLMCore):
             terminal: Chunk | None = None
             delay = 0.0
             g.sent_at, g.first_at, g.last_at = time.perf_counter(), None, None
+            self._awaiting_first.add(g.gen.id)
             try:
                 opened = await self._race(self._open(g, remaining), g)
                 if opened is _INTERRUPTED:
@@ -669,10 +675,10 @@ class OpenAICore(LLMCore):
         now = time.perf_counter()
         if g.last_at is None:
             g.first_at, g.first_batch = now, len(self._flights)
+            self._awaiting_first.discard(g.gen.id)
         else:
             # a stream here still waiting for its first token: llama-server likely put its prompt in this step
-            prefilling = any(other.last_at is None for other in self._flights.values())
-            self._speed.observe_step(now - g.last_at, len(self._flights), prefilling=prefilling)
+            self._speed.observe_step(now - g.last_at, len(self._flights), prefilling=bool(self._awaiting_first))
         g.last_at = now
         part.tokens += 1
         g.tokens += 1

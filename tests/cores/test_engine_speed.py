@@ -312,6 +312,7 @@ async def test_an_engine_slower_at_two_or_three_streams_runs_them_one_after_anot
         assert max(first) == 3
         assert core.stats().extra["step_ms_by_batch"].keys() >= {"1", "2", "3"}
         assert max(second) == (1 if by_speed else 3)
+        assert not core._awaiting_first  # every call streamed and ended: none left waiting for a first token
     finally:
         server.stop()
 
@@ -337,6 +338,7 @@ def test_a_step_while_another_stream_waits_for_its_first_token_is_not_counted_as
     request = LLMRequest(messages=[Message(role="user", content="hi")], max_tokens=64)
     decoding, starting = _RemoteGen(gen=Generation(id="a", request=request)), _RemoteGen(gen=Generation(id="b", request=request))
     core._flights = {"a": decoding, "b": starting}
+    core._awaiting_first = {"a", "b"}  # as generate() leaves them: sent, no token streamed yet
     token = SimpleNamespace(usage=None, choices=[SimpleNamespace(delta=SimpleNamespace(content="x", tool_calls=None), finish_reason=None)])
     for _ in range(2 * MIN_STEPS):
         core._absorb(decoding, _Part(), token)

@@ -71,6 +71,8 @@ async def test_an_answer_cut_off_mid_stream_is_continued_on_another_server(make_
             assert response.finish_reason == "length" and response.usage.completion_tokens == 12
             # the kernel keeps serving
             assert (await kernel.agent("bob").achat("hello", max_tokens=3)).content
+            # the stream that died mid-answer left nothing behind waiting for a first token
+            assert not any(core._awaiting_first for core in cores)
     finally:
         dying.close()
 
