@@ -317,6 +317,58 @@ async def test_an_engine_slower_at_two_or_three_streams_runs_them_one_after_anot
         server.stop()
 
 
+class TargetCore(MeasuredCore):
+    """A measured core whose streams already running count toward a batch target it is told (``batch_by_speed``'s
+    verdict), and whose cache holds the conversations named in ``cached`` (by their first message)."""
+
+    def __init__(self, name: str, *, cached: dict[str, int], busy: int = 0, target: int = 8) -> None:
+        super().__init__(name, speed=measured(), cached=0, busy=busy)
+        self.conversations, self.target = cached, target
+
+    def prefix_affinity(self, request: LLMRequest) -> int:
+        return self.conversations.get(request.messages[0].content or "", 0)
+
+    def batch_target(self, demand: int) -> int:
+        return min(self.target, super().batch_target(demand))
+
+    def streams_end(self) -> None:
+        self._busy = 0
+        self.capacity_freed()
+
+
+def conversation(who: str) -> list[Message]:
+    return [Message(role="system", content=f"{who}: " + "step " * 700), Message(role="user", content="and the next step?")]
+
+
+async def test_a_call_waits_for_its_conversations_engine_held_at_its_fastest_batch_rather_than_move(make_kernel):
+    """The engine holding ann's conversation runs the streams it is fastest at; an idle engine could take ann's call
+    at once, but only by prefilling her 700 tokens again. She waits for her engine and starts there when a stream ends.
+    (Routing used to drop an engine at its batch target from the choice: four to nine such moves a round.)"""
+    holder = TargetCore("holder", cached={conversation("ann")[0].content: 700}, busy=3, target=3)
+    idle = TargetCore("idle", cached={})
+    async with make_kernel(cores=[holder, idle]) as kernel:
+        call = asyncio.create_task(kernel.agent("ann").achat(conversation("ann"), max_tokens=64, hint_tokens=16))
+        await asyncio.sleep(0.2)
+        assert not call.done()
+        holder.streams_end()
+        response = await asyncio.wait_for(call, 10)
+    assert response.core == "holder"
+
+
+async def test_while_the_next_call_waits_for_its_engine_a_call_best_served_by_another_starts_there(make_kernel):
+    """Ann's call waits for her engine's batch target; Bob's conversation is on the other engine, which has room:
+    his call starts there at once rather than queue behind hers."""
+    holder = TargetCore("holder", cached={conversation("ann")[0].content: 700}, busy=3, target=3)
+    other = TargetCore("other", cached={conversation("bob")[0].content: 700}, busy=1)
+    async with make_kernel(cores=[holder, other]) as kernel:
+        ann = asyncio.create_task(kernel.agent("ann").achat(conversation("ann"), max_tokens=64, hint_tokens=16))
+        await asyncio.sleep(0.05)
+        bob = await asyncio.wait_for(kernel.agent("bob").achat(conversation("bob"), max_tokens=64, hint_tokens=16), 10)
+        assert bob.core == "other" and not ann.done()
+        holder.streams_end()
+        assert (await asyncio.wait_for(ann, 10)).core == "holder"
+
+
 def test_batch_by_speed_must_be_a_boolean():
     from aios_core.cores.openai_core import OpenAICore
     from aios_core.errors import ConfigError
