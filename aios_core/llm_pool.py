@@ -423,7 +423,10 @@ class LLMPool:
         arrival order; each still waits for its own best core. Only a core holding back for speed blocks the
         head this way, so the scan happens only with ``batch_by_speed`` on.
         """
+        others = [c for c in self.cores if c is not waited_for]
         for flight in sorted(self._queued.values(), key=lambda f: f.job.seq):
+            if not any(c.running() < c.max_batch() for c in others):
+                return  # no room left elsewhere: the rest of the queue is not looked at
             core = self._route(flight)
             if core is not None and core is not waited_for and self._policy(lambda s: s.remove(flight.job)):
                 self._start(flight, core, now)

@@ -26,6 +26,9 @@ heavy-tailed output lengths (the :mod:`agents study's <aios.bench.studies.agents
 generator). With ``--kill-after S`` a second variant kills one engine S seconds
 into every run: the table counts calls lost (failed to the agent) and where
 the rest went. Both engines are restarted (cold caches) before every run.
+Each variant's ``aios serve`` serves all its rounds, so from round 2 on it knows
+the agents (their answer lengths and pauses, by name); ``--new-agents-each-round``
+gives them new names every round, so every round measures a first meeting.
 """
 
 from __future__ import annotations
@@ -214,6 +217,10 @@ class ScaleoutOptions:
     end_agents: bool = False
     #: a third setup in every round: the same kernel with ``batch_by_speed`` on
     ablate_batch_by_speed: bool = False
+    #: new agent names every round (the same prompts and answer lengths): the kernel of a variant serves all its
+    #: rounds and learns each agent's answer length and pauses by name, so with the same names rounds 2 and later
+    #: measure a kernel that knows the agents; with new ones every round is its first meeting with them
+    new_agents_each_round: bool = False
 
     @property
     def setups(self) -> tuple[str, ...]:
@@ -222,6 +229,15 @@ class ScaleoutOptions:
     @property
     def slots(self) -> int:
         return max(1, -(-self.agents // 2))
+
+
+def round_plans(options: ScaleoutOptions, round_index: int, *, tag: str) -> list[AgentPlan]:
+    """The agents of one round: the same seeded workload every round, under new names when the options ask."""
+    plans = multi_app_workload(options.agents, options.apps, turns=options.turns, seed=options.seed, system_words=options.system_words,
+                               mean_tokens=options.mean_tokens, max_tokens=options.max_tokens, tool_delay=options.tool_delay, tag=tag)
+    if not options.new_agents_each_round:
+        return plans
+    return [AgentPlan(name=f"{p.name}-r{round_index + 1}", system=p.system, turns=p.turns) for p in plans]
 
 
 async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serve: Any, kill_after: float | None,
@@ -308,11 +324,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
         for serve in serves.values():
             await asyncio.to_thread(serve.start)
         for i in range(options.rounds):
-            plans = multi_app_workload(
-                options.agents, options.apps, turns=options.turns, seed=options.seed, system_words=options.system_words,
-                mean_tokens=options.mean_tokens, max_tokens=options.max_tokens, tool_delay=options.tool_delay,
-                tag=f"round {i + 1} {os.urandom(3).hex()}",
-            )
+            plans = round_plans(options, i, tag=f"round {i + 1} {os.urandom(3).hex()}")
             for setup in round_order(options.setups, i):
                 r = await run_once(setup, plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
                                    seed=options.seed, round_index=i, end_agents=options.end_agents)
@@ -422,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-agents", action="store_true",
                         help="each AIOS agent ends after its last turn, as an SDK agent's scope does (default: they stay "
                              "registered, as OpenAI clients' agents do, and their held slots run out)")
+    parser.add_argument("--new-agents-each-round", action="store_true",
+                        help="new agent names every round (same prompts and lengths), so the kernel never knows an agent from an earlier round")
     parser.add_argument("--ablate-batch-by-speed", action="store_true",
                         help="a third setup each round: the same kernel with its cores keeping each engine at the batch "
                              "size it measured fastest rather than filling every slot (batch_by_speed = true)")
@@ -441,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         agents=args.agents, apps=args.apps, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, system_words=args.system_words, mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
         tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler, keep_slots=args.keep_slots,
-        end_agents=args.end_agents, ablate_batch_by_speed=args.ablate_batch_by_speed,
+        end_agents=args.end_agents, ablate_batch_by_speed=args.ablate_batch_by_speed, new_agents_each_round=args.new_agents_each_round,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
-from aios.bench.studies.scaleout import ScaleoutOptions, markdown, multi_app_workload, run_variant
+from aios.bench.studies.scaleout import ScaleoutOptions, markdown, multi_app_workload, round_plans, run_variant
 
 
 def test_applications_have_their_own_shared_prompt():
@@ -19,6 +20,17 @@ def test_applications_have_their_own_shared_prompt():
     assert [sum(p.name.startswith(f"app{a}-") for p in plans) for a in range(3)] == [4, 3, 3]
     with pytest.raises(ValueError, match="at least one agent per application"):
         multi_app_workload(2, 3, turns=1, seed=0, system_words=5, mean_tokens=4, max_tokens=4, tool_delay=0, tag="x")
+
+
+def test_new_agents_each_round_are_the_same_workload_under_names_no_earlier_round_used():
+    options = ScaleoutOptions(agents=6, apps=2, turns=2, system_words=20, mean_tokens=8, max_tokens=16)
+    same = [round_plans(options, i, tag="t") for i in range(2)]
+    assert [p.name for p in same[0]] == [p.name for p in same[1]]  # as the study always ran: the kernel knows them in round 2
+    fresh = [round_plans(dataclasses.replace(options, new_agents_each_round=True), i, tag="t") for i in range(2)]
+    assert not {p.name for p in fresh[0]} & {p.name for p in fresh[1]}
+    for plans in fresh:  # the same prompts, turns and answer lengths as without new names
+        assert [(p.system, p.turns) for p in plans] == [(p.system, p.turns) for p in same[0]]
+        assert [p.name.rsplit("-r", 1)[0] for p in plans] == [p.name for p in same[0]]
 
 
 @pytest.mark.frameworks  # imports LiteLLM (installed with Open-Interpreter), which is slow to import
