@@ -23,8 +23,8 @@ them, alternating order per round:
 The workload: ``--apps`` applications, each with its own long system prompt
 shared by its agents (``--agents`` in all), multi-turn with tool delays and
 heavy-tailed output lengths (the :mod:`agents study's <aios.bench.studies.agents>`
-generator). With ``--kill-after S`` a second variant kills one engine S seconds
-into every run: the table counts calls lost (failed to the agent) and where
+generator). With ``--kill-after S`` a second variant kills one engine (engine 1, or
+``--kill-engine``) S seconds into every run: the table counts calls lost (failed to the agent) and where
 the rest went. Both engines are restarted (cold caches) before every run.
 Each variant's ``aios serve`` serves all its rounds, so from round 2 on it knows
 the agents (their answer lengths and pauses, by name); ``--new-agents-each-round``
@@ -208,6 +208,10 @@ class ScaleoutOptions:
     max_tokens: int = 256
     tool_delay: float = 0.5
     kill_after: float | None = None
+    #: which engine the killed variant kills (0 or 1). The kernel places a new agent's first turn by cache and
+    #: load alone, the same way every run, so which engine dies decides which agents lose their conversations;
+    #: LiteLLM's Router spreads every call at random
+    kill_engine: int = 1
     scheduler: str = "plas"
     #: the openai cores' keep_slots (seconds a finished call's llama-server slot is held for its agent; 0: off)
     keep_slots: float = 5.0
@@ -221,6 +225,10 @@ class ScaleoutOptions:
     #: rounds and learns each agent's answer length and pauses by name, so with the same names rounds 2 and later
     #: measure a kernel that knows the agents; with new ones every round is its first meeting with them
     new_agents_each_round: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kill_engine not in (0, 1):
+            raise ConfigError(f"kill_engine must be 0 or 1 (one of the two engines), not {self.kill_engine!r}")
 
     @property
     def setups(self) -> tuple[str, ...]:
@@ -241,7 +249,7 @@ def round_plans(options: ScaleoutOptions, round_index: int, *, tag: str) -> list
 
 
 async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serve: Any, kill_after: float | None,
-                   seed: int, round_index: int, end_agents: bool = False) -> dict[str, Any]:
+                   seed: int, round_index: int, end_agents: bool = False, kill_engine: int = 1) -> dict[str, Any]:
     await asyncio.to_thread(engines.restart)
     limits = httpx.Limits(max_connections=len(plans) + 4, max_keepalive_connections=len(plans) + 4)
     async with httpx.AsyncClient(timeout=httpx.Timeout(3600.0, connect=30.0), limits=limits) as client:
@@ -258,7 +266,7 @@ async def run_once(setup: str, plans: list[AgentPlan], *, engines: Engines, serv
         if kill_after is not None:
             async def kill() -> None:
                 await asyncio.sleep(kill_after)
-                await asyncio.to_thread(engines.kill, 1)
+                await asyncio.to_thread(engines.kill, kill_engine)
             killer = asyncio.create_task(kill())
         if serve is not None:
             async def agent(plan: AgentPlan) -> Any:
@@ -327,7 +335,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
             plans = round_plans(options, i, tag=f"round {i + 1} {os.urandom(3).hex()}")
             for setup in round_order(options.setups, i):
                 r = await run_once(setup, plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
-                                   seed=options.seed, round_index=i, end_agents=options.end_agents)
+                                   seed=options.seed, round_index=i, end_agents=options.end_agents, kill_engine=options.kill_engine)
                 rounds.append(r)
                 if console is not None:
                     console.log(f"{'kill' if kill_after is not None else 'healthy'} round {i + 1} {LABELS[setup]}: makespan "
@@ -346,6 +354,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     out = {
         "variant": "one engine killed" if kill_after is not None else "healthy",
         "kill_after": kill_after,
+        "kill_engine": options.kill_engine if kill_after is not None else None,
         "engines": engines.describe(),
         "summary": summary,
         "ratios": ratios(b, a),
@@ -428,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--tool-delay", type=float, default=0.5)
     parser.add_argument("--kill-after", type=float, default=None, help="also run a variant killing one engine this many seconds in")
+    parser.add_argument("--kill-engine", type=int, choices=[0, 1], default=1, help="the engine the killed variant kills")
     parser.add_argument("--scheduler", default="plas")
     parser.add_argument("--keep-slots", type=float, default=5.0,
                         help="seconds at most AIOS holds a llama-server slot for an agent's next turn (0: off; local model only)")
@@ -456,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         n_ctx=args.n_ctx, system_words=args.system_words, mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
         tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler, keep_slots=args.keep_slots,
         end_agents=args.end_agents, ablate_batch_by_speed=args.ablate_batch_by_speed, new_agents_each_round=args.new_agents_each_round,
+        kill_engine=args.kill_engine,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -37,9 +37,11 @@ def test_new_agents_each_round_are_the_same_workload_under_names_no_earlier_roun
 @pytest.mark.timeout(900)  # two engines restarted per run, aios serve and LiteLLM: minutes on a loaded 2-core machine
 def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     options = ScaleoutOptions(agents=4, apps=2, turns=2, rounds=1, model="sim", system_words=20, mean_tokens=6, max_tokens=10,
-                              tool_delay=0.02, kill_after=0.05, end_agents=True, ablate_batch_by_speed=True)
+                              tool_delay=0.02, kill_after=0.05, end_agents=True, ablate_batch_by_speed=True, kill_engine=0)
     killed = asyncio.run(run_variant(options, options.kill_after, tmp_path))
-    assert killed["variant"] == "one engine killed"
+    assert killed["variant"] == "one engine killed" and killed["kill_engine"] == 0
+    # engine 0 was the one killed: every agent's last turn ran on engine 1
+    assert {a["calls"][-1]["served_by"] for a in killed["rounds"][0]["agents"]} == {"aios-engine-1"}
     # the ablation runs in the same round: the same kernel, its cores at each engine's fastest batch
     assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm", "aios-by-speed"]
     assert killed["ratios_aios_over_by_speed"]["makespan"] > 0
@@ -61,6 +63,14 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     assert aios_round["agents_registered_after"] == [] and litellm_round["agents_registered_after"] == []
     assert killed["ratios"]["makespan"] > 0
     assert "one engine killed" in markdown({"variants": [killed]}) and "fastest batch" in markdown({"variants": [killed]})
+
+
+def test_the_engine_to_kill_is_one_of_the_two():
+    from aios_core.errors import ConfigError
+
+    assert ScaleoutOptions().kill_engine == 1  # as the study always ran
+    with pytest.raises(ConfigError, match="kill_engine must be 0 or 1"):
+        ScaleoutOptions(kill_engine=2)
 
 
 def test_slots_are_held_only_on_llama_server_engines(tmp_path):
