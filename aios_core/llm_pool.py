@@ -418,8 +418,8 @@ class LLMPool:
     def _backfill(self, waited_for: LLMCore, now: float) -> None:
         """Start queued calls on other cores while the policy's next call waits for ``waited_for`` to run fewer streams.
 
-        The next call waits for its best core's batch target (``batch_by_speed``), not for room: another core
-        may have room, and a call whose best core it is takes nothing from the waiting one there. Calls go in
+        The next call waits for its best core's batch target (``batch_by_speed``), not for room. Another core
+        may have room, and a call that costs least there takes nothing the waiting call wants. Calls go in
         arrival order; each still waits for its own best core. Only a core holding back for speed blocks the
         head this way, so the scan happens only with ``batch_by_speed`` on.
         """
