@@ -19,6 +19,10 @@ them, alternating order per round:
   a second ``aios serve`` whose cores keep each engine at the batch size it
   measured fastest for the calls waiting (``batch_by_speed = true``) rather than
   fill every slot: that rule measured against the default, in the same run.
+* ``aios-new-agents`` (with ``--ablate-new-agents``): the kernel of ``aios`` in a
+  second ``aios serve`` whose agents have new names every round (the same prompts
+  and lengths), so what the kernel learns of returning agents is measured in the
+  same run.
 
 The workload: ``--apps`` applications, each with its own long system prompt
 shared by its agents (``--agents`` in all), multi-turn with tool delays and
@@ -59,7 +63,10 @@ log = logging.getLogger(__name__)
 SETUPS = ("aios", "litellm")
 #: the ablation's setup (``--ablate-batch-by-speed``)
 BY_SPEED = "aios-by-speed"
-LABELS = {"aios": "AIOS (2 openai cores)", "litellm": "LiteLLM Router", BY_SPEED: "AIOS at each engine's fastest batch"}
+#: the ablation's setup (``--ablate-new-agents``)
+NEW_AGENTS = "aios-new-agents"
+LABELS = {"aios": "AIOS (2 openai cores)", "litellm": "LiteLLM Router", BY_SPEED: "AIOS at each engine's fastest batch",
+          NEW_AGENTS: "AIOS meeting new agents"}
 
 
 def multi_app_workload(agents: int, apps: int, *, turns: int, seed: int, system_words: int, mean_tokens: int, max_tokens: int,
@@ -225,14 +232,20 @@ class ScaleoutOptions:
     #: rounds and learns each agent's answer length and pauses by name, so with the same names rounds 2 and later
     #: measure a kernel that knows the agents; with new ones every round is its first meeting with them
     new_agents_each_round: bool = False
+    #: a setup in every round: the kernel of ``aios`` in a second ``aios serve`` whose agents have new names every
+    #: round, so what the kernel learns of returning agents is measured in the same run
+    ablate_new_agents: bool = False
 
     def __post_init__(self) -> None:
         if self.kill_engine not in (0, 1):
             raise ConfigError(f"kill_engine must be 0 or 1 (one of the two engines), not {self.kill_engine!r}")
+        if self.ablate_new_agents and self.new_agents_each_round:
+            raise ConfigError("ablate_new_agents compares returning agents with new ones: it needs the agents of the other "
+                              "setups to return (drop new_agents_each_round)")
 
     @property
     def setups(self) -> tuple[str, ...]:
-        return SETUPS + ((BY_SPEED,) if self.ablate_batch_by_speed else ())
+        return SETUPS + ((BY_SPEED,) if self.ablate_batch_by_speed else ()) + ((NEW_AGENTS,) if self.ablate_new_agents else ())
 
     @property
     def slots(self) -> int:
@@ -243,8 +256,11 @@ def round_plans(options: ScaleoutOptions, round_index: int, *, tag: str) -> list
     """The agents of one round: the same seeded workload every round, under new names when the options ask."""
     plans = multi_app_workload(options.agents, options.apps, turns=options.turns, seed=options.seed, system_words=options.system_words,
                                mean_tokens=options.mean_tokens, max_tokens=options.max_tokens, tool_delay=options.tool_delay, tag=tag)
-    if not options.new_agents_each_round:
-        return plans
+    return renamed(plans, round_index) if options.new_agents_each_round else plans
+
+
+def renamed(plans: list[AgentPlan], round_index: int) -> list[AgentPlan]:
+    """``plans`` under names no other round uses (the same prompts, turns and lengths)."""
     return [AgentPlan(name=f"{p.name}-r{round_index + 1}", system=p.system, turns=p.turns) for p in plans]
 
 
@@ -325,6 +341,8 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     if options.ablate_batch_by_speed:
         serves[BY_SPEED] = AIOSServe(aios_config(engines, work / BY_SPEED, options.scheduler, options.keep_slots, batch_by_speed=True),
                                      work_dir=work / BY_SPEED)
+    if options.ablate_new_agents:
+        serves[NEW_AGENTS] = AIOSServe(aios_config(engines, work / NEW_AGENTS, options.scheduler, options.keep_slots), work_dir=work / NEW_AGENTS)
     await asyncio.to_thread(serves["aios"].check)  # a --scheduler the kernel refuses, named before any engine starts
     await asyncio.to_thread(engines.restart)  # the kernel's cores look at their engines when it starts
     rounds: list[dict[str, Any]] = []
@@ -334,7 +352,7 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
         for i in range(options.rounds):
             plans = round_plans(options, i, tag=f"round {i + 1} {os.urandom(3).hex()}")
             for setup in round_order(options.setups, i):
-                r = await run_once(setup, plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
+                r = await run_once(setup, renamed(plans, i) if setup == NEW_AGENTS else plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
                                    seed=options.seed, round_index=i, end_agents=options.end_agents, kill_engine=options.kill_engine)
                 rounds.append(r)
                 if console is not None:
@@ -363,6 +381,9 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
     if BY_SPEED in summary:
         # the ablation: the default kernel's times over those of the same kernel with batch_by_speed (above 1: it helped)
         out["ratios_aios_over_by_speed"] = ratios(a, summary[BY_SPEED])
+    if NEW_AGENTS in summary:
+        # the same kernel meeting new agents every round over it with agents that return (above 1: knowing them helped)
+        out["ratios_new_agents_over_aios"] = ratios(summary[NEW_AGENTS], a)
     return out
 
 
@@ -413,6 +434,14 @@ def markdown(result: dict[str, Any]) -> str:
             by_speed, r = v["summary"][BY_SPEED], v["ratios_aios_over_by_speed"]
             lines.append(f"| {v['variant']} | {by_speed['makespan']:.1f} | {f(r['makespan'])}x | {f(r['completion_mean'])}x | "
                          f"{by_speed['lost_calls']}/{by_speed['planned_calls']} |")
+    met = [v for v in result["variants"] if "ratios_new_agents_over_aios" in v]
+    if met:
+        lines += ["", "| variant | AIOS meeting new agents: makespan s | it / AIOS, makespan | it / AIOS, mean | calls lost |",
+                  "|---|---:|---:|---:|---:|"]
+        for v in met:
+            new, r = v["summary"][NEW_AGENTS], v["ratios_new_agents_over_aios"]
+            lines.append(f"| {v['variant']} | {new['makespan']:.1f} | {f(r['makespan'])}x | {f(r['completion_mean'])}x | "
+                         f"{new['lost_calls']}/{new['planned_calls']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -446,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                              "registered, as OpenAI clients' agents do, and their held slots run out)")
     parser.add_argument("--new-agents-each-round", action="store_true",
                         help="new agent names every round (same prompts and lengths), so the kernel never knows an agent from an earlier round")
+    parser.add_argument("--ablate-new-agents", action="store_true",
+                        help="a setup each round: the same kernel in a second aios serve whose agents have new names every "
+                             "round, so what it learns of returning agents is measured in the same run")
     parser.add_argument("--ablate-batch-by-speed", action="store_true",
                         help="a third setup each round: the same kernel with its cores keeping each engine at the batch "
                              "size it measured fastest rather than filling every slot (batch_by_speed = true)")
@@ -466,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         n_ctx=args.n_ctx, system_words=args.system_words, mean_tokens=args.mean_tokens, max_tokens=args.max_tokens,
         tool_delay=args.tool_delay, kill_after=args.kill_after, scheduler=args.scheduler, keep_slots=args.keep_slots,
         end_agents=args.end_agents, ablate_batch_by_speed=args.ablate_batch_by_speed, new_agents_each_round=args.new_agents_each_round,
-        kill_engine=args.kill_engine,
+        kill_engine=args.kill_engine, ablate_new_agents=args.ablate_new_agents,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -37,22 +37,27 @@ def test_new_agents_each_round_are_the_same_workload_under_names_no_earlier_roun
 @pytest.mark.timeout(900)  # two engines restarted per run, aios serve and LiteLLM: minutes on a loaded 2-core machine
 def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     options = ScaleoutOptions(agents=4, apps=2, turns=2, rounds=1, model="sim", system_words=20, mean_tokens=6, max_tokens=10,
-                              tool_delay=0.02, kill_after=0.05, end_agents=True, ablate_batch_by_speed=True, kill_engine=0)
+                              tool_delay=0.02, kill_after=0.05, end_agents=True, ablate_batch_by_speed=True, kill_engine=0,
+                              ablate_new_agents=True)
     killed = asyncio.run(run_variant(options, options.kill_after, tmp_path))
     assert killed["variant"] == "one engine killed" and killed["kill_engine"] == 0
     # engine 0 was the one killed: every agent's last turn ran on engine 1
     assert {a["calls"][-1]["served_by"] for a in killed["rounds"][0]["agents"]} == {"aios-engine-1"}
-    # the ablation runs in the same round: the same kernel, its cores at each engine's fastest batch
-    assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm", "aios-by-speed"]
-    assert killed["ratios_aios_over_by_speed"]["makespan"] > 0
-    assert killed["summary"]["aios-by-speed"]["lost_calls"] == 0
+    # the ablations run in the same round: the same kernel with its cores at each engine's fastest batch, and the
+    # same kernel meeting the agents under new names
+    assert [r["setup"] for r in killed["rounds"]] == ["aios", "litellm", "aios-by-speed", "aios-new-agents"]
+    assert killed["ratios_aios_over_by_speed"]["makespan"] > 0 and killed["ratios_new_agents_over_aios"]["makespan"] > 0
+    assert killed["summary"]["aios-by-speed"]["lost_calls"] == 0 and killed["summary"]["aios-new-agents"]["lost_calls"] == 0
+    new_round = killed["rounds"][3]
+    assert {a["agent"] for a in new_round["agents"]} == {a["agent"] + "-r1" for a in killed["rounds"][0]["agents"]}
+    assert new_round["engine"]["requests"] >= 4 * 2  # its own kernel's cores
     for s in ("aios", "litellm"):
         assert killed["summary"][s]["planned_calls"] == 4 * 2
         assert killed["summary"][s]["lost_calls"] >= 0 and killed["summary"][s]["makespan"] > 0
     # with an engine gone, the kernel moves the calls to the other core: nothing lost
     assert killed["summary"]["aios"]["lost_calls"] == 0
     # what the kernel's cores did in the run: its requests, none of LiteLLM's
-    aios_round, litellm_round, by_speed_round = killed["rounds"]
+    aios_round, litellm_round, by_speed_round, _ = killed["rounds"]
     assert aios_round["engine"]["requests"] >= 4 * 2 and litellm_round["engine"] == {}
     assert by_speed_round["engine"]["requests"] >= 4 * 2  # its own kernel's cores
     # each engine's measured steps by batch size, as the kernel saw them (what batch_by_speed weighs)
@@ -62,7 +67,8 @@ def test_aios_and_litellm_over_two_sim_engines_with_one_killed(tmp_path):
     # with end_agents, each agent ended itself after its last turn, as an SDK agent does: the kernel holds nothing for it
     assert aios_round["agents_registered_after"] == [] and litellm_round["agents_registered_after"] == []
     assert killed["ratios"]["makespan"] > 0
-    assert "one engine killed" in markdown({"variants": [killed]}) and "fastest batch" in markdown({"variants": [killed]})
+    table = markdown({"variants": [killed]})
+    assert "one engine killed" in table and "fastest batch" in table and "meeting new agents" in table
 
 
 def test_the_engine_to_kill_is_one_of_the_two():
@@ -71,6 +77,13 @@ def test_the_engine_to_kill_is_one_of_the_two():
     assert ScaleoutOptions().kill_engine == 1  # as the study always ran
     with pytest.raises(ConfigError, match="kill_engine must be 0 or 1"):
         ScaleoutOptions(kill_engine=2)
+
+
+def test_new_agents_cannot_be_measured_against_agents_that_do_not_return():
+    from aios_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs the agents of the other setups to return"):
+        ScaleoutOptions(ablate_new_agents=True, new_agents_each_round=True)
 
 
 def test_slots_are_held_only_on_llama_server_engines(tmp_path):
