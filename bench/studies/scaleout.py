@@ -352,7 +352,9 @@ async def run_variant(options: ScaleoutOptions, kill_after: float | None, work: 
         for i in range(options.rounds):
             plans = round_plans(options, i, tag=f"round {i + 1} {os.urandom(3).hex()}")
             for setup in round_order(options.setups, i):
-                r = await run_once(setup, renamed(plans, i) if setup == NEW_AGENTS else plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
+                # the new-agents ablation meets this round's agents under names no other round uses
+                setup_plans = renamed(plans, i) if setup == NEW_AGENTS else plans
+                r = await run_once(setup, setup_plans, engines=engines, serve=serves.get(setup), kill_after=kill_after,
                                    seed=options.seed, round_index=i, end_agents=options.end_agents, kill_engine=options.kill_engine)
                 rounds.append(r)
                 if console is not None:
