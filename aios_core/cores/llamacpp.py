@@ -48,6 +48,15 @@ How the engine maps onto llama.cpp:
   llama.cpp's picks at load; a model without a Q8_0 output matrix, a CPU
   whose int8 product is not exact, or a mismatch leaves the output layer to
   llama.cpp.
+* **The row pass.** From two logits rows on, ggml hands the output layer to
+  llamafile's tinyBLAS, whose tiles suit multiples of four rows: on an AMD EPYC
+  (one thread) it took 30 ms for 2 rows, 54 for 3, 59 for 5 and 65 for 7, against
+  6.3 for one. For the row counts where it was measured faster at load,
+  :mod:`aios_core.cores.llamacpp_row_logits` computes the output layer with
+  ggml's one-row kernel instead (9, 13, 21 and 28 ms), fed by the same tap and
+  giving llama.cpp's own logits bit for bit, so every sampler reads them. Where
+  llama.cpp's batched kernel has no such dips, no row count is taken
+  (``row_pass=False`` turns it off).
 * **Preemption without recomputation.** A preempted sequence's cells are
   copied out with ``llama_state_seq_get_data`` (with its tokens, sampler seed
   and undecoded UTF-8 bytes) and its slot is freed; resuming writes them into
@@ -232,6 +241,7 @@ class LlamaCppCore(BatchingCore):
         even_logits: bool = True,
         fast_head_rows: int | None = None,
         native_tap: bool = True,
+        row_pass: bool = True,
     ) -> None:
         """
         Args:
@@ -263,13 +273,16 @@ class LlamaCppCore(BatchingCore):
                 pairs of rows where they pay: guessed tokens for greedy sequences, verified in the same step,
                 or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
             fast_head_rows: from this many logits rows in a decode whose picks are all greedy, the core computes
-                the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves it
-                to llama.cpp always. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets
+                the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves every
+                output layer to llama.cpp (the row pass too), as llama-server computes it. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets
                 torch's threads to ``n_threads``.
             native_tap: feed the greedy head from llama.cpp's graph with a C callback, compiled on first use with
                 the system's C compiler (see :mod:`aios_core.cores.llamacpp_native_tap`); False, or no compiler:
                 a Python callback, which waits for the GIL at each of a step's ~700 graph nodes while the
                 kernel's loop runs Python.
+            row_pass: compute the output layer with ggml's one-row kernel for the row counts where that was
+                measured faster at load than llama.cpp's batched kernel (see "The row pass"; the same logits, bit
+                for bit); False leaves those to llama.cpp.
         """
         problems = []
         if prefix_slots is None:
@@ -313,6 +326,7 @@ class LlamaCppCore(BatchingCore):
         self.even_logits = even_logits
         self.fast_head_rows = DEFAULT_FAST_HEAD_ROWS if fast_head_rows is None else fast_head_rows
         self.native_tap = native_tap
+        self.row_pass = row_pass
         self._template_override = chat_template
         #: the model, its context, prompt format, batch and greedy head (set by _open, in the engine thread)
         self._llama: LlamaContext | None = None
@@ -357,7 +371,7 @@ class LlamaCppCore(BatchingCore):
         llama = LlamaContext.open(
             path, n_ctx=self.n_ctx, n_batch=self.n_batch, n_ubatch=self.n_ubatch, n_seq_max=self._max_batch + self.prefix_slots,
             n_threads=self.n_threads, fast_head_rows=self.fast_head_rows, template_override=self._template_override,
-            native_tap=self.native_tap,
+            native_tap=self.native_tap, row_pass=self.row_pass,
         )
         self._llama = llama
         self._kv.handle = llama.memory
@@ -648,20 +662,32 @@ class LlamaCppCore(BatchingCore):
                 outputs.append((seq, first + n - 1))
         # from the rows that compute logits, guessed tokens' too: a sequence alone with a run of guesses is the
         # head's from fast_head_rows rows (counting the sequences instead was slower at 8 agents, see docs)
-        head = llama.head is not None and llama.head.arm(
-            llama.head.takes(int(np.count_nonzero(batch.logits[:k])), all(seq.state.chooser.verifies_guesses for seq, _ in outputs))
-        )
-        if self.even_logits and not head:  # the head's cost hardly depends on the rows: nothing to even out
+        own = llama.head
+        n_logits = int(np.count_nonzero(batch.logits[:k]))
+        head = own is not None and own.takes(n_logits, all(seq.state.chooser.verifies_guesses for seq, _ in outputs))
+        # the greedy head's cost hardly depends on the rows, the row pass's grows evenly with them: nothing to even out
+        if self.even_logits and not head and not (own is not None and own.takes_rows(n_logits)):
             self._metrics.marked_rows += even_outputs(batch.logits, k, self.n_ubatch)
+            n_logits = int(np.count_nonzero(batch.logits[:k]))
+        rows = not head and own is not None and own.takes_rows(n_logits)
+        if own is not None:
+            own.arm(head or rows)
         t0 = time.perf_counter()
         rc = llama.decode(k)
         if rc != 0:
-            if llama.head is not None:
-                llama.head.arm(False)
+            if own is not None:
+                own.arm(False)
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
         self._metrics.decode_seconds += time.perf_counter() - t0
         picks = self._head_picks(outputs, plan, k) if head else None
-        if all(n == 1 for _, _, n in plan.items):  # a decoding step (no prompt chunk): its cost prices guesses
+        if rows:
+            assert own is not None
+            t1 = time.perf_counter()
+            if own.row_logits(batch.logits[:k]):
+                self._metrics.row_pass_rows += n_logits
+                self._metrics.row_pass_seconds += time.perf_counter() - t1
+        if all(n == 1 for _, _, n in plan.items) and not rows:
+            # a decoding step (no prompt chunk): its cost prices guesses (the row pass's steps are not llama.cpp's)
             self._step_cost[picks is not None].add(k, time.perf_counter() - t0)
         self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:

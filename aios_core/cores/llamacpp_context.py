@@ -5,9 +5,10 @@ guesses); this module holds the llama.cpp handles that step runs on, and the
 order in which they must be made and freed. The context is created with a
 unified KV cache of ``n_ctx`` cells for every slot (``kv_unified``) and
 ``swa_full``, so that snapshots and shared prefixes stay valid beyond a
-sliding window. When the core's greedy output head is wanted, the context is
-created with the head's eval callback (the head is checked against llama.cpp
-on the context itself); a head refused at load gets a context made again
+sliding window. When the core's own output layers are wanted (the greedy head,
+the row pass: :class:`~aios_core.cores.llamacpp_head.OutputHead`), the context
+is created with their eval callback (they are checked against llama.cpp on the
+context itself); when both are refused at load the context is made again
 without the callback (:meth:`LlamaContext._drop_tap`).
 """
 
@@ -77,11 +78,12 @@ class LlamaContext:
     @classmethod
     def open(
         cls, path: Path, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seq_max: int, n_threads: int,
-        fast_head_rows: int, template_override: str | None = None, native_tap: bool = True,
+        fast_head_rows: int, template_override: str | None = None, native_tap: bool = True, row_pass: bool = True,
     ) -> LlamaContext:
         """Load ``path`` and make its context (engine thread). Everything made is freed if a later part fails."""
         model = load_model(path)
-        head = head_for_model(path, model, fast_head_rows, n_threads, max_rows=n_batch, native=native_tap) if fast_head_rows else None
+        head = (head_for_model(path, model, fast_head_rows, n_threads, max_rows=n_batch, native=native_tap, rows=row_pass)
+                if fast_head_rows else None)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
@@ -144,12 +146,15 @@ class LlamaContext:
 
     @property
     def head_description(self) -> str:
-        """For the load log: whether the greedy head is used, and which tap feeds it."""
+        """For the load log: whether the greedy head and the row pass are used, and which tap feeds them."""
         if self.head is None:
             return f"off ({self.head_refused})" if self.head_refused else "off"
         from aios_core.cores.llamacpp_native_tap import NativeTap
 
-        return "on, tap in C" if isinstance(self.head.tap, NativeTap) else "on, tap in Python"
+        tap = "tap in C" if isinstance(self.head.tap, NativeTap) else "tap in Python"
+        greedy = "on" if self.head.head is not None else f"off ({self.head.refused})"
+        rows = f"{sorted(self.head.rows.counts)} rows" if self.head.rows is not None else f"off ({self.head.rows_refused})"
+        return f"greedy head {greedy}; row pass {rows}; {tap}"
 
     def decode(self, n_tokens: int) -> int:
         """``llama_decode`` of the batch's first ``n_tokens`` rows; llama.cpp's return code (0: done)."""
@@ -157,7 +162,10 @@ class LlamaContext:
         return int(L.llama_decode(self.ctx, self.batch.raw))
 
     def logits(self, row: int) -> np.ndarray:
-        """Batch row ``row``'s logits as llama.cpp computed them (a view, valid until the next decode)."""
+        """Batch row ``row``'s logits as llama.cpp computes them (a view, valid until the next decode): the row
+        pass's when it took the decode (:meth:`OutputHead.row_logits`), else llama.cpp's own."""
+        if self.head is not None and (ours := self.head.logits(row)) is not None:
+            return ours
         return np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, row), shape=(self.prompts.n_vocab,))
 
     def close(self) -> None:

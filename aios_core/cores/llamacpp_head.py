@@ -56,6 +56,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from aios_core.cores.llamacpp_native_tap import NativeTap
+    from aios_core.cores.llamacpp_row_logits import RowLogits
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,10 @@ class InexactPass(RuntimeError):
     """The int8 matrix product disagreed with exact integer arithmetic (a saturating kernel, say)."""
 
 
+class NoInt8Linear(RuntimeError):
+    """torch, or its oneDNN int8 linear, is missing."""
+
+
 class SlowPass(RuntimeError):
     """The int8 matrix product is slower than the output layer it would stand in for (no fast kernel for this CPU)."""
 
@@ -139,8 +144,14 @@ class GreedyHead:
         ``threads``: torch's threads (the core's own count: the head runs in the engine thread).
         ``max_pass_seconds``: the longest one row of the int8 pass may take (None: not timed).
         Raises :class:`InexactPass` when this CPU's int8 product is not exact, :class:`SlowPass` when it is slower
-        than ``max_pass_seconds``, and whatever torch raises without oneDNN."""
-        import torch  # a heavy import, needed only when the head is used
+        than ``max_pass_seconds``, :class:`NoInt8Linear` without torch's oneDNN int8 linear, and whatever torch
+        raises."""
+        try:
+            import torch  # a heavy import, needed only when the head is used
+        except ImportError as exc:
+            raise NoInt8Linear(f"no torch ({exc})") from exc
+        if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
+            raise NoInt8Linear("this torch has no oneDNN int8 linear")
 
         torch.set_num_threads(threads)
         self._torch = torch
@@ -394,106 +405,230 @@ class HiddenTap:
         return np.concatenate(rows)
 
 
-class OutputHead:
-    """Where the core's decodes meet the greedy head: which decodes it takes, and the picks it gives for them.
+#: greedy heads refused as slow in this process, by thread count: the reason (the int8 pass's speed is the CPU's and
+#: torch's, and finding it costs a requantization of the whole matrix)
+_SLOW_PASSES: dict[int, str] = {}
+#: the row pass's row counts measured in this process, by (model file, threads, micro-batch size)
+_ROW_COUNTS: dict[tuple[str, int, int], frozenset[int]] = {}
 
-    A decode is taken when every row asked for a pick belongs to a greedy sequence without a grammar and at
-    least ``min_rows`` rows compute logits (below that llama.cpp's own output layer is cheaper: its cost
-    grows with the rows, the int8 pass's hardly does). The head itself is built by :meth:`build`, once the
-    context exists: its float dimensions come from hidden states of that context's model.
+
+class OutputHead:
+    """Where the core's decodes meet its own output layers: which decodes they take, and what they give for them.
+
+    Two passes stand in for llama.cpp's output layer, both fed by the tap (the graph stops at the final hidden
+    states):
+
+    * the greedy head (:class:`GreedyHead`) takes a decode when every row asked for a pick belongs to a greedy
+      sequence without a grammar and at least ``min_rows`` rows compute logits (below that llama.cpp's own
+      output layer is cheaper: its cost grows with the rows, the int8 pass's hardly does), and gives picks;
+    * the row pass (:class:`~aios_core.cores.llamacpp_row_logits.RowLogits`) takes a decode whose count of
+      logits rows it was measured faster at, whatever the rows' samplers, and gives llama.cpp's own logits.
+
+    Both are built and checked by :meth:`build`, once the context exists.
     """
 
-    def __init__(self, blocks: np.ndarray, tap: HiddenTap | NativeTap, min_rows: int, threads: int = 1) -> None:
+    def __init__(self, blocks: np.ndarray, tap: HiddenTap | NativeTap, min_rows: int, threads: int = 1,
+                 rows: RowLogits | None = None) -> None:
         self.blocks = blocks
         self.tap = tap
         self.min_rows = min_rows
         self.threads = threads
         self.head: GreedyHead | None = None
-        #: why the head was not built (llama.cpp computes every output layer), for the core's stats; None if it was
+        #: why the greedy head was not built, for the core's stats; None if it was
         self.refused: str | None = None
+        #: the row pass, once measured at load (None: not built, or refused, see ``rows_refused``)
+        self.rows: RowLogits | None = None
+        self._row_pass = rows
+        #: why the row pass is not used (no compiler, a disagreement, no row count where it is faster); None if it is
+        self.rows_refused: str | None = None if rows is not None else "not available"
+        #: the last row pass's logits, and each batch row's place among them (None: the last decode was not its)
+        self._row_out: np.ndarray | None = None
+        self._row_index: np.ndarray | None = None
+
+    @property
+    def used(self) -> bool:
+        """Whether either pass takes any decode (else the context needs no tap)."""
+        return self.head is not None or self.rows is not None
 
     def takes(self, n_rows: int, all_greedy: bool) -> bool:
-        """Whether a decode with ``n_rows`` logits rows, all of greedy sequences, is the head's."""
+        """Whether a decode with ``n_rows`` logits rows, all of greedy sequences, is the greedy head's."""
         return self.head is not None and all_greedy and n_rows >= self.min_rows
+
+    def takes_rows(self, n_rows: int) -> bool:
+        """Whether a decode with ``n_rows`` logits rows is the row pass's."""
+        return self.rows is not None and self.rows.takes(n_rows)
 
     def arm(self, take: bool, *, stop: bool = True) -> bool:
         """Before a llama_decode: take its hidden states or not; ``stop``: and stop llama.cpp before its output
-        layer (False at load, where llama.cpp's logits are compared with the head's)."""
+        layer (False at load, where llama.cpp's logits are compared with the passes')."""
         self.tap.take()  # nothing left over from a decode that failed
         self.tap.active, self.tap.stop = take, take and stop
+        self._row_out = self._row_index = None
         return take
 
     def picks(self, logits_flags: np.ndarray, rows: list[int], banned: list[np.ndarray | None]) -> dict[int, int] | None:
-        """After a taken llama_decode: the pick of each batch row in ``rows`` (rows with logits flags), or None if
-        the hidden states did not come (then llama.cpp's graph was not stopped: its logits stand)."""
+        """After a llama_decode the greedy head took: the pick of each batch row in ``rows`` (rows with logits
+        flags), or None if the hidden states did not come (then llama.cpp's graph was not stopped: its logits stand)."""
         assert self.head is not None
+        hidden = self._hidden(logits_flags)
+        if hidden is None:
+            return None
+        index = np.cumsum(logits_flags != 0) - 1  # a batch row's place among the output rows
+        chosen = self.head.argmax(hidden[index[rows]], banned)
+        return dict(zip(rows, (int(t) for t in chosen)))
+
+    def row_logits(self, logits_flags: np.ndarray) -> bool:
+        """After a llama_decode the row pass took: compute every output row's logits (read with :meth:`logits`);
+        False if the hidden states did not come (llama.cpp's graph was not stopped: its logits stand)."""
+        assert self.rows is not None
+        hidden = self._hidden(logits_flags)
+        if hidden is None:
+            return False
+        self._row_out = self.rows.compute(hidden)
+        self._row_index = np.cumsum(logits_flags != 0) - 1
+        return True
+
+    def logits(self, row: int) -> np.ndarray | None:
+        """Batch row ``row``'s logits from the row pass of the last decode, or None if the row pass did not take it."""
+        if self._row_out is None or self._row_index is None:
+            return None
+        return self._row_out[self._row_index[row]]
+
+    def _hidden(self, logits_flags: np.ndarray) -> np.ndarray | None:
         self.tap.active = self.tap.stop = False
         hidden = self.tap.take()
         n_outputs = int(np.count_nonzero(logits_flags))
         if len(hidden) != n_outputs:
             log.warning("took %d hidden rows for %d outputs; llama.cpp's logits are used", len(hidden), n_outputs)
             return None
-        index = np.cumsum(logits_flags != 0) - 1  # a batch row's place among the output rows
-        chosen = self.head.argmax(hidden[index[rows]], banned)
-        return dict(zip(rows, (int(t) for t in chosen)))
+        return hidden
 
     def build(self, ctx: Any, batch: Any, tokens: list[int], seq: int) -> bool:
         """At load: decode ``tokens`` in sequence ``seq`` (removed after) with llama.cpp's logits on every row, build
-        the head with the float dimensions of their hidden states, and check that its pick for each row is
-        llama.cpp's own argmax. A layout of ggml's tensor this module does not read, a CPU whose int8 product is
-        not exact or slower than llama.cpp's output layer for these rows, or any other disagreement is found
-        here, before a request depends on it; then False (the reason in :attr:`refused`), and llama.cpp computes
-        every output layer."""
+        the greedy head with the float dimensions of their hidden states and check that its pick for each row is
+        llama.cpp's own argmax; then measure the row pass (:meth:`_measure_rows`). A layout of ggml's tensor this
+        module does not read, a CPU whose int8 product is not exact or slower than llama.cpp's output layer for
+        these rows, or any other disagreement is found here, before a request depends on it. True if either pass
+        is used (the reasons for what is not in :attr:`refused` and :attr:`rows_refused`); False: llama.cpp
+        computes every output layer."""
         import llama_cpp as L
 
         n = len(tokens)
-        batch.n_tokens = n
-        for i, token in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
-            batch.seq_id[i][0] = seq
+        self._put(batch, tokens, seq)
         memory = L.llama_get_memory(ctx)
-
-        def decode(stop: bool) -> tuple[int, float]:
-            self.arm(True, stop=stop)
-            started = time.perf_counter()
-            try:
-                return L.llama_decode(ctx, batch), time.perf_counter() - started
-            finally:
-                self.tap.active = False
-
         try:
             # what llama.cpp's output layer costs for these rows: the decode with logits less the faster of two
             # decodes stopped before it (the first may pay for setting up; noise only makes the cost look larger)
             stopped = float("inf")
             for _ in range(2):
-                rc, seconds = decode(stop=True)
+                rc, seconds, _ = self._decode(ctx, batch, n, stop=True)
                 stopped = min(stopped, seconds)
-                self.tap.take()
                 L.llama_memory_seq_rm(memory, seq, -1, -1)
                 if rc != 0:
-                    return self._refuse(f"llama_decode returned {rc} for the probe")
-            rc, full = decode(stop=False)
-            hidden = self.tap.take()
+                    return self._refuse_all(f"llama_decode returned {rc} for the probe")
+            rc, full, hidden = self._decode(ctx, batch, n, stop=False)
             if rc != 0 or len(hidden) != n:
-                return self._refuse(f"it took {len(hidden)} hidden rows for {n} (llama_decode {rc})")
-            try:
-                self.head = GreedyHead(self.blocks, largest_dims(hidden, FLOAT_DIMS), threads=self.threads,
-                                       max_pass_seconds=max(full - stopped, 0.0))
-            except RuntimeError as exc:  # InexactPass, SlowPass, or oneDNN refusing this CPU
-                return self._refuse(str(exc))
+                return self._refuse_all(f"it took {len(hidden)} hidden rows for {n} (llama_decode {rc})")
             n_vocab = self.blocks.shape[0]
             theirs = [int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)))) for i in range(n)]
-            ours = self.head.argmax(hidden).tolist()
-            if ours != theirs:
+            L.llama_memory_seq_rm(memory, seq, -1, -1)
+            slow = _SLOW_PASSES.get(self.threads)
+            try:
+                if slow is not None:  # the CPU and torch found slow by an earlier load in this process: 11 s saved
+                    raise SlowPass(slow)
+                self.head = GreedyHead(self.blocks, largest_dims(hidden, FLOAT_DIMS), threads=self.threads,
+                                       max_pass_seconds=max(full - stopped, 0.0))
+            except SlowPass as exc:
+                self.refused = _SLOW_PASSES[self.threads] = str(exc)
+            except RuntimeError as exc:  # NoInt8Linear, InexactPass, or oneDNN refusing this CPU
+                self.refused = str(exc)
+            if self.head is not None and (ours := self.head.argmax(hidden).tolist()) != theirs:
                 self.head = None
-                return self._refuse(f"it picked {ours} where llama.cpp picks {theirs}")
-            return True
+                self.refused = f"it picked {ours} where llama.cpp picks {theirs}"
+            if self._row_pass is not None:
+                self._measure_rows(ctx, batch, tokens, seq)
+            if self.refused is not None:
+                log.warning("the greedy output head cannot be used here (%s)%s", self.refused,
+                            "" if self.used else "; llama.cpp computes every output layer")
+            return self.used
         finally:
+            self._put(batch, tokens, seq)
             L.llama_memory_seq_rm(memory, seq, -1, -1)
 
-    def _refuse(self, reason: str) -> bool:
+    def _measure_rows(self, ctx: Any, batch: Any, tokens: list[int], seq: int) -> None:
+        """For 1 to :data:`MEASURED_ROWS` logits rows: llama.cpp's output layer (a decode of that many probe tokens
+        with logits, less the same decode stopped before its output layer) against the row pass on the same hidden
+        rows, whose picks must be llama.cpp's. The row pass takes the counts where it was clearly faster."""
+        import llama_cpp as L
+
+        from aios_core.cores.llamacpp_row_logits import GAIN, MEASURED_ROWS
+
+        rows = self._row_pass
+        assert rows is not None
+        key = (str(getattr(self.blocks, "filename", id(self.blocks))), self.threads, int(L.llama_n_ubatch(ctx)))
+        if key in _ROW_COUNTS:  # measured by an earlier load of this model in this process, with the same threads
+            rows.counts = _ROW_COUNTS[key]
+            if rows.counts:
+                self.rows, self.rows_refused = rows, None
+            else:
+                self.rows_refused = "llama.cpp's output layer was as fast for every row count"
+            return
+        memory = L.llama_get_memory(ctx)
+        n_vocab = self.blocks.shape[0]
+        faster: dict[int, tuple[float, float]] = {}
+        for k in range(1, min(len(tokens), MEASURED_ROWS, rows.max_rows) + 1):
+            rc, stopped, _ = self._decode(ctx, batch, k, stop=True)
+            L.llama_memory_seq_rm(memory, seq, -1, -1)
+            rc2, full, hidden = self._decode(ctx, batch, k, stop=False)
+            theirs = [int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)))) for i in range(k)]
+            L.llama_memory_seq_rm(memory, seq, -1, -1)
+            if rc or rc2 or len(hidden) != k:
+                self.rows_refused = f"it took {len(hidden)} hidden rows for {k} (llama_decode {rc}, {rc2})"
+                return
+            started = time.perf_counter()
+            ours = rows.compute(hidden).argmax(axis=1).tolist()
+            seconds = time.perf_counter() - started
+            if ours != theirs:
+                self.rows_refused = f"for {k} rows it picked {ours} where llama.cpp picks {theirs}"
+                log.warning("the row pass cannot be used here (%s)", self.rows_refused)
+                return
+            if seconds < GAIN * (full - stopped):
+                faster[k] = (seconds, full - stopped)
+        _ROW_COUNTS[key] = frozenset(faster)
+        if not faster:
+            self.rows_refused = "llama.cpp's output layer was as fast for every row count"
+            log.info("the row pass is not used: %s", self.rows_refused)
+            return
+        rows.counts = frozenset(faster)
+        self.rows, self.rows_refused = rows, None
+        log.info("the row pass takes decodes of %s logits rows (ms, row pass / llama.cpp: %s)", sorted(faster),
+                 ", ".join(f"{k}: {a * 1e3:.0f}/{b * 1e3:.0f}" for k, (a, b) in sorted(faster.items())))
+
+    @staticmethod
+    def _put(batch: Any, tokens: list[int], seq: int) -> None:
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
+            batch.seq_id[i][0] = seq
+
+    def _decode(self, ctx: Any, batch: Any, n: int, *, stop: bool) -> tuple[int, float, np.ndarray]:
+        """The first ``n`` rows of the probe batch decoded with the tap taking their hidden states (and stopping the
+        graph there if ``stop``): llama.cpp's return code, the seconds it took, the hidden rows."""
+        import llama_cpp as L
+
+        batch.n_tokens = n
+        self.arm(True, stop=stop)
+        started = time.perf_counter()
+        try:
+            rc = L.llama_decode(ctx, batch)
+            return rc, time.perf_counter() - started, self.tap.take()
+        finally:
+            self.tap.active = self.tap.stop = False
+
+    def _refuse_all(self, reason: str) -> bool:
         self.refused = reason
-        log.warning("the greedy output head cannot be used here (%s); llama.cpp computes every output layer", reason)
+        self.head = self.rows = None
+        self.rows_refused = reason
+        log.warning("the core's own output layers cannot be used here (%s); llama.cpp computes every output layer", reason)
         return False
 
 
@@ -513,16 +648,7 @@ def probe_tokens(vocab: Any, limit: int) -> list[int]:
 
 def output_matrix(path: Path, n_vocab: int, n_embd: int) -> np.ndarray | None:
     """The Q8_0 output matrix of a GGUF (``output.weight``, else the tied ``token_embd.weight``) as a read-only
-    view (n_vocab, n_embd / 32, 34), found by ggml's own GGUF reader; None for any other type or shape, or
-    without torch's oneDNN int8 linear."""
-    try:
-        import torch
-    except ImportError:
-        log.info("the greedy output head needs torch; llama.cpp computes every output layer")
-        return None
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
-        log.info("this torch has no oneDNN int8 linear; llama.cpp computes every output layer")
-        return None
+    view (n_vocab, n_embd / 32, 34), found by ggml's own GGUF reader; None for any other type or shape."""
     found = _find_tensor(path, (b"output.weight", b"token_embd.weight"))
     if found is None or found[1] != _GGML_TYPE_Q8_0:
         log.info("output matrix of %s is not Q8_0; llama.cpp computes every output layer", path.name)
@@ -535,13 +661,16 @@ def output_matrix(path: Path, n_vocab: int, n_embd: int) -> np.ndarray | None:
     return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
 
 
-def head_for_model(path: Path, model: Any, min_rows: int, threads: int, *, max_rows: int = 512, native: bool = True) -> OutputHead | None:
-    """The greedy head of a loaded llama.cpp model, to be built (:meth:`OutputHead.build`) once its context exists
-    (the tap's ``callback`` and ``user_data`` go into the context's ``cb_eval`` and ``cb_eval_user_data``), or None
-    when the model's output layer is not one the head reads. ``native``: the tap in C
-    (:mod:`aios_core.cores.llamacpp_native_tap`, for decodes of at most ``max_rows`` output rows) where it can be
-    compiled, else in Python."""
+def head_for_model(path: Path, model: Any, min_rows: int, threads: int, *, max_rows: int = 512, native: bool = True,
+                   rows: bool = True) -> OutputHead | None:
+    """The core's own output layers for a loaded llama.cpp model (the greedy head and the row pass), to be built
+    (:meth:`OutputHead.build`) once its context exists (the tap's ``callback`` and ``user_data`` go into the
+    context's ``cb_eval`` and ``cb_eval_user_data``), or None when the model's output layer is not one they read.
+    ``native``: the tap in C (:mod:`aios_core.cores.llamacpp_native_tap`, for decodes of at most ``max_rows``
+    output rows) where it can be compiled, else in Python. ``rows``: try the row pass (False: the greedy head only)."""
     import llama_cpp as L
+
+    from aios_core.cores.llamacpp_row_logits import MEASURED_ROWS, row_logits_for
 
     n_embd = L.llama_model_n_embd(model)
     blocks = output_matrix(path, L.llama_vocab_n_tokens(L.llama_model_get_vocab(model)), n_embd)
@@ -552,4 +681,5 @@ def head_for_model(path: Path, model: Any, min_rows: int, threads: int, *, max_r
         from aios_core.cores.llamacpp_native_tap import native_tap
 
         tap = native_tap(n_embd, max_rows)
-    return OutputHead(blocks, tap or HiddenTap(n_embd), min_rows, threads)
+    row_pass = row_logits_for(blocks, threads=threads, max_rows=MEASURED_ROWS) if rows else None  # it never takes more rows
+    return OutputHead(blocks, tap or HiddenTap(n_embd), min_rows, threads, row_pass)

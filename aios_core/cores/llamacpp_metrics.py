@@ -37,6 +37,10 @@ class LlamaCppMetrics:
     head_rows: int = 0
     head_close_tokens: int = 0
     head_seconds: float = 0.0
+    #: logits rows computed by the row pass (see :mod:`aios_core.cores.llamacpp_row_logits`), and its seconds
+    #: (outside ``decode_seconds``)
+    row_pass_rows: int = 0
+    row_pass_seconds: float = 0.0
 
     def copy(self) -> "LlamaCppMetrics":
         return LlamaCppMetrics(**{f.name: getattr(self, f.name) for f in fields(self)})

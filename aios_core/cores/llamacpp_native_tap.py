@@ -10,11 +10,9 @@ does the same work in ``llamacpp_native_tap.c``: it wants only ``result_norm``,
 copies its rows into a buffer that Python reads after ``llama_decode`` returns,
 and stops the graph there when asked.
 
-The C file is compiled on first use with the system's C compiler (``$CC``,
-else ``cc``) into the user cache, keyed by the source and the machine, as a
-few lines of C with no header but the C library's. A compiled file is loaded
-only if this user owns it and nobody else can write it or its directory (its
-path is predictable). Without a compiler, or with ``AIOS_NATIVE_TAP=0``,
+The C file is compiled on first use (:mod:`aios_core.cores.native_library`:
+the system's C compiler, the user cache, loaded only if nobody else could
+have written it). Without a compiler, or with ``AIOS_NATIVE_TAP=0``,
 :func:`native_tap` returns None and the head uses the Python tap; the load-time
 check of the head (its picks against llama.cpp's) covers either.
 """
@@ -22,13 +20,8 @@ check of the head (its picks against llama.cpp's) covers either.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
-import platform
-import shlex
-import shutil
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from aios_core.cores.llamacpp_head import TENSOR_DATA_OFFSET, TENSOR_NAME_OFFSET, TENSOR_NB_OFFSET, TENSOR_NE_OFFSET
+from aios_core.cores.native_library import compiled_library
 
 __all__ = ["NativeTap", "native_tap", "native_tap_library"]
 
@@ -65,28 +59,6 @@ class _TapState(ctypes.Structure):
     ]
 
 
-def cache_dir() -> Path:
-    """``<user cache>/aios/native`` (``AIOS_NATIVE_CACHE`` overrides it)."""
-    override = os.environ.get("AIOS_NATIVE_CACHE")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("aios", appauthor=False)) / "native"
-
-
-def _compile(compiler: str, out: Path) -> None:
-    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    try:
-        # $CC may carry words of its own ("ccache gcc", "gcc -m64"), as make reads it
-        command = [*shlex.split(compiler), "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-        os.replace(tmp, out)  # another process compiling the same source writes the same bytes
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @lru_cache(maxsize=1)
 def native_tap_library() -> Any:
     """The compiled C tap (a ``ctypes.CDLL``), compiled once per source and machine; None when it cannot be had
@@ -94,42 +66,15 @@ def native_tap_library() -> Any:
     if os.environ.get(DISABLE_ENV, "1") == "0":
         log.info("$%s=0: the greedy head's tap runs in Python", DISABLE_ENV)
         return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + f"{compiler} {platform.machine()} {platform.system()}".encode()).hexdigest()[:12]
-    out = cache_dir() / f"llamacpp_native_tap-{key}.so"
-    if not out.is_file():
-        if compiler is None:
-            log.info("no C compiler ($CC, cc, gcc): the greedy head's tap runs in Python (a little slower when the "
-                     "kernel's loop is busy beside the engine)")
-            return None
-        try:
-            _compile(compiler, out)
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:  # ValueError: $CC shlex cannot split
-            detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else exc
-            log.warning("could not compile %s with %s (%s): the greedy head's tap runs in Python", SOURCE.name, compiler, detail)
-            return None
-    if not _trusted(out):  # checked right before loading, whoever compiled it
-        log.warning("%s is not this user's alone (owner or write permission): not loaded; the greedy head's tap runs "
-                    "in Python. Remove it to have it compiled again.", out)
+    lib = compiled_library(SOURCE, "the greedy head's tap runs in Python (a little slower when the kernel's loop is busy beside the engine)")
+    if lib is None:
         return None
     try:
-        lib = ctypes.CDLL(str(out))
         lib.aios_native_tap_on_node.restype = ctypes.c_bool
-    except (OSError, AttributeError) as exc:
-        log.warning("could not load %s (%s): the greedy head's tap runs in Python", out, exc)
+    except AttributeError as exc:
+        log.warning("could not load the C tap (%s): the greedy head's tap runs in Python", exc)
         return None
     return lib
-
-
-def _trusted(path: Path) -> bool:
-    """Whether code at ``path`` may be loaded into the kernel: owned by this user, and neither it nor its directory
-    writable by anyone else (the path is predictable, so a file planted there by another user must not run)."""
-    for p in (path, path.parent):
-        info = p.stat()
-        if info.st_uid != os.getuid() or info.st_mode & 0o022:
-            return False
-    return True
 
 
 class NativeTap:
