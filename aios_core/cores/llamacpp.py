@@ -920,6 +920,8 @@ class LlamaCppCore(BatchingCore):
                 "head_rows": m.head_rows,
                 "head_close_tokens": m.head_close_tokens,
                 "head_seconds": round(m.head_seconds, 3),
+                "row_pass_rows": m.row_pass_rows,
+                "row_pass_seconds": round(m.row_pass_seconds, 3),
                 # the fixed part of a decoding step in rows, as the guess rule prices it now (with the head, without)
                 "step_rows_head": round(self._step_cost[True].rows(), 2),
                 "step_rows": round(self._step_cost[False].rows(), 2),

@@ -21,7 +21,11 @@ The same async OpenAI-style client (httpx, one request per turn, greedy,
   baseline that counts;
 * ``aios``: ``aios serve`` with the llamacpp core (``max_batch`` = the same slots,
   PLAS, prefix sharing), agents registered with their own tokens;
-* ``native`` (optional, ``--setups``): llama-cpp-python's serial server, context.
+* ``native`` (optional, ``--setups``): llama-cpp-python's serial server, context;
+* ``aios_ablated`` (with ``--ablate-core-option``): a second ``aios serve``, the
+  same kernel with those core options changed, so that a feature of the core
+  is measured against the same kernel without it in one run (ratios
+  ablated / AIOS: above 1, the feature made AIOS faster).
 
 Setups rotate their order every round (:func:`~aios.bench.suites.modes.round_order`);
 every round's system prompts start with a round tag, so no setup reuses KV of
@@ -359,7 +363,7 @@ def ratios(rounds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, A
         return {}
     out: dict[str, Any] = {}
     ai = summary["aios"]
-    for b in BASELINES:
+    for b in (*BASELINES, "aios_ablated"):
         if b not in summary:
             continue
         base = summary[b]
@@ -405,10 +409,9 @@ class _HTTPServer:
 
 
 class _AIOSServer:
-    key = "aios"
-
-    def __init__(self, serve: Any) -> None:
+    def __init__(self, serve: Any, key: str = "aios") -> None:
         self.serve = serve
+        self.key = key
 
     def check(self) -> None:
         self.serve.check()
@@ -470,6 +473,17 @@ class StudyOptions:
     scheduler_options: tuple[tuple[str, Any], ...] = ()
     #: extra command-line arguments of llama-server (a variant of the baseline, e.g. its micro-batch size)
     llama_server_args: tuple[str, ...] = ()
+    #: core options of the ``aios_ablated`` setup, over ``core_options`` (none: no such setup)
+    ablate_core_options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.ablate_core_options and "aios" not in self.setups:
+            raise ConfigError("an ablated core is measured against the aios setup: add aios to the setups")
+
+    @property
+    def all_setups(self) -> tuple[str, ...]:
+        """The setups that run: those asked for, and ``aios_ablated`` when core options are ablated."""
+        return self.setups + (("aios_ablated",) if self.ablate_core_options else ())
 
 
 def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[str, Server], str]:
@@ -510,6 +524,9 @@ def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[s
             "data_dir": str(work / "kernel"), "entry_point_plugins": False, "cores": [core],
         }
         servers["aios"] = _AIOSServer(AIOSServe(config, work_dir=work / "aios"))
+        if options.ablate_core_options:
+            ablated = {**config, "data_dir": str(work / "kernel-ablated"), "cores": [{**core, **dict(options.ablate_core_options)}]}
+            servers["aios_ablated"] = _AIOSServer(AIOSServe(ablated, work_dir=work / "aios-ablated"), "aios_ablated")
     return servers, model
 
 
@@ -521,7 +538,7 @@ async def run_level(options: StudyOptions, agents: int, shared: bool, work: Path
     )
     urls: dict[str, str] = {}
     rounds: list[dict[str, Any]] = []
-    setups = [s for s in options.setups if s in servers]
+    setups = [s for s in options.all_setups if s in servers]
     try:
         for key in setups:
             urls[key] = await asyncio.to_thread(servers[key].start)
@@ -612,13 +629,13 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     """The study as a Markdown table (docs/benchmarks.md): ratios against llama-server first."""
-    setups = result["options"]["setups"]
-    baselines = [b for b in BASELINES if b in setups]
+    setups = result["options"]["setups"] + (["aios_ablated"] if result["options"].get("ablate_core_options") else [])
+    baselines = [b for b in (*BASELINES, "aios_ablated") if b in setups]
     head = ["agents", "slots", "shared prompt"]
     for s in setups:
         head += [f"{SETUP_LABELS.get(s, s)} makespan s", f"{SETUP_LABELS.get(s, s)} mean s"]
     for b in baselines:
-        head += [f"{SETUP_LABELS[b]} / AIOS makespan", f"{SETUP_LABELS[b]} / AIOS mean", f"{SETUP_LABELS[b]} / AIOS p99"]
+        head += [f"{SETUP_LABELS.get(b, b)} / AIOS makespan", f"{SETUP_LABELS.get(b, b)} / AIOS mean", f"{SETUP_LABELS.get(b, b)} / AIOS p99"]
     head += ["same tokens", "identical outputs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
 
@@ -711,6 +728,11 @@ def main(argv: list[str] | None = None) -> int:
         "--llama-server-arg", action="append", default=[], metavar="ARG",
         help="an extra llama-server argument (repeatable, after the study's own; e.g. --llama-server-arg=-ub --llama-server-arg=63)",
     )
+    parser.add_argument(
+        "--ablate-core-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a core option of a further setup, aios_ablated: the same kernel with it changed, in the same run "
+             "(repeatable; JSON values), e.g. row_pass=false",
+    )
     parser.add_argument("--build", action="store_true", help="build llama-server first if it is missing (15-25 minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -732,12 +754,16 @@ def main(argv: list[str] | None = None) -> int:
             build()
     core_options = key_value_options(parser, "--core-option", args.core_option)
     scheduler_options = key_value_options(parser, "--scheduler-option", args.scheduler_option)
+    ablate_core_options = key_value_options(parser, "--ablate-core-option", args.ablate_core_option)
+    if ablate_core_options and "aios" not in setups:
+        parser.error("--ablate-core-option measures the core against the aios setup: add aios to --setups")
     options = StudyOptions(
         levels=tuple(sorted(set(args.agents))), shared={"yes": (True,), "no": (False,), "both": (True, False)}[args.shared],
         setups=setups, turns=args.turns, rounds=args.rounds, seed=args.seed, model=args.model, threads=args.threads,
         n_ctx=args.n_ctx, max_slots=args.max_slots, system_words=args.system_words, mean_tokens=args.mean_tokens,
         max_tokens=args.max_tokens, tool_delay=args.tool_delay, scheduler=args.scheduler, core_options=core_options,
         scheduler_options=scheduler_options, llama_server_args=tuple(args.llama_server_arg),
+        ablate_core_options=ablate_core_options,
     )
     console = Console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,6 +1,6 @@
 """What a ``llama_decode`` costs by the number of rows that compute logits, on a KV cache as decoding leaves it.
 
-    python -m aios.bench.studies.rows [--threads 1] [--sequences 12] [--max-rows 12] [--rounds 5] [--head]
+    python -m aios.bench.studies.rows [--threads 1] [--sequences 12] [--max-rows 12] [--rounds 5] [--head] [--row-pass]
 
 ggml's quantized matrix products take a micro-batch's rows in pairs and compute a leftover row in a pass of
 its own. For the output layer (Gemma 3: 262,144 tokens by 640) that pass costs more than a pair, which is
@@ -16,6 +16,11 @@ With ``--head``, the same decoding rows are timed once more with the core's gree
 (``aios_core.cores.llamacpp_head``): llama.cpp stops before its output layer and the head picks each row's
 token (``k decoding rows, head``: the decode and the head's pass together). The context then has the head's
 eval callback, so every batch pays its call per graph node, as the core's decodes do.
+
+With ``--row-pass``, the same decoding rows are timed once more with the core's row pass
+(``aios_core.cores.llamacpp_row_logits``): llama.cpp stops before its output layer and ggml's one-row
+kernel computes every row's logits (``k decoding rows, row pass``: the decode and the pass together), at
+every row count, whichever the core would take.
 
 Every round times every batch once, in an order rotated each round; each batch is rolled back after it is
 timed, so every round sees the same cache. Writes ``rows-<stamp>.json`` (every timing).
@@ -42,6 +47,7 @@ from rich.table import Table
 
 from aios_core.cores.llamacpp import DEFAULT_UBATCH
 from aios_core.cores.llamacpp_head import OutputHead, head_for_model, probe_tokens
+from aios_core.cores.llamacpp_row_logits import RowLogits, row_logits_for
 from aios_core.cores.llamacpp_runtime import load_model
 from aios_core.cores.model_files import default_model_path
 
@@ -71,22 +77,42 @@ def head_timed(engine: Engine, head: OutputHead, items: list[tuple[int, int]]) -
     return elapsed + time.perf_counter() - t0
 
 
+def row_pass_timed(engine: Engine, head: OutputHead, rows: RowLogits, items: list[tuple[int, int]]) -> float:
+    """A decode stopped before llama.cpp's output layer, and the row pass's logits for its rows: the time of both."""
+    head.arm(True)
+    try:
+        elapsed = engine.timed(items, [1] * len(items))
+    finally:
+        head.tap.active = head.tap.stop = False
+    hidden = head.tap.take()
+    if len(hidden) != len(items):
+        raise SystemExit(f"the tap took {len(hidden)} hidden rows for {len(items)} outputs")
+    t0 = time.perf_counter()
+    rows.compute(hidden)
+    return elapsed + time.perf_counter() - t0
+
+
 def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, rounds: int, command: str = "",
-        with_head: bool = False) -> dict[str, Any]:
+        with_head: bool = False, with_rows: bool = False) -> dict[str, Any]:
     load = os.getloadavg()
     path = default_model_path()
     model = load_model(path)
-    head = head_for_model(path, model, 1, threads) if with_head else None
-    if with_head and head is None:
-        raise SystemExit("the greedy head does not apply to this model (its output matrix is not Q8_0, or no torch)")
+    head = head_for_model(path, model, 1, threads) if with_head or with_rows else None
+    if (with_head or with_rows) and head is None:
+        raise SystemExit("the core's output layers do not apply to this model (its output matrix is not Q8_0)")
+    rows = row_logits_for(head.blocks, threads=threads, max_rows=max_rows) if head is not None and with_rows else None
+    if with_rows and rows is None:
+        raise SystemExit("the row pass cannot run here (no C compiler, or no ggml CPU library: see the log)")
     engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None)
-    if head is not None and not head.build(engine.ctx, engine.batch, probe_tokens(L.llama_model_get_vocab(model), N_BATCH), 0):
+    if with_head and head is not None and not head.build(engine.ctx, engine.batch, probe_tokens(L.llama_model_get_vocab(model), N_BATCH), 0):
         raise SystemExit("the greedy head was refused at load (see the log)")
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
     engine.fill(prompt, decode)
     shapes = batches(max_rows)
     if head is not None:
         shapes.update({f"{k} decoding rows, head": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})
+    if rows is not None:
+        shapes.update({f"{k} decoding rows, row pass": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})
     times: dict[str, list[float]] = {name: [] for name in shapes}
     for r in range(rounds):
         for name in round_order(list(shapes), r):
@@ -94,6 +120,9 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
             if name.endswith(", head"):
                 assert head is not None
                 times[name].append(head_timed(engine, head, items))
+            elif name.endswith(", row pass"):
+                assert head is not None and rows is not None
+                times[name].append(row_pass_timed(engine, head, rows, items))
             else:
                 times[name].append(engine.timed(items, logits))
     engine.close()
@@ -104,7 +133,7 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": [round(x, 2) for x in load],
         "options": {"threads": threads, "sequences": sequences, "prompt": prompt, "decode": decode, "max_rows": max_rows,
-                    "rounds": rounds, "head": with_head, "n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": DEFAULT_UBATCH},
+                    "rounds": rounds, "head": with_head, "row_pass": with_rows, "n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": DEFAULT_UBATCH},
         "cells_per_sequence": prompt + decode,
         "median_ms": {name: round(1000 * statistics.median(v), 1) for name, v in times.items()},
         "seconds": times,
@@ -122,6 +151,8 @@ def render(result: dict[str, Any]) -> Table:
               [f"{CHUNK} rows, {j} with logits" for j in range(1, CHUNK + 1)]]
     if result["options"].get("head"):
         groups.append([f"{k} decoding rows, head" for k in range(1, result["options"]["max_rows"] + 1)])
+    if result["options"].get("row_pass"):
+        groups.append([f"{k} decoding rows, row pass" for k in range(1, result["options"]["max_rows"] + 1)])
     for group in groups:
         for name, more in zip(group, [*group[1:], None]):
             table.add_row(name, f"{med[name]:.1f}", f"{med[name] / med[more]:.2f}x" if more else "")
@@ -138,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=12, help="most decoding rows timed (default 12, at most --sequences)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--head", action="store_true", help="time the decoding rows with the core's greedy output head too")
+    parser.add_argument("--row-pass", action="store_true", help="time the decoding rows with the core's row pass too")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if args.threads < 1 or args.rounds < 1 or args.prompt < CHUNK or args.decode < 0:
@@ -147,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sequences > N_SEQ_MAX or args.sequences * (args.prompt + args.decode + CHUNK) > N_CTX:
         parser.error(f"the sequences must fit {N_CTX} cells and {N_SEQ_MAX} sequence ids")
     command = "python -m aios.bench.studies.rows " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = run(args.threads, args.sequences, args.prompt, args.decode, args.max_rows, args.rounds, command, args.head)
+    result = run(args.threads, args.sequences, args.prompt, args.decode, args.max_rows, args.rounds, command, args.head, args.row_pass)
     Console(width=140).print(render(result))
     stamp, claim = claim_stamp(args.out, "rows")
     with claim:

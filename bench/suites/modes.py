@@ -31,12 +31,12 @@ from aios_core.syscalls import ToolCall, ToolSyscall
 
 #: every setup a comparison knows, in the order a first round runs them
 SETUPS = ("native", "llama_server", "aios")
-SETUP_LABELS = {"native": "serial server", "llama_server": "llama-server", "aios": "AIOS"}
+SETUP_LABELS = {"native": "serial server", "llama_server": "llama-server", "aios": "AIOS", "aios_ablated": "AIOS ablated"}
 #: counters in a core's stats extras that only grow (the llama.cpp core's time in llama_decode and in its output
 #: head, its guessed tokens): a round's JSON gets their differences, like the agents study's
 _CUMULATIVE_EXTRAS = (
     "decode_seconds", "head_seconds", "head_rows", "head_close_tokens", "guesses", "guesses_accepted", "marked_rows",
-    "snapshot_bytes", "kv_pauses", "restore_fallbacks",
+    "snapshot_bytes", "kv_pauses", "restore_fallbacks", "row_pass_rows", "row_pass_seconds",
 )
 #: the core's own counters (``CoreStats`` fields) a round's JSON reports the growth of
 _CORE_COUNTERS = ("steps", "batch_size_sum", "prompt_tokens", "cached_tokens", "snapshots", "generated_tokens", "busy_seconds")

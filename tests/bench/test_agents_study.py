@@ -10,6 +10,8 @@ import pytest
 from aios.bench.studies.agents import StudyOptions, WorkloadSpec, agreement, main, make_servers, make_workload, markdown, ratios, summarize
 from aios.bench.suites.agents import llama_cpp_server as ls
 
+from aios_core.errors import ConfigError
+
 
 def test_workload_is_deterministic_per_seed_and_differs_across_seeds():
     spec = WorkloadSpec(agents=8, turns=4, seed=3)
@@ -192,6 +194,48 @@ def test_scheduler_and_core_options_reach_the_kernel_config(tmp_path):
     assert config["cores"][0]["prefix_cache"] == 4
     # the file aios serve reads says the same
     assert tomllib.loads(serve._toml()) == config
+
+
+def test_an_ablated_core_is_a_second_kernel_with_its_options_changed(tmp_path):
+    options = StudyOptions(
+        levels=(2,), shared=(False,), setups=("llama_server", "aios"), model="sim",
+        core_options=(("prefix_cache", 4),), ablate_core_options=(("prefix_cache", 1),),
+    )
+    assert options.all_setups == ("llama_server", "aios", "aios_ablated")
+    servers, _ = make_servers(options, 2, tmp_path)
+    aios, ablated = servers["aios"].serve.config, servers["aios_ablated"].serve.config
+    assert aios["cores"][0]["prefix_cache"] == 4 and ablated["cores"][0]["prefix_cache"] == 1
+    # nothing else differs, and the two kernels keep their data apart
+    assert {k: v for k, v in ablated.items() if k not in ("cores", "data_dir")} == {k: v for k, v in aios.items() if k not in ("cores", "data_dir")}
+    assert ablated["data_dir"] != aios["data_dir"]
+    with pytest.raises(ConfigError, match="add aios to the setups"):
+        StudyOptions(setups=("llama_server",), ablate_core_options=(("prefix_cache", 1),))
+
+
+def test_the_ablated_setup_runs_in_the_rotation_with_its_ratios_and_table(tmp_path, capsys):
+    code = main([
+        "--model", "sim", "--agents", "2", "--shared", "no", "--setups", "llama_server,aios", "--turns", "1",
+        "--rounds", "2", "--mean-tokens", "4", "--max-tokens", "8", "--tool-delay", "0.01", "--system-words", "10",
+        "--ablate-core-option", "prefix_cache=1", "--out", str(tmp_path),
+    ])
+    assert code == 0
+    [path] = tmp_path.glob("agents-sim-*.json")
+    result = json.loads(path.read_text())
+    [level] = result["levels"]
+    assert [(r["round"], r["setup"]) for r in level["rounds"]] == [
+        (1, "llama_server"), (1, "aios"), (1, "aios_ablated"), (2, "aios"), (2, "aios_ablated"), (2, "llama_server"),
+    ]
+    assert all(r["errors"] == 0 and r["completion_tokens"] == level["planned_output_tokens"] for r in level["rounds"])
+    assert level["ratios"]["aios_ablated"]["makespan"] > 0 and level["ratios"]["aios_ablated"]["same_completion_tokens"]
+    assert "aios_ablated" in level["agreement"]["identical_vs_aios"]
+    assert "AIOS ablated / AIOS makespan" in markdown(result)
+
+
+def test_an_ablation_without_the_aios_setup_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "sim", "--agents", "1", "--setups", "llama_server", "--ablate-core-option", "prefix_cache=1", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "add aios to --setups" in capsys.readouterr().err
 
 
 def test_extra_llama_server_arguments_reach_its_command_line(tmp_path, monkeypatch):
