@@ -103,13 +103,15 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
     rows = row_logits_for(head.blocks, threads=threads, max_rows=max_rows) if head is not None and with_rows else None
     if with_rows and rows is None:
         raise SystemExit("the row pass cannot run here (no C compiler, or no ggml CPU library: see the log)")
-    engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None)
+    # the tap's callback with its own data (the C tap's state: without it the callback reads address 0)
+    engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None,
+                    eval_user_data=head.tap.user_data if head else None)
     if with_head and head is not None and not head.build(engine.ctx, engine.batch, probe_tokens(L.llama_model_get_vocab(model), N_BATCH), 0):
         raise SystemExit("the greedy head was refused at load (see the log)")
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
     engine.fill(prompt, decode)
     shapes = batches(max_rows)
-    if head is not None:
+    if with_head:
         shapes.update({f"{k} decoding rows, head": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})
     if rows is not None:
         shapes.update({f"{k} decoding rows, row pass": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})

@@ -86,3 +86,17 @@ def test_the_logits_rows_study_compares_each_batch_with_one_logits_row_more():
     text = console.export_text()
     # 2 rows (100 ms) against 3 (150 ms); 7 logits rows (100 ms) against 8 (50 ms)
     assert "0.67x" in text and "2.00x" in text
+
+
+@pytest.mark.model
+def test_the_logits_rows_study_times_the_row_pass_on_the_model(tmp_path):
+    """A small run through the C tap (its callback needs the tap's own data: without it ggml's first call crashed)."""
+    from aios.bench.studies import rows
+
+    assert rows.main(["--row-pass", "--max-rows", "2", "--sequences", "2", "--rounds", "1", "--prompt", "8", "--decode", "1",
+                      "--out", str(tmp_path)]) == 0
+    [path] = tmp_path.glob("rows-*.json")
+    result = json.loads(path.read_text())
+    assert result["options"]["row_pass"] is True and not result["options"]["head"]
+    assert all(result["median_ms"][f"{k} decoding rows, row pass"] > 0 for k in (1, 2))
+    assert not any(name.endswith(", head") for name in result["median_ms"])
