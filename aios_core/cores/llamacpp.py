@@ -629,10 +629,14 @@ class LlamaCppCore(BatchingCore):
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
                 candidates.append((seq.id, st.lookup, longest))
+        # the rows need evening out only where llama.cpp's own output layer will compute them (the row pass
+        # takes odd counts as they are, at the step's reading rows; guesses may still move a step to llama.cpp)
+        own = self._started().head
+        even = not plan.head and not (own is not None and own.takes_rows(n_decoding + sum(1 for _, last in prompts if last)))
         plan.guesses.update(
             plan_guesses(
                 candidates, n_decoding, prompts, self.n_ubatch, budget,
-                step_rows=self._step_cost[plan.head].rows(), even=not plan.head,
+                step_rows=self._step_cost[plan.head].rows(), even=even,
             )
         )
 
@@ -686,8 +690,10 @@ class LlamaCppCore(BatchingCore):
             if own.row_logits(batch.logits[:k]):
                 self._metrics.row_pass_rows += n_logits
                 self._metrics.row_pass_seconds += time.perf_counter() - t1
-        if all(n == 1 for _, _, n in plan.items) and not rows:
-            # a decoding step (no prompt chunk): its cost prices guesses (the row pass's steps are not llama.cpp's)
+        if all(n == 1 for _, _, n in plan.items):
+            # a decoding step (no prompt chunk): its cost prices guesses. The row pass's steps count with llama.cpp's:
+            # a fit of llama.cpp's alone sees only the row counts the pass leaves it (one row, eight, twelve...),
+            # whose line gave half the fixed part and half the guesses (aios bench agents, docs/benchmarks.md)
             self._step_cost[picks is not None].add(k, time.perf_counter() - t0)
         self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:
