@@ -629,14 +629,11 @@ class LlamaCppCore(BatchingCore):
                 if st.lookup is None:
                     st.lookup = NgramLookup(st.tokens)
                 candidates.append((seq.id, st.lookup, longest))
-        # the rows need evening out only where llama.cpp's own output layer will compute them (the row pass
-        # takes odd counts as they are, at the step's reading rows; guesses may still move a step to llama.cpp)
-        own = self._started().head
-        even = not plan.head and not (own is not None and own.takes_rows(n_decoding + sum(1 for _, last in prompts if last)))
+        # priced as llama.cpp's own output layer would compute the step, whether or not the row pass then takes it
         plan.guesses.update(
             plan_guesses(
                 candidates, n_decoding, prompts, self.n_ubatch, budget,
-                step_rows=self._step_cost[plan.head].rows(), even=even,
+                step_rows=self._step_cost[plan.head].rows(), even=not plan.head,
             )
         )
 
@@ -682,19 +679,24 @@ class LlamaCppCore(BatchingCore):
             if own is not None:
                 own.arm(False)
             raise CoreError(f"llama_decode failed with code {rc} on a batch of {k} tokens", retryable=True)
-        self._metrics.decode_seconds += time.perf_counter() - t0
+        decoded = time.perf_counter() - t0
+        self._metrics.decode_seconds += decoded
         picks = self._head_picks(outputs, plan, k) if head else None
+        step = time.perf_counter() - t0
         if rows:
             assert own is not None
             t1 = time.perf_counter()
             if own.row_logits(batch.logits[:k]):
                 self._metrics.row_pass_rows += n_logits
                 self._metrics.row_pass_seconds += time.perf_counter() - t1
-        if all(n == 1 for _, _, n in plan.items):
-            # a decoding step (no prompt chunk): its cost prices guesses. The row pass's steps count with llama.cpp's:
-            # a fit of llama.cpp's alone sees only the row counts the pass leaves it (one row, eight, twelve...),
-            # whose line gave half the fixed part and half the guesses (aios bench agents, docs/benchmarks.md)
-            self._step_cost[picks is not None].add(k, time.perf_counter() - t0)
+                # the guess rule prices llama.cpp's steps: a step of the row pass counts as llama.cpp's output layer
+                # would have made it (measured at load). Counted as it ran, the fit saw steep small steps and put the
+                # fixed part at 1.5 rows instead of 3-4: fewer guesses and up to 2.8 times the steps, slower end to end
+                step = decoded + own.llama_output_seconds(n_logits)
+            else:
+                step = time.perf_counter() - t0
+        if all(n == 1 for _, _, n in plan.items):  # a decoding step (no prompt chunk): its cost prices guesses
+            self._step_cost[picks is not None].add(k, step)
         self._metrics.decoded_tokens += k
         for seq, start, n in plan.items:
             seq.state.n_past = start + n

@@ -408,8 +408,9 @@ class HiddenTap:
 #: greedy heads refused as slow in this process, by thread count: the reason (the int8 pass's speed is the CPU's and
 #: torch's, and finding it costs a requantization of the whole matrix)
 _SLOW_PASSES: dict[int, str] = {}
-#: the row pass's row counts measured in this process, by (model file, threads, micro-batch size)
-_ROW_COUNTS: dict[tuple[str, int, int], frozenset[int]] = {}
+#: the row pass's row counts measured in this process, by (model file, threads, micro-batch size): llama.cpp's
+#: output layer's seconds at each count the pass takes
+_ROW_COUNTS: dict[tuple[str, int, int], dict[int, float]] = {}
 
 
 class OutputHead:
@@ -487,6 +488,11 @@ class OutputHead:
         self._row_out = self.rows.compute(hidden)
         self._row_index = np.cumsum(logits_flags != 0) - 1
         return True
+
+    def llama_output_seconds(self, n_rows: int) -> float:
+        """What llama.cpp's own output layer took at load for ``n_rows`` logits rows (a count the row pass takes)."""
+        assert self.rows is not None
+        return self.rows.llama_seconds.get(n_rows, 0.0)
 
     def logits(self, row: int) -> np.ndarray | None:
         """Batch row ``row``'s logits from the row pass of the last decode, or None if the row pass did not take it."""
@@ -567,7 +573,8 @@ class OutputHead:
         assert rows is not None
         key = (str(getattr(self.blocks, "filename", id(self.blocks))), self.threads, int(L.llama_n_ubatch(ctx)))
         if key in _ROW_COUNTS:  # measured by an earlier load of this model in this process, with the same threads
-            rows.counts = _ROW_COUNTS[key]
+            rows.llama_seconds = dict(_ROW_COUNTS[key])
+            rows.counts = frozenset(rows.llama_seconds)
             if rows.counts:
                 self.rows, self.rows_refused = rows, None
             else:
@@ -594,12 +601,13 @@ class OutputHead:
                 return
             if seconds < GAIN * (full - stopped):
                 faster[k] = (seconds, full - stopped)
-        _ROW_COUNTS[key] = frozenset(faster)
+        _ROW_COUNTS[key] = {k: theirs_s for k, (_, theirs_s) in faster.items()}
         if not faster:
             self.rows_refused = "llama.cpp's output layer was as fast for every row count"
             log.info("the row pass is not used: %s", self.rows_refused)
             return
         rows.counts = frozenset(faster)
+        rows.llama_seconds = {k: theirs_s for k, (_, theirs_s) in faster.items()}
         self.rows, self.rows_refused = rows, None
         log.info("the row pass takes decodes of %s logits rows (ms, row pass / llama.cpp: %s)", sorted(faster),
                  ", ".join(f"{k}: {a * 1e3:.0f}/{b * 1e3:.0f}" for k, (a, b) in sorted(faster.items())))

@@ -134,6 +134,9 @@ class RowLogits:
         self._out = np.empty((max_rows, self.n_vocab), dtype=np.float32)
         #: the row counts this pass takes (measured at load; none until then)
         self.counts: frozenset[int] = frozenset()
+        #: llama.cpp's own output layer, seconds, at each of those counts (measured with them): what a step the pass
+        #: took would have cost llama.cpp, for the guess rule, which prices llama.cpp's steps
+        self.llama_seconds: dict[int, float] = {}
 
     def takes(self, n_rows: int) -> bool:
         """Whether a decode with ``n_rows`` logits rows is this pass's."""
