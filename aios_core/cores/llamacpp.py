@@ -50,10 +50,11 @@ How the engine maps onto llama.cpp:
   llama.cpp.
 * **The row pass.** From two logits rows on, ggml hands the output layer to
   llamafile's tinyBLAS, whose tiles suit multiples of four rows: on an AMD EPYC
-  (one thread) it took 30 ms for 2 rows, 54 for 3, 59 for 5 and 65 for 7, against
-  6.3 for one. For the row counts where it was measured faster at load,
+  (one thread) a decode of 2 decoding rows took 43.9 ms, of 3 70.5, against 13.0
+  for one. For the row counts where it was measured faster at load,
   :mod:`aios_core.cores.llamacpp_row_logits` computes the output layer with
-  ggml's one-row kernel instead (9, 13, 21 and 28 ms), fed by the same tap and
+  ggml's one-row kernel instead (19.1 and 28.4 ms, ``python -m
+  aios.bench.studies.rows --row-pass``), fed by the same tap and
   giving llama.cpp's own logits bit for bit, so every sampler reads them. Where
   llama.cpp's batched kernel has no such dips, no row count is taken
   (``row_pass=False`` turns it off).

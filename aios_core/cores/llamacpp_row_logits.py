@@ -4,10 +4,10 @@ Gemma 3's output layer is a 262,144 by 640 Q8_0 matrix (its token embedding),
 more than half of the model's weights. ggml computes it for one logits row with
 its one-row kernel (``vec_dot``), and from two rows on hands the product to
 llamafile's tinyBLAS, whose tiles suit row counts that are multiples of four.
-Measured on an AMD EPYC (one thread, AVX2 build), llama.cpp's output layer took
-6.3 ms for one row, 30 for 2, 54 for 3, 38 for 4, 59 for 5, 42 for 6, 65 for 7
-and 31 for 8 (``python -m aios.bench.studies.rows``): two sequences decoding
-together made fewer tokens a second than one alone.
+Measured on an AMD EPYC (one thread, AVX2 build), a decode of 12 sequences took
+13.0 ms for one decoding row, 43.9 for 2, 70.5 for 3 and 56.7 for 4
+(``python -m aios.bench.studies.rows --row-pass``, docs/benchmarks.md): two
+sequences decoding together made fewer tokens a second than one alone.
 
 :class:`RowLogits` computes every row's logits with ggml's own one-row kernel
 instead, in C (``llamacpp_row_logits.c``, compiled on first use by
@@ -17,8 +17,9 @@ instead, in C (``llamacpp_row_logits.c``, compiled on first use by
 vocabulary split over the core's threads. A logit is the one llama.cpp computes,
 bit for bit (the same kernel on the same quantized activations; tinyBLAS sums
 each block in the same order), so any sampler may read them, not only greedy
-ones. It costs about 4 ms a row more, so it pays for some row counts only:
-9, 13, 17, 21, 27 and 33 ms for 1 to 6 rows, against the numbers above.
+ones. A decode with it grows by about 9 ms a row, so it pays for some row counts only: with
+it the same decodes took 13.1, 19.1, 28.4 and 35.8 ms, and 73.8 against 69.9
+without it at 8 rows.
 
 Which row counts it takes is measured when the core loads
 (:meth:`aios_core.cores.llamacpp_head.OutputHead.build`): for each count up to

@@ -18,6 +18,7 @@ import pytest
 from test_llamacpp_head import exact_logits, q8_0_blocks, requests, text_of  # tests/cores is on the path
 
 from aios_core.cores import llamacpp_head, llamacpp_row_logits
+from aios_core.cores.llamacpp_drafts import StepCost
 from aios_core.cores.llamacpp_head import HiddenTap, OutputHead
 from aios_core.cores.llamacpp_row_logits import RowLogits, ggml_q8_0_kernels, row_logits_for, row_logits_library
 
@@ -144,9 +145,16 @@ async def test_every_row_the_pass_computes_is_llama_cpps_own_logits_bit_for_bit(
 
     monkeypatch.setattr(OutputHead, "arm", arm_and_compute)
     monkeypatch.setattr(LlamaCppCore, "_pick", compare)
+    # and the guess rule's fit gets each of the pass's decoding steps as llama.cpp's output layer would have made it
+    # (here a second more than the decode), not as the pass made it
+    fitted: list[float] = []
+    add = StepCost.add
+    monkeypatch.setattr(OutputHead, "llama_output_seconds", lambda self, n_rows: 1.0)
+    monkeypatch.setattr(StepCost, "add", lambda self, rows, seconds: (fitted.append(seconds), add(self, rows, seconds)))
     _, core = await core_texts(started)
     assert len(checked) > 50 and all(checked), checked.count(False)
     assert core.metrics().row_pass_rows >= len(checked)
+    assert sum(s > 1.0 for s in fitted) >= 5, fitted
 
 
 @pytest.mark.model
