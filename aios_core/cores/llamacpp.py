@@ -275,8 +275,8 @@ class LlamaCppCore(BatchingCore):
                 or a prompt row's logits (see "Even logits rows"); False computes exactly the rows asked for.
             fast_head_rows: from this many logits rows in a decode whose picks are all greedy, the core computes
                 the output layer itself (see "Greedy output head"; default 1: every greedy decode); 0 leaves every
-                output layer to llama.cpp (the row pass too), as llama-server computes it. It needs torch with oneDNN's int8 linear and a Q8_0 output matrix, and sets
-                torch's threads to ``n_threads``.
+                output layer to llama.cpp (the row pass too), as llama-server computes it. It needs torch with
+                oneDNN's int8 linear and a Q8_0 output matrix, and sets torch's threads to ``n_threads``.
             native_tap: feed the greedy head from llama.cpp's graph with a C callback, compiled on first use with
                 the system's C compiler (see :mod:`aios_core.cores.llamacpp_native_tap`); False, or no compiler:
                 a Python callback, which waits for the GIL at each of a step's ~700 graph nodes while the

@@ -38,10 +38,12 @@ some int8 kernels use): a pass that is not exact is not used. It is timed at
 load too: where oneDNN has no fast int8 kernel for the CPU (seen on an AMD EPYC
 with AVX-512 VNNI: seconds a row, hundreds of times the time above), one row of the
 pass takes longer than llama.cpp's whole output layer for the probe's rows,
-and the head is not used (:class:`SlowPass`). Only a Q8_0 output
-matrix is read (the default model's); any other type, or a torch without
-oneDNN's int8 linear, leaves the output layer to llama.cpp
-(:func:`output_matrix` returns None).
+and the head is not used (:class:`SlowPass`); so is a torch without oneDNN's
+int8 linear (:class:`NoInt8Linear`). Only a Q8_0 output matrix is read (the
+default model's); any other type leaves the output layer to llama.cpp
+(:func:`output_matrix` returns None). Where the head is not used, the row pass
+(:mod:`aios_core.cores.llamacpp_row_logits`, through :class:`OutputHead`) may
+still take the row counts llama.cpp's batched kernel is slow at.
 """
 
 from __future__ import annotations
@@ -405,9 +407,9 @@ class HiddenTap:
         return np.concatenate(rows)
 
 
-#: greedy heads refused as slow in this process, by thread count: the reason (the int8 pass's speed is the CPU's and
-#: torch's, and finding it costs a requantization of the whole matrix)
-_SLOW_PASSES: dict[int, str] = {}
+#: greedy heads refused as slow in this process, by thread count and output matrix shape: the reason (the int8
+#: pass's speed is the CPU's and torch's, and finding it costs a requantization of the whole matrix)
+_SLOW_PASSES: dict[tuple[int, tuple[int, ...]], str] = {}
 #: the row pass's row counts measured in this process, by (model file, threads, micro-batch size): llama.cpp's
 #: output layer's seconds at each count the pass takes
 _ROW_COUNTS: dict[tuple[str, int, int], dict[int, float]] = {}
@@ -538,14 +540,15 @@ class OutputHead:
             n_vocab = self.blocks.shape[0]
             theirs = [int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)))) for i in range(n)]
             L.llama_memory_seq_rm(memory, seq, -1, -1)
-            slow = _SLOW_PASSES.get(self.threads)
+            slow_key = (self.threads, tuple(self.blocks.shape))
+            slow = _SLOW_PASSES.get(slow_key)
             try:
                 if slow is not None:  # the CPU and torch found slow by an earlier load in this process: 11 s saved
                     raise SlowPass(slow)
                 self.head = GreedyHead(self.blocks, largest_dims(hidden, FLOAT_DIMS), threads=self.threads,
                                        max_pass_seconds=max(full - stopped, 0.0))
             except SlowPass as exc:
-                self.refused = _SLOW_PASSES[self.threads] = str(exc)
+                self.refused = _SLOW_PASSES[slow_key] = str(exc)
             except RuntimeError as exc:  # NoInt8Linear, InexactPass, or oneDNN refusing this CPU
                 self.refused = str(exc)
             if self.head is not None and (ours := self.head.argmax(hidden).tolist()) != theirs:
