@@ -561,7 +561,6 @@ class OutputHead:
                             "" if self.used else "; llama.cpp computes every output layer")
             return self.used
         finally:
-            self._put(batch, tokens, seq)
             L.llama_memory_seq_rm(memory, seq, -1, -1)
 
     def _measure_rows(self, ctx: Any, batch: Any, tokens: list[int], seq: int) -> None:
