@@ -694,8 +694,6 @@ class LlamaCppCore(BatchingCore):
                 # would have made it (measured at load). Counted as it ran, the fit saw steep small steps and put the
                 # fixed part at 1.5 rows instead of 3-4: fewer guesses and up to 2.8 times the steps, slower end to end
                 step = decoded + own.llama_output_seconds(n_logits)
-            else:
-                step = time.perf_counter() - t0
         if all(n == 1 for _, _, n in plan.items):  # a decoding step (no prompt chunk): its cost prices guesses
             self._step_cost[picks is not None].add(k, step)
         self._metrics.decoded_tokens += k

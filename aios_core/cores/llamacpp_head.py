@@ -316,13 +316,9 @@ class _GGUFInitParams(ctypes.Structure):
 def _ggml_base() -> ctypes.CDLL:
     """The ggml library llama-cpp-python ships, for its GGUF reader (the Python ``gguf`` reader parses every
     vocabulary string first: seconds for Gemma's 262k tokens)."""
-    import llama_cpp as L
+    from aios_core.cores.llamacpp_runtime import ggml_library
 
-    lib_dir = Path(L.__file__).parent / "lib"
-    candidates = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.*"))
-    if not candidates:
-        raise OSError(f"no ggml-base library in {lib_dir}")
-    lib = ctypes.CDLL(str(candidates[0]))
+    lib = ggml_library("ggml-base")
     lib.gguf_init_from_file.restype = ctypes.c_void_p
     lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, _GGUFInitParams]
     lib.gguf_free.argtypes = [ctypes.c_void_p]

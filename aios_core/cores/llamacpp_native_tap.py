@@ -66,14 +66,10 @@ def native_tap_library() -> Any:
     if os.environ.get(DISABLE_ENV, "1") == "0":
         log.info("$%s=0: the greedy head's tap runs in Python", DISABLE_ENV)
         return None
-    lib = compiled_library(SOURCE, "the greedy head's tap runs in Python (a little slower when the kernel's loop is busy beside the engine)")
-    if lib is None:
-        return None
-    try:
+    lib = compiled_library(SOURCE, "aios_native_tap_on_node",
+                           "the greedy head's tap runs in Python (a little slower when the kernel's loop is busy beside the engine)")
+    if lib is not None:
         lib.aios_native_tap_on_node.restype = ctypes.c_bool
-    except AttributeError as exc:
-        log.warning("could not load the C tap (%s): the greedy head's tap runs in Python", exc)
-        return None
     return lib
 
 

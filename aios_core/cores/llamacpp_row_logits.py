@@ -75,15 +75,10 @@ class _CpuTraits(ctypes.Structure):
 def ggml_q8_0_kernels() -> tuple[int, int] | None:
     """The addresses of ggml's Q8_0 ``vec_dot`` and the ``from_float`` that quantizes its activations, from the
     ggml CPU library llama-cpp-python loaded; None if it has none or they are not one-row Q8_0 kernels."""
-    import llama_cpp as L
+    from aios_core.cores.llamacpp_runtime import ggml_library
 
-    lib_dir = Path(L.__file__).parent / "lib"
-    candidates = sorted(lib_dir.glob("libggml-cpu*")) + sorted(lib_dir.glob("ggml-cpu*"))
-    if not candidates:
-        log.info("no ggml CPU library in %s: llama.cpp computes every output layer", lib_dir)
-        return None
     try:
-        cpu = ctypes.CDLL(str(candidates[0]))
+        cpu = ggml_library("ggml-cpu")
         cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(_CpuTraits)
         cpu.ggml_get_type_traits_cpu.argtypes = [ctypes.c_int]
         cpu.ggml_cpu_init()  # fills the traits table (llama.cpp's backend init did already; it runs once)
@@ -94,24 +89,18 @@ def ggml_q8_0_kernels() -> tuple[int, int] | None:
     if q8.vec_dot_type != _GGML_TYPE_Q8_0 or q8.nrows != 1 or not q8.vec_dot:
         log.info("ggml's Q8_0 product here is not a one-row Q8_0 kernel: llama.cpp computes every output layer")
         return None
-    from_float = cpu.ggml_get_type_traits_cpu(_GGML_TYPE_Q8_0).contents.from_float
-    return (q8.vec_dot, from_float) if from_float else None
+    # its activations' type is Q8_0 itself (checked above): the same traits quantize them
+    return (q8.vec_dot, q8.from_float) if q8.from_float else None
 
 
 @lru_cache(maxsize=1)
 def row_logits_library() -> Any:
     """The compiled row pass (a ``ctypes.CDLL``), or None (no compiler, a failed compile: logged)."""
-    lib = compiled_library(SOURCE, "llama.cpp computes every output layer", flags=("-pthread",))
-    if lib is None:
-        return None
-    try:
-        fn = lib.aios_row_logits
-    except AttributeError as exc:
-        log.warning("could not load the row pass (%s): llama.cpp computes every output layer", exc)
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib = compiled_library(SOURCE, "aios_row_logits", "llama.cpp computes every output layer", flags=("-pthread",))
+    if lib is not None:
+        lib.aios_row_logits.restype = ctypes.c_int
+        lib.aios_row_logits.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return lib
 
 

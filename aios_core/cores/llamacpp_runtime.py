@@ -121,6 +121,16 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def ggml_library(stem: str) -> ctypes.CDLL:
+    """One of the ggml libraries llama-cpp-python ships (``ggml-base``, ``ggml-cpu``...), as its own loader opened it:
+    the same handle, so its state (the CPU backend's tables) is the one llama.cpp uses. OSError if there is none."""
+    lib_dir = Path(L.__file__).parent / "lib"
+    candidates = sorted(lib_dir.glob(f"lib{stem}*")) + sorted(lib_dir.glob(f"{stem}*"))
+    if not candidates:
+        raise OSError(f"no {stem} library in {lib_dir}")
+    return ctypes.CDLL(str(candidates[0]))
+
+
 def load_model(path: Path) -> Any:
     """Load a GGUF model (engine thread); a failure is a ConfigError quoting llama.cpp's reason."""
     init_backend()

@@ -60,9 +60,10 @@ def _trusted(path: Path) -> bool:
     return True
 
 
-def compiled_library(source: Path, otherwise: str, flags: Sequence[str] = ()) -> ctypes.CDLL | None:
+def compiled_library(source: Path, needs: str, otherwise: str, flags: Sequence[str] = ()) -> ctypes.CDLL | None:
     """``source`` compiled (once per source, compiler, flags and machine) and loaded, or None, logged with
-    ``otherwise`` (what the caller does instead: "the greedy head's tap runs in Python")."""
+    ``otherwise`` (what the caller does instead: "the greedy head's tap runs in Python"). ``needs``: the function
+    the caller calls; a library without it is not used."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     text = source.read_bytes()
     key = hashlib.sha256(text + f"{compiler} {' '.join(flags)} {platform.machine()} {platform.system()}".encode()).hexdigest()[:12]
@@ -82,7 +83,9 @@ def compiled_library(source: Path, otherwise: str, flags: Sequence[str] = ()) ->
                     "compiled again.", out, otherwise)
         return None
     try:
-        return ctypes.CDLL(str(out))
-    except OSError as exc:
+        lib = ctypes.CDLL(str(out))
+        getattr(lib, needs)
+    except (OSError, AttributeError) as exc:
         log.warning("could not load %s (%s): %s", out, exc, otherwise)
         return None
+    return lib

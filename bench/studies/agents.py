@@ -51,6 +51,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +69,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SETUPS = ("llama_server", "aios")
 BASELINES = ("llama_server", "native")
+#: the setup of ``--ablate-core-option``, compared with AIOS like a baseline (ablated / AIOS)
+ABLATED = "aios_ablated"
+#: every setup a level's ratios put against AIOS
+COMPARED = (*BASELINES, ABLATED)
+
+
+def setups_run(setups: Sequence[str], ablate_core_options: Sequence[Any]) -> tuple[str, ...]:
+    """The setups that run: those asked for, and the ablated kernel when core options are ablated."""
+    return (*setups, *((ABLATED,) if ablate_core_options else ()))
 
 _TOPICS = (
     "You are a careful assistant in a data pipeline. Read the tool results you are given, keep the numbering of every "
@@ -363,7 +373,7 @@ def ratios(rounds: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, A
         return {}
     out: dict[str, Any] = {}
     ai = summary["aios"]
-    for b in (*BASELINES, "aios_ablated"):
+    for b in COMPARED:
         if b not in summary:
             continue
         base = summary[b]
@@ -482,8 +492,8 @@ class StudyOptions:
 
     @property
     def all_setups(self) -> tuple[str, ...]:
-        """The setups that run: those asked for, and ``aios_ablated`` when core options are ablated."""
-        return self.setups + (("aios_ablated",) if self.ablate_core_options else ())
+        """The setups that run (:func:`setups_run`)."""
+        return setups_run(self.setups, self.ablate_core_options)
 
 
 def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[str, Server], str]:
@@ -526,7 +536,7 @@ def make_servers(options: StudyOptions, agents: int, work: Path) -> tuple[dict[s
         servers["aios"] = _AIOSServer(AIOSServe(config, work_dir=work / "aios"))
         if options.ablate_core_options:
             ablated = {**config, "data_dir": str(work / "kernel-ablated"), "cores": [{**core, **dict(options.ablate_core_options)}]}
-            servers["aios_ablated"] = _AIOSServer(AIOSServe(ablated, work_dir=work / "aios-ablated"), "aios_ablated")
+            servers[ABLATED] = _AIOSServer(AIOSServe(ablated, work_dir=work / "aios-ablated"), ABLATED)
     return servers, model
 
 
@@ -629,8 +639,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     """The study as a Markdown table (docs/benchmarks.md): ratios against llama-server first."""
-    setups = result["options"]["setups"] + (["aios_ablated"] if result["options"].get("ablate_core_options") else [])
-    baselines = [b for b in (*BASELINES, "aios_ablated") if b in setups]
+    setups = setups_run(result["options"]["setups"], result["options"].get("ablate_core_options", ()))
+    baselines = [b for b in COMPARED if b in setups]
     head = ["agents", "slots", "shared prompt"]
     for s in setups:
         head += [f"{SETUP_LABELS.get(s, s)} makespan s", f"{SETUP_LABELS.get(s, s)} mean s"]

@@ -47,7 +47,7 @@ from rich.table import Table
 
 from aios_core.cores.llamacpp import DEFAULT_UBATCH
 from aios_core.cores.llamacpp_head import OutputHead, head_for_model, probe_tokens
-from aios_core.cores.llamacpp_row_logits import RowLogits, row_logits_for
+from aios_core.cores.llamacpp_row_logits import row_logits_for
 from aios_core.cores.llamacpp_runtime import load_model
 from aios_core.cores.model_files import default_model_path
 
@@ -64,31 +64,22 @@ def batches(max_rows: int) -> dict[str, tuple[list[tuple[int, int]], list[int]]]
     return out
 
 
-def head_timed(engine: Engine, head: OutputHead, items: list[tuple[int, int]]) -> float:
-    """A decode stopped before llama.cpp's output layer, and the head's picks for its rows: the time of both."""
+def stopped_timed(engine: Engine, head: OutputHead, items: list[tuple[int, int]], row_pass: bool) -> float:
+    """A decode stopped before llama.cpp's output layer, then the head's picks (or, ``row_pass``, the row pass's
+    logits) for its rows, as the core's step runs them: the time of both."""
     head.arm(True)
     try:
         elapsed = engine.timed(items, [1] * len(items))
     finally:
         head.tap.active = False
+    flags = np.ones(len(items), dtype=np.int8)
     t0 = time.perf_counter()
-    if head.picks(np.ones(len(items), dtype=np.int8), list(range(len(items))), [None] * len(items)) is None:
-        raise SystemExit(f"the head took no hidden rows for {len(items)} outputs")
-    return elapsed + time.perf_counter() - t0
-
-
-def row_pass_timed(engine: Engine, head: OutputHead, rows: RowLogits, items: list[tuple[int, int]]) -> float:
-    """A decode stopped before llama.cpp's output layer, and the row pass's logits for its rows: the time of both."""
-    head.arm(True)
-    try:
-        elapsed = engine.timed(items, [1] * len(items))
-    finally:
-        head.tap.active = head.tap.stop = False
-    hidden = head.tap.take()
-    if len(hidden) != len(items):
-        raise SystemExit(f"the tap took {len(hidden)} hidden rows for {len(items)} outputs")
-    t0 = time.perf_counter()
-    rows.compute(hidden)
+    if row_pass:
+        done = head.row_logits(flags)
+    else:
+        done = head.picks(flags, list(range(len(items))), [None] * len(items)) is not None
+    if not done:
+        raise SystemExit(f"the tap took no hidden rows for {len(items)} outputs")
     return elapsed + time.perf_counter() - t0
 
 
@@ -100,31 +91,34 @@ def run(threads: int, sequences: int, prompt: int, decode: int, max_rows: int, r
     head = head_for_model(path, model, 1, threads) if with_head or with_rows else None
     if (with_head or with_rows) and head is None:
         raise SystemExit("the core's output layers do not apply to this model (its output matrix is not Q8_0)")
-    rows = row_logits_for(head.blocks, threads=threads, max_rows=max_rows) if head is not None and with_rows else None
-    if with_rows and rows is None:
-        raise SystemExit("the row pass cannot run here (no C compiler, or no ggml CPU library: see the log)")
     # the tap's callback with its own data (the C tap's state: without it the callback reads address 0)
     engine = Engine(model, DEFAULT_UBATCH, threads, sequences, head.tap.callback if head else None,
                     eval_user_data=head.tap.user_data if head else None)
-    if with_head and head is not None and not head.build(engine.ctx, engine.batch, probe_tokens(L.llama_model_get_vocab(model), N_BATCH), 0):
-        raise SystemExit("the greedy head was refused at load (see the log)")
+    if with_head and head is not None:
+        # build() is true when either pass is used: the greedy head itself must be
+        head.build(engine.ctx, engine.batch, probe_tokens(L.llama_model_get_vocab(model), N_BATCH), 0)
+        if head.head is None:
+            raise SystemExit("the greedy head was refused at load (see the log)")
+    if head is not None and with_rows:
+        # every row count the row pass's, whatever the core would measure: the study times them all
+        head.rows = row_logits_for(head.blocks, threads=threads, max_rows=max_rows)
+        if head.rows is None:
+            raise SystemExit("the row pass cannot run here (no C compiler, or no ggml CPU library: see the log)")
+        head.rows.counts = frozenset(range(1, max_rows + 1))
     print(f"filling the cache: {sequences} sequences, {prompt}-token prompts, {decode} steps...", file=sys.stderr)
     engine.fill(prompt, decode)
     shapes = batches(max_rows)
     if with_head:
         shapes.update({f"{k} decoding rows, head": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})
-    if rows is not None:
+    if with_rows:
         shapes.update({f"{k} decoding rows, row pass": ([(s, 1) for s in range(k)], [1] * k) for k in range(1, max_rows + 1)})
     times: dict[str, list[float]] = {name: [] for name in shapes}
     for r in range(rounds):
         for name in round_order(list(shapes), r):
             items, logits = shapes[name]
-            if name.endswith(", head"):
+            if name.endswith((", head", ", row pass")):
                 assert head is not None
-                times[name].append(head_timed(engine, head, items))
-            elif name.endswith(", row pass"):
-                assert head is not None and rows is not None
-                times[name].append(row_pass_timed(engine, head, rows, items))
+                times[name].append(stopped_timed(engine, head, items, row_pass=name.endswith(", row pass")))
             else:
                 times[name].append(engine.timed(items, logits))
     engine.close()
